@@ -1,0 +1,160 @@
+/// Everything a Deckhand process is configured with, with complete defaults for a local machine.
+///
+/// Read with ``DeckhandConfiguration/init(reader:)`` from `config/deckhand.conf` and `DECKHAND_*` variables;
+/// `config/deckhand.conf` documents each key.
+public struct DeckhandConfiguration: Sendable {
+    public var amqp: AMQPSettings
+    public var postgres: PostgresSettings
+    public var docker: DockerSettings
+    public var log: LogSettings
+
+    public init(
+        amqp: AMQPSettings = .init(),
+        postgres: PostgresSettings = .init(),
+        docker: DockerSettings = .init(),
+        log: LogSettings = .init()
+    ) {
+        self.amqp = amqp
+        self.postgres = postgres
+        self.docker = docker
+        self.log = log
+    }
+
+    /// Every key this configuration reads; a key in the file that is not here is a mistake.
+    public static let knownKeys: Set<String> = AMQPSettings.keys.union(PostgresSettings.keys)
+        .union(DockerSettings.keys).union(LogSettings.keys)
+
+    /// Reads every section; fails on the first bad value, or on a file key that no section knows.
+    public init(reader: ConfigurationReader) throws(DeckhandError) {
+        let unknown = reader.fileKeys.filter { !Self.knownKeys.contains($0) }
+        if let first = unknown.first {
+            throw DeckhandError(
+                .invalidConfiguration,
+                "\(first): unknown configuration key (known keys: \(Self.knownKeys.sorted().joined(separator: ", ")))"
+            )
+        }
+        self.amqp = try AMQPSettings(reader: reader)
+        self.postgres = try PostgresSettings(reader: reader)
+        self.docker = try DockerSettings(reader: reader)
+        self.log = try LogSettings(reader: reader)
+    }
+}
+
+/// How to reach RabbitMQ and how patient to be with it.
+public struct AMQPSettings: Sendable {
+    /// `amqp.url`: the broker, `amqp://user:password@host:port/vhost`.
+    public var url: AMQPURL = AMQPURL()
+    /// `amqp.heartbeat`: AMQP heartbeat interval; a connection silent for two intervals is dead.
+    public var heartbeat: Duration = .seconds(30)
+    /// `amqp.connect_timeout`: how long one connection attempt (TCP + handshake) may take.
+    public var connectTimeout: Duration = .seconds(10)
+    /// `amqp.publish_timeout`: how long a publish may wait for a confirm, across reconnects, before it fails.
+    public var publishTimeout: Duration = .seconds(30)
+    /// `amqp.confirm_window`: the most published messages awaiting a broker confirm on one connection.
+    public var confirmWindow: Int = 1000
+    /// `amqp.prefetch`: deliveries a consumer holds unacknowledged (`basic.qos`), so the work in flight.
+    public var prefetch: Int = 32
+    /// `amqp.reconnect_min`: the first back-off after a lost connection (doubling, with jitter).
+    public var reconnectMin: Duration = .milliseconds(100)
+    /// `amqp.reconnect_max`: the longest back-off between reconnect attempts.
+    public var reconnectMax: Duration = .seconds(5)
+
+    public init() {}
+
+    static let keys: Set<String> = [
+        "amqp.url", "amqp.heartbeat", "amqp.connect_timeout", "amqp.publish_timeout", "amqp.confirm_window",
+        "amqp.prefetch", "amqp.reconnect_min", "amqp.reconnect_max",
+    ]
+
+    public init(reader: ConfigurationReader) throws(DeckhandError) {
+        if let text = reader.raw("amqp.url") {
+            guard let url = AMQPURL(text) else {
+                // The value may hold a password: name the key and the expected shape, not the value.
+                throw DeckhandError(
+                    .invalidConfiguration,
+                    "amqp.url: expected amqp://user:password@host:port/vhost (the value is not shown; it may hold a password)"
+                )
+            }
+            self.url = url
+        }
+        heartbeat = try reader.duration("amqp.heartbeat", default: heartbeat)
+        connectTimeout = try reader.duration("amqp.connect_timeout", default: connectTimeout, minimum: .milliseconds(1))
+        publishTimeout = try reader.duration("amqp.publish_timeout", default: publishTimeout, minimum: .milliseconds(1))
+        confirmWindow = try reader.int("amqp.confirm_window", default: confirmWindow, range: 1...65_535)
+        prefetch = try reader.int("amqp.prefetch", default: prefetch, range: 1...65_535)
+        reconnectMin = try reader.duration("amqp.reconnect_min", default: reconnectMin, minimum: .milliseconds(1))
+        reconnectMax = try reader.duration("amqp.reconnect_max", default: reconnectMax, minimum: reconnectMin)
+    }
+}
+
+/// How to reach PostgreSQL.
+public struct PostgresSettings: Sendable {
+    /// `postgres.url`: a libpq connection URL, `postgresql://user:password@host:port/database?options`.
+    public var url: String = "postgresql://deckhand:deckhand@127.0.0.1:5432/deckhand"
+    /// `postgres.pool_size`: the most connections one process opens.
+    public var poolSize: Int = 8
+    /// `postgres.acquire_timeout`: how long a query waits for a free connection before it fails.
+    public var acquireTimeout: Duration = .seconds(10)
+    /// `postgres.connect_timeout`: how long opening one connection may take.
+    public var connectTimeout: Duration = .seconds(10)
+
+    public init() {}
+
+    static let keys: Set<String> = [
+        "postgres.url", "postgres.pool_size", "postgres.acquire_timeout", "postgres.connect_timeout",
+    ]
+
+    public init(reader: ConfigurationReader) throws(DeckhandError) {
+        if let text = reader.raw("postgres.url") {
+            guard text.hasPrefix("postgresql://") || text.hasPrefix("postgres://") else {
+                throw DeckhandError(
+                    .invalidConfiguration,
+                    "postgres.url: expected postgresql://user:password@host:port/database (the value is not shown; it may hold a password)"
+                )
+            }
+            url = text
+        }
+        poolSize = try reader.int("postgres.pool_size", default: poolSize, range: 1...1000)
+        acquireTimeout = try reader.duration(
+            "postgres.acquire_timeout",
+            default: acquireTimeout,
+            minimum: .milliseconds(1)
+        )
+        connectTimeout = try reader.duration("postgres.connect_timeout", default: connectTimeout, minimum: .seconds(1))
+    }
+}
+
+/// Where the Docker Engine API answers, if anywhere.
+public struct DockerSettings: Sendable {
+    /// `docker.socket`: path of the Docker Engine API's unix socket; empty means no Docker engine is used.
+    public var socket: String? = nil
+
+    public init() {}
+
+    static let keys: Set<String> = ["docker.socket"]
+
+    public init(reader: ConfigurationReader) throws(DeckhandError) {
+        socket = reader.optionalString("docker.socket")
+        if let socket, !socket.hasPrefix("/") {
+            throw reader.invalid("docker.socket", expected: "an absolute path to a unix socket", got: socket)
+        }
+    }
+}
+
+/// Logging.
+public struct LogSettings: Sendable {
+    /// `log.level`: `trace|debug|info|notice|warning|error|critical`.
+    public var level: String = "info"
+
+    public init() {}
+
+    static let keys: Set<String> = ["log.level"]
+
+    public init(reader: ConfigurationReader) throws(DeckhandError) {
+        level = try reader.choice(
+            "log.level",
+            default: level,
+            choices: ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+        )
+    }
+}

@@ -1,0 +1,55 @@
+/// The one error type of Deckhand: a stable code, a human message, the error underneath, and where it was raised.
+///
+/// Codes are extensible (`DeckhandError.Code("AMQP$…")`) so each module adds its own without a central enum,
+/// and the gateway maps them to HTTP statuses in one place. A message never contains a secret.
+public struct DeckhandError: Error, CustomStringConvertible, Sendable {
+    /// A stable, machine-readable error code such as `CONFIG$INVALID_VALUE`.
+    public struct Code: Hashable, Sendable, CustomStringConvertible, ExpressibleByStringLiteral {
+        public let rawValue: String
+        public init(_ rawValue: String) { self.rawValue = rawValue }
+        public init(stringLiteral value: String) { self.rawValue = value }
+        public var description: String { rawValue }
+    }
+
+    public var code: Code
+    public var message: String
+    public var underlying: (any Error)?
+    public var file: String
+    public var line: Int
+
+    public init(
+        _ code: Code,
+        _ message: String,
+        underlying: (any Error)? = nil,
+        file: String = #fileID,
+        line: Int = #line
+    ) {
+        self.code = code
+        self.message = message
+        self.underlying = underlying
+        self.file = file
+        self.line = line
+    }
+
+    public var description: String {
+        if let underlying {
+            return "\(code): \(message) (\(underlying))"
+        }
+        return "\(code): \(message)"
+    }
+}
+
+extension DeckhandError.Code {
+    /// A configuration key has a value that cannot be used.
+    public static let invalidConfiguration: Self = "CONFIG$INVALID_VALUE"
+    /// A required dependency (broker, database, engine) cannot be reached.
+    public static let unavailable: Self = "SERVICE$UNAVAILABLE"
+    /// An operation did not finish before its deadline.
+    public static let timeout: Self = "SERVICE$TIMEOUT"
+    /// The operation was cancelled by its caller.
+    public static let cancelled: Self = "SERVICE$CANCELLED"
+    /// A peer answered with something we do not understand.
+    public static let protocolViolation: Self = "SERVICE$PROTOCOL"
+    /// A bug or an unexpected state: logged, never shown in detail to a user.
+    public static let internalError: Self = "INTERNAL$ERROR"
+}

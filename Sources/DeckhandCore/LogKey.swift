@@ -1,0 +1,22 @@
+/// The log-metadata keys of every Deckhand process, in one dotted style so logs join up across processes.
+public enum LogKey: String, Sendable, CaseIterable {
+    case conversationID = "deckhand.conversation.id"
+    case sandboxID = "deckhand.sandbox.id"
+    case step = "deckhand.step"
+    case userID = "deckhand.user.id"
+    case component = "deckhand.component"
+    case errorCode = "deckhand.error.code"
+    case error = "deckhand.error"
+    case amqpMessageID = "amqp.message.id"
+    case amqpMessageType = "amqp.message.type"
+    case amqpQueue = "amqp.queue"
+    case amqpExchange = "amqp.exchange"
+    case amqpRoutingKey = "amqp.routing_key"
+    case amqpConnection = "amqp.connection"
+    case amqpAttempt = "amqp.attempt"
+    case httpMethod = "http.method"
+    case httpURL = "http.url"
+    case httpStatus = "http.status"
+    case postgresMigration = "postgres.migration"
+    case durationMilliseconds = "duration.ms"
+}

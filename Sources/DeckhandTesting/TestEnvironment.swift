@@ -1,0 +1,72 @@
+import DeckhandCore
+import Foundation
+
+/// Where the test services answer, and helpers every integration test shares.
+///
+/// The URLs come from the same `DECKHAND_*` variables that `deploy/local/services.sh env` prints, with the
+/// script's defaults, so a test run after `deploy/local/services.sh start` needs no set-up.
+public enum TestEnvironment {
+    private static var environment: [String: String] { ProcessInfo.processInfo.environment }
+
+    /// The RabbitMQ the integration tests use.
+    public static var amqpURL: String {
+        environment["DECKHAND_AMQP_URL"] ?? "amqp://guest:guest@127.0.0.1:5672/"
+    }
+
+    /// The PostgreSQL database the integration tests use (each test works in its own schema).
+    public static var postgresURL: String {
+        environment["DECKHAND_POSTGRES_URL"] ?? "postgresql://deckhand:deckhand@127.0.0.1:5432/deckhand"
+    }
+
+    /// The Docker Engine API socket the integration tests use.
+    public static var dockerSocket: String {
+        environment["DECKHAND_DOCKER_SOCKET"] ?? repositoryRoot + "/.deckhand/docker/docker.sock"
+    }
+
+    /// The root of this repository (where `Package.swift` is).
+    public static var repositoryRoot: String {
+        var url = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { url.deleteLastPathComponent() }
+        return url.path
+    }
+
+    /// A name no other test uses: `prefix-` followed by 12 random hex digits.
+    public static func uniqueName(_ prefix: String) -> String {
+        let suffix = UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(12).lowercased()
+        return "\(prefix)-\(suffix)"
+    }
+
+    /// The error an integration test fails with when a service it needs does not answer.
+    public static func serviceMissing(_ service: String, at endpoint: String, _ error: any Error) -> DeckhandError {
+        DeckhandError(
+            .unavailable,
+            "\(service) is not reachable at \(endpoint) (\(error)). Start the local services with "
+                + "`deploy/local/services.sh start` (or run `scripts/test.sh`, which starts them)."
+        )
+    }
+
+    /// Runs a program from the repository root and returns its standard output; fails when it exits non-zero.
+    @discardableResult
+    public static func run(_ executable: String, _ arguments: String...) throws -> String {
+        let process = Process()
+        process.executableURL = URL(
+            fileURLWithPath: executable.hasPrefix("/") ? executable : repositoryRoot + "/" + executable
+        )
+        process.arguments = arguments
+        process.currentDirectoryURL = URL(fileURLWithPath: repositoryRoot)
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        let text = String(decoding: data, as: UTF8.self)
+        guard process.terminationStatus == 0 else {
+            throw DeckhandError(
+                .internalError,
+                "\(executable) \(arguments.joined(separator: " ")) exited \(process.terminationStatus): \(text)"
+            )
+        }
+        return text
+    }
+}

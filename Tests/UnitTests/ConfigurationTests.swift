@@ -1,0 +1,85 @@
+import DeckhandCore
+import Testing
+
+@Suite struct ConfigurationTests {
+    @Test func defaultsAreCompleteWithoutAFile() throws {
+        let config = try DeckhandConfiguration(reader: ConfigurationReader())
+        #expect(config.amqp.url == AMQPURL(host: "127.0.0.1", port: 5672, user: "guest", password: "guest", vhost: "/"))
+        #expect(config.postgres.poolSize == 8)
+        #expect(config.docker.socket == nil)
+        #expect(config.log.level == "info")
+    }
+
+    @Test func environmentOverridesTheFile() throws {
+        let file = """
+            # comment
+            amqp.prefetch = 10   # trailing comment
+            amqp.publish_timeout = "2s"
+            postgres.pool_size = 3
+            """
+        let reader = try ConfigurationReader(
+            fileContents: file,
+            environment: [
+                "DECKHAND_AMQP_PREFETCH": "64", "DECKHAND_DOCKER_SOCKET": "/run/docker.sock", "HOME": "/root",
+            ]
+        )
+        let config = try DeckhandConfiguration(reader: reader)
+        #expect(config.amqp.prefetch == 64)
+        #expect(config.amqp.publishTimeout == .seconds(2))
+        #expect(config.postgres.poolSize == 3)
+        #expect(config.docker.socket == "/run/docker.sock")
+    }
+
+    @Test func aBadValueNamesTheKeyAndWhatWasExpected() throws {
+        let reader = try ConfigurationReader(environment: ["DECKHAND_AMQP_HEARTBEAT": "soon"])
+        let error = #expect(throws: DeckhandError.self) { try DeckhandConfiguration(reader: reader) }
+        #expect(error?.code == .invalidConfiguration)
+        #expect(error?.message.contains("amqp.heartbeat") == true)
+        #expect(error?.message.contains("DECKHAND_AMQP_HEARTBEAT") == true)
+        #expect(error?.message.contains("duration") == true)
+    }
+
+    @Test func aMisspeltFileKeyIsRefused() throws {
+        let reader = try ConfigurationReader(fileContents: "amqp.prefetchh = 3\n")
+        let error = #expect(throws: DeckhandError.self) { try DeckhandConfiguration(reader: reader) }
+        #expect(error?.message.hasPrefix("amqp.prefetchh: unknown configuration key") == true)
+    }
+
+    @Test func aBadURLNeverEchoesItsPassword() throws {
+        let reader = try ConfigurationReader(environment: ["DECKHAND_AMQP_URL": "amqp://u:s3cret@host:notaport/"])
+        let error = #expect(throws: DeckhandError.self) { try DeckhandConfiguration(reader: reader) }
+        #expect(error?.message.contains("amqp.url") == true)
+        #expect(error?.message.contains("s3cret") == false)
+    }
+
+    @Test func aLineWithoutEqualsIsAnError() {
+        #expect(throws: DeckhandError.self) { try ConfigurationReader(fileContents: "amqp.url\n") }
+    }
+
+    @Test(arguments: [
+        ("250ms", Duration.milliseconds(250)), ("10s", .seconds(10)), ("1.5s", .milliseconds(1500)),
+        ("2m", .seconds(120)), ("1h", .seconds(3600)), ("7", .seconds(7)),
+    ])
+    func durationsParse(text: String, expected: Duration) {
+        #expect(ConfigurationReader.parseDuration(text) == expected)
+    }
+
+    @Test(arguments: ["", "s", "-1s", "abc", "1x"])
+    func badDurationsDoNotParse(text: String) {
+        #expect(ConfigurationReader.parseDuration(text) == nil)
+    }
+
+    @Test func amqpURLsParse() {
+        #expect(
+            AMQPURL("amqp://a:b@h:1234/v%2Fx") == AMQPURL(host: "h", port: 1234, user: "a", password: "b", vhost: "v/x")
+        )
+        #expect(AMQPURL("amqp://h") == AMQPURL(host: "h", port: 5672, user: "guest", password: "guest", vhost: "/"))
+        #expect(
+            AMQPURL("amqp://u:p%40ss@h/") == AMQPURL(host: "h", port: 5672, user: "u", password: "p@ss", vhost: "/")
+        )
+        #expect(AMQPURL("http://h") == nil)
+        #expect(AMQPURL("amqp://h:0") == nil)
+        #expect(AMQPURL("amqp://:5672") == nil)
+        #expect(AMQPURL("amqp://u:secret@h:1/").map(\.redacted) == "amqp://u:***@h:1/")
+    }
+}

@@ -1,0 +1,209 @@
+#!/usr/bin/env bash
+# Local services for Deckhand: RabbitMQ, PostgreSQL and dockerd as plain processes, state in a
+# git-ignored folder, listening on loopback only.
+#
+#   deploy/local/services.sh start     install what is missing, start what is not running, wait, print URLs
+#   deploy/local/services.sh stop      stop only the processes this script started
+#   deploy/local/services.sh status    say what runs
+#   deploy/local/services.sh env       print the URLs as shell exports
+#   deploy/local/services.sh rabbitmqctl ARGS...   run rabbitmqctl against the local broker
+#
+# Environment (all optional):
+#   DECKHAND_STATE_DIR   where state lives (default: <repo>/.deckhand)
+#   DECKHAND_SERVICES    which services to run (default: "rabbitmq postgres docker")
+#   DECKHAND_AMQP_PORT   RabbitMQ port (default 5672)
+#   DECKHAND_PG_PORT     PostgreSQL port (default 5432)
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+state=${DECKHAND_STATE_DIR:-$repo/.deckhand}
+services=${DECKHAND_SERVICES:-rabbitmq postgres docker}
+amqp_port=${DECKHAND_AMQP_PORT:-5672}
+pg_port=${DECKHAND_PG_PORT:-5432}
+pg_bin=/usr/lib/postgresql/15/bin
+rabbit_bin=/usr/lib/rabbitmq/bin
+
+log() { printf '[services] %s\n' "$*" >&2; }
+die() { printf '[services] error: %s\n' "$*" >&2; exit 1; }
+
+wants() { [[ " $services " == *" $1 "* ]]; }
+
+# ---------------------------------------------------------------- packages
+install_packages() {
+  local missing=()
+  local pkgs=(pkgconf librabbitmq-dev libcurl4-openssl-dev libpq-dev postgresql-15 rabbitmq-server docker.io zip unzip)
+  for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    [[ $(id -u) == 0 ]] || die "missing packages (${missing[*]}); run as root or install them"
+    log "installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q >/dev/null
+    # The packages' own init scripts must not start system-wide daemons: we run our own.
+    local policy=/usr/sbin/policy-rc.d created_policy=0
+    if [[ ! -e $policy ]]; then printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod +x "$policy"; created_policy=1; fi
+    apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+    ((created_policy)) && rm -f "$policy"
+  fi
+}
+
+# ---------------------------------------------------------------- helpers
+pid_alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+wait_for() { # name seconds command...
+  local name=$1 secs=$2; shift 2
+  local deadline=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || die "$name did not become ready in ${secs}s (logs in $state/$name)"
+    sleep 0.3
+  done
+}
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# ---------------------------------------------------------------- RabbitMQ
+rabbit_env() {
+  export HOME=$state/rabbitmq
+  export RABBITMQ_NODENAME=deckhand@localhost
+  export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
+  export RABBITMQ_NODE_PORT=$amqp_port
+  export RABBITMQ_DIST_PORT=$((amqp_port + 20000))
+  export ERL_EPMD_ADDRESS=127.0.0.1
+  export RABBITMQ_MNESIA_BASE=$state/rabbitmq/mnesia
+  export RABBITMQ_LOG_BASE=$state/rabbitmq/log
+  export RABBITMQ_FEATURE_FLAGS_FILE=$state/rabbitmq/feature_flags
+  export RABBITMQ_ENABLED_PLUGINS_FILE=$state/rabbitmq/enabled_plugins
+  export RABBITMQ_CONFIG_FILE=$state/rabbitmq/rabbitmq
+  export RABBITMQ_PID_FILE=$state/rabbitmq/pid
+  export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+}
+
+rabbitmqctl() { (rabbit_env; "$rabbit_bin/rabbitmqctl" -n deckhand@localhost "$@"); }
+
+start_rabbitmq() {
+  rabbit_env
+  if pid_alive "$state/rabbitmq/pid"; then log "rabbitmq already running"; return; fi
+  port_busy "$amqp_port" && die "port $amqp_port is taken by another process; set DECKHAND_AMQP_PORT"
+  mkdir -p "$state/rabbitmq/log" "$state/rabbitmq/mnesia"
+  [[ -f $state/rabbitmq/enabled_plugins ]] || echo '[].' >"$state/rabbitmq/enabled_plugins"
+  cat >"$state/rabbitmq/rabbitmq.conf" <<CONF
+listeners.tcp.1 = 127.0.0.1:$amqp_port
+loopback_users = none
+CONF
+  log "starting rabbitmq on 127.0.0.1:$amqp_port"
+  setsid "$rabbit_bin/rabbitmq-server" >"$state/rabbitmq/log/stdout.log" 2>&1 </dev/null &
+  echo $! >"$state/rabbitmq/pid"
+  wait_for rabbitmq 90 "$rabbit_bin/rabbitmqctl" -n deckhand@localhost await_startup --timeout 2
+}
+
+stop_rabbitmq() {
+  rabbit_env
+  pid_alive "$state/rabbitmq/pid" || { rm -f "$state/rabbitmq/pid"; return 0; }
+  log "stopping rabbitmq"
+  "$rabbit_bin/rabbitmqctl" -n deckhand@localhost shutdown >/dev/null 2>&1 || kill "$(cat "$state/rabbitmq/pid")" 2>/dev/null || true
+  rm -f "$state/rabbitmq/pid"
+}
+
+# ---------------------------------------------------------------- PostgreSQL
+pg() { runuser -u postgres -- "$@"; }
+
+start_postgres() {
+  local data=$state/postgres/data
+  if [[ -f $data/postmaster.pid ]] && kill -0 "$(head -1 "$data/postmaster.pid")" 2>/dev/null; then
+    log "postgres already running"; return
+  fi
+  port_busy "$pg_port" && die "port $pg_port is taken by another process; set DECKHAND_PG_PORT"
+  mkdir -p "$state/postgres"
+  chown postgres: "$state/postgres"
+  chmod o+x "$state"  # postgres (not root) must be able to reach its folder
+  if [[ ! -f $data/PG_VERSION ]]; then
+    log "initdb $data"
+    pg "$pg_bin/initdb" -D "$data" -U postgres -A trust -E UTF8 >"$state/postgres/initdb.log"
+    cat >>"$data/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $pg_port
+unix_socket_directories = '$state/postgres'
+max_connections = 300
+fsync = on
+shared_buffers = 256MB
+CONF
+  fi
+  log "starting postgres on 127.0.0.1:$pg_port"
+  pg "$pg_bin/pg_ctl" -D "$data" -l "$state/postgres/server.log" -w -t 60 start >/dev/null
+  touch "$state/postgres/started-by-us"
+  wait_for postgres 60 "$pg_bin/pg_isready" -h 127.0.0.1 -p "$pg_port"
+  pg "$pg_bin/psql" -h 127.0.0.1 -p "$pg_port" -d postgres -qAt -c \
+    "DO \$\$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'deckhand') THEN CREATE ROLE deckhand LOGIN SUPERUSER PASSWORD 'deckhand'; END IF; END \$\$;" >/dev/null
+  pg "$pg_bin/psql" -h 127.0.0.1 -p "$pg_port" -d postgres -qAt -c "SELECT 1 FROM pg_database WHERE datname = 'deckhand'" | grep -q 1 ||
+    pg "$pg_bin/createdb" -h 127.0.0.1 -p "$pg_port" -O deckhand deckhand
+}
+
+stop_postgres() {
+  local data=$state/postgres/data
+  [[ -f $state/postgres/started-by-us && -f $data/postmaster.pid ]] || return 0
+  log "stopping postgres"
+  pg "$pg_bin/pg_ctl" -D "$data" -m fast -w stop >/dev/null || true
+  rm -f "$state/postgres/started-by-us"
+}
+
+# ---------------------------------------------------------------- dockerd
+docker_sock=$state/docker/docker.sock
+
+start_docker() {
+  if pid_alive "$state/docker/pid"; then log "dockerd already running"; return; fi
+  mkdir -p "$state/docker"
+  log "starting dockerd on unix://$docker_sock"
+  setsid dockerd --iptables=false --ip6tables=false --bridge=none \
+    --host "unix://$docker_sock" --data-root "$state/docker/root" --exec-root "$state/docker/exec" \
+    --pidfile "$state/docker/dockerd.pid" >"$state/docker/dockerd.log" 2>&1 </dev/null &
+  echo $! >"$state/docker/pid"
+  wait_for docker 60 curl -sf --unix-socket "$docker_sock" http://localhost/_ping
+}
+
+stop_docker() {
+  pid_alive "$state/docker/pid" || { rm -f "$state/docker/pid"; return 0; }
+  log "stopping dockerd"
+  local pid; pid=$(cat "$state/docker/pid")
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+  rm -f "$state/docker/pid"
+}
+
+# ---------------------------------------------------------------- commands
+print_env() {
+  wants rabbitmq && echo "export DECKHAND_AMQP_URL=amqp://guest:guest@127.0.0.1:$amqp_port/"
+  wants postgres && echo "export DECKHAND_POSTGRES_URL=postgresql://deckhand:deckhand@127.0.0.1:$pg_port/deckhand"
+  wants docker && echo "export DECKHAND_DOCKER_SOCKET=$docker_sock"
+  return 0
+}
+
+status() {
+  local rc=0
+  if wants rabbitmq; then (rabbit_env; pid_alive "$state/rabbitmq/pid") && echo "rabbitmq: running (127.0.0.1:$amqp_port)" || { echo "rabbitmq: stopped"; rc=1; }; fi
+  if wants postgres; then "$pg_bin/pg_isready" -q -h 127.0.0.1 -p "$pg_port" && echo "postgres: running (127.0.0.1:$pg_port)" || { echo "postgres: stopped"; rc=1; }; fi
+  if wants docker; then curl -sf --unix-socket "$docker_sock" http://localhost/_ping >/dev/null 2>&1 && echo "docker: running ($docker_sock)" || { echo "docker: stopped"; rc=1; }; fi
+  return $rc
+}
+
+case ${1:-} in
+  start)
+    install_packages
+    mkdir -p "$state"
+    wants postgres && start_postgres
+    wants docker && start_docker
+    wants rabbitmq && start_rabbitmq
+    log "ready"
+    print_env
+    ;;
+  stop)
+    wants rabbitmq && stop_rabbitmq
+    wants docker && stop_docker
+    wants postgres && stop_postgres
+    true
+    ;;
+  status) status ;;
+  env) print_env ;;
+  rabbitmqctl) shift; rabbitmqctl "$@" ;;
+  *) echo "usage: $0 start|stop|status|env|rabbitmqctl ARGS..." >&2; exit 2 ;;
+esac
