@@ -10,14 +10,31 @@ let package = Package(
     name: "deckhand",
     platforms: [.macOS(.v15)],
     products: [],
-    dependencies: [],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2")
+    ],
     targets: [
         // I/O-free core: configuration, errors, log keys.
         .target(name: "DeckhandCore", swiftSettings: strict),
 
-        // Helpers for tests and benchmarks: service endpoints, unique names.
-        .target(name: "DeckhandTesting", dependencies: ["DeckhandCore"], swiftSettings: strict),
+        // C bridge: librabbitmq plus typed shims for its variadic calls.
+        .systemLibrary(name: "CRabbitMQ", pkgConfig: "librabbitmq", providers: [.apt(["librabbitmq-dev"])]),
 
-        .testTarget(name: "UnitTests", dependencies: ["DeckhandCore"], swiftSettings: strict),
+        // AMQP 0-9-1 client over librabbitmq: one thread per connection, confirms, consumers, reconnect.
+        .target(
+            name: "AMQP",
+            dependencies: ["CRabbitMQ", "DeckhandCore", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
+
+        // Helpers for tests and benchmarks: service endpoints, unique names.
+        .target(name: "DeckhandTesting", dependencies: ["DeckhandCore", "AMQP"], swiftSettings: strict),
+
+        .testTarget(name: "UnitTests", dependencies: ["DeckhandCore", "AMQP"], swiftSettings: strict),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: ["AMQP", "DeckhandCore", "DeckhandTesting"],
+            swiftSettings: strict
+        ),
     ]
 )

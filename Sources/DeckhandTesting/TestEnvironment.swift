@@ -48,6 +48,10 @@ public enum TestEnvironment {
     /// Runs a program from the repository root and returns its standard output; fails when it exits non-zero.
     @discardableResult
     public static func run(_ executable: String, _ arguments: String...) throws -> String {
+        try runSync(executable, arguments)
+    }
+
+    private static func runSync(_ executable: String, _ arguments: [String]) throws -> String {
         let process = Process()
         process.executableURL = URL(
             fileURLWithPath: executable.hasPrefix("/") ? executable : repositoryRoot + "/" + executable
@@ -68,5 +72,16 @@ public enum TestEnvironment {
             )
         }
         return text
+    }
+
+    /// ``run(_:_:)`` on its own thread, so a test's cooperative threads never wait for the child process.
+    @discardableResult
+    public static func runDetached(_ executable: String, _ arguments: [String]) async throws -> String {
+        try await withCheckedThrowingContinuation { continuation in
+            let thread = Thread {
+                continuation.resume(with: Result { try runSync(executable, arguments) })
+            }
+            thread.start()
+        }
     }
 }
