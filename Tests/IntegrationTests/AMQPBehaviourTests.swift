@@ -1,0 +1,243 @@
+import AMQP
+import DeckhandCore
+import DeckhandTesting
+import Foundation
+import Testing
+
+@Suite struct AMQPBehaviourTests {
+    @Test func aMessageThatAlwaysFailsIsDeadLetteredAfterTheDeliveryLimit() async throws {
+        let name = TestEnvironment.uniqueName("dlq")
+        let connection = try await TestAMQP.connect(name: name)
+        try await connection.declare(
+            AMQPExchange(name: name + ".dead", kind: .fanout, durable: false, autoDelete: true)
+        )
+        try await connection.declare(AMQPQueue(name: name + ".dead", kind: .quorum))
+        try await connection.bind(AMQPBinding(queue: name + ".dead", exchange: name + ".dead", routingKey: ""))
+        try await connection.declare(
+            AMQPQueue(name: name, kind: .quorum, deadLetterExchange: name + ".dead", deliveryLimit: 3)
+        )
+        let message = AMQPMessage(json: Array("{}".utf8), type: "poison")
+        try await connection.publish(message, exchange: "", routingKey: name)
+
+        var deliveries = 0
+        let consumer = try await connection.consume(queue: name, prefetch: 1)
+        let dead = try await connection.consume(queue: name + ".dead", prefetch: 1)
+        let failing = Task {
+            var count = 0
+            for try await delivery in consumer {
+                count += 1
+                delivery.nack(requeue: true)
+            }
+            return count
+        }
+        var deadIterator = dead.makeAsyncIterator()
+        let deadLettered = try #require(try await deadIterator.next())
+        deadLettered.ack()
+        await consumer.cancel()
+        deliveries = try await failing.value
+
+        #expect(deadLettered.properties.messageID == message.properties.messageID)
+        #expect(deliveries == 4, "delivered once and redelivered up to the limit of 3")
+        guard case .array(let deaths)? = deadLettered.properties.headers["x-death"],
+            case .table(let death)? = deaths.first
+        else {
+            Issue.record("no x-death header: \(deadLettered.properties.headers)")
+            return
+        }
+        #expect(death["reason"]?.stringValue == "delivery_limit")
+        #expect(death["queue"]?.stringValue == name)
+        await dead.cancel()
+        try await connection.deleteQueue(name)
+        try await connection.deleteQueue(name + ".dead")
+        await connection.close()
+    }
+
+    @Test func requestReplyIsAnsweredOrTimesOut() async throws {
+        let name = TestEnvironment.uniqueName("rpc")
+        let server = try await TestAMQP.connect(name: name + "-server")
+        let client = try await TestAMQP.connect(name: name + "-client")
+        try await server.declare(AMQPQueue.exclusive(name))
+        let requests = try await server.consume(queue: name, prefetch: 8)
+        let serving = Task {
+            for try await request in requests {
+                let text = String(decoding: request.body, as: UTF8.self)
+                try await server.reply(to: request, with: AMQPMessage(json: Array(text.uppercased().utf8)))
+                request.ack()
+            }
+        }
+
+        let replies = try await withThrowingTaskGroup(of: String.self) { group in
+            for index in 0..<20 {
+                group.addTask {
+                    let reply = try await client.request(
+                        AMQPMessage(json: Array("\"hello \(index)\"".utf8)),
+                        exchange: "",
+                        routingKey: name,
+                        timeout: .seconds(5)
+                    )
+                    return String(decoding: reply.body, as: UTF8.self)
+                }
+            }
+            return try await group.reduce(into: Set<String>()) { $0.insert($1) }
+        }
+        #expect(replies == Set((0..<20).map { "\"HELLO \($0)\"" }))
+
+        // A queue nobody answers from: the request times out at its deadline.
+        let silent = name + ".silent"
+        try await server.declare(AMQPQueue.exclusive(silent))
+        let started = ContinuousClock.now
+        let timedOut = await #expect(throws: DeckhandError.self) {
+            _ = try await client.request(
+                AMQPMessage(json: []),
+                exchange: "",
+                routingKey: silent,
+                timeout: .milliseconds(300)
+            )
+        }
+        #expect(timedOut?.code == .timeout)
+        #expect(ContinuousClock.now - started < .seconds(3))
+
+        // A request nobody can receive fails at once (mandatory publish, returned by the broker).
+        let unroutable = await #expect(throws: DeckhandError.self) {
+            _ = try await client.request(
+                AMQPMessage(json: []),
+                exchange: "",
+                routingKey: name + ".nobody",
+                timeout: .seconds(5)
+            )
+        }
+        #expect(unroutable?.code == .amqpUnroutable)
+
+        await requests.cancel()
+        serving.cancel()
+        await client.close()
+        await server.close()
+    }
+
+    @Test func refusedOperationsFailClearlyAndTheConnectionStaysUsable() async throws {
+        let name = TestEnvironment.uniqueName("refused")
+        let connection = try await TestAMQP.connect(name: name)
+        try await connection.declare(AMQPQueue.exclusive(name))
+
+        let unroutable = await #expect(throws: DeckhandError.self) {
+            try await connection.publish(
+                AMQPMessage(json: []),
+                exchange: "",
+                routingKey: name + ".none",
+                mandatory: true
+            )
+        }
+        #expect(unroutable?.code == .amqpUnroutable)
+        #expect(unroutable?.message.contains("NO_ROUTE") == true)
+
+        let missingExchange = await #expect(throws: DeckhandError.self) {
+            try await connection.publish(AMQPMessage(json: []), exchange: name + ".missing", routingKey: "x")
+        }
+        #expect(missingExchange?.code == .amqpRefused)
+        #expect(missingExchange?.message.contains("404") == true)
+
+        let inequivalent = await #expect(throws: DeckhandError.self) {
+            try await connection.declare(AMQPQueue(name: name, kind: .classic, durable: true))
+        }
+        #expect(inequivalent?.code == .amqpRefused)
+
+        let missingQueue = await #expect(throws: DeckhandError.self) {
+            _ = try await connection.inspect(queue: name + ".missing")
+        }
+        #expect(missingQueue?.code == .amqpRefused)
+
+        // After all of that, the same connection still publishes and declares.
+        try await connection.publish(AMQPMessage(json: Array("1".utf8)), exchange: "", routingKey: name)
+        #expect(try await connection.inspect(queue: name).messageCount == 1)
+        #expect(connection.status.connections == 1)
+        await connection.close()
+    }
+
+    @Test func cancellingAConsumerFlushesAcksAndRequeuesTheRest() async throws {
+        let name = TestEnvironment.uniqueName("cancel")
+        let connection = try await TestAMQP.connect(name: name)
+        try await connection.declare(AMQPQueue(name: name, kind: .quorum))
+        for index in 0..<100 {
+            try await connection.publish(AMQPMessage(json: Array("\(index)".utf8)), exchange: "", routingKey: name)
+        }
+        let consumer = try await connection.consume(queue: name, prefetch: 10)
+        var acked = 0
+        for try await delivery in consumer {
+            delivery.ack()
+            acked += 1
+            if acked == 5 { break }
+        }
+        await consumer.cancel()
+        // Five acked and gone; the other 95 (five of them delivered but never acked) come back to the queue
+        // (a quorum queue returns them asynchronously after the channel closed: poll briefly).
+        var ready = 0
+        for _ in 0..<100 {
+            ready = try await connection.inspect(queue: name).messageCount
+            if ready >= 95 { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(ready == 95)
+        try await connection.deleteQueue(name)
+        await connection.close()
+    }
+
+    @Test func aPublishDuringAnOutageWaitsForTheReconnectOrFailsAtItsDeadline() async throws {
+        let name = TestEnvironment.uniqueName("outage")
+        let url = try TestAMQP.url
+        let proxy = try TCPProxy.start(targetHost: url.host, targetPort: url.port)
+        defer { proxy.stop() }
+        let connection = try await TestAMQP.connect(name: name) { configuration in
+            configuration.url.port = proxy.port
+            configuration.publishTimeout = .seconds(1)
+            configuration.heartbeat = .seconds(2)
+        }
+        try await connection.declare(AMQPQueue.exclusive(name))
+
+        proxy.sever()
+        let started = ContinuousClock.now
+        let failure = await #expect(throws: DeckhandError.self) {
+            try await connection.publish(AMQPMessage(json: Array("lost".utf8)), exchange: "", routingKey: name)
+        }
+        #expect(failure?.code == .unavailable)
+        #expect(ContinuousClock.now - started < .seconds(3))
+        #expect(!connection.status.connected)
+
+        // The outage ends while a publish is waiting: it goes out after the reconnect, and the exclusive queue
+        // (gone with the old connection) was declared again.
+        let waiting = Task {
+            try await connection.publish(
+                AMQPMessage(json: Array("kept".utf8)),
+                exchange: "",
+                routingKey: name,
+                mandatory: true
+            )
+        }
+        try await Task.sleep(for: .milliseconds(300))
+        proxy.restore()
+        try await waiting.value
+        #expect(connection.status.connected)
+        #expect(connection.status.connections >= 2)
+        #expect(try await connection.inspect(queue: name).messageCount == 1)
+        await connection.close()
+    }
+
+    @Test func theFirstConnectFailsWithTheEndpointNamed() async throws {
+        var configuration = AMQPConnection.Configuration(url: AMQPURL(host: "127.0.0.1", port: 1), name: "nowhere")
+        configuration.connectTimeout = .seconds(2)
+        let error = await #expect(throws: DeckhandError.self) {
+            _ = try await AMQPConnection.connect(configuration: configuration)
+        }
+        #expect(error?.code == .unavailable)
+        #expect(error?.message.contains("127.0.0.1:1") == true)
+    }
+
+    @Test func aWrongPasswordIsRefusedWithoutShowingIt() async throws {
+        var configuration = AMQPConnection.Configuration(url: try TestAMQP.url, name: "badpass")
+        configuration.url.password = "not-the-password-x9"
+        let error = await #expect(throws: DeckhandError.self) {
+            _ = try await AMQPConnection.connect(configuration: configuration)
+        }
+        #expect(error?.code == .unavailable)
+        #expect(error?.message.contains("not-the-password-x9") == false)
+    }
+}
