@@ -1,0 +1,57 @@
+import AMQP
+import ArgumentParser
+import DeckhandCore
+import Foundation
+
+/// `deckhand check`: can this process reach everything it needs?
+struct Check: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Connect to RabbitMQ, PostgreSQL and (if configured) the Docker engine, and print their versions.",
+        discussion: "Exits non-zero, naming the service, when one of them cannot be reached."
+    )
+
+    @OptionGroup var options: GlobalOptions
+
+    func run() async throws {
+        let configuration = try options.loadConfiguration()
+        var failures: [String] = []
+
+        func report(_ service: String, _ result: Result<String, any Error>) {
+            switch result {
+            case .success(let version):
+                print("\(service): ok (\(version))")
+            case .failure(let error):
+                print("\(service): FAILED: \((error as? DeckhandError)?.message ?? "\(error)")")
+                failures.append(service)
+            }
+        }
+
+        report("rabbitmq", await Result { try await Self.checkRabbitMQ(configuration.amqp) })
+
+        if !failures.isEmpty {
+            FileHandle.standardError.write(
+                Data("deckhand check: cannot reach \(failures.joined(separator: ", "))\n".utf8)
+            )
+            throw ExitCode(1)
+        }
+    }
+
+    static func checkRabbitMQ(_ settings: AMQPSettings) async throws -> String {
+        var configuration = AMQPConnection.Configuration(settings: settings, name: "deckhand-check")
+        configuration.publishTimeout = settings.connectTimeout
+        let connection = try await AMQPConnection.connect(configuration: configuration)
+        let version = connection.status.serverVersion ?? "unknown version"
+        await connection.close()
+        return "RabbitMQ \(version) at \(settings.url.host):\(settings.url.port)"
+    }
+}
+
+extension Result where Failure == any Error {
+    init(catching body: () async throws -> Success) async {
+        do {
+            self = .success(try await body())
+        } catch {
+            self = .failure(error)
+        }
+    }
+}

@@ -1,0 +1,60 @@
+import ArgumentParser
+import Foundation
+
+/// One measured figure.
+struct BenchmarkResult: Codable {
+    var name: String
+    var value: Double
+    var unit: String
+    /// The figure this machine should reach (see bench/README.md), if there is one.
+    var target: Double?
+}
+
+@main
+struct Bench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "deckhand-bench",
+        abstract: "Deckhand's benchmarks against the local services (deploy/local/services.sh start first).",
+        subcommands: [Foundation.self]
+    )
+}
+
+extension Bench {
+    struct Foundation: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "foundation",
+            abstract: "AMQP publish and consume rates."
+        )
+
+        @Option(help: "Messages to publish and consume.") var messages = 50_000
+        @Option(help: "Concurrent publishing tasks.") var publishers = 256
+        @Option(help: "Consumer prefetch.") var prefetch = 500
+
+        func run() async throws {
+            var results: [BenchmarkResult] = []
+            results += try await AMQPBenchmark.run(messages: messages, publishers: publishers, prefetch: prefetch)
+            report(results)
+        }
+    }
+}
+
+/// Prints a table and one JSON line.
+func report(_ results: [BenchmarkResult]) {
+    print(
+        "benchmark".padding(toLength: 40, withPad: " ", startingAt: 0)
+            + "value".padding(toLength: 16, withPad: " ", startingAt: 0) + "target"
+    )
+    for result in results {
+        let value = String(format: "%.0f %@", result.value, result.unit)
+        let target =
+            result.target.map { String(format: "≥ %.0f %@ %@", $0, result.unit, result.value >= $0 ? "ok" : "MISSED") }
+            ?? "-"
+        print(
+            result.name.padding(toLength: 40, withPad: " ", startingAt: 0)
+                + value.padding(toLength: 16, withPad: " ", startingAt: 0) + target
+        )
+    }
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys]
+    if let data = try? encoder.encode(results) { print(String(decoding: data, as: UTF8.self)) }
+}
