@@ -22,6 +22,7 @@ amqp_port=${DECKHAND_AMQP_PORT:-5672}
 pg_port=${DECKHAND_PG_PORT:-5432}
 pg_bin=/usr/lib/postgresql/15/bin
 rabbit_bin=/usr/lib/rabbitmq/bin
+rabbit_node=deckhand-$amqp_port@localhost
 
 log() { printf '[services] %s\n' "$*" >&2; }
 die() { printf '[services] error: %s\n' "$*" >&2; exit 1; }
@@ -65,7 +66,7 @@ port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # ---------------------------------------------------------------- RabbitMQ
 rabbit_env() {
   export HOME=$state/rabbitmq
-  export RABBITMQ_NODENAME=deckhand@localhost
+  export RABBITMQ_NODENAME=$rabbit_node
   export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
   export RABBITMQ_NODE_PORT=$amqp_port
   export RABBITMQ_DIST_PORT=$((amqp_port + 20000))
@@ -79,7 +80,7 @@ rabbit_env() {
   export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
 }
 
-rabbitmqctl() { (rabbit_env; "$rabbit_bin/rabbitmqctl" -n deckhand@localhost "$@"); }
+rabbitmqctl() { (rabbit_env; "$rabbit_bin/rabbitmqctl" -n "$rabbit_node" "$@"); }
 
 start_rabbitmq() {
   rabbit_env
@@ -94,44 +95,59 @@ CONF
   log "starting rabbitmq on 127.0.0.1:$amqp_port"
   setsid "$rabbit_bin/rabbitmq-server" >"$state/rabbitmq/log/stdout.log" 2>&1 </dev/null &
   echo $! >"$state/rabbitmq/pid"
-  wait_for rabbitmq 90 "$rabbit_bin/rabbitmqctl" -n deckhand@localhost await_startup --timeout 2
+  wait_for rabbitmq 90 "$rabbit_bin/rabbitmqctl" -n "$rabbit_node" await_startup --timeout 2
 }
 
 stop_rabbitmq() {
   rabbit_env
   pid_alive "$state/rabbitmq/pid" || { rm -f "$state/rabbitmq/pid"; return 0; }
   log "stopping rabbitmq"
-  "$rabbit_bin/rabbitmqctl" -n deckhand@localhost shutdown >/dev/null 2>&1 || kill "$(cat "$state/rabbitmq/pid")" 2>/dev/null || true
+  "$rabbit_bin/rabbitmqctl" -n "$rabbit_node" shutdown >/dev/null 2>&1 || kill "$(cat "$state/rabbitmq/pid")" 2>/dev/null || true
   rm -f "$state/rabbitmq/pid"
 }
 
 # ---------------------------------------------------------------- PostgreSQL
 pg() { runuser -u postgres -- "$@"; }
 
+# PostgreSQL refuses to run as root, and the postgres user must be able to reach its data folder. When the
+# repository sits somewhere it cannot reach (under /root, say), the data lives in /var/tmp instead and
+# .deckhand/postgres is a link to it.
+pg_home() {
+  local dir=$state/postgres
+  if [[ -L $dir ]]; then readlink "$dir"; return; fi
+  if [[ -d $dir ]] || runuser -u postgres -- test -x "$state"; then echo "$dir"; return; fi
+  local outside
+  outside=/var/tmp/deckhand-postgres-$(printf '%s' "$state" | md5sum | cut -c1-12)
+  mkdir -p "$outside"
+  ln -sfn "$outside" "$dir"
+  echo "$outside"
+}
+
 start_postgres() {
-  local data=$state/postgres/data
+  chmod o+x "$state"  # postgres (not root) must be able to reach its folder
+  local home; home=$(pg_home)
+  local data=$home/data
   if [[ -f $data/postmaster.pid ]] && kill -0 "$(head -1 "$data/postmaster.pid")" 2>/dev/null; then
     log "postgres already running"; return
   fi
   port_busy "$pg_port" && die "port $pg_port is taken by another process; set DECKHAND_PG_PORT"
-  mkdir -p "$state/postgres"
-  chown postgres: "$state/postgres"
-  chmod o+x "$state"  # postgres (not root) must be able to reach its folder
+  mkdir -p "$home"
+  chown postgres: "$home"
   if [[ ! -f $data/PG_VERSION ]]; then
     log "initdb $data"
-    pg "$pg_bin/initdb" -D "$data" -U postgres -A trust -E UTF8 >"$state/postgres/initdb.log"
+    pg "$pg_bin/initdb" -D "$data" -U postgres -A trust -E UTF8 >"$home/initdb.log"
     cat >>"$data/postgresql.conf" <<CONF
 listen_addresses = '127.0.0.1'
 port = $pg_port
-unix_socket_directories = '$state/postgres'
+unix_socket_directories = ''
 max_connections = 300
 fsync = on
 shared_buffers = 256MB
 CONF
   fi
   log "starting postgres on 127.0.0.1:$pg_port"
-  pg "$pg_bin/pg_ctl" -D "$data" -l "$state/postgres/server.log" -w -t 60 start >/dev/null
-  touch "$state/postgres/started-by-us"
+  pg "$pg_bin/pg_ctl" -D "$data" -l "$home/server.log" -w -t 60 start >/dev/null
+  touch "$home/started-by-us"
   wait_for postgres 60 "$pg_bin/pg_isready" -h 127.0.0.1 -p "$pg_port"
   pg "$pg_bin/psql" -h 127.0.0.1 -p "$pg_port" -d postgres -qAt -c \
     "DO \$\$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'deckhand') THEN CREATE ROLE deckhand LOGIN SUPERUSER PASSWORD 'deckhand'; END IF; END \$\$;" >/dev/null
@@ -140,11 +156,13 @@ CONF
 }
 
 stop_postgres() {
-  local data=$state/postgres/data
-  [[ -f $state/postgres/started-by-us && -f $data/postmaster.pid ]] || return 0
+  [[ -e $state/postgres ]] || return 0
+  local home; home=$(pg_home)
+  local data=$home/data
+  [[ -f $home/started-by-us && -f $data/postmaster.pid ]] || return 0
   log "stopping postgres"
   pg "$pg_bin/pg_ctl" -D "$data" -m fast -w stop >/dev/null || true
-  rm -f "$state/postgres/started-by-us"
+  rm -f "$home/started-by-us"
 }
 
 # ---------------------------------------------------------------- dockerd
