@@ -33,6 +33,14 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // Deckhand's database schema (numbered SQL migrations) on top of Postgres.
+        .target(
+            name: "DeckhandStore",
+            dependencies: ["Postgres", "DeckhandCore"],
+            resources: [.copy("Migrations")],
+            swiftSettings: strict
+        ),
+
         // Helpers for tests and benchmarks: service endpoints, unique names.
         .target(name: "DeckhandTesting", dependencies: ["DeckhandCore"], swiftSettings: strict),
 
