@@ -42,8 +42,13 @@ let package = Package(
         ),
 
         // Helpers for tests and benchmarks: service endpoints, unique names.
-        .target(name: "DeckhandTesting", dependencies: ["DeckhandCore"], swiftSettings: strict),
+        .target(name: "DeckhandTesting", dependencies: ["DeckhandCore", "Postgres"], swiftSettings: strict),
 
         .testTarget(name: "UnitTests", dependencies: ["DeckhandCore", "Postgres"], swiftSettings: strict),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: ["Postgres", "DeckhandStore", "DeckhandCore", "DeckhandTesting"],
+            swiftSettings: strict
+        ),
     ]
 )
