@@ -5,15 +5,23 @@ import Foundation
 /// Every value is sent with an explicit type OID except `.text` (OID 0, so the server coerces it to `varchar`,
 /// an enum or any type with a text input) and `.null`. `.bytea` travels in binary format, everything else as text.
 public enum PostgresValue: Sendable, Hashable {
+    /// Text, sent untyped (OID 0) so the server can coerce it to `varchar`, an enum, `inet`, ….
     case text(String)
+    /// `int8`; the server casts it to narrower integer columns on assignment.
     case int(Int64)
+    /// `bool`.
     case bool(Bool)
+    /// `float8` (NaN and ±infinity included).
     case double(Double)
+    /// `uuid`.
     case uuid(UUID)
+    /// `timestamptz`, sent in UTC with microseconds.
     case timestamptz(Date)
     /// A JSON document, already serialised.
     case jsonb(String)
+    /// `bytea`, sent in binary format.
     case bytea([UInt8])
+    /// SQL NULL (untyped).
     case null
 
     /// A `jsonb` value from serialised JSON bytes.

@@ -245,6 +245,29 @@ import Testing
         }
     }
 
+    @Test func listenerReconnectsAfterItsConnectionIsKilled() async throws {
+        try await TestPostgres.withSchema { client in
+            let channel = TestEnvironment.uniqueName("reconnect")
+            let stream = try await client.listen(channel: channel)
+            let killed = try await client.query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = $1",
+                [.text("LISTEN \"\(channel)\"")]
+            )
+            #expect(killed.count == 1)
+            // Notifications sent while the listener is away are lost: keep sending until one arrives.
+            let sender = Task {
+                for attempt in 0..<100 {
+                    try await client.notify(channel: channel, payload: "after \(attempt)")
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+            }
+            var iterator = stream.makeAsyncIterator()
+            let first = try await iterator.next()
+            sender.cancel()
+            #expect(first?.payload.hasPrefix("after ") == true)
+        }
+    }
+
     @Test func pipelineInsertsAThousandRows() async throws {
         try await TestPostgres.withSchema { client in
             try await client.execute("CREATE TABLE bulk (n bigint PRIMARY KEY, label text, blob bytea)")
