@@ -98,7 +98,7 @@ public final class PostgresClient: Sendable {
             } else {
                 logger.notice(
                     "discarding a broken idle PostgreSQL connection",
-                    metadata: ["postgres.backend_pid": "\(idle.connection.backendPID)"]
+                    metadata: [LogKey.postgresBackendPID.rawValue: "\(idle.connection.backendPID)"]
                 )
                 idle.connection.close()
                 box = try openForSlot()
@@ -116,7 +116,7 @@ public final class PostgresClient: Sendable {
             let connection = try PostgresConnection.connect(url: url, connectTimeout: connectTimeout, logger: logger)
             logger.debug(
                 "opened a PostgreSQL connection",
-                metadata: ["postgres.backend_pid": "\(connection.backendPID)"]
+                metadata: [LogKey.postgresBackendPID.rawValue: "\(connection.backendPID)"]
             )
             return ConnectionBox(connection)
         } catch {
@@ -134,11 +134,10 @@ public final class PostgresClient: Sendable {
             pool.release(box)?.connection.close()
         } else {
             logger.notice(
-                "discarding a PostgreSQL connection",
-                metadata: [
-                    "postgres.backend_pid": "\(box.connection.backendPID)",
-                    "postgres.connected": "\(box.connection.isConnected)",
-                ]
+                box.connection.isConnected
+                    ? "discarding a PostgreSQL connection left inside a transaction or pipeline"
+                    : "discarding a broken PostgreSQL connection",
+                metadata: [LogKey.postgresBackendPID.rawValue: "\(box.connection.backendPID)"]
             )
             box.connection.close()
             pool.discard()

@@ -92,7 +92,7 @@ final class PostgresListener: Sendable {
                     }
                     logger.warning(
                         "cannot listen again on a PostgreSQL channel; retrying",
-                        metadata: [LogKey.error.rawValue: "\(error)", "postgres.channel": "\(channel)"]
+                        metadata: [LogKey.error.rawValue: "\(error)", LogKey.postgresChannel.rawValue: "\(channel)"]
                     )
                     waitForWake(timeoutMilliseconds: Int32(backoff * 1000))
                     backoff = min(backoff * 2, 5)
@@ -114,7 +114,7 @@ final class PostgresListener: Sendable {
                 if PQconsumeInput(current.handle) == 0 || PQstatus(current.handle) != CONNECTION_OK {
                     logger.notice(
                         "lost the PostgreSQL LISTEN connection; reconnecting",
-                        metadata: ["postgres.channel": "\(channel)"]
+                        metadata: [LogKey.postgresChannel.rawValue: "\(channel)"]
                     )
                     current.close()
                     connection = nil
