@@ -18,5 +18,7 @@ public enum LogKey: String, Sendable, CaseIterable {
     case httpURL = "http.url"
     case httpStatus = "http.status"
     case postgresMigration = "postgres.migration"
+    case postgresBackendPID = "postgres.backend_pid"
+    case postgresChannel = "postgres.channel"
     case durationMilliseconds = "duration.ms"
 }

@@ -1,0 +1,97 @@
+import DeckhandCore
+import Logging
+
+/// One numbered schema change: a fixed SQL text (possibly several statements) applied once.
+public struct PostgresMigration: Sendable, Hashable {
+    /// The order key; each version is applied at most once.
+    public var version: Int
+    /// A short name (the file name without number and extension).
+    public var name: String
+    /// The SQL, run with the simple protocol inside the migration's own transaction.
+    public var sql: String
+
+    public init(version: Int, name: String, sql: String) {
+        self.version = version
+        self.name = name
+        self.sql = sql
+    }
+}
+
+/// Applies missing migrations in version order, each in its own transaction, and records them in
+/// `schema_migrations`, all under a session advisory lock so that processes starting together apply each once.
+public struct PostgresMigrator: Sendable {
+    /// The migrations, in any order (they are sorted by version).
+    public let migrations: [PostgresMigration]
+    /// The session advisory lock held while migrating.
+    public let lockKey: Int64
+    private let logger: Logger
+
+    /// The default advisory lock key: "deckhand" in ASCII.
+    public static let defaultLockKey: Int64 = 0x6465_636B_6861_6E64
+
+    /// A migrator for `migrations`; fails when two share a version.
+    public init(
+        migrations: [PostgresMigration],
+        lockKey: Int64 = PostgresMigrator.defaultLockKey,
+        logger: Logger = Logger(label: "deckhand.postgres.migrate")
+    ) throws(DeckhandError) {
+        var seen: Set<Int> = []
+        for migration in migrations where !seen.insert(migration.version).inserted {
+            throw DeckhandError(.internalError, "two migrations have version \(migration.version)")
+        }
+        self.migrations = migrations.sorted { $0.version < $1.version }
+        self.lockKey = lockKey
+        self.logger = logger
+    }
+
+    /// Applies the migrations that are not recorded yet and returns them (empty when there was nothing to do).
+    @discardableResult
+    public func migrate(_ client: PostgresClient) async throws -> [PostgresMigration] {
+        let migrations = self.migrations
+        let logger = self.logger
+        return try await client.withAdvisoryLock(key: lockKey) { connection in
+            try connection.simpleQuery(
+                """
+                CREATE TABLE IF NOT EXISTS schema_migrations (
+                    version bigint PRIMARY KEY,
+                    name text NOT NULL,
+                    applied_at timestamptz NOT NULL DEFAULT now()
+                )
+                """
+            )
+            let applied = Set(
+                try connection.query("SELECT version FROM schema_migrations").map { try $0.decode(Int.self, 0) }
+            )
+            var done: [PostgresMigration] = []
+            for migration in migrations where !applied.contains(migration.version) {
+                let started = ContinuousClock.now
+                do {
+                    try connection.transaction { connection in
+                        try connection.simpleQuery(migration.sql)
+                        try connection.execute(
+                            "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                            [.int(Int64(migration.version)), .text(migration.name)]
+                        )
+                    }
+                } catch {
+                    throw DeckhandError(
+                        .postgresQuery,
+                        "migration \(migration.version) (\(migration.name)) failed",
+                        underlying: error
+                    )
+                }
+                let elapsed = ContinuousClock.now - started
+                logger.info(
+                    "applied a migration",
+                    metadata: [
+                        LogKey.postgresMigration.rawValue: "\(migration.version)_\(migration.name)",
+                        LogKey.durationMilliseconds.rawValue:
+                            "\(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)",
+                    ]
+                )
+                done.append(migration)
+            }
+            return done
+        }
+    }
+}

@@ -1,0 +1,89 @@
+import DeckhandCore
+import Synchronization
+import Testing
+
+@testable import Postgres
+
+@Suite struct ConnectionPoolTests {
+    private func isCreate(_ lease: PoolLease) -> Bool {
+        if case .create = lease { return true }
+        return false
+    }
+
+    @Test func grantsSlotsLazilyUpToTheMaximum() async throws {
+        let pool = ConnectionPool(maximum: 2)
+        #expect(pool.openCount == 0)
+        #expect(isCreate(try await pool.acquire(timeout: .seconds(1))))
+        #expect(isCreate(try await pool.acquire(timeout: .seconds(1))))
+        #expect(pool.openCount == 2)
+        await #expect(throws: DeckhandError.self) { try await pool.acquire(timeout: .milliseconds(50)) }
+    }
+
+    @Test func waitersAreServedInOrder() async throws {
+        let pool = ConnectionPool(maximum: 1)
+        _ = try await pool.acquire(timeout: .seconds(1))
+        let order = Recorder()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for index in 0..<3 {
+                group.addTask {
+                    _ = try await pool.acquire(timeout: .seconds(5))
+                    order.values.withLock { $0.append(index) }
+                    pool.discard()
+                }
+                // Let each waiter queue before the next one.
+                try await Task.sleep(for: .milliseconds(30))
+            }
+            pool.discard()
+            try await group.waitForAll()
+        }
+        #expect(order.values.withLock { $0 } == [0, 1, 2])
+        #expect(pool.openCount == 0)
+    }
+
+    @Test func aWaiterTimesOutWithAPoolTimeoutNamingTheTimeout() async throws {
+        let pool = ConnectionPool(maximum: 1)
+        _ = try await pool.acquire(timeout: .seconds(1))
+        let start = ContinuousClock.now
+        do {
+            _ = try await pool.acquire(timeout: .milliseconds(100))
+            Issue.record("acquired beyond the maximum")
+        } catch let error as DeckhandError {
+            #expect(error.code == .postgresPoolTimeout)
+            #expect(error.message.contains("0.1 seconds"))
+        }
+        #expect(ContinuousClock.now - start < .seconds(1))
+        // The timed-out waiter is gone: a freed slot is not handed to it.
+        pool.discard()
+        #expect(pool.openCount == 0)
+    }
+
+    @Test func cancellingAWaiterRemovesIt() async throws {
+        let pool = ConnectionPool(maximum: 1)
+        _ = try await pool.acquire(timeout: .seconds(1))
+        let waiter = Task { try await pool.acquire(timeout: .seconds(30)) }
+        try await Task.sleep(for: .milliseconds(50))
+        waiter.cancel()
+        do {
+            _ = try await waiter.value
+            Issue.record("a cancelled waiter got a lease")
+        } catch let error as DeckhandError {
+            #expect(error.code == .cancelled)
+        }
+        pool.discard()
+        #expect(pool.openCount == 0)
+    }
+
+    @Test func closingFailsWaitersAndRefusesNewAcquires() async throws {
+        let pool = ConnectionPool(maximum: 1)
+        _ = try await pool.acquire(timeout: .seconds(1))
+        let waiter = Task { try await pool.acquire(timeout: .seconds(30)) }
+        try await Task.sleep(for: .milliseconds(50))
+        #expect(pool.close().isEmpty)
+        await #expect(throws: DeckhandError.self) { try await waiter.value }
+        await #expect(throws: DeckhandError.self) { try await pool.acquire(timeout: .seconds(1)) }
+    }
+}
+
+private final class Recorder: Sendable {
+    let values = Mutex<[Int]>([])
+}
