@@ -36,7 +36,7 @@ public enum PostgresBenchmark {
                     try connection.execute(sql, [.text("transaction"), .int(Int64(n)), .text(payload)])
                 }
             }
-            results.append(("one transaction", rate(start)))
+            results.append(("transaction", rate(start)))
 
             start = ContinuousClock.now
             let batch = (0..<rows).map { n -> [PostgresValue] in [.text("pipeline"), .int(Int64(n)), .text(payload)] }

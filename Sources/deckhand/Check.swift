@@ -2,6 +2,7 @@ import AMQP
 import ArgumentParser
 import DeckhandCore
 import Foundation
+import Postgres
 
 /// `deckhand check`: can this process reach everything it needs?
 struct Check: AsyncParsableCommand {
@@ -27,6 +28,7 @@ struct Check: AsyncParsableCommand {
         }
 
         report("rabbitmq", await Result { try await Self.checkRabbitMQ(configuration.amqp) })
+        report("postgres", await Result { try await Self.checkPostgres(configuration.postgres) })
 
         if !failures.isEmpty {
             FileHandle.standardError.write(
@@ -43,6 +45,22 @@ struct Check: AsyncParsableCommand {
         let version = connection.status.serverVersion ?? "unknown version"
         await connection.close()
         return "RabbitMQ \(version) at \(settings.url.host):\(settings.url.port)"
+    }
+}
+
+extension Check {
+    static func checkPostgres(_ settings: PostgresSettings) async throws -> String {
+        let client = PostgresClient(settings: settings)
+        do {
+            let rows = try await client.query("SELECT current_setting('server_version'), current_database()", [])
+            let version = try rows.first?.decode(String.self, 0) ?? "unknown version"
+            let database = try rows.first?.decode(String.self, 1) ?? "?"
+            await client.close()
+            return "PostgreSQL \(version), database \(database) at \(client.redactedURL)"
+        } catch {
+            await client.close()
+            throw error
+        }
     }
 }
 

@@ -1,4 +1,5 @@
 import ArgumentParser
+import DeckhandTesting
 import Foundation
 
 /// One measured figure.
@@ -23,16 +24,22 @@ extension Bench {
     struct Foundation: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "foundation",
-            abstract: "AMQP publish and consume rates."
+            abstract: "AMQP publish and consume rates, PostgreSQL insert rates."
         )
 
         @Option(help: "Messages to publish and consume.") var messages = 50_000
         @Option(help: "Concurrent publishing tasks.") var publishers = 256
         @Option(help: "Consumer prefetch.") var prefetch = 500
+        @Option(help: "Rows per PostgreSQL insert method.") var rows = 5000
 
         func run() async throws {
             var results: [BenchmarkResult] = []
             results += try await AMQPBenchmark.run(messages: messages, publishers: publishers, prefetch: prefetch)
+            for (name, rate) in try await PostgresBenchmark.run(url: TestEnvironment.postgresURL, rows: rows) {
+                results.append(
+                    BenchmarkResult(name: "postgres.insert.\(name)", value: rate, unit: "rows/s", target: nil)
+                )
+            }
             report(results)
         }
     }
