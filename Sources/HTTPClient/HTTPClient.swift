@@ -6,7 +6,7 @@ import Logging
 /// Requests are handed to the thread through a locked inbox; whole responses resume the awaiting task, and
 /// streamed bodies arrive through an `AsyncThrowingStream`. No blocking call runs on Swift's cooperative
 /// pool. Connections are kept alive and reused across requests to the same host. Cancelling the awaiting
-/// task (or dropping a stream's body) aborts the transfer at once.
+/// task (or dropping a stream's body) aborts the transfer at once. Redirects are not followed.
 ///
 /// ```swift
 /// let client = try HTTPClient()
@@ -74,8 +74,9 @@ public final class HTTPClient: Sendable {
         let id = loop.makeTransferID()
         let loop = self.loop
         let (body, bodyContinuation) = AsyncThrowingStream<[UInt8], any Error>.makeStream()
-        bodyContinuation.onTermination = { termination in
-            if case .cancelled = termination { loop.cancel(id) }
+        // The handler keeps the client (and so its curl thread) alive until the body ends or is dropped.
+        bodyContinuation.onTermination = { [self] termination in
+            if case .cancelled = termination { self.loop.cancel(id) }
         }
         let trailers = TrailerStore()
         let head = try await withTaskCancellationHandler {

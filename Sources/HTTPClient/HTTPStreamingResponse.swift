@@ -18,7 +18,7 @@ public struct HTTPStreamingResponse: Sendable {
         self.trailerStore = trailerStore
     }
 
-    /// The trailer fields; complete once ``body`` has ended (empty before).
+    /// The trailer fields, filled in when the transfer ends: read them after ``body`` has ended.
     public var trailers: HTTPHeaders {
         trailerStore.fields.withLock { $0 }
     }
