@@ -13,6 +13,7 @@ import ServiceLifecycle
 /// - `GET /slow?ms=N` — `slow` after N milliseconds.
 /// - `GET /sse?count=N&interval_ms=M` — a `text/event-stream` of N events (`id: 1…N`, `event: tick`,
 ///   `data: event <i>`), M milliseconds apart, then the end of the response.
+/// - `GET /trailers` — a chunked text body followed by the trailers `grpc-status: 0` and `x-checksum: abc`.
 /// - `GET /status/{code}` — an empty response with that status.
 public enum LoopbackHTTPServer {
     /// What `/echo` answers.
@@ -120,6 +121,19 @@ public enum LoopbackHTTPServer {
                         try await writer.write(ByteBuffer(string: event))
                     }
                     try await writer.finish(nil)
+                }
+            )
+        }
+        router.get("trailers") { _, _ -> Response in
+            Response(
+                status: .ok,
+                headers: [.contentType: "text/plain; charset=utf-8"],
+                body: ResponseBody { writer in
+                    try await writer.write(ByteBuffer(string: "body before trailers"))
+                    var trailers = HTTPFields()
+                    trailers[HTTPField.Name("grpc-status")!] = "0"
+                    trailers[HTTPField.Name("x-checksum")!] = "abc"
+                    try await writer.finish(trailers)
                 }
             )
         }

@@ -109,6 +109,22 @@ private func url(_ port: Int, _ path: String) -> String {
         }
     }
 
+    @Test func chunkedTrailersAreSeparateFromHeaders() async throws {
+        try await withLoopbackServer { port in
+            try await withClient { client in
+                let response = try await client.execute(HTTPRequest(url: url(port, "/trailers")))
+                #expect(response.text == "body before trailers")
+                #expect(response.trailers["grpc-status"] == "0")
+                #expect(response.trailers["X-Checksum"] == "abc")
+                #expect(response.headers["grpc-status"] == nil)
+
+                let streamed = try await client.stream(HTTPRequest(url: url(port, "/trailers")))
+                #expect(String(decoding: try await streamed.collectBody(), as: UTF8.self) == "body before trailers")
+                #expect(streamed.trailers["grpc-status"] == "0")
+            }
+        }
+    }
+
     @Test func cancellationAbortsTheTransferPromptly() async throws {
         try await withLoopbackServer { port in
             try await withClient { client in
