@@ -77,4 +77,9 @@ static inline CURLMcode deckhand_multi_setopt_pointer(CURLM *handle, CURLMoption
     return curl_multi_setopt(handle, option, value);
 }
 
+/// The running libcurl's version as 0xXXYYZZ (CURLVERSION_NOW is a macro Swift cannot see).
+static inline unsigned int deckhand_curl_version_num(void) {
+    return curl_version_info(CURLVERSION_NOW)->version_num;
+}
+
 #endif

@@ -2,6 +2,9 @@ import CCurl
 import DeckhandCore
 
 extension Transfer {
+    /// Whether this libcurl predates 8.0, whose HTTP/2 prior-knowledge connection reuse is broken.
+    static let priorKnowledgeReuseIsBroken: Bool = deckhand_curl_version_num() < 0x08_00_00
+
     /// Fails a sink whose transfer never got an easy handle.
     static func failWithoutHandle(_ sink: ResponseSink, _ error: any Error) {
         switch sink {
@@ -58,6 +61,12 @@ extension Transfer {
         case .http2: version = Int(CURL_HTTP_VERSION_2TLS)
         }
         check(deckhand_easy_setopt_long(handle, CURLOPT_HTTP_VERSION, version))
+        if request.httpVersion == .http2PriorKnowledge, Self.priorKnowledgeReuseIsBroken {
+            // libcurl before 8.0 fails a reused h2c prior-knowledge connection with "Error in the HTTP2 framing
+            // layer" (curl/curl#10634, fixed in 8.0): give each such transfer its own connection.
+            check(deckhand_easy_setopt_long(handle, CURLOPT_FRESH_CONNECT, 1))
+            check(deckhand_easy_setopt_long(handle, CURLOPT_FORBID_REUSE, 1))
+        }
         switch request.tlsVerification {
         case .full:
             check(deckhand_easy_setopt_long(handle, CURLOPT_SSL_VERIFYPEER, 1))
