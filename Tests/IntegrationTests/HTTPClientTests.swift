@@ -176,6 +176,16 @@ private func url(_ port: Int, _ path: String) -> String {
         }
     }
 
+    @Test func tlsToAPlainHTTPServerGivesTheTLSError() async throws {
+        try await withLoopbackServer { port in
+            try await withClient { client in
+                let request = HTTPRequest(url: "https://127.0.0.1:\(port)/hello", timeout: .seconds(5))
+                let error = await #expect(throws: DeckhandError.self) { try await client.execute(request) }
+                #expect(error?.code == .httpTLS)
+            }
+        }
+    }
+
     @Test func errorsNeverShowURLPasswords() async throws {
         let port = try await withLoopbackServer { port in port }
         try await withClient { client in
