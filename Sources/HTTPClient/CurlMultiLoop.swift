@@ -25,6 +25,7 @@ final class CurlMultiLoop: Sendable {
     enum Command: Sendable {
         case start(UInt64, HTTPRequest, ResponseSink)
         case cancel(UInt64)
+        case unpause(UInt64)
     }
 
     enum SubmitResult {
@@ -94,6 +95,15 @@ final class CurlMultiLoop: Sendable {
         shared.withLock { shared in
             guard shared.state != .stopped else { return }
             shared.inbox.append(.cancel(id))
+            if shared.inbox.count == 1 { curl_multi_wakeup(multi.raw) }
+        }
+    }
+
+    /// Resumes a transfer that paused because its reader was behind.
+    func unpause(_ id: UInt64) {
+        shared.withLock { shared in
+            guard shared.state != .stopped else { return }
+            shared.inbox.append(.unpause(id))
             if shared.inbox.count == 1 { curl_multi_wakeup(multi.raw) }
         }
     }
@@ -172,6 +182,9 @@ final class CurlMultiLoop: Sendable {
                         )
                         finish(transfer)
                     }
+                case .unpause(let id):
+                    guard let transfer = transfers[id] else { continue }
+                    curl_easy_pause(transfer.handle, CURLPAUSE_CONT)
                 case .cancel(let id):
                     guard let transfer = transfers[id] else { continue }
                     transfer.fail(CancellationError())

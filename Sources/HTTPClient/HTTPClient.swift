@@ -4,7 +4,7 @@ import Logging
 /// An HTTP client over libcurl: one `curl_multi` thread carries every transfer of the client.
 ///
 /// Requests are handed to the thread through a locked inbox; whole responses resume the awaiting task, and
-/// streamed bodies arrive through an `AsyncThrowingStream`. No blocking call runs on Swift's cooperative
+/// streamed bodies arrive through an ``HTTPBodyStream`` that pauses the transfer when its reader is behind. No blocking call runs on Swift's cooperative
 /// pool. Connections are kept alive and reused across requests to the same host. Cancelling the awaiting
 /// task (or dropping a stream's body) aborts the transfer at once. Redirects are not followed.
 ///
@@ -73,15 +73,13 @@ public final class HTTPClient: Sendable {
     public func stream(_ request: HTTPRequest) async throws -> HTTPStreamingResponse {
         let id = loop.makeTransferID()
         let loop = self.loop
-        let (body, bodyContinuation) = AsyncThrowingStream<[UInt8], any Error>.makeStream()
-        // The handler keeps the client (and so its curl thread) alive until the body ends or is dropped.
-        bodyContinuation.onTermination = { [self] termination in
-            if case .cancelled = termination { self.loop.cancel(id) }
-        }
+        let buffer = BodyBuffer(unpause: { loop.unpause(id) }, abort: { loop.cancel(id) })
+        // The token keeps the client (and so its curl thread) alive until the body is read or dropped.
+        let reader = BodyReaderToken { [self] in self.loop.cancel(id) }
         let trailers = TrailerStore()
         let head = try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<StreamHead, any Error>) in
-                let sink = StreamSink(head: continuation, body: bodyContinuation, trailers: trailers)
+                let sink = StreamSink(head: continuation, body: buffer, trailers: trailers)
                 switch loop.start(id, request, .stream(sink)) {
                 case .queued: break
                 case .cancelled: Transfer.failWithoutHandle(.stream(sink), CancellationError())
@@ -91,7 +89,12 @@ public final class HTTPClient: Sendable {
         } onCancel: {
             loop.cancel(id)
         }
-        return HTTPStreamingResponse(status: head.status, headers: head.headers, body: body, trailerStore: trailers)
+        return HTTPStreamingResponse(
+            status: head.status,
+            headers: head.headers,
+            body: HTTPBodyStream(buffer: buffer, reader: reader),
+            trailerStore: trailers
+        )
     }
 
     /// Fails every transfer in flight with `HTTP$SHUTDOWN`, stops the curl thread and waits for it.

@@ -8,10 +8,10 @@ public struct HTTPStreamingResponse: Sendable {
     public let headers: HTTPHeaders
     /// The body as chunks of bytes, in order, as they arrive. It ends with the response, or throws the
     /// transfer's error. Iterate it once; dropping it before its end aborts the transfer.
-    public let body: AsyncThrowingStream<[UInt8], any Error>
+    public let body: HTTPBodyStream
     private let trailerStore: TrailerStore
 
-    init(status: Int, headers: HTTPHeaders, body: AsyncThrowingStream<[UInt8], any Error>, trailerStore: TrailerStore) {
+    init(status: Int, headers: HTTPHeaders, body: HTTPBodyStream, trailerStore: TrailerStore) {
         self.status = status
         self.headers = headers
         self.body = body
@@ -41,7 +41,7 @@ public struct ServerSentEventSequence: AsyncSequence, Sendable {
     public typealias Element = ServerSentEvent
     public typealias Failure = any Error
 
-    let body: AsyncThrowingStream<[UInt8], any Error>
+    let body: HTTPBodyStream
 
     /// Iterates the events.
     public func makeAsyncIterator() -> AsyncIterator {
@@ -50,7 +50,7 @@ public struct ServerSentEventSequence: AsyncSequence, Sendable {
 
     /// Reads body chunks and parses them into events.
     public struct AsyncIterator: AsyncIteratorProtocol {
-        var chunks: AsyncThrowingStream<[UInt8], any Error>.AsyncIterator
+        var chunks: HTTPBodyStream.AsyncIterator
         var parser = ServerSentEventParser()
         var pending: [ServerSentEvent] = []
         var index = 0

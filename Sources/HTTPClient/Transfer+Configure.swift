@@ -12,7 +12,7 @@ extension Transfer {
             continuation.resume(throwing: error)
         case .stream(let stream):
             stream.head.resume(throwing: error)
-            stream.body.finish(throwing: error)
+            stream.body.finish(error)
         }
     }
 
@@ -40,8 +40,8 @@ extension Transfer {
         check(
             deckhand_easy_setopt_data_callback(handle, CURLOPT_WRITEFUNCTION) { data, size, count, userdata in
                 let transfer = Unmanaged<Transfer>.fromOpaque(userdata!).takeUnretainedValue()
-                transfer.receiveBody(UnsafeRawBufferPointer(start: data, count: size * count))
-                return size * count
+                let taken = transfer.receiveBody(UnsafeRawBufferPointer(start: data, count: size * count))
+                return taken ? size * count : Int(CURL_WRITEFUNC_PAUSE)
             }
         )
 

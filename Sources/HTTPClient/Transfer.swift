@@ -12,7 +12,7 @@ enum ResponseSink: Sendable {
 /// The consumer side of a streamed transfer.
 struct StreamSink: Sendable {
     let head: CheckedContinuation<StreamHead, any Error>
-    let body: AsyncThrowingStream<[UInt8], any Error>.Continuation
+    let body: BodyBuffer
     let trailers: TrailerStore
 }
 
@@ -73,13 +73,15 @@ final class Transfer {
         }
     }
 
-    func receiveBody(_ chunk: UnsafeRawBufferPointer) {
+    /// Takes a body chunk; returns `false` when a streamed body's reader is behind and the transfer must pause.
+    func receiveBody(_ chunk: UnsafeRawBufferPointer) -> Bool {
         switch sink {
         case .whole:
             body.append(contentsOf: chunk)
+            return true
         case .stream(let stream):
             deliverHead()
-            stream.body.yield(Array(chunk))
+            return stream.body.offer(chunk)
         }
     }
 
@@ -107,7 +109,7 @@ final class Transfer {
         case .stream(let stream):
             deliverHead()
             stream.trailers.fields.withLock { $0 = head.trailers }
-            stream.body.finish()
+            stream.body.finish(nil)
         }
     }
 
@@ -121,7 +123,7 @@ final class Transfer {
                 headDelivered = true
                 stream.head.resume(throwing: error)
             }
-            stream.body.finish(throwing: error)
+            stream.body.finish(error)
         }
     }
 

@@ -210,6 +210,25 @@ private func url(_ port: Int, _ path: String) -> String {
         }
     }
 
+    @Test func aSlowReaderPausesAndResumesTheTransfer() async throws {
+        // 3 MiB of echo, well past the 1 MiB the client buffers before it pauses the transfer.
+        let text = String(repeating: "0123456789abcdef", count: 3 << 16)
+        try await withLoopbackServer { port in
+            try await withClient { client in
+                let response = try await client.stream(HTTPRequest.text(url: url(port, "/echo"), body: text))
+                #expect(response.status == 200)
+                try await Task.sleep(for: .milliseconds(200))
+                var bytes: [UInt8] = []
+                for try await chunk in response.body {
+                    bytes += chunk
+                    if bytes.count < 1 << 20 { try await Task.sleep(for: .milliseconds(1)) }
+                }
+                let echo = try HTTPResponse(status: 200, body: bytes).decode(LoopbackHTTPServer.Echo.self)
+                #expect(echo.body == text)
+            }
+        }
+    }
+
     @Test func droppingAStreamAbortsItsTransfer() async throws {
         try await withLoopbackServer { port in
             try await withClient { client in
