@@ -10,6 +10,9 @@ public struct HTTPResponse: Sendable {
     /// The body bytes.
     public var body: [UInt8]
     /// Trailer fields sent after the body (HTTP/1.1 chunked trailers, HTTP/2 trailers such as `grpc-status`).
+    ///
+    /// libcurl 7.88 ends an HTTP/2 response that has a `content-length` at its last byte and never sees trailers
+    /// after it; responses without one (gRPC's) deliver them.
     public var trailers: HTTPHeaders
 
     /// Creates a response.
