@@ -17,6 +17,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         // NIOThreadPool: the threads that run blocking libpq calls off the cooperative pool.
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        // The loopback HTTP server the HTTP client's integration tests talk to (and, later, the gateway).
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     ],
     targets: [
         // I/O-free core: configuration, errors, log keys.
@@ -24,6 +28,7 @@ let package = Package(
 
         // C bridges: system libraries plus typed shims for their variadic calls.
         .systemLibrary(name: "CRabbitMQ", pkgConfig: "librabbitmq", providers: [.apt(["librabbitmq-dev"])]),
+        .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         // libpq's headers are under /usr/include/postgresql, found through pkg-config.
         .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
 
@@ -31,6 +36,13 @@ let package = Package(
         .target(
             name: "AMQP",
             dependencies: ["CRabbitMQ", "DeckhandCore", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
+
+        // Swift client over libcurl: one curl_multi thread, whole and streamed responses, unix sockets, HTTP/2.
+        .target(
+            name: "HTTPClient",
+            dependencies: ["CCurl", "DeckhandCore", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
 
@@ -57,17 +69,24 @@ let package = Package(
         .executableTarget(
             name: "deckhand",
             dependencies: [
-                "AMQP", "Postgres", "DeckhandStore", "DeckhandCore",
+                "AMQP", "HTTPClient", "Postgres", "DeckhandStore", "DeckhandCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),
 
-        // Helpers for tests and benchmarks: service endpoints, unique names, fault injection.
+        // Helpers for tests and benchmarks: service endpoints, unique names, fault injection, a loopback HTTP server.
         .target(
             name: "DeckhandTesting",
-            dependencies: ["DeckhandCore", "AMQP", "Postgres"],
+            dependencies: [
+                "DeckhandCore", "AMQP", "HTTPClient", "Postgres",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: strict
         ),
 
@@ -75,7 +94,7 @@ let package = Package(
         .executableTarget(
             name: "deckhand-bench",
             dependencies: [
-                "AMQP", "Postgres", "DeckhandCore", "DeckhandTesting",
+                "AMQP", "HTTPClient", "Postgres", "DeckhandCore", "DeckhandTesting",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "bench/Sources",
@@ -84,12 +103,12 @@ let package = Package(
 
         .testTarget(
             name: "UnitTests",
-            dependencies: ["DeckhandCore", "AMQP", "Postgres", "DeckhandStore"],
+            dependencies: ["DeckhandCore", "AMQP", "HTTPClient", "Postgres", "DeckhandStore"],
             swiftSettings: strict
         ),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["AMQP", "Postgres", "DeckhandStore", "DeckhandCore", "DeckhandTesting"],
+            dependencies: ["AMQP", "HTTPClient", "Postgres", "DeckhandStore", "DeckhandCore", "DeckhandTesting"],
             swiftSettings: strict
         ),
     ]
