@@ -50,7 +50,9 @@ final class Transfer {
         self.id = id
         self.handle = handle
         self.sink = sink
-        self.summary = "\(request.method) \(request.redactedURL)"
+        self.summary =
+            "\(request.method) \(request.redactedURL)"
+            + (request.unixSocketPath.map { " over the unix socket \($0)" } ?? "")
         self.connectTimeout = request.connectTimeout
         self.timeout = request.timeout
         self.secret = HTTPRequest.password(in: request.url)

@@ -2,6 +2,7 @@ import AMQP
 import ArgumentParser
 import DeckhandCore
 import Foundation
+import HTTPClient
 import Postgres
 
 /// `deckhand check`: can this process reach everything it needs?
@@ -29,6 +30,11 @@ struct Check: AsyncParsableCommand {
 
         report("rabbitmq", await Result { try await Self.checkRabbitMQ(configuration.amqp) })
         report("postgres", await Result { try await Self.checkPostgres(configuration.postgres) })
+        if let socket = configuration.docker.socket {
+            report("docker", await Result { try await Self.checkDocker(socket: socket) })
+        } else {
+            print("docker: not configured (docker.socket is empty)")
+        }
 
         if !failures.isEmpty {
             FileHandle.standardError.write(
@@ -59,6 +65,27 @@ extension Check {
             return "PostgreSQL \(version), database \(database) at \(client.redactedURL)"
         } catch {
             await client.close()
+            throw error
+        }
+    }
+}
+
+extension Check {
+    /// The Docker Engine API answers `GET /version` over its unix socket.
+    static func checkDocker(socket: String) async throws -> String {
+        struct Version: Decodable {
+            var Version: String
+            var ApiVersion: String
+        }
+        let client = try HTTPClient()
+        do {
+            var request = HTTPRequest(method: .get, url: "http://localhost/version", unixSocketPath: socket)
+            request.timeout = .seconds(10)
+            let version = try await client.execute(request).expectSuccess().decode(Version.self)
+            await client.shutdown()
+            return "Docker Engine \(version.Version), API \(version.ApiVersion) at \(socket)"
+        } catch {
+            await client.shutdown()
             throw error
         }
     }

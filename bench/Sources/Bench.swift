@@ -24,22 +24,37 @@ extension Bench {
     struct Foundation: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "foundation",
-            abstract: "AMQP publish and consume rates, PostgreSQL insert rates."
+            abstract: "AMQP publish and consume rates, PostgreSQL insert rates, HTTP requests through libcurl."
         )
 
         @Option(help: "Messages to publish and consume.") var messages = 50_000
         @Option(help: "Concurrent publishing tasks.") var publishers = 256
         @Option(help: "Consumer prefetch.") var prefetch = 500
         @Option(help: "Rows per PostgreSQL insert method.") var rows = 5000
+        @Option(help: "HTTP requests to send.") var requests = 100_000
+        @Option(help: "Concurrent HTTP requests.") var concurrency = 64
 
         func run() async throws {
             var results: [BenchmarkResult] = []
             results += try await AMQPBenchmark.run(messages: messages, publishers: publishers, prefetch: prefetch)
+            // 0.8 × CLIBS.md's figures for the same methods.
+            let targets: [String: Double] = ["autocommit": 2_320, "transaction": 9_360, "pipeline": 94_400]
             for (name, rate) in try await PostgresBenchmark.run(url: TestEnvironment.postgresURL, rows: rows) {
                 results.append(
-                    BenchmarkResult(name: "postgres.insert.\(name)", value: rate, unit: "rows/s", target: nil)
+                    BenchmarkResult(name: "postgres.insert.\(name)", value: rate, unit: "rows/s", target: targets[name])
                 )
             }
+            let http = try await HTTPBenchmark.run(concurrency: concurrency, requests: requests)
+            results += [
+                BenchmarkResult(
+                    name: "http.requests.concurrency_\(concurrency)",
+                    value: http.requestsPerSecond,
+                    unit: "req/s",
+                    target: 14_000
+                ),
+                BenchmarkResult(name: "http.latency.p50", value: http.p50Milliseconds, unit: "ms", target: nil),
+                BenchmarkResult(name: "http.latency.p99", value: http.p99Milliseconds, unit: "ms", target: nil),
+            ]
             report(results)
         }
     }
@@ -52,7 +67,7 @@ func report(_ results: [BenchmarkResult]) {
             + "value".padding(toLength: 16, withPad: " ", startingAt: 0) + "target"
     )
     for result in results {
-        let value = String(format: "%.0f %@", result.value, result.unit)
+        let value = String(format: result.value < 100 ? "%.2f %@" : "%.0f %@", result.value, result.unit)
         let target =
             result.target.map { String(format: "≥ %.0f %@ %@", $0, result.unit, result.value >= $0 ? "ok" : "MISSED") }
             ?? "-"

@@ -1,0 +1,81 @@
+import AMQP
+import DeckhandCore
+import DeckhandTesting
+import HTTPClient
+import Postgres
+import Synchronization
+import Testing
+
+/// The promise of all three C-library modules at once: their blocking calls never run on Swift's cooperative
+/// pool (two threads on this machine), so an unrelated task stays responsive while slow work is in flight.
+@Suite struct CooperativePoolProbeTests {
+    @Test func anUnrelatedTaskStaysResponsiveWhileSlowQueriesAndRequestsAreInFlight() async throws {
+        try await withLoopbackServer { port in
+            try await TestPostgres.withSchema(poolSize: 8) { postgres in
+                let http = try HTTPClient()
+                let amqp = try await TestAMQP.connect(name: TestEnvironment.uniqueName("probe"))
+                let probe = LatenessProbe()
+                let probing = Task { await probe.run() }
+
+                let started = ContinuousClock.now
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for _ in 0..<8 {
+                        group.addTask { _ = try await postgres.query("SELECT pg_sleep(0.5)") }
+                        group.addTask {
+                            let response = try await http.execute(
+                                HTTPRequest(url: "http://127.0.0.1:\(port)/slow?ms=500")
+                            )
+                            #expect(response.status == 200)
+                        }
+                    }
+                    // A request nobody answers waits on the AMQP thread, not on the pool.
+                    group.addTask {
+                        let queue = TestEnvironment.uniqueName("probe")
+                        try await amqp.declare(AMQPQueue.exclusive(queue))
+                        await #expect(throws: DeckhandError.self) {
+                            _ = try await amqp.request(
+                                AMQPMessage(json: []),
+                                exchange: "",
+                                routingKey: queue,
+                                timeout: .milliseconds(500)
+                            )
+                        }
+                    }
+                    try await group.waitForAll()
+                }
+                let elapsed = ContinuousClock.now - started
+                probe.stop()
+                await probing.value
+                await http.shutdown()
+                await amqp.close()
+
+                let lateness = probe.worst
+                print(
+                    "cooperative-pool probe: worst lateness \(lateness) while 8 queries and 8 requests of 500 ms ran (\(elapsed))"
+                )
+                // Run one after another, the 16 calls would take 8 s; on the cooperative pool's two threads, 4 s.
+                #expect(elapsed < .seconds(2), "the slow calls ran concurrently")
+                #expect(lateness < .milliseconds(200), "worst lateness \(lateness)")
+            }
+        }
+    }
+}
+
+/// Sleeps 10 ms in a loop and records how late it wakes up.
+private final class LatenessProbe: Sendable {
+    private let worstLateness = Mutex<Duration>(.zero)
+    private let stopped = Atomic<Bool>(false)
+
+    var worst: Duration { worstLateness.withLock { $0 } }
+
+    func stop() { stopped.store(true, ordering: .relaxed) }
+
+    func run() async {
+        while !stopped.load(ordering: .relaxed) {
+            let start = ContinuousClock.now
+            try? await Task.sleep(for: .milliseconds(10))
+            let late = ContinuousClock.now - start - .milliseconds(10)
+            worstLateness.withLock { $0 = max($0, late) }
+        }
+    }
+}
