@@ -107,7 +107,7 @@ stop_rabbitmq() {
 }
 
 # ---------------------------------------------------------------- PostgreSQL
-pg() { runuser -u postgres -- "$@"; }
+pg() { (cd / && runuser -u postgres -- "$@"); }
 
 # PostgreSQL refuses to run as root, and the postgres user must be able to reach its data folder. When the
 # repository sits somewhere it cannot reach (under /root, say), the data lives in /var/tmp instead and
