@@ -115,7 +115,7 @@ pg() { (cd / && runuser -u postgres -- "$@"); }
 pg_home() {
   local dir=$state/postgres
   if [[ -L $dir ]]; then readlink "$dir"; return; fi
-  if [[ -d $dir ]] || runuser -u postgres -- test -x "$state"; then echo "$dir"; return; fi
+  if [[ -d $dir ]] || (cd / && runuser -u postgres -- test -x "$state"); then echo "$dir"; return; fi
   local outside
   outside=/var/tmp/deckhand-postgres-$(printf '%s' "$state" | md5sum | cut -c1-12)
   mkdir -p "$outside"
