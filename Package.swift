@@ -10,7 +10,8 @@ let package = Package(
     name: "deckhand",
     platforms: [.macOS(.v15)],
     products: [
-        .executable(name: "deckhand", targets: ["deckhand"])
+        .executable(name: "deckhand", targets: ["deckhand"]),
+        .executable(name: "deckhand-sandbox", targets: ["deckhand-sandbox"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
@@ -76,6 +77,31 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // The sandbox server (PROTOCOL.md §C): a PTY spawner in C, the server library, its own small executable.
+        .target(name: "CSandboxPTY", linkerSettings: [.linkedLibrary("util")]),
+        .target(
+            name: "SandboxServer",
+            dependencies: [
+                "CSandboxPTY", "DeckhandCore", "HTTPClient",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "deckhand-sandbox",
+            dependencies: [
+                "SandboxServer",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+
         // Helpers for tests and benchmarks: service endpoints, unique names, fault injection, a loopback HTTP server.
         .target(
             name: "DeckhandTesting",
@@ -103,12 +129,14 @@ let package = Package(
 
         .testTarget(
             name: "UnitTests",
-            dependencies: ["DeckhandCore", "AMQP", "HTTPClient", "Postgres", "DeckhandStore"],
+            dependencies: ["DeckhandCore", "AMQP", "HTTPClient", "Postgres", "DeckhandStore", "SandboxServer"],
             swiftSettings: strict
         ),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["AMQP", "HTTPClient", "Postgres", "DeckhandStore", "DeckhandCore", "DeckhandTesting"],
+            dependencies: [
+                "AMQP", "HTTPClient", "Postgres", "DeckhandStore", "DeckhandCore", "DeckhandTesting", "SandboxServer",
+            ],
             swiftSettings: strict
         ),
     ]

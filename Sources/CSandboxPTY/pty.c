@@ -1,0 +1,46 @@
+#include "CSandboxPTY.h"
+
+#include <errno.h>
+#include <grp.h>
+#include <pty.h>
+#include <signal.h>
+#include <string.h>
+#include <termios.h>
+#include <unistd.h>
+
+int deckhand_spawn_pty(const char *path, char *const argv[], char *const envp[], const char *cwd,
+                       unsigned short rows, unsigned short cols, int uid, int gid, int *master, pid_t *pid) {
+    struct winsize size;
+    memset(&size, 0, sizeof size);
+    size.ws_row = rows;
+    size.ws_col = cols;
+    int fd = -1;
+    pid_t child = forkpty(&fd, NULL, NULL, &size);
+    if (child < 0) {
+        return -errno;
+    }
+    if (child == 0) {
+        struct sigaction deflt;
+        memset(&deflt, 0, sizeof deflt);
+        deflt.sa_handler = SIG_DFL;
+        for (int sig = 1; sig < NSIG; sig++) {
+            sigaction(sig, &deflt, NULL);
+        }
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        if (uid >= 0) {
+            if (setgroups(0, NULL) != 0 || setgid((gid_t)gid) != 0 || setuid((uid_t)uid) != 0) {
+                _exit(126);
+            }
+        }
+        if (cwd != NULL && chdir(cwd) != 0) {
+            _exit(125);
+        }
+        execve(path, argv, envp);
+        _exit(127);
+    }
+    *master = fd;
+    *pid = child;
+    return 0;
+}

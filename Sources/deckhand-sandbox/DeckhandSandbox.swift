@@ -1,0 +1,65 @@
+import ArgumentParser
+import Foundation
+import Logging
+import SandboxServer
+
+/// `deckhand-sandbox`: the action-execution server inside a sandbox (no AMQP, no PostgreSQL).
+@main
+struct DeckhandSandbox: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "deckhand-sandbox",
+        abstract: "Serve OpenHands' action-execution protocol: a persistent shell and file tools for one agent.",
+        discussion:
+            "The session key comes from SESSION_API_KEY; every request but /alive and /server_info must carry it."
+    )
+
+    @Option(help: "Port to listen on (0 picks a free one).") var port = 8000
+    @Option(help: "Address to listen on.") var host = "127.0.0.1"
+    @Option(name: .customLong("working-dir"), help: "The workspace: where the shell starts.") var workingDirectory =
+        "/workspace"
+    @Option(help: "Run the shell as this user (created with --uid when missing); default: the server's user.") var user:
+        String?
+    @Option(help: "The uid for --user when it has to be created.") var uid: Int?
+    @Flag(help: "Serve without a session key. Anyone who can reach the port can run commands.") var noAuth = false
+    @Option(help: "Seconds without new output before a running command returns (soft timeout).") var noChangeTimeout:
+        Int?
+    @Option(help: "Log level (trace, debug, info, notice, warning, error, critical).") var logLevel = "info"
+
+    func run() async throws {
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "deckhand.sandbox")
+        let environment = ProcessInfo.processInfo.environment
+        var configuration = SandboxConfiguration()
+        configuration.host = host
+        configuration.port = port
+        configuration.workingDirectory = workingDirectory
+        configuration.username = user
+        configuration.uid = uid
+        if let seconds = noChangeTimeout ?? environment["NO_CHANGE_TIMEOUT_SECONDS"].flatMap(Int.init) {
+            configuration.noChangeTimeout = .seconds(seconds)
+        }
+        if let key = environment["SESSION_API_KEY"], !key.isEmpty {
+            configuration.sessionAPIKey = key
+        } else if noAuth {
+            logger.critical(
+                "SERVING WITHOUT A SESSION KEY (--no-auth): anyone who can reach this port can run commands as \(user ?? "this user")"
+            )
+        } else {
+            FileHandle.standardError.write(
+                Data(
+                    "deckhand-sandbox: SESSION_API_KEY is not set; refusing to start (pass --no-auth to serve without a key)\n"
+                        .utf8
+                )
+            )
+            throw ExitCode(2)
+        }
+        try await SandboxServer(configuration: configuration, logger: logger).run { port in
+            logger.info("deckhand-sandbox listening on \(host):\(port)")
+        }
+    }
+}
