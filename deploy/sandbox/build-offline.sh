@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Builds the sandbox image deckhand/sandbox:<VERSION> without any registry:
+#   1. a Debian 12 (minbase) root file system made with debootstrap from the Debian mirror, cached outside
+#      the clone in $DECKHAND_CACHE_DIR (default /var/cache/deckhand), keyed by its inputs, and made only
+#      when missing;
+#   2. deckhand-sandbox built in release mode with the Swift standard library linked in statically;
+#   3. both imported as one image with `docker import` (the image is not rebuilt when neither changed).
+# Needs root (debootstrap) and a Docker engine (DOCKER_HOST, or deploy/local/services.sh's socket).
+# Prints the image reference on the last line.
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$repo"
+
+version=$(cat deploy/sandbox/VERSION)
+image=${DECKHAND_SANDBOX_IMAGE:-deckhand/sandbox:$version}
+cache=${DECKHAND_CACHE_DIR:-/var/cache/deckhand}
+mirror=${DECKHAND_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+suite=bookworm
+# What the agent's shell needs, and libcurl for deckhand-sandbox itself (its only dynamic dependency
+# beyond glibc).
+packages=bash,coreutils,findutils,grep,sed,gawk,diffutils,patch,less,procps,git,python3,curl,ca-certificates,libcurl4,zip,unzip
+export DOCKER_HOST=${DOCKER_HOST:-unix://$repo/.deckhand/docker/docker.sock}
+
+log() { printf '[sandbox-image] %s\n' "$*" >&2; }
+
+command -v strip >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q binutils >/dev/null
+command -v debootstrap >/dev/null || {
+  log "installing debootstrap"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap >/dev/null
+}
+
+key=$(printf '%s\n' "$suite" "$packages" "$mirror" "rootfs-v1" | sha256sum | cut -c1-16)
+rootfs=$cache/sandbox-rootfs-$key.tar
+mkdir -p "$cache"
+if [[ ! -f $rootfs ]]; then
+  log "building the root file system (Debian $suite minbase) into $rootfs"
+  tmp=$(mktemp -d /var/tmp/deckhand-rootfs.XXXXXX)
+  trap 'rm -rf "$tmp"' EXIT
+  debootstrap --variant=minbase --include="$packages" "$suite" "$tmp/root" "$mirror" >"$tmp/debootstrap.log" 2>&1 ||
+    { tail -20 "$tmp/debootstrap.log" >&2; exit 1; }
+  # Smaller and reproducible: no package lists, caches, docs or man pages.
+  rm -rf "$tmp/root/var/lib/apt/lists/"* "$tmp/root/var/cache/apt/"* "$tmp/root/usr/share/doc/"* \
+    "$tmp/root/usr/share/man/"* "$tmp/root/usr/share/info/"*
+  mkdir -p "$tmp/root/workspace"
+  tar --numeric-owner -C "$tmp/root" -cf "$rootfs.partial" .
+  mv "$rootfs.partial" "$rootfs"
+  rm -rf "$tmp"
+  trap - EXIT
+fi
+
+log "building deckhand-sandbox (release, static Swift standard library)"
+swift build -c release --static-swift-stdlib --product deckhand-sandbox >&2
+binary=$(swift build -c release --static-swift-stdlib --show-bin-path)/deckhand-sandbox
+
+build=$( (cat "$rootfs.sha256" 2>/dev/null || sha256sum "$rootfs" | tee "$rootfs.sha256") | cut -c1-16)-$(sha256sum "$binary" | cut -c1-16)
+current=$(docker image inspect --format '{{index .Config.Labels "deckhand.sandbox.build"}}' "$image" 2>/dev/null || true)
+if [[ $current == "$build" ]]; then
+  log "$image is up to date"
+else
+  log "importing $image"
+  work=$(mktemp -d /var/tmp/deckhand-image.XXXXXX)
+  trap 'rm -rf "$work"' EXIT
+  cp "$rootfs" "$work/image.tar"
+  mkdir -p "$work/add/usr/local/bin"
+  # Stripped: the symbols are most of the binary's size and the sandbox has no debugger.
+  strip -o "$work/add/usr/local/bin/deckhand-sandbox" "$binary"
+  chmod 0755 "$work/add/usr/local/bin/deckhand-sandbox"
+  tar --numeric-owner --owner=0 --group=0 -C "$work/add" -rf "$work/image.tar" ./usr/local/bin/deckhand-sandbox
+  docker import \
+    --change 'ENTRYPOINT ["/usr/local/bin/deckhand-sandbox"]' \
+    --change 'CMD ["--host", "0.0.0.0", "--port", "8000", "--working-dir", "/workspace"]' \
+    --change 'WORKDIR /workspace' \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8' \
+    --change "LABEL deckhand.sandbox.build=$build" \
+    "$work/image.tar" "$image" >/dev/null
+  rm -rf "$work"
+  trap - EXIT
+fi
+echo "$image"
