@@ -9,6 +9,18 @@ struct BenchmarkResult: Codable {
     var unit: String
     /// The figure this machine should reach (see bench/README.md), if there is one.
     var target: Double?
+    /// Whether the target is a ceiling (latency, memory) rather than a floor (throughput).
+    var lowerIsBetter = false
+
+    init(name: String, value: Double, unit: String, target: Double?, lowerIsBetter: Bool = false) {
+        self.name = name
+        self.value = value
+        self.unit = unit
+        self.target = target
+        self.lowerIsBetter = lowerIsBetter
+    }
+
+    var met: Bool? { target.map { lowerIsBetter ? value <= $0 : value >= $0 } }
 }
 
 @main
@@ -16,7 +28,7 @@ struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "deckhand-bench",
         abstract: "Deckhand's benchmarks against the local services (deploy/local/services.sh start first).",
-        subcommands: [Foundation.self]
+        subcommands: [Foundation.self, Sandbox.self]
     )
 }
 
@@ -60,6 +72,27 @@ extension Bench {
     }
 }
 
+extension Bench {
+    struct Sandbox: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "sandbox",
+            abstract: "deckhand-sandbox: start to /alive, idle RSS, echo round trips, concurrent reads."
+        )
+
+        @Option(help: "The deckhand-sandbox binary (default: beside this one).") var binary: String?
+        @Option(help: "Sequential `echo hi` calls.") var calls = 1000
+        @Option(help: "Concurrent `read` calls.") var reads = 32
+
+        func run() async throws {
+            let path =
+                binary
+                ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+                .appendingPathComponent("deckhand-sandbox").path
+            report(try await SandboxBenchmark.run(binary: path, calls: calls, concurrentReads: reads))
+        }
+    }
+}
+
 /// Prints a table and one JSON line.
 func report(_ results: [BenchmarkResult]) {
     print(
@@ -69,8 +102,10 @@ func report(_ results: [BenchmarkResult]) {
     for result in results {
         let value = String(format: result.value < 100 ? "%.2f %@" : "%.0f %@", result.value, result.unit)
         let target =
-            result.target.map { String(format: "≥ %.0f %@ %@", $0, result.unit, result.value >= $0 ? "ok" : "MISSED") }
-            ?? "-"
+            result.target.map {
+                let bound = result.lowerIsBetter ? "≤" : "≥"
+                return "\(bound) \(String(format: "%.0f", $0)) \(result.unit) \(result.met == true ? "ok" : "MISSED")"
+            } ?? "-"
         print(
             result.name.padding(toLength: 40, withPad: " ", startingAt: 0)
                 + value.padding(toLength: 16, withPad: " ", startingAt: 0) + target
