@@ -9,7 +9,7 @@ import Darwin
 
 /// Zip archives for `/upload_file` and `/download_files`, in pure Swift (no `zip`, `unzip` or zlib in the sandbox).
 ///
-/// Reads stored and deflated entries (Zip64 sizes included); writes stored entries with Unix modes, so
+/// Reads stored and deflated entries (Zip64 sizes included); writes deflated or stored entries with Unix modes, so
 /// executables stay executable and symlinks stay symlinks. Extraction refuses, before writing anything, any entry
 /// that would land outside the destination.
 public enum Archive {
@@ -143,21 +143,16 @@ public enum Archive {
     /// whole tree, entries named relative to it (directories with a trailing `/`, symlinks kept as symlinks).
     public static func zip(path: String) throws -> [UInt8] {
         var info = stat()
-        guard lstat(path, &info) == 0 || stat(path, &info) == 0 else {
+        guard stat(path, &info) == 0 else {
             throw DeckhandError(.fileNotFound, "Nothing to archive: \(path) does not exist.")
         }
         var writer = ZipWriter()
-        if info.st_mode & S_IFMT == S_IFDIR || (info.st_mode & S_IFMT == S_IFLNK && isDirectory(path)) {
+        if info.st_mode & S_IFMT == S_IFDIR {
             try addTree(at: path, prefix: "", to: &writer)
         } else {
             try add(path, name: (path as NSString).lastPathComponent, to: &writer, followSymlink: true)
         }
         return try writer.finish()
-    }
-
-    static func isDirectory(_ path: String) -> Bool {
-        var info = stat()
-        return stat(path, &info) == 0 && info.st_mode & S_IFMT == S_IFDIR
     }
 
     static func addTree(at directory: String, prefix: String, to writer: inout ZipWriter) throws {
@@ -369,7 +364,7 @@ struct ZipReader {
 
 // MARK: - Writing
 
-/// Builds a zip of stored (uncompressed) entries made on Unix; refuses what would need Zip64.
+/// Builds a zip of entries made on Unix, deflated when that saves space; refuses what would need Zip64.
 struct ZipWriter {
     private var output: [UInt8] = []
     private var directory: [UInt8] = []
@@ -381,32 +376,38 @@ struct ZipWriter {
         let (time, date) = Self.dosTime(modified)
         let offset = output.count
         let isDirectory = name.hasSuffix("/")
+        // Deflate when it saves space (not for tiny or already compressed data).
+        let deflated = data.count > 64 ? Deflate.compress(data) : nil
+        let compressed = deflated.flatMap { $0.count < data.count ? $0 : nil }
+        let method: UInt16 = compressed == nil ? 0 : 8
+        let version: UInt16 = isDirectory || compressed != nil ? 20 : 10
+        let stored = compressed ?? data
 
         var local: [UInt8] = []
         Self.put32(&local, 0x0403_4b50)
-        Self.put16(&local, isDirectory ? 20 : 10)  // version needed
+        Self.put16(&local, version)  // version needed
         Self.put16(&local, 0x0800)  // UTF-8 names
-        Self.put16(&local, 0)  // stored
+        Self.put16(&local, method)
         Self.put16(&local, time)
         Self.put16(&local, date)
         Self.put32(&local, crc)
-        Self.put32(&local, UInt32(truncatingIfNeeded: data.count))
+        Self.put32(&local, UInt32(truncatingIfNeeded: stored.count))
         Self.put32(&local, UInt32(truncatingIfNeeded: data.count))
         Self.put16(&local, UInt16(truncatingIfNeeded: nameBytes.count))
         Self.put16(&local, 0)
         output += local
         output += nameBytes
-        output += data
+        output += stored
 
         Self.put32(&directory, 0x0201_4b50)
         Self.put16(&directory, 3 << 8 | 20)  // made by Unix, spec 2.0
-        Self.put16(&directory, isDirectory ? 20 : 10)
+        Self.put16(&directory, version)
         Self.put16(&directory, 0x0800)
-        Self.put16(&directory, 0)
+        Self.put16(&directory, method)
         Self.put16(&directory, time)
         Self.put16(&directory, date)
         Self.put32(&directory, crc)
-        Self.put32(&directory, UInt32(truncatingIfNeeded: data.count))
+        Self.put32(&directory, UInt32(truncatingIfNeeded: stored.count))
         Self.put32(&directory, UInt32(truncatingIfNeeded: data.count))
         Self.put16(&directory, UInt16(truncatingIfNeeded: nameBytes.count))
         Self.put16(&directory, 0)  // extra

@@ -116,21 +116,6 @@ struct Inflate {
         throw Self.malformed("a Huffman code that decodes to nothing")
     }
 
-    private static let lengthBase = [
-        3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99, 115, 131, 163, 195, 227,
-        258,
-    ]
-    private static let lengthExtra = [
-        0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0,
-    ]
-    private static let distanceBase = [
-        1, 2, 3, 4, 5, 7, 9, 13, 17, 25, 33, 49, 65, 97, 129, 193, 257, 385, 513, 769, 1025, 1537, 2049, 3073, 4097,
-        6145, 8193, 12289, 16385, 24577,
-    ]
-    private static let distanceExtra = [
-        0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13,
-    ]
-
     private static let fixedLength: Huffman = {
         var lengths = [Int](repeating: 8, count: 288)
         for symbol in 144..<256 { lengths[symbol] = 9 }
@@ -150,10 +135,10 @@ struct Inflate {
             } else {
                 symbol -= 257
                 guard symbol < 29 else { throw Self.malformed("an invalid length code") }
-                let count = Self.lengthBase[symbol] + (try bits(Self.lengthExtra[symbol]))
+                let count = Deflate.lengthBase[symbol] + (try bits(Deflate.lengthExtra[symbol]))
                 let distanceSymbol = try decode(distance)
                 guard distanceSymbol < 30 else { throw Self.malformed("an invalid distance code") }
-                let back = Self.distanceBase[distanceSymbol] + (try bits(Self.distanceExtra[distanceSymbol]))
+                let back = Deflate.distanceBase[distanceSymbol] + (try bits(Deflate.distanceExtra[distanceSymbol]))
                 guard back <= output.count else { throw Self.malformed("a distance too far back") }
                 try reserve(count)
                 var from = output.count - back
