@@ -1,3 +1,4 @@
+import DeckhandCore
 import Testing
 
 @testable import SandboxServer
@@ -35,6 +36,13 @@ import Testing
 
     @Test func crc32MatchesTheKnownValue() {
         #expect(CRC32.checksum(Array("123456789".utf8)) == 0xCBF4_3926)
+    }
+
+    @Test func somethingThatIsNotAZipIsRefusedBeforeAnythingIsWritten() {
+        let error = #expect(throws: DeckhandError.self) {
+            try Archive.extract(zip: Array("not a zip at all, just text".utf8), into: "/nonexistent/never-created")
+        }
+        #expect(error?.code == .archiveMalformed)
     }
 
     @Test func entryNamesThatClimbOutAreRefused() {
