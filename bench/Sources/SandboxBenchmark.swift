@@ -5,7 +5,9 @@ import HTTPClient
 /// deckhand-sandbox as a process: time to `/alive`, idle memory, `echo hi` round trips, concurrent reads.
 enum SandboxBenchmark {
     static func run(binary: String, calls: Int, concurrentReads: Int) async throws -> [BenchmarkResult] {
-        let workspace = FileManager.default.temporaryDirectory.appendingPathComponent("deckhand-bench-\(UUID().uuidString)").path
+        let workspace = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "deckhand-bench-\(UUID().uuidString)"
+        ).path
         try FileManager.default.createDirectory(atPath: workspace, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: workspace) }
         let port = Int.random(in: 20_000..<40_000)
@@ -42,20 +44,26 @@ enum SandboxBenchmark {
         func action(_ json: String) -> HTTPRequest {
             HTTPRequest(method: .post, url: base + "/execute_action", headers: headers, body: Array(json.utf8))
         }
-        let echo = action(#"{"action":{"action":"run","args":{"command":"echo hi","is_input":false,"blocking":false}}}"#)
+        let echo = action(
+            #"{"action":{"action":"run","args":{"command":"echo hi","is_input":false,"blocking":false}}}"#
+        )
         var latencies: [Double] = []
         for _ in 0..<calls {
             let start = ContinuousClock.now
             let response = try await client.execute(echo)
             latencies.append((ContinuousClock.now - start).milliseconds)
             guard response.status == 200, String(decoding: response.body, as: UTF8.self).contains("\"hi") else {
-                throw DeckhandError(.protocolViolation, "echo hi answered \(response.status): \(response.text ?? "")")
+                throw DeckhandError(.protocolViolation, "echo hi answered \(response.status): \(response.text)")
             }
         }
         latencies.sort()
 
         let file = workspace + "/read-me.txt"
-        try String(repeating: "a line of text to read\n", count: 200).write(toFile: file, atomically: true, encoding: .utf8)
+        try String(repeating: "a line of text to read\n", count: 200).write(
+            toFile: file,
+            atomically: true,
+            encoding: .utf8
+        )
         let read = action(#"{"action":{"action":"read","args":{"path":"\#(file)"}}}"#)
         let readStart = ContinuousClock.now
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -72,11 +80,40 @@ enum SandboxBenchmark {
         let readElapsed = (ContinuousClock.now - readStart).milliseconds
 
         return [
-            BenchmarkResult(name: "sandbox.start_to_alive", value: ready.milliseconds, unit: "ms", target: 100, lowerIsBetter: true),
-            BenchmarkResult(name: "sandbox.idle_rss", value: Double(idleRSS) / 1_048_576, unit: "MiB", target: 20, lowerIsBetter: true),
-            BenchmarkResult(name: "sandbox.echo.p50", value: percentile(latencies, 0.5), unit: "ms", target: 5, lowerIsBetter: true),
-            BenchmarkResult(name: "sandbox.echo.p99", value: percentile(latencies, 0.99), unit: "ms", target: 20, lowerIsBetter: true),
-            BenchmarkResult(name: "sandbox.read.\(concurrentReads)_concurrent", value: readElapsed, unit: "ms", target: nil),
+            BenchmarkResult(
+                name: "sandbox.start_to_alive",
+                value: ready.milliseconds,
+                unit: "ms",
+                target: 100,
+                lowerIsBetter: true
+            ),
+            BenchmarkResult(
+                name: "sandbox.idle_rss",
+                value: Double(idleRSS) / 1_048_576,
+                unit: "MiB",
+                target: 20,
+                lowerIsBetter: true
+            ),
+            BenchmarkResult(
+                name: "sandbox.echo.p50",
+                value: percentile(latencies, 0.5),
+                unit: "ms",
+                target: 5,
+                lowerIsBetter: true
+            ),
+            BenchmarkResult(
+                name: "sandbox.echo.p99",
+                value: percentile(latencies, 0.99),
+                unit: "ms",
+                target: 20,
+                lowerIsBetter: true
+            ),
+            BenchmarkResult(
+                name: "sandbox.read.\(concurrentReads)_concurrent",
+                value: readElapsed,
+                unit: "ms",
+                target: nil
+            ),
         ]
     }
 
