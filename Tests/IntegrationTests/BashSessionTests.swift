@@ -218,6 +218,79 @@ import Testing
         }
     }
 
+    @Test func aCommandThatFinishedAfterItsAnswerIsReportedOnce() async throws {
+        try await withSession(noChangeTimeout: .milliseconds(300)) { session, _ in
+            let first = try await run(session, "sleep 0.6; echo late")
+            #expect(first.exitCode == -1)
+            try await Task.sleep(for: .milliseconds(700))
+            let next = try await run(session, "echo next")
+            #expect(next.output == "next")
+            #expect(next.exitCode == 0)
+            #expect(next.prefix.contains("late\n"))
+            #expect(next.prefix.contains("completed with exit code 0"))
+        }
+    }
+
+    @Test func aLongSingleLineCommandIsNotCut() async throws {
+        try await withSession { session, _ in
+            let word = String(repeating: "x", count: 10_000)
+            let outcome = try await run(session, "echo \(word) | wc -c")
+            #expect(outcome.output == "10001")
+        }
+    }
+
+    @Test func anExitedShellWhoseJobHoldsTheTerminalIsDetected() async throws {
+        try await withSession(noChangeTimeout: .milliseconds(300)) { session, _ in
+            let exited = try await run(session, "sleep 2 & exit 0")
+            #expect(exited.suffix.contains("new shell"))
+            let after = try await run(session, "echo alive")
+            #expect(after.output == "alive")
+        }
+    }
+
+    @Test(.enabled(if: geteuid() == 0, "needs root to switch users"))
+    func theShellRunsAsAnotherUser() async throws {
+        let directory = NSTemporaryDirectory() + "deckhand-shell-\(UUID().uuidString)"
+        let session = try await BashSession.start(
+            workingDirectory: directory,
+            username: "nobody",
+            uid: nil,
+            noChangeTimeout: .seconds(10)
+        )
+        let whoami = try await session.execute(ShellRequest(command: "whoami; echo $USER; touch mine && echo ok"))
+        #expect(whoami.output == "nobody\nnobody\nok")
+        #expect(whoami.username == "nobody")
+        await session.close()
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    /// Creates (and then deletes) a system user, so it runs only when `DECKHAND_TEST_USERADD=1` and we are root.
+    @Test(
+        .enabled(
+            if: geteuid() == 0 && ProcessInfo.processInfo.environment["DECKHAND_TEST_USERADD"] == "1",
+            "creates a system user: set DECKHAND_TEST_USERADD=1 as root"
+        )
+    )
+    func aMissingUserIsCreated() async throws {
+        let name = "dhshell\(UInt32.random(in: 10_000...99_999))"
+        let directory = NSTemporaryDirectory() + "deckhand-shell-\(UUID().uuidString)"
+        let session = try await BashSession.start(
+            workingDirectory: directory,
+            username: name,
+            uid: nil,
+            noChangeTimeout: .seconds(10)
+        )
+        let outcome = try await session.execute(ShellRequest(command: "whoami; echo $HOME; touch mine && echo ok"))
+        #expect(outcome.output == "\(name)\n/home/\(name)\nok")
+        await session.close()
+        try? FileManager.default.removeItem(atPath: directory)
+        let remove = Process()
+        remove.executableURL = URL(fileURLWithPath: "/usr/sbin/userdel")
+        remove.arguments = ["-r", name]
+        try remove.run()
+        remove.waitUntilExit()
+    }
+
     @Test func echoLatency() async throws {
         try await withSession { session, _ in
             let clock = ContinuousClock()

@@ -120,17 +120,43 @@ public final class BashSession: Sendable {
             }
         }
         var prefix = ""
-        if current.running == nil, let status = current.process.reap() {
-            // bash went away between calls (`exit`, killed): start a fresh one where the last one was.
+        if let status = current.process.reap() {
+            // bash went away between calls (`exit` with a job holding the terminal, killed): start a fresh one
+            // where the last one was.
+            collect(&current)
+            let leftover = answer(&current, exitCode: Int(status), prefix: "").output
+            current.running = nil
             current = try await restart(after: current)
             prefix =
-                "[The shell had exited (code \(status)); a new shell was started in "
+                (leftover.isEmpty ? "" : leftover + "\n")
+                + "[The shell had exited (code \(status)); a new shell was started in "
                 + "\(current.fields.workingDirectory). Variables and functions set before are gone.]\n"
         }
 
         let text = request.command.trimmingCharacters(in: .whitespacesAndNewlines)
         let key = Self.controlKey(text)
         let started = ContinuousClock.now
+
+        let wasRunning = current.running
+        if wasRunning != nil, collect(&current) {
+            // The previous command finished after its last answer.
+            let exitCode = current.fields.exitCode
+            var finished = answer(&current, exitCode: exitCode, prefix: prefix + Self.continuingPrefix)
+            if text.isEmpty {
+                finished.suffix = "\n[The command completed with exit code \(exitCode).]"
+                return finished
+            }
+            if request.isInput || key != nil {
+                finished.suffix =
+                    "\n[The command completed with exit code \(exitCode) before your input arrived; "
+                    + "the input was not sent.]"
+                return finished
+            }
+            prefix =
+                finished.prefix + (finished.output.isEmpty ? "" : finished.output + "\n")
+                + "[The previous command completed with exit code \(exitCode). Below is the output of your "
+                + "command.]\n"
+        }
 
         if let running = current.running {
             if text.isEmpty {
@@ -192,6 +218,7 @@ public final class BashSession: Sendable {
     ) async throws -> ShellOutcome {
         let softTimeout = request.blocking ? nil : launch.noChangeTimeout
         let prefix = prefix + (continuing ? Self.continuingPrefix : "")
+        var lastDeadline: ContinuousClock.Instant?
         while true {
             if collect(&current) {
                 var outcome = answer(&current, exitCode: current.fields.exitCode, prefix: prefix)
@@ -203,6 +230,10 @@ public final class BashSession: Sendable {
                 return try await shellEnded(&current, prefix: prefix)
             }
             let now = ContinuousClock.now
+            if let deadline = lastDeadline, now >= deadline, process.reap() != nil {
+                // bash exited while something else still holds its terminal.
+                return try await shellEnded(&current, prefix: prefix)
+            }
             let lastChange = max(started, process.lastOutput)
             let softDeadline = softTimeout.map { lastChange + $0 }
             let hardDeadline = request.hardTimeout.map { started + $0 }
@@ -224,6 +255,7 @@ public final class BashSession: Sendable {
             }
             if Task.isCancelled { throw CancellationError() }
             let deadline = [softDeadline, hardDeadline].compactMap { $0 }.min()
+            lastDeadline = deadline
             await process.waitForOutput(until: deadline)
         }
     }
@@ -302,6 +334,9 @@ public final class BashSession: Sendable {
 
     private func restart(after old: State) async throws -> State {
         await old.process.terminate(grace: .milliseconds(50))
+        guard !state.withLock({ $0.closed }) else {
+            throw DeckhandError(.shellUnavailable, "the shell session is closed")
+        }
         var directory = old.fields.workingDirectory
         if !FileManager.default.fileExists(atPath: directory) { directory = launch.workingDirectory }
         return try await Self.launchShell(launch, in: directory)
