@@ -165,6 +165,15 @@ import Testing
         }
     }
 
+    @Test func aFloodOfOutputIsHeldInBoundedMemory() async throws {
+        try await withSession { session, _ in
+            let outcome = try await run(session, "head -c 20000000 /dev/zero | tr '\\0' 'z'; echo; echo end")
+            #expect(outcome.exitCode == 0)
+            #expect(outcome.output.hasSuffix("z\nend"))
+            #expect(outcome.output.contains("[... 19970004 characters cut"))
+        }
+    }
+
     @Test func severalCommandsAreRefused() async throws {
         try await withSession { session, directory in
             await #expect {

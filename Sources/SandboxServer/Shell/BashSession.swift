@@ -24,6 +24,8 @@ public final class BashSession: Sendable {
         var running: String?
         /// Output of the running command not yet answered.
         var output: [UInt8] = []
+        /// Bytes dropped from the middle of `output` to bound memory while a command floods the terminal.
+        var droppedBytes = 0
         /// Bytes read that may still hold (the start of) a prompt.
         var carry: [UInt8] = []
         var pythonLookup: (path: String, python: String?)?
@@ -264,6 +266,15 @@ public final class BashSession: Sendable {
     @discardableResult
     private func collect(_ current: inout State) -> Bool {
         current.carry.append(contentsOf: current.process.takeOutput())
+        defer {
+            // Only the start and the end of the output are ever shown: keep memory bounded under a flood.
+            if current.output.count > Self.outputHoldLimit {
+                let keep = Self.outputHoldLimit / 4
+                let dropped = current.output.count - 2 * keep
+                current.output.removeSubrange(keep..<(keep + dropped))
+                current.droppedBytes += dropped
+            }
+        }
         while true {
             switch current.marker.scan(current.carry) {
             case .complete(let output, let fields, let rest):
@@ -295,11 +306,13 @@ public final class BashSession: Sendable {
             bytes.removeSubrange(cut...)
         }
         current.output = keep
+        let dropped = current.droppedBytes
+        current.droppedBytes = 0
         var text = String(decoding: bytes, as: UTF8.self).replacingOccurrences(of: "\r\n", with: "\n")
         while text.hasSuffix("\n") { text.removeLast() }
         let fields = current.fields
         return ShellOutcome(
-            output: OutputTruncation.truncate(text),
+            output: OutputTruncation.truncate(text, alreadyCut: dropped),
             exitCode: exitCode,
             workingDirectory: fields.workingDirectory,
             pid: fields.pid,
@@ -439,6 +452,9 @@ public final class BashSession: Sendable {
     }
 
     // MARK: - Helpers
+
+    /// The most output bytes held for one answer; beyond it the middle is dropped (and counted).
+    private static let outputHoldLimit = 4 << 20
 
     private static let continuingPrefix = "[Below is the output of the previous command.]\n"
 

@@ -67,8 +67,7 @@ final class PTYProcess: Sendable {
         let argv = ([path] + arguments).map { strdup($0) } + [nil]
         let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer {
-            argv.forEach { free($0) }
-            envp.forEach { free($0) }
+            for pointer in argv + envp { free(pointer) }
         }
         var master: Int32 = -1
         var pid: pid_t = 0
@@ -86,7 +85,7 @@ final class PTYProcess: Sendable {
             &pid
         )
         guard result == 0 else {
-            fds.forEach { close($0) }
+            for fd in fds { close(fd) }
             throw DeckhandError(.shellUnavailable, "cannot start \(path): \(String(cString: strerror(-result)))")
         }
         _ = fcntl(master, F_SETFL, fcntl(master, F_GETFL) | O_NONBLOCK)
