@@ -9,6 +9,7 @@ public struct ShellRequest: Sendable {
     /// Whether to wait for completion (or the hard timeout) even when no new output arrives for a while.
     public var blocking: Bool = false
 
+    /// A request; by default a new, non-blocking command without a hard limit.
     public init(command: String, isInput: Bool = false, hardTimeout: Duration? = nil, blocking: Bool = false) {
         self.command = command
         self.isInput = isInput
@@ -38,6 +39,7 @@ public struct ShellOutcome: Sendable, Equatable {
     /// A note shown after the output (completion, timeouts, what to do next).
     public var suffix: String
 
+    /// An answer; `pid` is -1 and the notes are empty unless given.
     public init(
         output: String,
         exitCode: Int,
