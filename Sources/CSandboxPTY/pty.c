@@ -9,7 +9,8 @@
 #include <unistd.h>
 
 int deckhand_spawn_pty(const char *path, char *const argv[], char *const envp[], const char *cwd,
-                       unsigned short rows, unsigned short cols, int uid, int gid, int *master, pid_t *pid) {
+                       unsigned short rows, unsigned short cols, int uid, int gid, int plain, int *master,
+                       pid_t *pid) {
     struct winsize size;
     memset(&size, 0, sizeof size);
     size.ws_row = rows;
@@ -29,6 +30,14 @@ int deckhand_spawn_pty(const char *path, char *const argv[], char *const envp[],
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
+        if (plain) {
+            struct termios mode;
+            if (tcgetattr(STDIN_FILENO, &mode) == 0) {
+                mode.c_lflag &= ~(tcflag_t)(ECHO | ECHOE | ECHOK | ECHONL | ECHOCTL);
+                mode.c_oflag &= ~(tcflag_t)ONLCR;
+                tcsetattr(STDIN_FILENO, TCSANOW, &mode);
+            }
+        }
         if (uid >= 0) {
             if (setgroups(0, NULL) != 0 || setgid((gid_t)gid) != 0 || setuid((uid_t)uid) != 0) {
                 _exit(126);

@@ -6,11 +6,14 @@
 /// Starts `path` with `argv` and `envp` on a new pseudo-terminal of `rows` × `cols`, as the leader of a new
 /// session whose controlling terminal is that PTY, in `cwd`, with every signal at its default disposition
 /// and unblocked (a child of a Swift process otherwise inherits blocked SIGINT/SIGTERM). When `uid` is not
-/// negative the child drops to `uid`/`gid` (no supplementary groups) before exec.
+/// negative the child drops to `uid`/`gid` (no supplementary groups) before exec. When `plain` is not zero the
+/// terminal starts without input echo and without output NL→CR-NL translation, so a program driving the master
+/// reads back exactly what the child wrote.
 ///
 /// On success returns 0 and sets `*master` (the PTY's master side) and `*pid`; on failure returns -errno.
 /// The child calls only async-signal-safe functions between fork and exec.
 int deckhand_spawn_pty(const char *path, char *const argv[], char *const envp[], const char *cwd,
-                       unsigned short rows, unsigned short cols, int uid, int gid, int *master, pid_t *pid);
+                       unsigned short rows, unsigned short cols, int uid, int gid, int plain, int *master,
+                       pid_t *pid);
 
 #endif
