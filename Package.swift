@@ -106,7 +106,7 @@ let package = Package(
         .target(
             name: "DeckhandTesting",
             dependencies: [
-                "DeckhandCore", "AMQP", "HTTPClient", "Postgres",
+                "DeckhandCore", "AMQP", "HTTPClient", "Postgres", "SandboxServer",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),

@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
-# Runs every test: starts the local services (installing what is missing), builds with warnings as errors,
-# then runs the unit and integration tests against the real RabbitMQ, PostgreSQL and dockerd.
+# Runs every test: starts the local services (installing what is missing), builds the sandbox image,
+# builds with warnings as errors, then runs the unit and integration tests against the real RabbitMQ,
+# PostgreSQL and dockerd.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 deploy/local/services.sh start
 eval "$(deploy/local/services.sh env)"
+export DOCKER_HOST=unix://$DECKHAND_DOCKER_SOCKET
+
+# The sandbox image for the test that runs it under dockerd: its root file system is cached outside the
+# clone (/var/cache/deckhand) and the image is re-imported only when the binary changed.
+DECKHAND_SANDBOX_IMAGE=$(deploy/sandbox/build-offline.sh | tail -n 1)
+export DECKHAND_SANDBOX_IMAGE
 
 swift build --build-tests -Xswiftc -warnings-as-errors
 swift test --skip-build "$@"

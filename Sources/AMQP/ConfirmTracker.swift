@@ -94,8 +94,6 @@ struct ConfirmTracker<Payload> {
 }
 
 extension ConfirmTracker {
-    /// Visits every unconfirmed payload in publish order.
-    func forEach(_ body: (Payload) -> Void) {
-        for entry in entries { body(entry.payload) }
-    }
+    /// Every unconfirmed payload, in publish order.
+    var payloads: [Payload] { entries.map(\.payload) }
 }

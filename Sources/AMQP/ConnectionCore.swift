@@ -185,7 +185,7 @@ final class ConnectionCore {
         lastInbound = .now
         do {
             try openPublishAndAdminChannels()
-            restoreTopology()
+            try restoreTopology()
             try restoreConsumers()
         } catch {
             disconnect(error.message)
@@ -253,14 +253,21 @@ final class ConnectionCore {
         try check("channel.open \(channel)", channel: channel)
     }
 
-    private func restoreTopology() {
+    /// Declares again what was declared. An exclusive queue that the broker still holds for the previous
+    /// connection (it has not noticed that connection is gone) fails the whole attempt, so the reconnect is
+    /// retried after the back-off instead of going on without the queue; other refusals are logged.
+    private func restoreTopology() throws(DeckhandError) {
         let record = topology
         var operations: [TopologyOperation] = record.exchanges.map { .declareExchange($0) }
         operations += record.queues.map { .declareQueue($0) }
         operations += record.bindings.map { .bind($0) }
-        for operation in operations where connection != nil {
+        for operation in operations {
             do {
                 _ = try perform(operation)
+            } catch where error.code == .unavailable {
+                throw error
+            } catch where error.message.contains("405 RESOURCE_LOCKED") {
+                throw lost("\(error.message) (the broker still holds it for the previous connection)")
             } catch {
                 logger.error(
                     "AMQP topology could not be declared again after reconnect",
@@ -608,9 +615,7 @@ final class ConnectionCore {
             request.completion.fail(CancellationError())
             return
         }
-        var found: PendingPublish?
-        confirms.forEach { if $0.id == id { found = $0 } }
-        if let found, !abandoned.contains(id) {
+        if let found = confirms.payloads.first(where: { $0.id == id }), !abandoned.contains(id) {
             abandoned.insert(id)
             found.completion.fail(CancellationError())
         }
@@ -777,10 +782,7 @@ final class ConnectionCore {
                 index += 1
             }
         }
-        var expired: [PendingPublish] = []
-        confirms.forEach { publish in
-            if publish.deadline <= now, !abandoned.contains(publish.id) { expired.append(publish) }
-        }
+        let expired = confirms.payloads.filter { $0.deadline <= now && !abandoned.contains($0.id) }
         for publish in expired {
             abandoned.insert(publish.id)
             if case .request = publish.completion, let id = publish.message.properties.correlationID {

@@ -5,6 +5,7 @@
 #include <pty.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -51,5 +52,16 @@ int deckhand_spawn_pty(const char *path, char *const argv[], char *const envp[],
     }
     *master = fd;
     *pid = child;
+    return 0;
+}
+
+int deckhand_file_status(const char *path, int follow, unsigned int *mode, long long *modified) {
+    struct stat info;
+    int result = follow ? stat(path, &info) : lstat(path, &info);
+    if (result != 0) {
+        return -errno;
+    }
+    *mode = (unsigned int)info.st_mode;
+    *modified = (long long)info.st_mtim.tv_sec;
     return 0;
 }

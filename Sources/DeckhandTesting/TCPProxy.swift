@@ -165,3 +165,28 @@ public final class TCPProxy: Sendable {
         close(b)
     }
 }
+
+extension TestEnvironment {
+    /// A port of 127.0.0.1 that is free now and lies below the kernel's ephemeral range (32768+), for a server
+    /// a test starts itself on a fixed port. Outside that range no outgoing connection takes it as its
+    /// source port (and a client cannot connect to itself through it), so it stays free until the test binds it.
+    public static func freePort() throws -> Int {
+        for _ in 0..<200 {
+            let port = Int.random(in: 20_000..<32_000)
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            guard fd >= 0 else { continue }
+            defer { close(fd) }
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            address.sin_port = UInt16(port).bigEndian
+            let bound = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
+            }
+            if bound == 0 { return port }
+        }
+        throw DeckhandError(.internalError, "no free port found below 32000")
+    }
+}

@@ -1,4 +1,6 @@
 import DeckhandCore
+import Foundation
+import HTTPClient
 import Hummingbird
 import Logging
 import NIOCore
@@ -51,6 +53,43 @@ public struct SandboxServer: Sendable {
         router.get("server_info") { _, _ in
             SandboxHTTP.json(state.serverInfo.snapshot(lastActivity: state.activity.lastActivity))
         }
+        router.post("execute_action") { request, _ -> Response in
+            guard let executor = state.executor else {
+                return SandboxHTTP.detail("the sandbox is not initialized yet", status: .serviceUnavailable)
+            }
+            let body = try await request.body.collect(upTo: 64 << 20)
+            let answer = await executor.execute(body: Array(buffer: body))
+            return SandboxHTTP.json(answer.body, status: .init(code: answer.status))
+        }
+        router.post("list_files") { request, _ -> Response in
+            guard let files = state.files else {
+                return SandboxHTTP.detail("the sandbox is not initialized yet", status: .serviceUnavailable)
+            }
+            let body = try await request.body.collect(upTo: 1 << 20)
+            var path: String?
+            if body.readableBytes > 0 {
+                guard let json = try? JSONDecoder().decode(JSONValue.self, from: Data(Array(buffer: body))),
+                    case .object = json
+                else {
+                    return SandboxHTTP.detail(
+                        "the body must be a JSON object such as {\"path\": \"/workspace\"}",
+                        status: .badRequest
+                    )
+                }
+                path = json["path"]?.stringValue
+            }
+            do {
+                return SandboxHTTP.json(.array(try await files.listFiles(path: path).map { .string($0) }))
+            } catch let error as DeckhandError where error.code == .fileNotFound {
+                return SandboxHTTP.json([])
+            }
+        }
+        router.post("upload_file") { request, _ -> Response in
+            try await Uploads.receive(request, state: state)
+        }
+        router.get("download_files") { request, _ -> Response in
+            try await Uploads.download(request, state: state)
+        }
         return router
     }
 }
@@ -61,7 +100,12 @@ final class SandboxState: Service, Sendable {
     let logger: Logger
     let activity = ActivityClock()
     let serverInfo: ServerInfo
-    private let ready = Atomic<Bool>(false)
+    private let parts = Mutex<Parts?>(nil)
+
+    private struct Parts {
+        var executor: ActionExecutor
+        var http: HTTPClient
+    }
 
     init(configuration: SandboxConfiguration, logger: Logger) {
         self.configuration = configuration
@@ -69,10 +113,30 @@ final class SandboxState: Service, Sendable {
         self.serverInfo = ServerInfo(workingDirectory: configuration.workingDirectory)
     }
 
-    var isReady: Bool { ready.load(ordering: .acquiring) }
+    /// Ready once the shell runs in the workspace.
+    var isReady: Bool { parts.withLock { $0 != nil } }
+    var executor: ActionExecutor? { parts.withLock { $0?.executor } }
+    var files: FileTools? { executor?.files }
 
+    /// Starts the shell, serves until shutdown, then ends the shell and everything it started.
     func run() async throws {
-        ready.store(true, ordering: .releasing)
+        let shell = try await BashSession.start(
+            workingDirectory: configuration.workingDirectory,
+            username: configuration.username,
+            uid: configuration.uid,
+            noChangeTimeout: configuration.noChangeTimeout
+        )
+        let http = try HTTPClient(logger: logger)
+        let executor = ActionExecutor(
+            shell: shell,
+            files: FileTools(workingDirectory: configuration.workingDirectory),
+            browser: Browser(client: http)
+        )
+        parts.withLock { $0 = Parts(executor: executor, http: http) }
+        logger.info("sandbox ready", metadata: ["sandbox.workspace": "\(configuration.workingDirectory)"])
         try? await gracefulShutdown()
+        parts.withLock { $0 = nil }
+        await shell.close()
+        await http.shutdown()
     }
 }

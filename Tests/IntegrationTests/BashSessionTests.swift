@@ -229,9 +229,10 @@ import Testing
 
     @Test func aCommandThatFinishedAfterItsAnswerIsReportedOnce() async throws {
         try await withSession(noChangeTimeout: .milliseconds(300)) { session, _ in
-            let first = try await run(session, "sleep 0.6; echo late")
+            // Two seconds of silence against a 300 ms soft timeout: a wide margin on a loaded machine.
+            let first = try await run(session, "sleep 2; echo late")
             #expect(first.exitCode == -1)
-            try await Task.sleep(for: .milliseconds(700))
+            try await Task.sleep(for: .milliseconds(2500))
             let next = try await run(session, "echo next")
             #expect(next.output == "next")
             #expect(next.exitCode == 0)

@@ -33,8 +33,8 @@ import Glibc
         for (name, contents) in files {
             try Data(contents.utf8).write(to: root.appendingPathComponent(name))
         }
-        // A port that was just free: the loopback server that had it has stopped.
-        let port = try await withLoopbackServer { port in port }
+        // A free port below the ephemeral range, where no other test's connection can take it first.
+        let port = try TestEnvironment.freePort()
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = [

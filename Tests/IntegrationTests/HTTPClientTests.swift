@@ -166,8 +166,9 @@ private func url(_ port: Int, _ path: String) -> String {
     }
 
     @Test func connectingToAClosedPortGivesTheConnectionError() async throws {
-        // A port that was just free: the server that had it is stopped.
-        let port = try await withLoopbackServer { port in port }
+        // Port 1: nothing listens there, and it is outside the ephemeral range, so the connection cannot
+        // land on another test's socket (or, through a simultaneous open, on itself).
+        let port = 1
         try await withClient { client in
             let request = HTTPRequest(url: url(port, "/hello"), connectTimeout: .seconds(2))
             let error = await #expect(throws: DeckhandError.self) { try await client.execute(request) }
@@ -271,37 +272,4 @@ private func url(_ port: Int, _ path: String) -> String {
         }
     }
 
-    @Test func noBlockingCallRunsOnTheCooperativePool() async throws {
-        try await withLoopbackServer { port in
-            try await withClient { client in
-                let worstLateness = try await withThrowingTaskGroup(of: Duration.self) { group in
-                    group.addTask {
-                        let clock = ContinuousClock()
-                        var worst = Duration.zero
-                        while true {
-                            let before = clock.now
-                            do {
-                                try await Task.sleep(for: .milliseconds(10))
-                            } catch {
-                                return worst
-                            }
-                            worst = max(worst, clock.now - before - .milliseconds(10))
-                        }
-                    }
-                    try await withThrowingTaskGroup(of: Void.self) { requests in
-                        for _ in 0..<8 {
-                            requests.addTask {
-                                let response = try await client.execute(HTTPRequest(url: url(port, "/slow?ms=500")))
-                                #expect(response.text == "slow")
-                            }
-                        }
-                        try await requests.waitForAll()
-                    }
-                    group.cancelAll()
-                    return try await group.next()!
-                }
-                #expect(worstLateness < .milliseconds(200), "worst lateness \(worstLateness)")
-            }
-        }
-    }
 }

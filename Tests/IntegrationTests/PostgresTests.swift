@@ -289,31 +289,6 @@ import Testing
         }
     }
 
-    @Test func blockingCallsStayOffTheCooperativePool() async throws {
-        try await TestPostgres.withSchema(poolSize: 8) { client in
-            let worst = Mutex<Duration>(.zero)
-            let done = Atomic<Bool>(false)
-            let probe = Task {
-                while !done.load(ordering: .relaxed) {
-                    let start = ContinuousClock.now
-                    try? await Task.sleep(for: .milliseconds(10))
-                    let late = ContinuousClock.now - start - .milliseconds(10)
-                    worst.withLock { $0 = max($0, late) }
-                }
-            }
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                for _ in 0..<8 {
-                    group.addTask { try await client.query("SELECT pg_sleep(0.5)") }
-                }
-                try await group.waitForAll()
-            }
-            done.store(true, ordering: .relaxed)
-            await probe.value
-            let lateness = worst.withLock { $0 }
-            #expect(lateness < .milliseconds(200), "worst lateness \(lateness)")
-        }
-    }
-
     @Test func advisoryLocksAreHeldAndReleased() async throws {
         try await TestPostgres.withSchema { client in
             let key = Int64.random(in: 1..<Int64.max)

@@ -1,4 +1,5 @@
 import DeckhandCore
+import DeckhandTesting
 import Foundation
 import HTTPClient
 
@@ -10,7 +11,7 @@ enum SandboxBenchmark {
         ).path
         try FileManager.default.createDirectory(atPath: workspace, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: workspace) }
-        let port = Int.random(in: 20_000..<40_000)
+        let port = try TestEnvironment.freePort()
         let key = UUID().uuidString
         let client = try HTTPClient()
         defer { Task { await client.shutdown() } }

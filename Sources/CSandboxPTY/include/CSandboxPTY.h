@@ -16,4 +16,8 @@ int deckhand_spawn_pty(const char *path, char *const argv[], char *const envp[],
                        unsigned short rows, unsigned short cols, int uid, int gid, int plain, int *master,
                        pid_t *pid);
 
+/// The mode and modification time (seconds) of `path` — `stat`, or `lstat` when `follow` is zero. Returns 0,
+/// or -errno. (Reading `struct stat` from Swift trips MemberImportVisibility when Dispatch's C module owns it.)
+int deckhand_file_status(const char *path, int follow, unsigned int *mode, long long *modified);
+
 #endif

@@ -1,3 +1,4 @@
+import CSandboxPTY
 import DeckhandCore
 import Foundation
 
@@ -133,8 +134,7 @@ public enum Archive {
     }
 
     static func removeIfSymlink(_ path: String) {
-        var info = stat()
-        if lstat(path, &info) == 0, info.st_mode & S_IFMT == S_IFLNK { unlink(path) }
+        if let info = FileStatus(path, followSymlink: false), info.kind == S_IFLNK { unlink(path) }
     }
 
     // MARK: - Zip
@@ -142,12 +142,11 @@ public enum Archive {
     /// A zip of `path`: a file gives an archive holding that file under its own name; a directory gives its
     /// whole tree, entries named relative to it (directories with a trailing `/`, symlinks kept as symlinks).
     public static func zip(path: String) throws -> [UInt8] {
-        var info = stat()
-        guard stat(path, &info) == 0 else {
+        guard let info = FileStatus(path, followSymlink: true) else {
             throw DeckhandError(.fileNotFound, "Nothing to archive: \(path) does not exist.")
         }
         var writer = ZipWriter()
-        if info.st_mode & S_IFMT == S_IFDIR {
+        if info.kind == S_IFDIR {
             try addTree(at: path, prefix: "", to: &writer)
         } else {
             try add(path, name: (path as NSString).lastPathComponent, to: &writer, followSymlink: true)
@@ -164,13 +163,12 @@ public enum Archive {
         }
         for name in names {
             let full = directory + "/" + name
-            var info = stat()
-            guard lstat(full, &info) == 0 else { continue }
-            if info.st_mode & S_IFMT == S_IFDIR {
+            guard let info = FileStatus(full, followSymlink: false) else { continue }
+            if info.kind == S_IFDIR {
                 writer.add(
                     name: prefix + name + "/",
-                    mode: UInt32(info.st_mode),
-                    modified: info.st_mtim.tv_sec,
+                    mode: info.mode,
+                    modified: info.modified,
                     data: []
                 )
                 try addTree(at: full, prefix: prefix + name + "/", to: &writer)
@@ -181,12 +179,11 @@ public enum Archive {
     }
 
     static func add(_ path: String, name: String, to writer: inout ZipWriter, followSymlink: Bool) throws {
-        var info = stat()
-        guard (followSymlink ? stat(path, &info) : lstat(path, &info)) == 0 else { return }
-        switch info.st_mode & S_IFMT {
+        guard let info = FileStatus(path, followSymlink: followSymlink) else { return }
+        switch info.kind {
         case S_IFLNK:
             let target = (try? FileManager.default.destinationOfSymbolicLink(atPath: path)) ?? ""
-            writer.add(name: name, mode: UInt32(info.st_mode), modified: info.st_mtim.tv_sec, data: Array(target.utf8))
+            writer.add(name: name, mode: info.mode, modified: info.modified, data: Array(target.utf8))
         case S_IFREG:
             let data: Data
             do {
@@ -194,7 +191,7 @@ public enum Archive {
             } catch {
                 throw DeckhandError(.fileIOFailed, "Could not read \(path): \(error)", underlying: error)
             }
-            writer.add(name: name, mode: UInt32(info.st_mode), modified: info.st_mtim.tv_sec, data: [UInt8](data))
+            writer.add(name: name, mode: info.mode, modified: info.modified, data: [UInt8](data))
         default:
             return  // sockets, FIFOs and devices have no content to archive
         }
@@ -461,5 +458,22 @@ struct ZipWriter {
         let dosTime = UInt16(parts.tm_hour) << 11 | UInt16(parts.tm_min) << 5 | UInt16(parts.tm_sec / 2)
         let dosDate = UInt16(parts.tm_year - 80) << 9 | UInt16(parts.tm_mon + 1) << 5 | UInt16(parts.tm_mday)
         return (dosTime, dosDate)
+    }
+}
+
+/// A file's type, permission bits and modification time, from `stat`/`lstat`.
+struct FileStatus {
+    var mode: UInt32
+    var modified: Int
+
+    /// The file-type bits (`S_IFDIR`, `S_IFREG`, `S_IFLNK`, …).
+    var kind: UInt32 { mode & UInt32(S_IFMT) }
+
+    init?(_ path: String, followSymlink: Bool) {
+        var mode: UInt32 = 0
+        var modified: Int64 = 0
+        guard deckhand_file_status(path, followSymlink ? 1 : 0, &mode, &modified) == 0 else { return nil }
+        self.mode = mode
+        self.modified = Int(modified)
     }
 }
