@@ -129,7 +129,13 @@ let package = Package(
 
         .testTarget(
             name: "UnitTests",
-            dependencies: ["DeckhandCore", "AMQP", "HTTPClient", "Postgres", "DeckhandStore", "SandboxServer"],
+            dependencies: [
+                "DeckhandCore", "AMQP", "HTTPClient", "Postgres", "DeckhandStore", "SandboxServer",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(

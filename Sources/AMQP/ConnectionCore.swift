@@ -264,9 +264,9 @@ final class ConnectionCore {
         for operation in operations {
             do {
                 _ = try perform(operation)
-            } catch where error.code == .unavailable {
+            } catch  where error.code == .unavailable {
                 throw error
-            } catch where error.message.contains("405 RESOURCE_LOCKED") {
+            } catch  where error.message.contains("405 RESOURCE_LOCKED") {
                 throw lost("\(error.message) (the broker still holds it for the previous connection)")
             } catch {
                 logger.error(

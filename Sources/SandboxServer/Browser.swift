@@ -1,11 +1,13 @@
 import DeckhandCore
 import Foundation
 import HTTPClient
+import Logging
+import Synchronization
 
 /// The `browse` action without a browser: fetch the page through the HTTP client and return its readable
 /// text. Failures (DNS, refused, timeout, non-2xx, not text) are observations with `error: true`, never 500s.
 struct Browser: Sendable {
-    let client: HTTPClient
+    let client: LazyHTTPClient
     var timeout: Duration = .seconds(30)
     var maxRedirects = 5
     var maxBytes = 5 << 20
@@ -16,7 +18,7 @@ struct Browser: Sendable {
             for _ in 0...maxRedirects {
                 var request = HTTPRequest(url: current, headers: ["User-Agent": "deckhand-sandbox/1 (+browse)"])
                 request.timeout = timeout
-                let response = try await client.execute(request)
+                let response = try await client.get().execute(request)
                 if (300..<400).contains(response.status), let location = response.headers["location"] {
                     current = URL(string: location, relativeTo: URL(string: current))?.absoluteString ?? location
                     continue
@@ -68,5 +70,29 @@ struct Browser: Sendable {
                 "focused_element_bid": "",
             ],
         ]
+    }
+}
+
+/// An HTTP client made on first use: most sandboxes never browse, and libcurl's start-up (its thread,
+/// OpenSSL's initialisation) is memory they need not pay for.
+final class LazyHTTPClient: Sendable {
+    private let client = Mutex<HTTPClient?>(nil)
+    private let logger: Logger
+
+    init(logger: Logger) {
+        self.logger = logger
+    }
+
+    func get() throws -> HTTPClient {
+        try client.withLock { client in
+            if let client { return client }
+            let created = try HTTPClient(logger: logger)
+            client = created
+            return created
+        }
+    }
+
+    func shutdown() async {
+        await client.withLock { $0.take() }?.shutdown()
     }
 }

@@ -104,7 +104,7 @@ final class SandboxState: Service, Sendable {
 
     private struct Parts {
         var executor: ActionExecutor
-        var http: HTTPClient
+        var http: LazyHTTPClient
     }
 
     init(configuration: SandboxConfiguration, logger: Logger) {
@@ -126,7 +126,7 @@ final class SandboxState: Service, Sendable {
             uid: configuration.uid,
             noChangeTimeout: configuration.noChangeTimeout
         )
-        let http = try HTTPClient(logger: logger)
+        let http = LazyHTTPClient(logger: logger)
         let executor = ActionExecutor(
             shell: shell,
             files: FileTools(workingDirectory: configuration.workingDirectory),

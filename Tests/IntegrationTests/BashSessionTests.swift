@@ -1,4 +1,5 @@
 import DeckhandCore
+import DeckhandTesting
 import Foundation
 import SandboxServer
 import Testing
@@ -258,8 +259,8 @@ import Testing
         }
     }
 
-    @Test(.enabled(if: geteuid() == 0, "needs root to switch users"))
-    func theShellRunsAsAnotherUser() async throws {
+    @Test func theShellRunsAsAnotherUser() async throws {
+        try #require(geteuid() == 0, "switching users needs root: run the tests as root (as scripts/test.sh and CI do)")
         let directory = NSTemporaryDirectory() + "deckhand-shell-\(UUID().uuidString)"
         let session = try await BashSession.start(
             workingDirectory: directory,
@@ -274,14 +275,9 @@ import Testing
         try? FileManager.default.removeItem(atPath: directory)
     }
 
-    /// Creates (and then deletes) a system user, so it runs only when `DECKHAND_TEST_USERADD=1` and we are root.
-    @Test(
-        .enabled(
-            if: geteuid() == 0 && ProcessInfo.processInfo.environment["DECKHAND_TEST_USERADD"] == "1",
-            "creates a system user: set DECKHAND_TEST_USERADD=1 as root"
-        )
-    )
-    func aMissingUserIsCreated() async throws {
+    /// Creates a system user with a unique name (and deletes it afterwards).
+    @Test func aMissingUserIsCreated() async throws {
+        try #require(geteuid() == 0, "creating a user needs root: run the tests as root (as scripts/test.sh and CI do)")
         let name = "dhshell\(UInt32.random(in: 10_000...99_999))"
         let directory = NSTemporaryDirectory() + "deckhand-shell-\(UUID().uuidString)"
         let session = try await BashSession.start(
@@ -294,11 +290,7 @@ import Testing
         #expect(outcome.output == "\(name)\n/home/\(name)\nok")
         await session.close()
         try? FileManager.default.removeItem(atPath: directory)
-        let remove = Process()
-        remove.executableURL = URL(fileURLWithPath: "/usr/sbin/userdel")
-        remove.arguments = ["-r", name]
-        try remove.run()
-        remove.waitUntilExit()
+        try await TestEnvironment.runDetached("/usr/sbin/userdel", ["-r", name])
     }
 
     @Test func echoLatency() async throws {
