@@ -28,7 +28,7 @@ public struct MultipartFormData: Sendable, Equatable {
         }
         let delimiter = Array("--\(boundary)".utf8)
         let crlf: [UInt8] = [13, 10]
-        guard var position = Self.find(delimiter, in: body, from: 0) else {
+        guard var position = body.firstIndex(of: delimiter, from: 0) else {
             throw DeckhandError(.invalidMultipart, "the body has no part delimited by the boundary")
         }
         var parts: [Part] = []
@@ -40,11 +40,11 @@ public struct MultipartFormData: Sendable, Equatable {
                 throw DeckhandError(.invalidMultipart, "a boundary line is not followed by CRLF")
             }
             position += 2
-            guard let headerEnd = Self.find(crlf + crlf, in: body, from: position) else {
+            guard let headerEnd = body.firstIndex(of: crlf + crlf, from: position) else {
                 throw DeckhandError(.invalidMultipart, "a part's headers do not end")
             }
             let headers = String(decoding: body[position..<headerEnd], as: UTF8.self)
-            guard let next = Self.find(separator, in: body, from: headerEnd + 4) else {
+            guard let next = body.firstIndex(of: separator, from: headerEnd + 4) else {
                 throw DeckhandError(.invalidMultipart, "a part is not closed by the boundary")
             }
             var name: String?
@@ -82,22 +82,6 @@ public struct MultipartFormData: Sendable, Equatable {
             var value = trimmed[trimmed.index(after: equals)...]
             if value.hasPrefix("\""), value.hasSuffix("\""), value.count >= 2 { value = value.dropFirst().dropLast() }
             return String(value)
-        }
-        return nil
-    }
-
-    static func find(_ needle: [UInt8], in haystack: [UInt8], from start: Int) -> Int? {
-        guard !needle.isEmpty, haystack.count >= needle.count, start <= haystack.count - needle.count else {
-            return nil
-        }
-        let first = needle[0]
-        var index = start
-        let last = haystack.count - needle.count
-        while index <= last {
-            if haystack[index] == first && haystack[index..<(index + needle.count)].elementsEqual(needle) {
-                return index
-            }
-            index += 1
         }
         return nil
     }

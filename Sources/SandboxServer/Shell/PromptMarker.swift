@@ -1,3 +1,5 @@
+import DeckhandCore
+
 /// The prompt the shell prints after each command, and how to find it in the terminal's output.
 ///
 /// `PS1` is set to `RS "DH" nonce US $? US $! US \u US \H US $PWD US $PATH US nonce "HD" RS` (RS = 0x1E,
@@ -57,9 +59,9 @@ struct PromptMarker: Sendable {
     /// Looks for the first whole prompt in `bytes`.
     func scan(_ bytes: [UInt8]) -> Scan {
         var from = 0
-        while let start = Self.find(begin, in: bytes, from: from) {
+        while let start = bytes.firstIndex(of: begin, from: from) {
             let bodyStart = start + begin.count
-            guard let stop = Self.find(end, in: bytes, from: bodyStart) else {
+            guard let stop = bytes.firstIndex(of: end, from: bodyStart) else {
                 if bytes.count - start > Self.longestPrompt {
                     from = start + 1
                     continue
@@ -92,18 +94,5 @@ struct PromptMarker: Sendable {
             workingDirectory: String(decoding: parts[4], as: UTF8.self),
             path: String(decoding: parts[5], as: UTF8.self)
         )
-    }
-
-    static func find(_ needle: [UInt8], in haystack: [UInt8], from: Int) -> Int? {
-        guard let first = needle.first, haystack.count >= needle.count else { return nil }
-        var index = from
-        let last = haystack.count - needle.count
-        while index <= last {
-            if haystack[index] == first && haystack[index..<(index + needle.count)].elementsEqual(needle) {
-                return index
-            }
-            index += 1
-        }
-        return nil
     }
 }
