@@ -12,6 +12,22 @@ public enum TestPostgres {
         acquireTimeout: Duration = .seconds(10),
         _ body: (PostgresClient) async throws -> T
     ) async throws -> T {
+        try await withSchemaURL { url in
+            let client = PostgresClient(url: url, poolSize: poolSize, acquireTimeout: acquireTimeout)
+            let result: Result<T, any Error>
+            do {
+                result = .success(try await body(client))
+            } catch {
+                result = .failure(error)
+            }
+            await client.close()
+            return try result.get()
+        }
+    }
+
+    /// Creates a schema of its own for `body`, which gets a URL whose connections work in it; drops the
+    /// schema afterwards.
+    public static func withSchemaURL<T: Sendable>(_ body: (String) async throws -> T) async throws -> T {
         let base = TestEnvironment.postgresURL
         let schema = TestEnvironment.uniqueName("test").replacingOccurrences(of: "-", with: "_")
         let admin = PostgresClient(url: base, poolSize: 1, connectTimeout: .seconds(5))
@@ -24,18 +40,12 @@ public enum TestPostgres {
             await admin.close()
             throw error
         }
-        let client = PostgresClient(
-            url: url(base, searchPath: schema),
-            poolSize: poolSize,
-            acquireTimeout: acquireTimeout
-        )
         let result: Result<T, any Error>
         do {
-            result = .success(try await body(client))
+            result = .success(try await body(url(base, searchPath: schema)))
         } catch {
             result = .failure(error)
         }
-        await client.close()
         do {
             try await admin.execute("DROP SCHEMA \(schema) CASCADE")
         } catch {
