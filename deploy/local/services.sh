@@ -32,7 +32,7 @@ wants() { [[ " $services " == *" $1 "* ]]; }
 # ---------------------------------------------------------------- packages
 install_packages() {
   local missing=()
-  local pkgs=(pkgconf librabbitmq-dev libcurl4-openssl-dev libpq-dev postgresql-15 rabbitmq-server docker.io zip unzip nghttp2-server)
+  local pkgs=(pkgconf librabbitmq-dev libcurl4-openssl-dev libpq-dev postgresql-15 rabbitmq-server docker.io zip unzip nghttp2-server curl debootstrap binutils)
   for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
   done
