@@ -40,6 +40,7 @@ enum SandboxBenchmark {
         guard let ready else { throw DeckhandError(.timeout, "deckhand-sandbox did not answer /alive within 10 s") }
         try await Task.sleep(for: .milliseconds(500))
         let idleRSS = residentMemory(pid: process.processIdentifier)
+        let idleAnonymous = residentMemory(pid: process.processIdentifier, field: "RssAnon:")
 
         let headers: HTTPHeaders = ["X-Session-API-Key": key, "Content-Type": "application/json"]
         func action(_ json: String) -> HTTPRequest {
@@ -96,6 +97,12 @@ enum SandboxBenchmark {
                 lowerIsBetter: true
             ),
             BenchmarkResult(
+                name: "sandbox.idle_rss_anonymous",
+                value: Double(idleAnonymous) / 1_048_576,
+                unit: "MiB",
+                target: nil
+            ),
+            BenchmarkResult(
                 name: "sandbox.echo.p50",
                 value: percentile(latencies, 0.5),
                 unit: "ms",
@@ -123,10 +130,11 @@ enum SandboxBenchmark {
         return sorted[min(sorted.count - 1, Int(Double(sorted.count - 1) * fraction))]
     }
 
-    /// VmRSS of a process, in bytes.
-    static func residentMemory(pid: Int32) -> Int {
+    /// A resident-memory line of `/proc/<pid>/status` (VmRSS, or RssAnon: the part no other process can
+    /// share), in bytes.
+    static func residentMemory(pid: Int32, field: String = "VmRSS:") -> Int {
         guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return 0 }
-        for line in status.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+        for line in status.split(separator: "\n") where line.hasPrefix(field) {
             return (Int(line.split(separator: " ")[1]) ?? 0) * 1024
         }
         return 0
