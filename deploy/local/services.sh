@@ -185,6 +185,8 @@ stop_docker() {
   local pid; pid=$(cat "$state/docker/pid")
   kill "$pid" 2>/dev/null || true
   for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+  # dockerd leaves its network-namespace mount behind; without this the state folder cannot be removed.
+  awk -v root="$state/docker/" 'index($2, root) == 1 { print $2 }' /proc/mounts | sort -r | xargs -r umount -l
   rm -f "$state/docker/pid"
 }
 
