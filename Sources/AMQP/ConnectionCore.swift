@@ -109,7 +109,7 @@ final class ConnectionCore {
         if connection == nil, let reconnectAt {
             timeout = max(.zero, min(timeout, reconnectAt - ContinuousClock.now))
         }
-        let ready = poll(&fds, nfds_t(fds.count), Int32(timeout.milliseconds))
+        let ready = poll(&fds, nfds_t(fds.count), timeout.pollMilliseconds)
         if ready > 0, fds.count > 1, fds[1].revents != 0 { lastInbound = .now }
     }
 
@@ -894,12 +894,5 @@ extension timeval {
     init(_ duration: Duration) {
         let (seconds, attoseconds) = duration.components
         self.init(tv_sec: Int(seconds), tv_usec: Int(attoseconds / 1_000_000_000_000))
-    }
-}
-
-extension Duration {
-    var milliseconds: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds * 1000 + attoseconds / 1_000_000_000_000_000
     }
 }

@@ -26,9 +26,9 @@ public enum HTTPBenchmark {
                 latencies.sort()
                 func percentile(_ fraction: Double) -> Double {
                     let index = min(latencies.count - 1, Int((Double(latencies.count) * fraction).rounded(.down)))
-                    return milliseconds(latencies[index])
+                    return latencies[index].milliseconds
                 }
-                return (Double(requests) / (milliseconds(elapsed) / 1000), percentile(0.5), percentile(0.99))
+                return (Double(requests) / elapsed.seconds, percentile(0.5), percentile(0.99))
             } catch {
                 await client.shutdown()
                 throw error
@@ -68,10 +68,5 @@ public enum HTTPBenchmark {
             for try await latencies in group { all += latencies }
             return all
         }
-    }
-
-    private static func milliseconds(_ duration: Duration) -> Double {
-        let (seconds, attoseconds) = duration.components
-        return Double(seconds) * 1000 + Double(attoseconds) / 1e15
     }
 }

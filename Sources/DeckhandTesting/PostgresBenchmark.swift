@@ -1,3 +1,4 @@
+import DeckhandCore
 import Foundation
 import Postgres
 
@@ -19,9 +20,7 @@ public enum PostgresBenchmark {
             let payload = String(repeating: "deckhand-", count: 114)  // 1,026 bytes
             let sql = "INSERT INTO items (batch, n, payload) VALUES ($1, $2, $3)"
             func rate(_ start: ContinuousClock.Instant) -> Double {
-                let elapsed = ContinuousClock.now - start
-                let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-                return Double(rows) / seconds
+                Double(rows) / (ContinuousClock.now - start).seconds
             }
 
             var start = ContinuousClock.now

@@ -86,7 +86,7 @@ public struct PostgresMigrator: Sendable {
                     metadata: [
                         LogKey.postgresMigration.rawValue: "\(migration.version)_\(migration.name)",
                         LogKey.durationMilliseconds.rawValue:
-                            "\(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)",
+                            "\(Int(elapsed.milliseconds))",
                     ]
                 )
                 done.append(migration)

@@ -85,10 +85,3 @@ extension Double {
         return (self * factor).rounded() / factor
     }
 }
-
-extension Duration {
-    var seconds: Double {
-        let (seconds, attoseconds) = components
-        return Double(seconds) + Double(attoseconds) / 1e18
-    }
-}

@@ -76,13 +76,6 @@ enum AMQPBenchmark {
     }
 }
 
-extension Duration {
-    var seconds: Double {
-        let (seconds, attoseconds) = components
-        return Double(seconds) + Double(attoseconds) / 1e18
-    }
-}
-
 /// A counter tasks share.
 final class Counter: Sendable {
     let value = Atomic<Int>(0)

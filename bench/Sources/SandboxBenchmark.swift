@@ -140,7 +140,3 @@ enum SandboxBenchmark {
         return 0
     }
 }
-
-extension Duration {
-    var milliseconds: Double { seconds * 1000 }
-}

@@ -482,10 +482,10 @@ public final class BashSession: Sendable {
         return found
     }
 
+    /// `10` for ten seconds, `1.5` for one and a half.
     private static func seconds(_ duration: Duration) -> String {
-        let (seconds, attoseconds) = duration.components
-        if attoseconds == 0 { return String(seconds) }
-        return String(Double(seconds) + Double(attoseconds) / 1e18)
+        let seconds = duration.seconds
+        return seconds.rounded() == seconds ? String(Int(seconds)) : String(seconds)
     }
 
     /// The end of the last complete UTF-8 sequence in `bytes`.

@@ -223,10 +223,8 @@ final class PTYProcess: Sendable {
             if stopping { break }
             var timeout: Int32 = -1
             if let deadline {
-                let remaining = ContinuousClock.now.duration(to: deadline)
-                let milliseconds =
-                    remaining.components.seconds * 1000 + remaining.components.attoseconds / 1_000_000_000_000_000 + 1
-                timeout = Int32(clamping: max(0, milliseconds))
+                // One more millisecond, so the wake-up falls after the deadline, not just before it.
+                timeout = max(0, ContinuousClock.now.duration(to: deadline).pollMilliseconds + 1)
             }
             descriptors[0].revents = 0
             descriptors[1].revents = 0
