@@ -33,10 +33,15 @@ let package = Package(
         // libpq's headers are under /usr/include/postgresql, found through pkg-config.
         .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
 
+        // Small POSIX primitives the client modules share (the wake-up pipe of their I/O threads).
+        .target(name: "DeckhandPOSIX", dependencies: ["DeckhandCore"], swiftSettings: strict),
+
         // AMQP 0-9-1 client over librabbitmq: one thread per connection, confirms, consumers, reconnect.
         .target(
             name: "AMQP",
-            dependencies: ["CRabbitMQ", "DeckhandCore", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "CRabbitMQ", "DeckhandCore", "DeckhandPOSIX", .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict
         ),
 
@@ -53,6 +58,7 @@ let package = Package(
             dependencies: [
                 "CLibPQ",
                 "DeckhandCore",
+                "DeckhandPOSIX",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
@@ -82,7 +88,7 @@ let package = Package(
         .target(
             name: "SandboxServer",
             dependencies: [
-                "CSandboxPTY", "DeckhandCore", "HTTPClient",
+                "CSandboxPTY", "DeckhandCore", "DeckhandPOSIX", "HTTPClient",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),

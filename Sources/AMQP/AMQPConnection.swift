@@ -1,4 +1,5 @@
 import DeckhandCore
+import DeckhandPOSIX
 import Foundation
 import Logging
 import Synchronization
@@ -290,8 +291,7 @@ final class ConnectionShared: Sendable {
     private let inbox = Mutex(Inbox())
     private let ids = Atomic<UInt64>(0)
     private let consumerIDs = Atomic<Int>(0)
-    let wakeRead: Int32
-    let wakeWrite: Int32
+    let wakePipe: WakePipe
 
     struct Inbox: ~Copyable {
         var commands: [Command] = []
@@ -303,18 +303,7 @@ final class ConnectionShared: Sendable {
         self.configuration = configuration
         self.logger = logger
         self.status = Mutex(AMQPConnection.Status(connected: false, serverVersion: nil, connections: 0, lastError: nil))
-        var fds: [Int32] = [0, 0]
-        guard pipe(&fds) == 0 else {
-            throw DeckhandError(.internalError, "pipe() failed: errno \(errno)")
-        }
-        for fd in fds { _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) }
-        wakeRead = fds[0]
-        wakeWrite = fds[1]
-    }
-
-    deinit {
-        close(wakeRead)
-        close(wakeWrite)
+        wakePipe = try WakePipe()
     }
 
     func nextID() -> UInt64 { ids.wrappingAdd(1, ordering: .relaxed).newValue }
@@ -327,8 +316,7 @@ final class ConnectionShared: Sendable {
             inbox.commands.append(command)
             if inbox.signalled { return nil }
             inbox.signalled = true
-            var byte: UInt8 = 1
-            _ = write(wakeWrite, &byte, 1)
+            wakePipe.wake()
             return nil
         }
         if let rejected { rejected.fail(DeckhandError(.amqpClosed, "the AMQP connection is closed")) }
@@ -343,11 +331,6 @@ final class ConnectionShared: Sendable {
             inbox.commands.removeAll(keepingCapacity: true)
             return commands
         }
-    }
-
-    func drainWakePipe() {
-        var buffer = [UInt8](repeating: 0, count: 64)
-        while read(wakeRead, &buffer, buffer.count) > 0 {}
     }
 }
 

@@ -1,5 +1,6 @@
 import CRabbitMQ
 import DeckhandCore
+import DeckhandPOSIX
 import Foundation
 import Logging
 import Synchronization
@@ -79,7 +80,7 @@ final class ConnectionCore {
             return
         }
         while true {
-            shared.drainWakePipe()
+            shared.wakePipe.drain()
             for command in shared.takeCommands(closing: closing) { handle(command) }
             if connection == nil, let reconnectAt, ContinuousClock.now >= reconnectAt { reconnect() }
             if connection != nil {
@@ -101,7 +102,7 @@ final class ConnectionCore {
             if amqp_frames_enqueued(connection) != 0 || amqp_data_in_buffer(connection) != 0 { return }
             if pendingHead < pending.count && confirms.inFlight < configuration.confirmWindow { return }
         }
-        var fds = [pollfd(fd: shared.wakeRead, events: Int16(POLLIN), revents: 0)]
+        var fds = [shared.wakePipe.pollDescriptor]
         if let connection {
             fds.append(pollfd(fd: amqp_get_sockfd(connection), events: Int16(POLLIN), revents: 0))
         }

@@ -1,5 +1,6 @@
 import CLibPQ
 import DeckhandCore
+import DeckhandPOSIX
 import Foundation
 import Logging
 import Synchronization
@@ -18,8 +19,7 @@ final class PostgresListener: Sendable {
     let connectTimeout: Duration
     let logger: Logger
     private let continuation: AsyncThrowingStream<PostgresNotification, any Error>.Continuation
-    private let wakeRead: Int32
-    private let wakeWrite: Int32
+    private let wakePipe: WakePipe
     private let stopped = Atomic<Bool>(false)
     private let ready = Mutex<CheckedContinuation<Void, any Error>?>(nil)
 
@@ -35,18 +35,7 @@ final class PostgresListener: Sendable {
         self.connectTimeout = connectTimeout
         self.continuation = continuation
         self.logger = logger
-        var fds: [Int32] = [-1, -1]
-        guard pipe(&fds) == 0 else {
-            throw DeckhandError(.postgresClient, "cannot create a wake-up pipe (errno \(errno))")
-        }
-        for fd in fds { _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) }
-        wakeRead = fds[0]
-        wakeWrite = fds[1]
-    }
-
-    deinit {
-        close(wakeRead)
-        close(wakeWrite)
+        wakePipe = try WakePipe()
     }
 
     /// Starts the thread and returns when the first `LISTEN` succeeded (or throws why it did not).
@@ -62,8 +51,7 @@ final class PostgresListener: Sendable {
     /// Asks the thread to stop; it finishes the stream and closes its connection.
     func stop() {
         guard !stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        var byte: UInt8 = 1
-        _ = write(wakeWrite, &byte, 1)
+        wakePipe.wake()
     }
 
     private var isStopped: Bool { stopped.load(ordering: .acquiring) }
@@ -101,7 +89,7 @@ final class PostgresListener: Sendable {
             }
             var descriptors = [
                 pollfd(fd: PQsocket(current.handle), events: Int16(POLLIN), revents: 0),
-                pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0),
+                wakePipe.pollDescriptor,
             ]
             let ready = poll(&descriptors, 2, 5000)
             if ready < 0, errno != EINTR {
@@ -109,7 +97,7 @@ final class PostgresListener: Sendable {
                 connection = nil
                 continue
             }
-            if descriptors[1].revents != 0 { drainWake() }
+            if descriptors[1].revents != 0 { wakePipe.drain() }
             if descriptors[0].revents != 0 {
                 if PQconsumeInput(current.handle) == 0 || PQstatus(current.handle) != CONNECTION_OK {
                     logger.notice(
@@ -156,12 +144,7 @@ final class PostgresListener: Sendable {
     }
 
     private func waitForWake(timeoutMilliseconds: Int32) {
-        var descriptor = pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0)
-        if poll(&descriptor, 1, timeoutMilliseconds) > 0 { drainWake() }
-    }
-
-    private func drainWake() {
-        var buffer = [UInt8](repeating: 0, count: 64)
-        while read(wakeRead, &buffer, buffer.count) > 0 {}
+        var descriptor = wakePipe.pollDescriptor
+        if poll(&descriptor, 1, timeoutMilliseconds) > 0 { wakePipe.drain() }
     }
 }

@@ -1,5 +1,6 @@
 import CSandboxPTY
 import DeckhandCore
+import DeckhandPOSIX
 import Foundation
 import Glibc
 import Synchronization
@@ -13,8 +14,7 @@ import Synchronization
 final class PTYProcess: Sendable {
     let pid: pid_t
     private let master: Int32
-    private let wakeRead: Int32
-    private let wakeWrite: Int32
+    private let wakePipe: WakePipe
     private let state: Mutex<State>
 
     private struct Waiter {
@@ -32,18 +32,15 @@ final class PTYProcess: Sendable {
         var exitStatus: Int32?
     }
 
-    private init(pid: pid_t, master: Int32, wakeRead: Int32, wakeWrite: Int32) {
+    private init(pid: pid_t, master: Int32, wakePipe: WakePipe) {
         self.pid = pid
         self.master = master
-        self.wakeRead = wakeRead
-        self.wakeWrite = wakeWrite
+        self.wakePipe = wakePipe
         self.state = Mutex(State(lastOutput: .now))
     }
 
     deinit {
         close(master)
-        close(wakeRead)
-        close(wakeWrite)
     }
 
     /// Starts `path` on a new terminal (no echo, plain `\n` output) and its reader thread.
@@ -56,14 +53,7 @@ final class PTYProcess: Sendable {
         columns: UInt16 = 1000,
         rows: UInt16 = 50
     ) throws -> PTYProcess {
-        var fds: [Int32] = [-1, -1]
-        guard pipe(&fds) == 0 else {
-            throw DeckhandError(.shellUnavailable, "pipe() failed: \(String(cString: strerror(errno)))")
-        }
-        for fd in fds {
-            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
-            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-        }
+        let wakePipe = try WakePipe()
         let argv = ([path] + arguments).map { strdup($0) } + [nil]
         let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer {
@@ -85,12 +75,11 @@ final class PTYProcess: Sendable {
             &pid
         )
         guard result == 0 else {
-            for fd in fds { close(fd) }
             throw DeckhandError(.shellUnavailable, "cannot start \(path): \(String(cString: strerror(-result)))")
         }
         _ = fcntl(master, F_SETFL, fcntl(master, F_GETFL) | O_NONBLOCK)
         _ = fcntl(master, F_SETFD, FD_CLOEXEC)
-        let process = PTYProcess(pid: pid, master: master, wakeRead: fds[0], wakeWrite: fds[1])
+        let process = PTYProcess(pid: pid, master: master, wakePipe: wakePipe)
         let thread = Thread { process.readLoop() }
         thread.name = "deckhand-pty-\(pid)"
         thread.start()
@@ -206,8 +195,7 @@ final class PTYProcess: Sendable {
     }
 
     private func wake() {
-        var byte: UInt8 = 1
-        _ = Glibc.write(wakeWrite, &byte, 1)
+        wakePipe.wake()
     }
 
     // MARK: - Reader thread
@@ -215,7 +203,7 @@ final class PTYProcess: Sendable {
     private func readLoop() {
         var descriptors = [
             pollfd(fd: master, events: Int16(POLLIN), revents: 0),
-            pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0),
+            wakePipe.pollDescriptor,
         ]
         var buffer = [UInt8](repeating: 0, count: 64 * 1024)
         while true {
@@ -230,10 +218,7 @@ final class PTYProcess: Sendable {
             descriptors[1].revents = 0
             let ready = poll(&descriptors, 2, timeout)
             if ready < 0 && errno != EINTR { break }
-            if descriptors[1].revents != 0 {
-                var sink = [UInt8](repeating: 0, count: 64)
-                while read(wakeRead, &sink, sink.count) > 0 {}
-            }
+            if descriptors[1].revents != 0 { wakePipe.drain() }
             var received: [UInt8] = []
             var hungUp = false
             if descriptors[0].revents != 0 {
