@@ -41,10 +41,23 @@ public enum JSONValue: Sendable, Hashable, Codable {
         }
     }
 
-    /// The member `key` of an object; `nil` for other values or a missing key.
+    /// The member `key` of an object; `nil` for other values or a missing key. Setting it on anything but an
+    /// object does nothing.
     public subscript(key: String) -> JSONValue? {
-        if case .object(let object) = self { return object[key] }
-        return nil
+        get {
+            if case .object(let object) = self { return object[key] }
+            return nil
+        }
+        set {
+            guard case .object(var object) = self else { return }
+            object[key] = newValue
+            self = .object(object)
+        }
+    }
+
+    /// A string, or `null` when there is none.
+    public init(_ string: String?) {
+        self = string.map(JSONValue.string) ?? .null
     }
 
     public var stringValue: String? {

@@ -22,10 +22,7 @@ public enum TestSandbox {
         /// Runs a shell command and returns the observation.
         public func run(_ command: String, timeout: Double? = nil) async throws -> JSONValue {
             var action: JSONValue = ["action": "run", "args": ["command": .string(command)]]
-            if let timeout, case .object(var fields) = action {
-                fields["timeout"] = .number(timeout)
-                action = .object(fields)
-            }
+            if let timeout { action["timeout"] = .number(timeout) }
             return try await execute(action).body
         }
 

@@ -77,8 +77,8 @@ struct ActionExecutor: Sendable {
                     "message": .string("I edited the file \(outcome.path)."),
                     "extras": [
                         "path": .string(outcome.path), "prev_exist": .bool(outcome.prevExist),
-                        "old_content": outcome.oldContent.map(JSONValue.string) ?? .null,
-                        "new_content": outcome.newContent.map(JSONValue.string) ?? .null,
+                        "old_content": JSONValue(outcome.oldContent),
+                        "new_content": JSONValue(outcome.newContent),
                         "impl_source": "oh_aci", "diff": .string(outcome.diff),
                     ],
                 ]
@@ -125,19 +125,16 @@ struct ActionExecutor: Sendable {
     }
 
     static func runObservation(command: String, hidden: Bool, outcome: ShellOutcome) -> JSONValue {
-        var metadata: JSONValue = [
+        let metadata: JSONValue = [
             "exit_code": .number(Double(outcome.exitCode)),
             "pid": .number(Double(outcome.pid)),
             "username": .string(outcome.username),
             "hostname": .string(outcome.hostname),
             "working_dir": .string(outcome.workingDirectory),
+            "py_interpreter_path": JSONValue(outcome.pythonInterpreterPath),
             "prefix": .string(outcome.prefix),
             "suffix": .string(outcome.suffix),
         ]
-        if case .object(var fields) = metadata {
-            fields["py_interpreter_path"] = outcome.pythonInterpreterPath.map(JSONValue.string) ?? .null
-            metadata = .object(fields)
-        }
         return [
             "observation": "run",
             "content": .string(outcome.output),
