@@ -91,19 +91,16 @@ final class CurlMultiLoop: Sendable {
     }
 
     /// Aborts a transfer if it is still running; does nothing otherwise.
-    func cancel(_ id: UInt64) {
-        shared.withLock { shared in
-            guard shared.state != .stopped else { return }
-            shared.inbox.append(.cancel(id))
-            if shared.inbox.count == 1 { curl_multi_wakeup(multi.raw) }
-        }
-    }
+    func cancel(_ id: UInt64) { enqueue(.cancel(id)) }
 
     /// Resumes a transfer that paused because its reader was behind.
-    func unpause(_ id: UInt64) {
+    func unpause(_ id: UInt64) { enqueue(.unpause(id)) }
+
+    /// Appends to the inbox (unless the thread has stopped) and wakes the thread when the inbox was empty.
+    private func enqueue(_ command: Command) {
         shared.withLock { shared in
             guard shared.state != .stopped else { return }
-            shared.inbox.append(.unpause(id))
+            shared.inbox.append(command)
             if shared.inbox.count == 1 { curl_multi_wakeup(multi.raw) }
         }
     }
