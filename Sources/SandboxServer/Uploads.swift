@@ -4,6 +4,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
+import NIOPosix
 
 /// `/upload_file` and `/download_files`.
 enum Uploads {
@@ -39,12 +40,15 @@ enum Uploads {
             return SandboxHTTP.detail("`\(filename)` is not a usable file name", status: .badRequest)
         }
         do {
-            try FileManager.default.createDirectory(atPath: destination, withIntermediateDirectories: true)
-            if recursive || name.lowercased().hasSuffix(".zip") {
-                _ = try Archive.extract(zip: file.body, into: destination)
-            } else {
-                let target = (destination as NSString).appendingPathComponent(name)
-                try Data(file.body).write(to: URL(fileURLWithPath: target))
+            // Writing (and inflating) up to the upload limit is blocking work: off the cooperative pool.
+            try await NIOThreadPool.singleton.runIfActive {
+                try FileManager.default.createDirectory(atPath: destination, withIntermediateDirectories: true)
+                if recursive || name.lowercased().hasSuffix(".zip") {
+                    _ = try Archive.extract(zip: file.body, into: destination)
+                } else {
+                    let target = (destination as NSString).appendingPathComponent(name)
+                    try Data(file.body).write(to: URL(fileURLWithPath: target))
+                }
             }
         } catch let error as DeckhandError {
             return SandboxHTTP.detail(error.message, status: .badRequest)
@@ -70,7 +74,8 @@ enum Uploads {
         }
         let zip: [UInt8]
         do {
-            zip = try Archive.zip(path: path)
+            // Reading and deflating a whole tree is blocking work: off the cooperative pool.
+            zip = try await NIOThreadPool.singleton.runIfActive { try Archive.zip(path: path) }
         } catch let error as DeckhandError {
             return SandboxHTTP.detail(error.message, status: .internalServerError)
         }
