@@ -15,6 +15,17 @@ extension DeckhandError.Code {
     public static let amqpClosed: Self = "AMQP$CLOSED"
 }
 
+/// The broker's own reason for refusing an operation (the `underlying` error of an `AMQP$REFUSED`).
+public struct AMQPRefusal: Error, Sendable, Equatable {
+    /// The AMQP reply code: 404 NOT_FOUND, 405 RESOURCE_LOCKED, 406 PRECONDITION_FAILED, …
+    public var replyCode: UInt16
+    public var replyText: String
+
+    /// An exclusive queue held by another connection — possibly this client's previous one, which the broker
+    /// has not yet seen go — or declared again with a different exclusivity.
+    public static let resourceLocked: UInt16 = 405
+}
+
 /// A connection to RabbitMQ that reconnects by itself and loses nothing it confirmed.
 ///
 /// One OS thread owns the librabbitmq connection and never lets it leave (CLIBS.md): it polls the socket and

@@ -267,7 +267,7 @@ final class ConnectionCore {
                 _ = try perform(operation)
             } catch  where error.code == .unavailable {
                 throw error
-            } catch  where error.message.contains("405 RESOURCE_LOCKED") {
+            } catch  where (error.underlying as? AMQPRefusal)?.replyCode == AMQPRefusal.resourceLocked {
                 throw lost("\(error.message) (the broker still holds it for the previous connection)")
             } catch {
                 logger.error(
@@ -865,7 +865,11 @@ final class ConnectionCore {
             var ok = amqp_channel_close_ok_t()
             amqp_send_method(connection, channel, DECKHAND_AMQP_CHANNEL_CLOSE_OK, &ok)
             if channel == adminChannel { try openChannel(adminChannel) }
-            throw DeckhandError(.amqpRefused, "\(what): the broker refused: \(reason)")
+            throw DeckhandError(
+                .amqpRefused,
+                "\(what): the broker refused: \(reason)",
+                underlying: AMQPRefusal(replyCode: close.reply_code, replyText: close.reply_text.string)
+            )
         case AMQP_RESPONSE_SERVER_EXCEPTION where reply.reply.id == DECKHAND_AMQP_CONNECTION_CLOSE:
             let close = reply.reply.decoded.assumingMemoryBound(to: amqp_connection_close_t.self).pointee
             var ok = amqp_connection_close_ok_t()

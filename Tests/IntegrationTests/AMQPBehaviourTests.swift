@@ -153,6 +153,19 @@ import Testing
         await connection.close()
     }
 
+    @Test func anExclusiveQueueOfAnotherConnectionIsLocked() async throws {
+        let name = TestEnvironment.uniqueName("locked")
+        let owner = try await TestAMQP.connect(name: name + "-owner")
+        let other = try await TestAMQP.connect(name: name + "-other")
+        try await owner.declare(AMQPQueue.exclusive(name))
+        let locked = await #expect(throws: DeckhandError.self) { try await other.declare(AMQPQueue.exclusive(name)) }
+        #expect(locked?.code == .amqpRefused)
+        #expect((locked?.underlying as? AMQPRefusal)?.replyCode == AMQPRefusal.resourceLocked)
+        #expect(locked?.message.contains("405 RESOURCE_LOCKED") == true)
+        await other.close()
+        await owner.close()
+    }
+
     @Test func cancellingAConsumerFlushesAcksAndRequeuesTheRest() async throws {
         let name = TestEnvironment.uniqueName("cancel")
         let connection = try await TestAMQP.connect(name: name)
