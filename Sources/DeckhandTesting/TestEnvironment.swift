@@ -45,43 +45,74 @@ public enum TestEnvironment {
         )
     }
 
-    /// Runs a program from the repository root and returns its standard output; fails when it exits non-zero.
+    /// Runs a program from the repository root and returns its output (stdout and stderr); fails when it
+    /// exits non-zero.
     @discardableResult
     public static func run(_ executable: String, _ arguments: String...) throws -> String {
-        try runSync(executable, arguments)
+        try checked(executable, arguments, launch(executable, arguments))
     }
 
-    private static func runSync(_ executable: String, _ arguments: [String]) throws -> String {
+    /// ``run(_:_:)`` on its own thread, so a test's cooperative threads never wait for the child process.
+    @discardableResult
+    public static func runDetached(_ executable: String, _ arguments: [String]) async throws -> String {
+        try checked(executable, arguments, await launchDetached(executable, arguments))
+    }
+
+    /// Runs a program on its own thread with extra environment variables and returns its exit status and
+    /// output, whatever the status.
+    public static func launchDetached(
+        _ executable: String,
+        _ arguments: [String],
+        environment: [String: String] = [:],
+        directory: String = repositoryRoot
+    ) async throws -> (status: Int32, output: String) {
+        try await withCheckedThrowingContinuation { continuation in
+            let thread = Thread {
+                continuation.resume(
+                    with: Result { try launch(executable, arguments, environment: environment, directory: directory) }
+                )
+            }
+            thread.start()
+        }
+    }
+
+    private static func launch(
+        _ executable: String,
+        _ arguments: [String],
+        environment: [String: String] = [:],
+        directory: String = repositoryRoot
+    ) throws -> (status: Int32, output: String) {
         let process = Process()
         process.executableURL = URL(
             fileURLWithPath: executable.hasPrefix("/") ? executable : repositoryRoot + "/" + executable
         )
         process.arguments = arguments
-        process.currentDirectoryURL = URL(fileURLWithPath: repositoryRoot)
+        process.currentDirectoryURL = URL(fileURLWithPath: directory)
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
         let output = Pipe()
         process.standardOutput = output
         process.standardError = output
         try process.run()
         let data = output.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
-        let text = String(decoding: data, as: UTF8.self)
-        guard process.terminationStatus == 0 else {
-            throw DeckhandError(
-                .internalError,
-                "\(executable) \(arguments.joined(separator: " ")) exited \(process.terminationStatus): \(text)"
-            )
-        }
-        return text
+        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
     }
 
-    /// ``run(_:_:)`` on its own thread, so a test's cooperative threads never wait for the child process.
-    @discardableResult
-    public static func runDetached(_ executable: String, _ arguments: [String]) async throws -> String {
-        try await withCheckedThrowingContinuation { continuation in
-            let thread = Thread {
-                continuation.resume(with: Result { try runSync(executable, arguments) })
-            }
-            thread.start()
+    private static func checked(
+        _ executable: String,
+        _ arguments: [String],
+        _ result: (status: Int32, output: String)
+    )
+        throws -> String
+    {
+        guard result.status == 0 else {
+            throw DeckhandError(
+                .internalError,
+                "\(executable) \(arguments.joined(separator: " ")) exited \(result.status): \(result.output)"
+            )
         }
+        return result.output
     }
 }

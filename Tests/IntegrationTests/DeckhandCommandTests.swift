@@ -14,28 +14,12 @@ import Testing
     ) async throws
         -> (status: Int32, output: String)
     {
-        let binary = Self.binary
-        return try await withCheckedThrowingContinuation { continuation in
-            let thread = Thread {
-                do {
-                    let process = Process()
-                    process.executableURL = URL(fileURLWithPath: binary)
-                    process.arguments = arguments
-                    process.currentDirectoryURL = URL(fileURLWithPath: NSTemporaryDirectory())
-                    process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-                    let pipe = Pipe()
-                    process.standardOutput = pipe
-                    process.standardError = pipe
-                    try process.run()
-                    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-                    process.waitUntilExit()
-                    continuation.resume(returning: (process.terminationStatus, String(decoding: data, as: UTF8.self)))
-                } catch {
-                    continuation.resume(throwing: error)
-                }
-            }
-            thread.start()
-        }
+        try await TestEnvironment.launchDetached(
+            binary,
+            arguments,
+            environment: environment,
+            directory: FileManager.default.temporaryDirectory.path
+        )
     }
 
     @Test func migrateAppliesOnceAndCheckReportsEveryService() async throws {
