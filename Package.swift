@@ -73,12 +73,44 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // Deckhand's exchanges and queues, and the command/event publishing every role shares (DESIGN §2).
+        .target(
+            name: "Messaging",
+            dependencies: ["AMQP", "DeckhandCore", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
+
+        // Sandbox backends (DESIGN §7): Docker over the Engine API, and child processes (a fork/exec in C that
+        // resets signals and hands the child a lifeline pipe).
+        .target(name: "CProcessSpawn"),
+        .target(
+            name: "RuntimeBackends",
+            dependencies: [
+                "CProcessSpawn", "DeckhandCore", "HTTPClient", .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+
+        // The runtime-manager worker: provisioning from runtime.commands, the warm pool, idle timers, reconciliation.
+        .target(
+            name: "RuntimeManager",
+            dependencies: [
+                "AMQP", "DeckhandCore", "HTTPClient", "Messaging", "Postgres", "RuntimeBackends",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+
         .executableTarget(
             name: "deckhand",
             dependencies: [
-                "AMQP", "HTTPClient", "Postgres", "DeckhandStore", "DeckhandCore",
+                "AMQP", "HTTPClient", "Postgres", "DeckhandStore", "DeckhandCore", "Messaging", "RuntimeBackends",
+                "RuntimeManager",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict
         ),
@@ -113,7 +145,8 @@ let package = Package(
         .target(
             name: "DeckhandTesting",
             dependencies: [
-                "DeckhandCore", "AMQP", "HTTPClient", "Postgres", "SandboxServer",
+                "DeckhandCore", "AMQP", "HTTPClient", "Postgres", "SandboxServer", "DeckhandStore", "Messaging",
+                "RuntimeBackends", "RuntimeManager",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
@@ -127,8 +160,10 @@ let package = Package(
         .executableTarget(
             name: "deckhand-bench",
             dependencies: [
-                "AMQP", "HTTPClient", "Postgres", "DeckhandCore", "DeckhandTesting",
+                "AMQP", "HTTPClient", "Postgres", "DeckhandCore", "DeckhandTesting", "DeckhandStore", "Messaging",
+                "RuntimeBackends", "RuntimeManager",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             path: "bench/Sources",
             swiftSettings: strict
@@ -137,7 +172,8 @@ let package = Package(
         .testTarget(
             name: "UnitTests",
             dependencies: [
-                "DeckhandCore", "AMQP", "HTTPClient", "Postgres", "DeckhandStore", "SandboxServer",
+                "DeckhandCore", "AMQP", "HTTPClient", "Postgres", "DeckhandStore", "SandboxServer", "Messaging",
+                "RuntimeBackends",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -149,6 +185,9 @@ let package = Package(
             name: "IntegrationTests",
             dependencies: [
                 "AMQP", "HTTPClient", "Postgres", "DeckhandStore", "DeckhandCore", "DeckhandTesting", "SandboxServer",
+                "Messaging", "RuntimeBackends", "RuntimeManager",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict
         ),

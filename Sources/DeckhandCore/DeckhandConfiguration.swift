@@ -6,23 +6,26 @@ public struct DeckhandConfiguration: Sendable {
     public var amqp: AMQPSettings
     public var postgres: PostgresSettings
     public var docker: DockerSettings
+    public var runtime: RuntimeSettings
     public var log: LogSettings
 
     public init(
         amqp: AMQPSettings = .init(),
         postgres: PostgresSettings = .init(),
         docker: DockerSettings = .init(),
+        runtime: RuntimeSettings = .init(),
         log: LogSettings = .init()
     ) {
         self.amqp = amqp
         self.postgres = postgres
         self.docker = docker
+        self.runtime = runtime
         self.log = log
     }
 
     /// Every key this configuration reads; a key in the file that is not here is a mistake.
     public static let knownKeys: Set<String> = AMQPSettings.keys.union(PostgresSettings.keys)
-        .union(DockerSettings.keys).union(LogSettings.keys)
+        .union(DockerSettings.keys).union(RuntimeSettings.keys).union(LogSettings.keys)
 
     /// Reads every section; fails on the first bad value, or on a file key that no section knows.
     public init(reader: ConfigurationReader) throws(DeckhandError) {
@@ -36,6 +39,7 @@ public struct DeckhandConfiguration: Sendable {
         self.amqp = try AMQPSettings(reader: reader)
         self.postgres = try PostgresSettings(reader: reader)
         self.docker = try DockerSettings(reader: reader)
+        self.runtime = try RuntimeSettings(reader: reader)
         self.log = try LogSettings(reader: reader)
     }
 }
@@ -124,20 +128,75 @@ public struct PostgresSettings: Sendable {
     }
 }
 
-/// Where the Docker Engine API answers, if anywhere.
+/// Where the Docker Engine API answers, if anywhere, and how Docker sandboxes are confined.
 public struct DockerSettings: Sendable {
+    /// How a Docker sandbox's server is reached.
+    public enum Network: String, Sendable {
+        /// The container's port 8000 published on 127.0.0.1 at a port Docker picks.
+        case bridge
+        /// The host's network; each sandbox listens on 127.0.0.1 at a port from `docker.host_ports`.
+        case host
+    }
+
     /// `docker.socket`: path of the Docker Engine API's unix socket; empty means no Docker engine is used.
     public var socket: String? = nil
+    /// `docker.network`: `bridge` or `host`.
+    public var network: Network = .bridge
+    /// `docker.host_ports`: the ports host-network sandboxes are given, `first-last`.
+    public var hostPorts: ClosedRange<Int> = 30_000...39_999
+    /// `docker.memory`: a sandbox's memory limit in bytes (written 512m, 4g; 0: none).
+    public var memoryBytes: Int = 4 << 30
+    /// `docker.cpus`: a sandbox's CPU limit in CPUs (0: none).
+    public var cpus: Double = 2
+    /// `docker.pids_limit`: the most processes in a sandbox (0: none).
+    public var pidsLimit: Int = 2048
 
     public init() {}
 
-    static let keys: Set<String> = ["docker.socket"]
+    static let keys: Set<String> = [
+        "docker.socket", "docker.network", "docker.host_ports", "docker.memory", "docker.cpus", "docker.pids_limit",
+    ]
 
     public init(reader: ConfigurationReader) throws(DeckhandError) {
         socket = reader.optionalString("docker.socket")
         if let socket, !socket.hasPrefix("/") {
             throw reader.invalid("docker.socket", expected: "an absolute path to a unix socket", got: socket)
         }
+        network =
+            Network(rawValue: try reader.choice("docker.network", default: "bridge", choices: ["bridge", "host"]))
+            ?? .bridge
+        if let text = reader.raw("docker.host_ports") {
+            let bounds = text.split(separator: "-").compactMap { Int($0.trimmingWhitespace()) }
+            guard bounds.count == 2, bounds[0] >= 1024, bounds[0] <= bounds[1], bounds[1] <= 65_535 else {
+                throw reader.invalid("docker.host_ports", expected: "a range first-last within 1024-65535", got: text)
+            }
+            hostPorts = bounds[0]...bounds[1]
+        }
+        if let text = reader.raw("docker.memory") {
+            guard let bytes = Self.parseBytes(text) else {
+                throw reader.invalid("docker.memory", expected: "a size such as 512m or 4g (0: no limit)", got: text)
+            }
+            memoryBytes = bytes
+        }
+        if let text = reader.raw("docker.cpus") {
+            guard let value = Double(text), value >= 0, value <= 1024 else {
+                throw reader.invalid("docker.cpus", expected: "a number of CPUs such as 1.5 (0: no limit)", got: text)
+            }
+            cpus = value
+        }
+        pidsLimit = try reader.int("docker.pids_limit", default: pidsLimit, range: 0...4_194_304)
+    }
+
+    /// Parses `1048576`, `512k`, `512m`, `4g` into bytes.
+    public static func parseBytes(_ text: String) -> Int? {
+        let lowered = text.lowercased()
+        let units: [(suffix: String, factor: Int)] = [("k", 1 << 10), ("m", 1 << 20), ("g", 1 << 30)]
+        for unit in units where lowered.hasSuffix(unit.suffix) {
+            guard let number = Double(lowered.dropLast()), number >= 0, number < 1e6 else { return nil }
+            return Int(number * Double(unit.factor))
+        }
+        guard let bytes = Int(lowered), bytes >= 0 else { return nil }
+        return bytes
     }
 }
 

@@ -3,6 +3,10 @@ import Foundation
 import Logging
 import SandboxServer
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// `deckhand-sandbox`: the action-execution server inside a sandbox (no AMQP, no PostgreSQL).
 @main
 struct DeckhandSandbox: AsyncParsableCommand {
@@ -24,6 +28,13 @@ struct DeckhandSandbox: AsyncParsableCommand {
     @Option(help: "Seconds without new output before a running command returns (soft timeout).") var noChangeTimeout:
         Int?
     @Option(help: "Log level (trace, debug, info, notice, warning, error, critical).") var logLevel = "info"
+    @Option(help: "Once listening, write the port to this file (atomically), for whoever started the server.")
+    var portFile: String?
+    @Option(
+        help:
+            "A descriptor to watch: when it reads end-of-file (the process that started the server died), shut down."
+    )
+    var lifelineFd: Int32?
 
     func run() async throws {
         let level = Logger.Level(rawValue: logLevel) ?? .info
@@ -58,8 +69,37 @@ struct DeckhandSandbox: AsyncParsableCommand {
             )
             throw ExitCode(2)
         }
-        try await SandboxServer(configuration: configuration, logger: logger).run { port in
-            logger.info("deckhand-sandbox listening on \(host):\(port)")
+        if let lifelineFd {
+            Lifeline.watch(descriptor: lifelineFd, logger: logger)
         }
+        try await SandboxServer(configuration: configuration, logger: logger).run { [portFile] port in
+            logger.info("deckhand-sandbox listening on \(host):\(port)")
+            if let portFile {
+                do {
+                    try Data("\(port)\n".utf8).write(to: URL(fileURLWithPath: portFile), options: .atomic)
+                } catch {
+                    logger.critical("cannot write the port file \(portFile): \(error)")
+                    kill(getpid(), SIGTERM)
+                }
+            }
+        }
+    }
+}
+
+/// Shuts the server down when the process that started it dies: that process keeps the write end of a pipe
+/// whose read end is `descriptor` here, and the kernel closes it when that process exits, however it exits.
+enum Lifeline {
+    static func watch(descriptor: Int32, logger: Logger) {
+        let thread = Thread {
+            var byte: UInt8 = 0
+            while true {
+                let count = read(descriptor, &byte, 1)
+                if count == 0 || (count < 0 && errno != EINTR) { break }
+            }
+            logger.notice("the process that started this sandbox is gone (lifeline closed): shutting down")
+            kill(getpid(), SIGTERM)
+        }
+        thread.name = "lifeline"
+        thread.start()
     }
 }

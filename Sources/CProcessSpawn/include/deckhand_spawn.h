@@ -1,0 +1,23 @@
+#ifndef DECKHAND_CPROCESSSPAWN_H
+#define DECKHAND_CPROCESSSPAWN_H
+
+#include <sys/types.h>
+
+/// Starts `path` with `argv` and `envp` as the leader of a new session (so its process group is its pid and
+/// a signal to `-pid` reaches everything it starts), with every signal at its default disposition and
+/// unblocked (a child of a Swift process otherwise inherits blocked SIGINT/SIGTERM).
+///
+/// The child's standard input, output and error become `stdin_fd`, `stdout_fd` and `stderr_fd`. When
+/// `lifeline_fd` is not negative it becomes the child's descriptor 3 (the read end of a pipe whose write end
+/// the parent keeps: the child sees end-of-file when the parent dies). Every other descriptor is closed.
+///
+/// On success returns 0 and sets `*pid`; on failure returns -errno (an exec failure is reported too: the
+/// child writes its errno to a close-on-exec pipe the parent reads).
+int deckhand_spawn_process(const char *path, char *const argv[], char *const envp[], int stdin_fd, int stdout_fd,
+                           int stderr_fd, int lifeline_fd, pid_t *pid);
+
+/// A pipe with both ends close-on-exec (`pipe2(O_CLOEXEC)`, which Swift's Glibc module does not export).
+/// Returns 0, or -errno.
+int deckhand_pipe_cloexec(int fds[2]);
+
+#endif

@@ -1,0 +1,147 @@
+import Foundation
+
+/// The commands runtime-manager workers take from `runtime.commands` (the AMQP `type` property).
+public enum RuntimeCommand: String, Sendable, CaseIterable {
+    /// Give a conversation a running sandbox: `ProvisionRequest`.
+    case provision
+    case pause
+    case resume
+    case stop
+    case destroy
+    /// Start warm sandboxes until the pool targets are met (no body needed).
+    case poolRefill = "pool.refill"
+}
+
+/// The commands runtime workers send to `conversation.commands`.
+public enum ConversationCommand: String, Sendable {
+    /// `SandboxReady`.
+    case sandboxReady = "sandbox_ready"
+    /// `SandboxFailed`.
+    case sandboxFailed = "sandbox_failed"
+}
+
+/// `provision`: a sandbox for `conversation_id`, of the worker's default backend and image unless named.
+public struct ProvisionRequest: Codable, Sendable, Equatable {
+    public var conversationID: UUID
+    public var backend: RuntimeSettings.Backend?
+    public var image: String?
+
+    public init(conversationID: UUID, backend: RuntimeSettings.Backend? = nil, image: String? = nil) {
+        self.conversationID = conversationID
+        self.backend = backend
+        self.image = image
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case conversationID = "conversation_id"
+        case backend, image
+    }
+}
+
+/// `pause`, `resume`, `stop`, `destroy`: the sandbox named by its id, or the one of a conversation.
+public struct SandboxTarget: Codable, Sendable, Equatable {
+    public var sandboxID: UUID?
+    public var conversationID: UUID?
+
+    public init(sandboxID: UUID? = nil, conversationID: UUID? = nil) {
+        self.sandboxID = sandboxID
+        self.conversationID = conversationID
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case sandboxID = "sandbox_id"
+        case conversationID = "conversation_id"
+    }
+}
+
+/// `sandbox_ready`: where the conversation's sandbox answers and the key it wants.
+public struct SandboxReady: Codable, Sendable, Equatable {
+    public var conversationID: UUID
+    public var sandboxID: UUID
+    public var url: String
+    /// The sandbox's `X-Session-API-Key`. A secret: never logged, never in an event.
+    public var sessionAPIKey: String
+    public var backend: RuntimeSettings.Backend
+    public var image: String
+
+    public init(
+        conversationID: UUID,
+        sandboxID: UUID,
+        url: String,
+        sessionAPIKey: String,
+        backend: RuntimeSettings.Backend,
+        image: String
+    ) {
+        self.conversationID = conversationID
+        self.sandboxID = sandboxID
+        self.url = url
+        self.sessionAPIKey = sessionAPIKey
+        self.backend = backend
+        self.image = image
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case conversationID = "conversation_id"
+        case sandboxID = "sandbox_id"
+        case url
+        case sessionAPIKey = "session_api_key"
+        case backend, image
+    }
+}
+
+/// `sandbox_failed`: the conversation gets no sandbox, and why (readable; no secret).
+public struct SandboxFailed: Codable, Sendable, Equatable {
+    public var conversationID: UUID
+    public var sandboxID: UUID?
+    /// A stable error code (`RUNTIME$IMAGE_MISSING`, `SERVICE$UNAVAILABLE`, …).
+    public var code: String
+    public var reason: String
+
+    public init(conversationID: UUID, sandboxID: UUID?, code: String, reason: String) {
+        self.conversationID = conversationID
+        self.sandboxID = sandboxID
+        self.code = code
+        self.reason = reason
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case conversationID = "conversation_id"
+        case sandboxID = "sandbox_id"
+        case code, reason
+    }
+}
+
+/// A sandbox's status change, published on `deckhand.events` as `sandbox.<id>` (type `sandbox_status`).
+public struct SandboxStatusEvent: Codable, Sendable, Equatable {
+    public var sandboxID: UUID
+    public var conversationID: UUID?
+    /// `starting`, `warm`, `running`, `paused`, `stopped`, `destroyed`, `error` or `lost`.
+    public var status: String
+    public var backend: RuntimeSettings.Backend
+    public var reason: String?
+    /// ISO 8601, UTC.
+    public var timestamp: String
+
+    public init(
+        sandboxID: UUID,
+        conversationID: UUID?,
+        status: String,
+        backend: RuntimeSettings.Backend,
+        reason: String? = nil,
+        timestamp: Date = Date()
+    ) {
+        let timestamp = timestamp.ISO8601Format()
+        self.sandboxID = sandboxID
+        self.conversationID = conversationID
+        self.status = status
+        self.backend = backend
+        self.reason = reason
+        self.timestamp = timestamp
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case sandboxID = "sandbox_id"
+        case conversationID = "conversation_id"
+        case status, backend, reason, timestamp
+    }
+}

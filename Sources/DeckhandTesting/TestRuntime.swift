@@ -1,0 +1,306 @@
+import AMQP
+import DeckhandCore
+import DeckhandStore
+import Foundation
+import HTTPClient
+import Logging
+import Messaging
+import Postgres
+import RuntimeBackends
+import RuntimeManager
+import Synchronization
+
+/// A runtime-manager test bed: a schema of its own (migrated), a namespaced topology on the test broker, a
+/// folder for process sandboxes, a consumer of what the workers send to conversations, and factories for
+/// workers. Everything is removed afterwards, sandboxes included.
+public final class TestRuntime: Sendable {
+    public let namespace: String
+    public let postgresURL: String
+    public let postgres: PostgresClient
+    public let connection: AMQPConnection
+    public let topology: Topology
+    public let bus: CommandBus
+    public let store: SandboxStore
+    public let http: HTTPClient
+    /// Where process sandboxes of this test live.
+    public let processRoot: String
+    private let replies: AMQPConsumer
+    private let inbox: ReplyInbox
+
+    private init(
+        namespace: String,
+        postgresURL: String,
+        postgres: PostgresClient,
+        connection: AMQPConnection
+    ) async throws {
+        self.namespace = namespace
+        self.postgresURL = postgresURL
+        self.postgres = postgres
+        self.connection = connection
+        topology = Topology(namespace: namespace)
+        bus = CommandBus(connection: connection, topology: topology)
+        store = SandboxStore(postgres: postgres, deployment: namespace)
+        http = try HTTPClient()
+        processRoot = FileManager.default.temporaryDirectory.appendingPathComponent(namespace).path + "/" + namespace
+        try await topology.declare(on: connection)
+        replies = try await connection.consume(queue: topology.conversationQueue, prefetch: 1000)
+        inbox = ReplyInbox()
+        let replies = replies
+        let inbox = inbox
+        Task {
+            do {
+                for try await delivery in replies {
+                    inbox.add(delivery)
+                    delivery.ack()
+                }
+            } catch {}
+        }
+    }
+
+    /// Runs `body` with a fresh test bed and tears it down afterwards (the sandboxes of its backends included).
+    public static func with<T: Sendable>(_ body: (TestRuntime) async throws -> T) async throws -> T {
+        try await TestPostgres.withSchemaURL { url in
+            let namespace = TestEnvironment.uniqueName("rt")
+            let postgres = PostgresClient(url: url, poolSize: 8, acquireTimeout: .seconds(20))
+            try await DeckhandSchema.migrate(postgres)
+            let connection = try await TestAMQP.connect(name: namespace)
+            let runtime = try await TestRuntime(
+                namespace: namespace,
+                postgresURL: url,
+                postgres: postgres,
+                connection: connection
+            )
+            let result: Result<T, any Error>
+            do {
+                result = .success(try await body(runtime))
+            } catch {
+                result = .failure(error)
+            }
+            await runtime.tearDown()
+            return try result.get()
+        }
+    }
+
+    private func tearDown() async {
+        await replies.cancel()
+        // Remove every sandbox this test's deployment left (processes and containers).
+        for backend in (try? makeBackends([.process, .docker])) ?? [] {
+            for listed in (try? await backend.list()) ?? [] { try? await backend.destroy(listed.reference) }
+        }
+        try? FileManager.default.removeItem(
+            atPath: FileManager.default.temporaryDirectory.appendingPathComponent(namespace).path
+        )
+        for queue in topology.workQueues {
+            for delay in RetryDelay.allCases {
+                _ = try? await connection.deleteQueue(topology.retryQueue(for: queue, delay: delay))
+            }
+            _ = try? await connection.deleteQueue(queue)
+        }
+        _ = try? await connection.deleteQueue(topology.deadQueue)
+        try? await connection.deleteExchange(topology.commandsExchange)
+        try? await connection.deleteExchange(topology.eventsExchange)
+        await connection.close()
+        await http.shutdown()
+        await postgres.close()
+    }
+
+    // MARK: Backends and workers
+
+    /// Docker settings for tests: host networking (the test dockerd has no bridge), small limits.
+    public static var dockerSettings: DockerSettings {
+        var settings = DockerSettings()
+        settings.socket = TestEnvironment.dockerSocket
+        settings.network = .host
+        settings.memoryBytes = 512 << 20
+        settings.cpus = 1
+        settings.pidsLimit = 256
+        return settings
+    }
+
+    /// The sandbox image the test command built (`DECKHAND_SANDBOX_IMAGE`).
+    public static var sandboxImage: String {
+        ProcessInfo.processInfo.environment["DECKHAND_SANDBOX_IMAGE"] ?? "deckhand/sandbox:0.1.0"
+    }
+
+    public func makeBackends(
+        _ kinds: [RuntimeSettings.Backend],
+        dockerSocket: String = TestEnvironment.dockerSocket
+    ) throws -> [any SandboxBackend] {
+        let logger = Logger(label: "test.runtime")
+        return try kinds.map { kind -> any SandboxBackend in
+            switch kind {
+            case .process:
+                return try ProcessBackend(root: processRoot, logger: logger)
+            case .docker:
+                return DockerBackend(
+                    socket: dockerSocket,
+                    settings: Self.dockerSettings,
+                    deployment: namespace,
+                    client: http,
+                    logger: logger
+                )
+            }
+        }
+    }
+
+    /// Runtime settings for tests: short leases and timers, the test image.
+    public static func settings(_ configure: (inout RuntimeSettings) -> Void = { _ in }) -> RuntimeSettings {
+        var settings = RuntimeSettings()
+        settings.image = sandboxImage
+        settings.aliveTimeout = .seconds(30)
+        settings.lease = .seconds(2)
+        settings.maintenanceInterval = .seconds(3600)
+        settings.idlePauseAfter = .zero
+        settings.idleStopAfter = .zero
+        settings.idleDestroyAfter = .zero
+        settings.shutdownTimeout = .seconds(20)
+        configure(&settings)
+        return settings
+    }
+
+    /// A worker on this test bed's topology and schema.
+    public func makeWorker(
+        settings: RuntimeSettings = TestRuntime.settings(),
+        backends kinds: [RuntimeSettings.Backend] = [.process],
+        dockerSocket: String = TestEnvironment.dockerSocket,
+        prefetch: Int = 32,
+        connection: AMQPConnection? = nil
+    ) throws -> RuntimeWorker {
+        var configuration = RuntimeWorker.Configuration(
+            settings: settings,
+            defaultBackend: kinds[0],
+            prefetch: prefetch
+        )
+        configuration.hostPorts = Self.dockerSettings.hostPorts
+        return RuntimeWorker(
+            configuration: configuration,
+            bus: CommandBus(connection: connection ?? self.connection, topology: topology),
+            store: store,
+            backends: try makeBackends(kinds, dockerSocket: dockerSocket),
+            http: http,
+            logger: Logger(label: "test.runtime.worker")
+        )
+    }
+
+    // MARK: Commands and replies
+
+    /// Sends `provision` for `conversation`; returns the message id.
+    @discardableResult
+    public func provision(
+        _ conversation: UUID,
+        backend: RuntimeSettings.Backend? = nil,
+        image: String? = nil,
+        messageID: String = UUID().uuidString
+    ) async throws -> String {
+        try await bus.send(
+            RuntimeCommand.provision.rawValue,
+            ProvisionRequest(conversationID: conversation, backend: backend, image: image),
+            to: topology.runtimeQueue,
+            messageID: messageID
+        )
+        return messageID
+    }
+
+    /// Sends a lifecycle command for a sandbox.
+    public func send(_ command: RuntimeCommand, sandbox: UUID) async throws {
+        try await bus.send(command.rawValue, SandboxTarget(sandboxID: sandbox), to: topology.runtimeQueue)
+    }
+
+    /// A reply the workers sent to `conversation.commands`.
+    public enum Reply: Sendable {
+        case ready(SandboxReady)
+        case failed(SandboxFailed)
+        case other(String)
+
+        public var ready: SandboxReady? {
+            if case .ready(let ready) = self { return ready }
+            return nil
+        }
+
+        public var failed: SandboxFailed? {
+            if case .failed(let failed) = self { return failed }
+            return nil
+        }
+    }
+
+    /// The next reply for `conversation` (waiting at most `timeout`).
+    public func reply(for conversation: UUID, timeout: Duration = .seconds(60)) async throws -> Reply {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if let delivery = inbox.take(conversation) { return try Self.decode(delivery) }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        throw DeckhandError(.timeout, "no sandbox_ready or sandbox_failed for \(conversation) within \(timeout)")
+    }
+
+    /// Every reply received so far, per conversation.
+    public func allReplies() throws -> [UUID: [Reply]] {
+        try inbox.all().mapValues { try $0.map(Self.decode) }
+    }
+
+    static func decode(_ delivery: AMQPDelivery) throws -> Reply {
+        switch delivery.properties.type {
+        case ConversationCommand.sandboxReady.rawValue: return .ready(try delivery.message.decode(SandboxReady.self))
+        case ConversationCommand.sandboxFailed.rawValue: return .failed(try delivery.message.decode(SandboxFailed.self))
+        default: return .other(delivery.properties.type ?? "")
+        }
+    }
+
+    // MARK: Sandboxes
+
+    /// `POST /execute_action` with a `run` action on a ready sandbox; the observation's content.
+    public func run(_ command: String, in sandbox: SandboxReady) async throws -> String {
+        var request = HTTPRequest(method: .post, url: sandbox.url + "/execute_action")
+        request.timeout = .seconds(30)
+        request.headers.replaceOrAdd(name: "X-Session-API-Key", value: sandbox.sessionAPIKey)
+        request.headers.replaceOrAdd(name: "Content-Type", value: "application/json")
+        let action: JSONValue = ["action": ["action": "run", "args": ["command": .string(command)]]]
+        request.body = Array(try JSONEncoder().encode(action))
+        let response = try await http.execute(request).expectSuccess()
+        guard case .object(let observation) = try response.decode(JSONValue.self),
+            let content = observation["content"]?.stringValue
+        else { throw DeckhandError(.protocolViolation, "no observation content: \(response.text)") }
+        return content
+    }
+
+    /// Polls `condition` every 20 ms until it holds; fails after `timeout` with `what`.
+    public func eventually(
+        _ what: String,
+        timeout: Duration = .seconds(30),
+        _ condition: () async throws -> Bool
+    ) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if try await condition() { return }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw DeckhandError(.timeout, "\(what) did not happen within \(timeout)")
+    }
+}
+
+/// What the workers sent to `conversation.commands`, by conversation, in arrival order.
+final class ReplyInbox: Sendable {
+    private let state = Mutex<(pending: [UUID: [AMQPDelivery]], seen: [UUID: [AMQPDelivery]])>(([:], [:]))
+
+    func add(_ delivery: AMQPDelivery) {
+        struct Header: Decodable {
+            var conversation_id: UUID
+        }
+        guard let conversation = try? delivery.message.decode(Header.self).conversation_id else { return }
+        state.withLock {
+            $0.pending[conversation, default: []].append(delivery)
+            $0.seen[conversation, default: []].append(delivery)
+        }
+    }
+
+    func take(_ conversation: UUID) -> AMQPDelivery? {
+        state.withLock { state in
+            guard var queue = state.pending[conversation], !queue.isEmpty else { return nil }
+            let first = queue.removeFirst()
+            state.pending[conversation] = queue
+            return first
+        }
+    }
+
+    func all() -> [UUID: [AMQPDelivery]] { state.withLock { $0.seen } }
+}

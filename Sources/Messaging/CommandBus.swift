@@ -1,0 +1,74 @@
+import AMQP
+import DeckhandCore
+import Foundation
+import Logging
+
+/// Sends Deckhand's commands and events with the properties DESIGN §2 asks of every message, and hands a
+/// failed command to the delayed-retry queues.
+public struct CommandBus: Sendable {
+    public let connection: AMQPConnection
+    public let topology: Topology
+
+    public init(connection: AMQPConnection, topology: Topology) {
+        self.connection = connection
+        self.topology = topology
+    }
+
+    /// Publishes command `type` with `payload` to `queue` through the commands exchange and returns once the
+    /// broker confirmed it. Published `mandatory`: a queue that does not exist is an error, not a silent drop.
+    public func send<Payload: Encodable>(
+        _ type: String,
+        _ payload: Payload,
+        to queue: String,
+        messageID: String = UUID().uuidString,
+        userID: String? = nil,
+        traceparent: String? = nil
+    ) async throws {
+        var headers: AMQPTable = ["x-attempt": 1, "traceparent": .string(traceparent ?? Traceparent.make())]
+        if let userID { headers["x-user-id"] = .string(userID) }
+        let message = try AMQPMessage(encoding: payload, type: type, messageID: messageID, headers: headers)
+        try await connection.publish(message, exchange: topology.commandsExchange, routingKey: queue, mandatory: true)
+    }
+
+    /// Publishes an event on the events exchange under `routingKey` (`conversation.<id>`, `sandbox.<id>`).
+    /// Nobody need be listening.
+    public func publishEvent<Payload: Encodable>(_ type: String, _ payload: Payload, routingKey: String) async throws {
+        let message = try AMQPMessage(encoding: payload, type: type)
+        try await connection.publish(message, exchange: topology.eventsExchange, routingKey: routingKey)
+    }
+
+    /// After a handler failed on `delivery` (taken from `queue`): publishes a copy to the retry queue for its
+    /// next attempt and returns `true` (the caller then acks the original), or returns `false` when the
+    /// message has had `maxAttempts` attempts (the caller rejects it: the queue dead-letters it).
+    public func retryLater(_ delivery: AMQPDelivery, from queue: String, maxAttempts: Int) async throws -> Bool {
+        let attempt = delivery.attempt
+        guard attempt < maxAttempts else { return false }
+        var message = delivery.message
+        message.properties.headers["x-attempt"] = .int(Int64(attempt + 1))
+        message.properties.headers["x-delivery-count"] = nil
+        message.properties.headers["x-death"] = nil
+        message.properties.expiration = nil
+        let retryQueue = topology.retryQueue(for: queue, delay: .forAttempt(attempt))
+        try await connection.publish(message, exchange: "", routingKey: retryQueue, mandatory: true)
+        return true
+    }
+}
+
+extension AMQPDelivery {
+    /// The attempt this delivery is (`x-attempt`, from 1), counting retries through the retry queues.
+    public var attempt: Int { max(1, Int(properties.headers["x-attempt"]?.intValue ?? 1)) }
+
+    /// The W3C trace context this message carries, if any.
+    public var traceparent: String? { properties.headers["traceparent"]?.stringValue }
+}
+
+/// W3C trace-context `traceparent` values.
+public enum Traceparent {
+    /// A new trace: `00-<32 hex trace id>-<16 hex span id>-01`.
+    public static func make() -> String {
+        func hex(_ count: Int) -> String {
+            (0..<count).map { _ in String(UInt8.random(in: 0...15), radix: 16) }.joined()
+        }
+        return "00-\(hex(32))-\(hex(16))-01"
+    }
+}

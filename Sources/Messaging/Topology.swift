@@ -1,0 +1,75 @@
+import AMQP
+
+/// The names of Deckhand's exchanges and queues (DESIGN §2), optionally under a namespace prefix so that
+/// tests (or two deployments sharing a broker vhost) never meet.
+public struct Topology: Sendable, Equatable {
+    /// Prepended to every name with a dot; empty in production.
+    public let namespace: String
+
+    public init(namespace: String = "") {
+        self.namespace = namespace
+    }
+
+    private func name(_ base: String) -> String { namespace.isEmpty ? base : "\(namespace).\(base)" }
+
+    /// Direct exchange of every command; the routing key is the target queue's name.
+    public var commandsExchange: String { name("deckhand.commands") }
+    /// Topic exchange of every persisted event (`conversation.<id>`) and runtime status (`sandbox.<id>`).
+    public var eventsExchange: String { name("deckhand.events") }
+    /// Conversation commands and agent steps.
+    public var conversationQueue: String { name("conversation.commands") }
+    /// Sandbox provisioning and lifecycle commands.
+    public var runtimeQueue: String { name("runtime.commands") }
+    /// Poison messages, for `deckhand dlq`.
+    public var deadQueue: String { name("deckhand.dead") }
+
+    /// The delayed-retry queue of `queue` for `delay`: messages wait there, then return to `queue`.
+    public func retryQueue(for queue: String, delay: RetryDelay) -> String { "\(queue).retry.\(delay.label)" }
+
+    /// The work queues: quorum queues whose rejected or over-delivered messages go to the dead queue.
+    public var workQueues: [String] { [conversationQueue, runtimeQueue] }
+
+    /// Declares everything (idempotent; the connection declares it again after a reconnect).
+    public func declare(on connection: AMQPConnection, deliveryLimit: Int = 20) async throws {
+        try await connection.declare(AMQPExchange(name: commandsExchange, kind: .direct))
+        try await connection.declare(AMQPExchange(name: eventsExchange, kind: .topic))
+        _ = try await connection.declare(AMQPQueue(name: deadQueue))
+        for queue in workQueues {
+            _ = try await connection.declare(
+                AMQPQueue(
+                    name: queue,
+                    deadLetterExchange: "",
+                    deadLetterRoutingKey: deadQueue,
+                    deliveryLimit: deliveryLimit
+                )
+            )
+            try await connection.bind(AMQPBinding(queue: queue, exchange: commandsExchange, routingKey: queue))
+            for delay in RetryDelay.allCases {
+                _ = try await connection.declare(
+                    AMQPQueue(
+                        name: retryQueue(for: queue, delay: delay),
+                        deadLetterExchange: "",
+                        deadLetterRoutingKey: queue,
+                        messageTTLMilliseconds: delay.milliseconds
+                    )
+                )
+            }
+        }
+    }
+}
+
+/// The back-off steps of a handler that failed: the n-th retry waits the n-th delay (the last one repeats).
+public enum RetryDelay: Int, Sendable, CaseIterable {
+    case oneSecond = 1
+    case fiveSeconds = 5
+    case thirtySeconds = 30
+
+    public var label: String { "\(rawValue)s" }
+    public var milliseconds: Int { rawValue * 1000 }
+
+    /// The delay before retry number `attempt` (1-based).
+    public static func forAttempt(_ attempt: Int) -> RetryDelay {
+        let all = allCases
+        return all[min(max(attempt, 1), all.count) - 1]
+    }
+}

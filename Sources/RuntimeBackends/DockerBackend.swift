@@ -1,0 +1,239 @@
+import DeckhandCore
+import Foundation
+import HTTPClient
+import Logging
+
+/// Sandboxes as Docker containers, driven through the Docker Engine API (v1.41) over its unix socket.
+///
+/// Each container runs the image's `deckhand-sandbox` with the session key in its environment, carries the
+/// labels `deckhand.sandbox=<id>` and `deckhand.managed=true`, has memory, CPU and process limits, is never
+/// privileged, gets no Docker socket, keeps only the capabilities a root shell that installs packages and
+/// switches users needs, and cannot gain privileges through set-uid programs. Its server is reached either on
+/// a port Docker publishes on 127.0.0.1 (bridge) or on an allocated port of the host's network.
+public struct DockerBackend: SandboxBackend {
+    public let socket: String
+    public let settings: DockerSettings
+    /// The `deckhand.deployment` label: the containers this deployment manages (others sharing the engine
+    /// are never touched).
+    public let deployment: String
+    let client: HTTPClient
+    let logger: Logger
+
+    /// The port the sandbox server listens on inside a bridge-networked container.
+    static let containerPort = 8000
+    /// The capabilities a sandbox keeps: file ownership and permissions (package installs), process
+    /// signalling, and switching users. Everything else Docker grants by default is dropped.
+    static let capabilities = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID"]
+
+    public init(socket: String, settings: DockerSettings, deployment: String, client: HTTPClient, logger: Logger) {
+        self.socket = socket
+        self.settings = settings
+        self.deployment = deployment
+        self.client = client
+        self.logger = logger
+    }
+
+    public var kind: RuntimeSettings.Backend { .docker }
+    public var needsHostPort: Bool { settings.network == .host }
+
+    // MARK: The Engine API
+
+    private func call(
+        _ method: HTTPRequest.Method,
+        _ path: String,
+        body: JSONValue? = nil,
+        timeout: Duration = .seconds(60)
+    ) async throws -> HTTPResponse {
+        var request = HTTPRequest(method: method, url: "http://localhost/v1.41" + path, unixSocketPath: socket)
+        request.timeout = timeout
+        request.connectTimeout = .seconds(5)
+        if let body {
+            request.body = Array(try JSONEncoder().encode(body))
+            request.headers.replaceOrAdd(name: "Content-Type", value: "application/json")
+        }
+        do {
+            return try await client.execute(request)
+        } catch let error as DeckhandError where error.code.rawValue.hasPrefix("HTTP$") {
+            throw DeckhandError(
+                .unavailable,
+                "the Docker engine at \(socket) does not answer (\(error.message))",
+                underlying: error
+            )
+        }
+    }
+
+    /// The engine's `message` from an error answer.
+    private static func message(of response: HTTPResponse) -> String {
+        if case .object(let object) = try? response.decode(JSONValue.self), let message = object["message"]?.stringValue
+        {
+            return message
+        }
+        return response.text.isEmpty ? "HTTP \(response.status)" : response.text
+    }
+
+    private func fail(_ operation: String, _ response: HTTPResponse) -> DeckhandError {
+        DeckhandError(
+            .runtimeBackend,
+            "Docker could not \(operation): \(Self.message(of: response)) (HTTP \(response.status))"
+        )
+    }
+
+    // MARK: SandboxBackend
+
+    public func create(_ spec: SandboxSpec) async throws -> String {
+        var environment = spec.environment
+        environment["SESSION_API_KEY"] = spec.sessionAPIKey
+        let port: Int
+        var hostConfig: [String: JSONValue] = [
+            "Privileged": false,
+            "CapDrop": ["ALL"],
+            "CapAdd": .array(Self.capabilities.map { .string($0) }),
+            "SecurityOpt": ["no-new-privileges"],
+            "Init": true,
+        ]
+        if settings.memoryBytes > 0 { hostConfig["Memory"] = .number(Double(settings.memoryBytes)) }
+        if settings.cpus > 0 { hostConfig["NanoCpus"] = .number((settings.cpus * 1e9).rounded()) }
+        if settings.pidsLimit > 0 { hostConfig["PidsLimit"] = .number(Double(settings.pidsLimit)) }
+        var exposed: JSONValue = [:]
+        switch settings.network {
+        case .host:
+            guard let hostPort = spec.hostPort else {
+                throw DeckhandError(.internalError, "a host-network Docker sandbox needs an allocated port")
+            }
+            port = hostPort
+            hostConfig["NetworkMode"] = "host"
+        case .bridge:
+            port = Self.containerPort
+            hostConfig["NetworkMode"] = "bridge"
+            hostConfig["PortBindings"] = [
+                "\(port)/tcp": [["HostIp": "127.0.0.1", "HostPort": ""]]
+            ]
+            exposed = ["\(port)/tcp": [:]]
+        }
+        let host = settings.network == .host ? "127.0.0.1" : "0.0.0.0"
+        let body: JSONValue = [
+            "Image": .string(spec.image),
+            "Cmd": ["--host", .string(host), "--port", .string(String(port)), "--working-dir", "/workspace"],
+            "Env": .array(environment.sorted { $0.key < $1.key }.map { .string("\($0.key)=\($0.value)") }),
+            "Labels": [
+                "deckhand.sandbox": .string(spec.id.uuidString.lowercased()), "deckhand.managed": "true",
+                "deckhand.deployment": .string(deployment),
+            ],
+            "ExposedPorts": exposed,
+            "HostConfig": .object(hostConfig),
+        ]
+        let name = "deckhand-sandbox-\(spec.id.uuidString.lowercased())"
+        let response = try await call(.post, "/containers/create?name=\(name)", body: body)
+        switch response.status {
+        case 201:
+            guard case .object(let object) = try response.decode(JSONValue.self), let id = object["Id"]?.stringValue
+            else {
+                throw DeckhandError(.protocolViolation, "Docker created a container but sent no id")
+            }
+            return id
+        case 404:
+            throw DeckhandError(
+                .runtimeImageMissing,
+                "the sandbox image \(spec.image) does not exist on the Docker engine at \(socket) "
+                    + "(build it with deploy/sandbox/build-offline.sh, or set runtime.image)"
+            )
+        case 409:
+            // A container of this sandbox exists already (an interrupted attempt): reuse it.
+            let existing = try await list().first { $0.sandboxID == spec.id }
+            guard let existing else { throw fail("create the sandbox container", response) }
+            return existing.reference
+        default:
+            throw fail("create the sandbox container", response)
+        }
+    }
+
+    public func start(_ reference: String, spec: SandboxSpec) async throws -> String {
+        let response = try await call(.post, "/containers/\(reference)/start")
+        guard response.status == 204 || response.status == 304 else {
+            if response.status == 404 { throw DeckhandError(.runtimeLost, "the sandbox's container is gone") }
+            throw fail("start the sandbox container", response)
+        }
+        switch settings.network {
+        case .host:
+            guard let port = spec.hostPort else {
+                throw DeckhandError(.internalError, "a host-network Docker sandbox needs an allocated port")
+            }
+            return "http://127.0.0.1:\(port)"
+        case .bridge:
+            let inspected = try await call(.get, "/containers/\(reference)/json")
+            guard inspected.status == 200, case .object(let object) = try inspected.decode(JSONValue.self),
+                case .object(let network) = object["NetworkSettings"],
+                case .object(let ports) = network["Ports"],
+                case .array(let bindings) = ports["\(Self.containerPort)/tcp"],
+                case .object(let first) = bindings.first,
+                let hostPort = first["HostPort"]?.stringValue
+            else {
+                throw DeckhandError(.runtimeBackend, "Docker published no port for the sandbox container")
+            }
+            return "http://127.0.0.1:\(hostPort)"
+        }
+    }
+
+    public func stop(_ reference: String) async throws {
+        let response = try await call(.post, "/containers/\(reference)/stop?t=10", timeout: .seconds(90))
+        guard [204, 304, 404].contains(response.status) else { throw fail("stop the sandbox container", response) }
+    }
+
+    public func pause(_ reference: String) async throws {
+        let response = try await call(.post, "/containers/\(reference)/pause")
+        guard response.status == 204 else {
+            if try await inspect(reference) == .paused { return }
+            throw fail("pause the sandbox container", response)
+        }
+    }
+
+    public func resume(_ reference: String) async throws {
+        let response = try await call(.post, "/containers/\(reference)/unpause")
+        guard response.status == 204 else {
+            if try await inspect(reference) == .running { return }
+            throw fail("resume the sandbox container", response)
+        }
+    }
+
+    public func destroy(_ reference: String) async throws {
+        let response = try await call(.delete, "/containers/\(reference)?force=true&v=true", timeout: .seconds(90))
+        guard [204, 404].contains(response.status) else { throw fail("remove the sandbox container", response) }
+    }
+
+    public func inspect(_ reference: String) async throws -> SandboxBackendState {
+        let response = try await call(.get, "/containers/\(reference)/json")
+        if response.status == 404 { return .missing }
+        guard response.status == 200, case .object(let object) = try response.decode(JSONValue.self),
+            case .object(let state) = object["State"]
+        else { throw fail("inspect the sandbox container", response) }
+        return Self.state(state["Status"]?.stringValue)
+    }
+
+    /// The backend state of a Docker `State.Status`.
+    public static func state(_ status: String?) -> SandboxBackendState {
+        switch status {
+        case "created": .created
+        case "running", "restarting": .running
+        case "paused": .paused
+        case "removing": .missing
+        default: .stopped
+        }
+    }
+
+    public func list() async throws -> [ListedSandbox] {
+        let filters =
+            #"{"label":["deckhand.managed=true","deckhand.deployment=\#(deployment)"]}"#
+            .addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? ""
+        let response = try await call(.get, "/containers/json?all=true&filters=\(filters)")
+        guard response.status == 200, case .array(let containers) = try response.decode(JSONValue.self) else {
+            throw fail("list the sandbox containers", response)
+        }
+        return containers.compactMap { container in
+            guard case .object(let object) = container, let id = object["Id"]?.stringValue,
+                case .object(let labels) = object["Labels"],
+                let sandbox = labels["deckhand.sandbox"]?.stringValue.flatMap(UUID.init(uuidString:))
+            else { return nil }
+            return ListedSandbox(sandboxID: sandbox, reference: id, state: Self.state(object["State"]?.stringValue))
+        }
+    }
+}

@@ -1,0 +1,298 @@
+import CProcessSpawn
+import DeckhandCore
+import Foundation
+import Logging
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Sandboxes as `deckhand-sandbox` child processes on this machine: the embedded default where no Docker
+/// engine answers, and the backend of most tests. Not isolated: the agent's commands run as this user.
+///
+/// A sandbox is a folder `<workspace_root>/<id>` (its reference) holding `workspace/`, the server's log, the
+/// port it listens on (it picks a free one, so two workers never share a port) and its pid with the process's
+/// start time (so a recycled pid is never mistaken for it). Each server watches a lifeline pipe whose write
+/// end only this process holds: when the worker dies, however it dies, its sandboxes shut down. Any worker on
+/// the same machine can manage any process sandbox; a worker elsewhere sees none of them.
+public struct ProcessBackend: SandboxBackend {
+    public let root: String
+    public let binary: String
+    let logger: Logger
+
+    public init(root: String, binary: String? = nil, logger: Logger) throws {
+        self.root = root
+        self.binary = binary ?? Self.defaultBinary
+        self.logger = logger
+        guard FileManager.default.isExecutableFile(atPath: self.binary) else {
+            throw DeckhandError(
+                .invalidConfiguration,
+                "runtime.sandbox_binary: \(self.binary) is not an executable deckhand-sandbox "
+                    + "(build it with `swift build --product deckhand-sandbox`, or set runtime.sandbox_binary)"
+            )
+        }
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+    }
+
+    /// `deckhand-sandbox` beside the running executable.
+    public static var defaultBinary: String {
+        let executable =
+            (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
+            ?? CommandLine.arguments[0]
+        return URL(fileURLWithPath: executable).deletingLastPathComponent().appendingPathComponent("deckhand-sandbox")
+            .path
+    }
+
+    public var kind: RuntimeSettings.Backend { .process }
+    public var needsHostPort: Bool { false }
+
+    struct Paths {
+        let folder: String
+        var workspace: String { folder + "/workspace" }
+        var portFile: String { folder + "/port" }
+        var pidFile: String { folder + "/pid" }
+        var log: String { folder + "/sandbox.log" }
+    }
+
+    func paths(_ reference: String) throws -> Paths {
+        // The reference is a folder under our root, never anything else.
+        guard reference.hasPrefix(root + "/"), !reference.contains("/../"),
+            UUID(uuidString: String(reference.dropFirst(root.count + 1))) != nil
+        else {
+            throw DeckhandError(.runtimeBackend, "\(reference) is not a process sandbox of \(root)")
+        }
+        return Paths(folder: reference)
+    }
+
+    // MARK: SandboxBackend
+
+    public func create(_ spec: SandboxSpec) async throws -> String {
+        let reference = root + "/" + spec.id.uuidString.lowercased()
+        let paths = try paths(reference)
+        try FileManager.default.createDirectory(atPath: paths.workspace, withIntermediateDirectories: true)
+        chmod(paths.folder, 0o700)
+        return reference
+    }
+
+    public func start(_ reference: String, spec: SandboxSpec) async throws -> String {
+        let paths = try paths(reference)
+        guard FileManager.default.fileExists(atPath: paths.workspace) else {
+            throw DeckhandError(.runtimeLost, "the process sandbox's folder \(paths.folder) is gone")
+        }
+        if let process = SandboxProcess.read(paths.pidFile), process.isAlive {
+            if let port = Self.readPort(paths.portFile) { return "http://127.0.0.1:\(port)" }
+            await process.terminate(grace: .seconds(5))
+        }
+        try? FileManager.default.removeItem(atPath: paths.portFile)
+        let process = try spawn(paths: paths, spec: spec)
+        let deadline = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < deadline {
+            if let port = Self.readPort(paths.portFile) { return "http://127.0.0.1:\(port)" }
+            if !process.isAlive {
+                let log = (try? String(contentsOfFile: paths.log, encoding: .utf8)) ?? ""
+                throw DeckhandError(
+                    .runtimeBackend,
+                    "deckhand-sandbox exited at start: \(log.suffix(500).trimmingCharacters(in: .whitespacesAndNewlines))"
+                )
+            }
+            try await Task.sleep(for: .milliseconds(2))
+        }
+        await process.terminate(grace: .seconds(1))
+        throw DeckhandError(.runtimeNotAlive, "deckhand-sandbox reported no port within 30 s")
+    }
+
+    private func spawn(paths: Paths, spec: SandboxSpec) throws -> SandboxProcess {
+        let inherited = ProcessInfo.processInfo.environment
+        var environment: [String: String] = [:]
+        for key in ["PATH", "HOME", "LANG", "USER", "TMPDIR"] { environment[key] = inherited[key] }
+        environment["PATH"] = environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
+        environment.merge(spec.environment) { _, new in new }
+        environment["SESSION_API_KEY"] = spec.sessionAPIKey
+        let arguments = [
+            binary, "--host", "127.0.0.1", "--port", "0", "--port-file", paths.portFile, "--working-dir",
+            paths.workspace, "--lifeline-fd", "3",
+        ]
+        let log = open(paths.log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+        let null = open("/dev/null", O_RDONLY | O_CLOEXEC)
+        defer {
+            if log >= 0 { close(log) }
+            if null >= 0 { close(null) }
+        }
+        guard log >= 0, null >= 0 else {
+            throw DeckhandError(.runtimeBackend, "cannot open \(paths.log): \(String(cString: strerror(errno)))")
+        }
+        var pid: pid_t = 0
+        let result = withCStrings(arguments) { argv in
+            withCStrings(environment.map { "\($0.key)=\($0.value)" }) { envp in
+                deckhand_spawn_process(binary, argv, envp, null, log, log, Lifeline.readEnd, &pid)
+            }
+        }
+        guard result == 0 else {
+            throw DeckhandError(
+                .runtimeBackend,
+                "cannot start \(binary): \(String(cString: strerror(-result)))"
+            )
+        }
+        let process = SandboxProcess(pid: pid, startTime: SandboxProcess.startTime(of: pid) ?? 0)
+        try process.write(paths.pidFile)
+        Reaper.watch(pid)
+        return process
+    }
+
+    public func stop(_ reference: String) async throws {
+        let paths = try paths(reference)
+        if let process = SandboxProcess.read(paths.pidFile), process.isAlive {
+            process.signalTree(SIGCONT)
+            await process.terminate(grace: .seconds(10))
+        }
+        try? FileManager.default.removeItem(atPath: paths.pidFile)
+        try? FileManager.default.removeItem(atPath: paths.portFile)
+    }
+
+    public func pause(_ reference: String) async throws {
+        let paths = try paths(reference)
+        guard let process = SandboxProcess.read(paths.pidFile), process.isAlive else {
+            throw DeckhandError(.runtimeLost, "the process sandbox is not running")
+        }
+        process.signalTree(SIGSTOP)
+    }
+
+    public func resume(_ reference: String) async throws {
+        let paths = try paths(reference)
+        guard let process = SandboxProcess.read(paths.pidFile), process.isAlive else {
+            throw DeckhandError(.runtimeLost, "the process sandbox is not running")
+        }
+        process.signalTree(SIGCONT)
+    }
+
+    public func destroy(_ reference: String) async throws {
+        let paths = try paths(reference)
+        try await stop(reference)
+        try? FileManager.default.removeItem(atPath: paths.folder)
+    }
+
+    public func inspect(_ reference: String) async throws -> SandboxBackendState {
+        let paths = try paths(reference)
+        guard FileManager.default.fileExists(atPath: paths.workspace) else { return .missing }
+        guard let process = SandboxProcess.read(paths.pidFile), process.isAlive else { return .stopped }
+        return process.isStopped ? .paused : .running
+    }
+
+    public func list() async throws -> [ListedSandbox] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []
+        var listed: [ListedSandbox] = []
+        for name in names {
+            guard let id = UUID(uuidString: name) else { continue }
+            let reference = root + "/" + name
+            listed.append(ListedSandbox(sandboxID: id, reference: reference, state: try await inspect(reference)))
+        }
+        return listed
+    }
+
+    static func readPort(_ path: String) -> Int? {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
+        return Int(text.trimmingCharacters(in: .whitespacesAndNewlines))
+    }
+}
+
+/// A sandbox server process, named by its pid and the kernel's start time for it.
+struct SandboxProcess {
+    let pid: pid_t
+    let startTime: UInt64
+
+    static func read(_ path: String) -> SandboxProcess? {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
+        let fields = text.split(whereSeparator: \.isWhitespace)
+        guard fields.count == 2, let pid = pid_t(fields[0]), let start = UInt64(fields[1]) else { return nil }
+        return SandboxProcess(pid: pid, startTime: start)
+    }
+
+    func write(_ path: String) throws {
+        try Data("\(pid) \(startTime)\n".utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
+    }
+
+    /// `/proc/<pid>/stat` after the command name: state is field 3, start time field 22.
+    static func stat(_ pid: pid_t) -> [Substring]? {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let close = text.lastIndex(of: ")")
+        else { return nil }
+        return text[text.index(after: close)...].split(separator: " ")
+    }
+
+    static func startTime(of pid: pid_t) -> UInt64? {
+        guard let fields = stat(pid), fields.count > 19 else { return nil }
+        return UInt64(fields[19])
+    }
+
+    /// Alive and the same process (not a zombie, not a recycled pid).
+    var isAlive: Bool {
+        guard let fields = Self.stat(pid), fields.count > 19, fields[0] != "Z", fields[0] != "X" else { return false }
+        return UInt64(fields[19]) == startTime
+    }
+
+    var isStopped: Bool { Self.stat(pid)?.first == "T" }
+
+    /// The server and every process below it (the shell runs in a session of its own, so a process group
+    /// would miss it).
+    func tree() -> [pid_t] {
+        var children: [pid_t: [pid_t]] = [:]
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+            guard let child = pid_t(name), let fields = Self.stat(child), fields.count > 1,
+                let parent = pid_t(fields[1])
+            else { continue }
+            children[parent, default: []].append(child)
+        }
+        var result = [pid]
+        var index = 0
+        while index < result.count {
+            result += children[result[index]] ?? []
+            index += 1
+        }
+        return result
+    }
+
+    func signalTree(_ signal: Int32) {
+        guard isAlive else { return }
+        for member in tree() { kill(member, signal) }
+    }
+
+    /// SIGTERM (the server ends its shell), then SIGKILL to whatever is left after `grace`.
+    func terminate(grace: Duration) async {
+        guard isAlive else { return }
+        let members = tree()
+        kill(pid, SIGTERM)
+        let deadline = ContinuousClock.now + grace
+        while isAlive, ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(5)) }
+        for member in members { kill(member, SIGKILL) }
+    }
+}
+
+/// The pipe every process sandbox of this process watches: its write end is open only here, so the kernel
+/// closes it when this process ends and each sandbox reads end-of-file.
+enum Lifeline {
+    static let readEnd: Int32 = {
+        var fds: [Int32] = [0, 0]
+        guard deckhand_pipe_cloexec(&fds) == 0 else { return -1 }
+        // The write end is never written and never closed: it lives as long as this process.
+        return fds[0]
+    }()
+}
+
+/// Collects the exit status of each child sandbox, so none lingers as a zombie.
+enum Reaper {
+    static func watch(_ pid: pid_t) {
+        let thread = Thread {
+            var status: Int32 = 0
+            while waitpid(pid, &status, 0) < 0, errno == EINTR {}
+        }
+        thread.name = "reap-\(pid)"
+        thread.start()
+    }
+}
+
+func withCStrings<T>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> T) -> T {
+    var pointers = strings.map { strdup($0) }
+    pointers.append(nil)
+    defer { for pointer in pointers { free(pointer) } }
+    return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
+}

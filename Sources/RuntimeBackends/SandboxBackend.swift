@@ -1,0 +1,87 @@
+import DeckhandCore
+import Foundation
+
+extension DeckhandError.Code {
+    /// The sandbox image does not exist where the backend looks for it.
+    public static let runtimeImageMissing: Self = "RUNTIME$IMAGE_MISSING"
+    /// The backend refused or failed an operation on a sandbox.
+    public static let runtimeBackend: Self = "RUNTIME$BACKEND"
+    /// The sandbox started but its server did not answer `/alive` in time.
+    public static let runtimeNotAlive: Self = "RUNTIME$NOT_ALIVE"
+    /// The sandbox is gone from its backend.
+    public static let runtimeLost: Self = "RUNTIME$LOST"
+}
+
+/// What a backend needs to create and start one sandbox.
+public struct SandboxSpec: Sendable {
+    /// Deckhand's id of the sandbox (its `deckhand.sandbox` label).
+    public var id: UUID
+    /// The Docker image; `deckhand-sandbox` for process sandboxes.
+    public var image: String
+    /// The key the sandbox server demands (`SESSION_API_KEY`). A secret: never logged.
+    public var sessionAPIKey: String
+    /// Extra variables for the sandbox (may hold secrets: never logged).
+    public var environment: [String: String]
+    /// The port to listen on, for backends that need one allocated (``SandboxBackend/needsHostPort``).
+    public var hostPort: Int?
+
+    public init(
+        id: UUID,
+        image: String,
+        sessionAPIKey: String,
+        environment: [String: String] = [:],
+        hostPort: Int? = nil
+    ) {
+        self.id = id
+        self.image = image
+        self.sessionAPIKey = sessionAPIKey
+        self.environment = environment
+        self.hostPort = hostPort
+    }
+}
+
+/// A backend's own view of one sandbox.
+public enum SandboxBackendState: String, Sendable, Equatable {
+    /// Created, not started yet.
+    case created
+    case running
+    case paused
+    /// Not running; its files are kept and it can be started again.
+    case stopped
+    /// The backend does not know it.
+    case missing
+}
+
+/// A sandbox the backend reports (listing by Deckhand's labels).
+public struct ListedSandbox: Sendable, Equatable {
+    public var sandboxID: UUID
+    public var reference: String
+    public var state: SandboxBackendState
+
+    public init(sandboxID: UUID, reference: String, state: SandboxBackendState) {
+        self.sandboxID = sandboxID
+        self.reference = reference
+        self.state = state
+    }
+}
+
+/// One way of running sandboxes (DESIGN §7). `reference` is the backend's own name for a sandbox (a container
+/// id, a folder); every operation is idempotent on a sandbox already in the asked state.
+public protocol SandboxBackend: Sendable {
+    var kind: RuntimeSettings.Backend { get }
+    /// Whether the caller must allocate ``SandboxSpec/hostPort`` (so that two workers never hand out one port).
+    var needsHostPort: Bool { get }
+
+    /// Creates the sandbox without starting it; returns its reference.
+    func create(_ spec: SandboxSpec) async throws -> String
+    /// Starts a created or stopped sandbox and returns the URL its server will answer at.
+    func start(_ reference: String, spec: SandboxSpec) async throws -> String
+    func stop(_ reference: String) async throws
+    func pause(_ reference: String) async throws
+    func resume(_ reference: String) async throws
+    /// Removes the sandbox and its files; a missing one is not an error.
+    func destroy(_ reference: String) async throws
+    func inspect(_ reference: String) async throws -> SandboxBackendState
+    /// Every sandbox of this backend that carries Deckhand's labels.
+    func list() async throws -> [ListedSandbox]
+}

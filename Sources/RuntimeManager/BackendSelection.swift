@@ -1,0 +1,74 @@
+import DeckhandCore
+import Foundation
+import HTTPClient
+import Logging
+import RuntimeBackends
+
+/// Which backends a runtime worker runs, from the configuration (`runtime.backend`, `docker.socket`).
+public enum BackendSelection {
+    /// The backends and the default one:
+    /// - `docker`: Docker only; the engine must answer.
+    /// - `process`: process sandboxes only.
+    /// - `auto`: Docker as the default when `docker.socket` is set and the engine answers, with process
+    ///   sandboxes beside it; otherwise process sandboxes only.
+    public static func make(
+        configuration: DeckhandConfiguration,
+        deployment: String,
+        http: HTTPClient,
+        logger: Logger
+    ) async throws -> (backends: [any SandboxBackend], defaultBackend: RuntimeSettings.Backend) {
+        let runtime = configuration.runtime
+        func docker(_ socket: String) -> DockerBackend {
+            DockerBackend(
+                socket: socket,
+                settings: configuration.docker,
+                deployment: deployment,
+                client: http,
+                logger: logger
+            )
+        }
+        func process() throws -> ProcessBackend {
+            try ProcessBackend(
+                root: runtime.workspaceRoot + "/" + deployment,
+                binary: runtime.sandboxBinary,
+                logger: logger
+            )
+        }
+        switch runtime.backend {
+        case .docker:
+            guard let socket = configuration.docker.socket else {
+                throw DeckhandError(
+                    .invalidConfiguration,
+                    "runtime.backend is docker but docker.socket is empty (set it to the Docker Engine API's unix socket)"
+                )
+            }
+            try await ping(socket, http: http)
+            return ([docker(socket)], .docker)
+        case .process:
+            return ([try process()], .process)
+        case nil:
+            if let socket = configuration.docker.socket {
+                do {
+                    try await ping(socket, http: http)
+                    return ([docker(socket), try process()], .docker)
+                } catch {
+                    logger.warning(
+                        "the Docker engine does not answer: using process sandboxes",
+                        metadata: [LogKey.error.rawValue: "\(error)"]
+                    )
+                }
+            }
+            return ([try process()], .process)
+        }
+    }
+
+    static func ping(_ socket: String, http: HTTPClient) async throws {
+        var request = HTTPRequest(method: .get, url: "http://localhost/_ping", unixSocketPath: socket)
+        request.timeout = .seconds(5)
+        do {
+            _ = try await http.execute(request).expectSuccess()
+        } catch {
+            throw DeckhandError(.unavailable, "the Docker engine at \(socket) does not answer", underlying: error)
+        }
+    }
+}

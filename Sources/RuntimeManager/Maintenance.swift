@@ -1,0 +1,189 @@
+import DeckhandCore
+import Foundation
+import Logging
+import Messaging
+import RuntimeBackends
+import ServiceLifecycle
+
+extension RuntimeWorker {
+    // MARK: Warm pool
+
+    /// Starts warm sandboxes until every pool target of an enabled backend is met. Concurrent refills (from
+    /// several workers) are serialized per pool by an advisory lock, so the pool never overshoots.
+    public func refill() async throws {
+        for target in settings.warmPool where target.size > 0 {
+            guard let backend = backends[target.backend] else { continue }
+            let reserved = try await store.reserveWarm(
+                target: target,
+                worker: configuration.workerID,
+                lease: settings.lease,
+                makeKey: { Self.makeSessionKey() }
+            )
+            guard !reserved.isEmpty else { continue }
+            logger.info(
+                "refilling the warm pool",
+                metadata: [
+                    "deckhand.pool": "\(target.backend.rawValue):\(target.image)",
+                    "deckhand.starting": "\(reserved.count)",
+                ]
+            )
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for record in reserved {
+                    group.addTask {
+                        var record = record
+                        if backend.needsHostPort {
+                            while true {
+                                let port = try await self.allocateHostPort()
+                                if try await self.store.setHostPort(id: record.id, port: port) {
+                                    record.hostPort = port
+                                    break
+                                }
+                            }
+                        }
+                        try await self.bringUp(record, backend: backend, leftovers: false, logger: self.logger)
+                    }
+                }
+                try await group.waitForAll()
+            }
+        }
+    }
+
+    // MARK: Maintenance
+
+    /// Every `runtime.maintenance_interval`, until a graceful shutdown: idle timers, abandoned warm starts and
+    /// the pool refill, by whichever worker gets the maintenance lock.
+    func maintenanceLoop() async {
+        while !Task.isCancelled, !Task.isShuttingDownGracefully {
+            await maintain()
+            do {
+                try await cancelWhenGracefulShutdown {
+                    try await Task.sleep(for: self.settings.maintenanceInterval)
+                }
+            } catch {
+                return
+            }
+        }
+    }
+
+    /// One round of maintenance; returns false when another worker holds the maintenance lock.
+    @discardableResult
+    public func maintain() async -> Bool {
+        do {
+            guard
+                let due = try await store.claimMaintenance(
+                    worker: configuration.workerID,
+                    lease: settings.lease,
+                    pauseAfter: settings.idlePauseAfter,
+                    stopAfter: settings.idleStopAfter,
+                    destroyAfter: settings.idleDestroyAfter
+                )
+            else { return false }
+            for record in due {
+                do {
+                    try await applyIdleRule(to: record)
+                } catch {
+                    logger.warning(
+                        "maintenance failed on a sandbox",
+                        metadata: [LogKey.sandboxID.rawValue: "\(record.id)", LogKey.error.rawValue: "\(error)"]
+                    )
+                }
+            }
+            try await refill()
+            return true
+        } catch {
+            logger.warning("maintenance failed", metadata: [LogKey.error.rawValue: "\(error)"])
+            return true
+        }
+    }
+
+    /// What a sandbox claimed for maintenance gets: an abandoned warm start is removed; an idle one is
+    /// destroyed, stopped or paused, whichever of its timers ran out last.
+    func applyIdleRule(to record: SandboxRecord) async throws {
+        guard let backend = backends[record.backend] else {
+            try await store.setStatus(id: record.id, record.status)
+            return
+        }
+        if record.status == .starting {
+            logger.notice("removing an abandoned warm start", metadata: [LogKey.sandboxID.rawValue: "\(record.id)"])
+            try await removeLeftovers(of: record, backend: backend)
+            try await store.delete(id: record.id)
+            return
+        }
+        let idle = Duration.seconds(Date().timeIntervalSince(record.lastActiveAt))
+        func due(_ after: Duration) -> Bool { after > .zero && idle >= after }
+        let reference = record.reference ?? ""
+        do {
+            if due(settings.idleDestroyAfter) {
+                try await backendCall { try await backend.destroy(reference) }
+                try await store.delete(id: record.id)
+                await announce(record, "destroyed", reason: "idle")
+            } else if due(settings.idleStopAfter), record.status != .stopped {
+                try await backendCall { try await backend.stop(reference) }
+                try await store.setStatus(id: record.id, .stopped)
+                await announce(record, "stopped", reason: "idle")
+            } else if due(settings.idlePauseAfter), record.status == .running {
+                try await backendCall { try await backend.pause(reference) }
+                try await store.setStatus(id: record.id, .paused)
+                await announce(record, "paused", reason: "idle")
+            } else {
+                try await store.setStatus(id: record.id, record.status)
+            }
+        } catch let failure as BackendFailure {
+            if (try? await backend.inspect(reference)) == .missing {
+                try await markLost(record, reason: failure.message, logger: logger)
+            } else {
+                try await store.setStatus(id: record.id, record.status)
+                throw DeckhandError(failure.code, failure.message)
+            }
+        }
+    }
+
+    // MARK: Reconciliation
+
+    /// Makes the backends and the `sandboxes` table agree, at start: a sandbox the backend runs but the table
+    /// does not know is removed; a row whose sandbox the backend lost is marked `lost`, and its conversation
+    /// is provisioned again. A backend that does not answer is skipped (and logged).
+    public func reconcile() async throws {
+        for (kind, backend) in backends {
+            let listed: [ListedSandbox]
+            do {
+                listed = try await backend.list()
+            } catch {
+                logger.error(
+                    "cannot list the \(kind.rawValue) sandboxes to reconcile them",
+                    metadata: [LogKey.error.rawValue: "\(error)"]
+                )
+                continue
+            }
+            // Read after listing: a row is written before its sandbox is created, so every sandbox listed by
+            // a worker that is provisioning right now is known here.
+            let records = try await store.all()
+            let known = Set(records.filter { $0.backend == kind }.map(\.id))
+            for orphan in listed where !known.contains(orphan.sandboxID) {
+                logger.notice(
+                    "removing a sandbox the database does not know",
+                    metadata: [
+                        LogKey.sandboxID.rawValue: "\(orphan.sandboxID)", "deckhand.reference": "\(orphan.reference)",
+                    ]
+                )
+                try? await backend.destroy(orphan.reference)
+            }
+            let states = Dictionary(listed.map { ($0.sandboxID, $0.state) }, uniquingKeysWith: { first, _ in first })
+            for record in records where record.backend == kind {
+                guard [.warm, .running, .paused, .stopped].contains(record.status) else { continue }
+                let state = states[record.id] ?? .missing
+                // A process sandbox dies with the worker that started it: one that is not running is lost.
+                let lost = state == .missing || (kind == .process && state == .stopped && record.status != .stopped)
+                guard lost else { continue }
+                try await markLost(record, reason: "the \(kind.rawValue) backend no longer has it", logger: logger)
+                if let conversation = record.conversationID {
+                    try await bus.send(
+                        RuntimeCommand.provision.rawValue,
+                        ProvisionRequest(conversationID: conversation, backend: kind, image: record.image),
+                        to: topology.runtimeQueue
+                    )
+                }
+            }
+        }
+    }
+}

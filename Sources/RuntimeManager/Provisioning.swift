@@ -1,0 +1,428 @@
+import DeckhandCore
+import Foundation
+import HTTPClient
+import Logging
+import Postgres
+import RuntimeBackends
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A backend operation failed for this sandbox (as opposed to PostgreSQL or RabbitMQ failing): the
+/// provision ends with `sandbox_failed` instead of being retried.
+struct BackendFailure: Error, CustomStringConvertible {
+    var code: DeckhandError.Code
+    var message: String
+
+    init(_ error: any Error) {
+        if let error = error as? BackendFailure {
+            self = error
+        } else if let error = error as? DeckhandError {
+            code = error.code
+            message = error.message
+        } else {
+            code = .runtimeBackend
+            message = "\(error)"
+        }
+    }
+
+    var description: String { "\(code): \(message)" }
+}
+
+/// Runs a backend call, turning its errors into ``BackendFailure``.
+func backendCall<T: Sendable>(_ body: () async throws -> T) async throws -> T {
+    do {
+        return try await body()
+    } catch is CancellationError {
+        throw CancellationError()
+    } catch {
+        throw BackendFailure(error)
+    }
+}
+
+extension RuntimeWorker {
+    // MARK: provision
+
+    func provision(_ request: ProvisionRequest, logger: Logger) async throws {
+        var logger = logger
+        logger[metadataKey: LogKey.conversationID.rawValue] = "\(request.conversationID)"
+        let kind = request.backend ?? configuration.defaultBackend
+        guard let backend = backends[kind] else {
+            try await sendFailed(
+                conversation: request.conversationID,
+                sandbox: nil,
+                code: .runtimeBackend,
+                reason: "the \(kind.rawValue) sandbox backend is not enabled on this runtime worker"
+            )
+            return
+        }
+        let image = kind == .process ? RuntimeSettings.processImage : (request.image ?? settings.image)
+        // Waiting for another worker's provision is bounded: past this, the command is retried later.
+        let patience = ContinuousClock.now + settings.aliveTimeout + settings.lease * 2 + .seconds(10)
+
+        while true {
+            try Task.checkCancellation()
+            if let existing = try await store.liveSandbox(conversation: request.conversationID) {
+                switch existing.status {
+                case .running, .warm:
+                    if try await isUsable(existing) {
+                        try await store.touch(id: existing.id)
+                        try await sendReady(existing)
+                        return
+                    }
+                    try await markLost(existing, reason: "the sandbox no longer answers", logger: logger)
+                case .paused, .stopped:
+                    do {
+                        let resumed = try await wake(existing)
+                        try await sendReady(resumed)
+                        return
+                    } catch let failure as BackendFailure {
+                        try await markLost(existing, reason: failure.message, logger: logger)
+                    }
+                case .starting:
+                    if let until = existing.leaseUntil, until > Date() {
+                        guard ContinuousClock.now < patience else {
+                            throw DeckhandError(
+                                .timeout,
+                                "another worker's provision of sandbox \(existing.id) is not done"
+                            )
+                        }
+                        try await Task.sleep(for: .milliseconds(100))
+                    } else if try await store.takeOver(
+                        id: existing.id,
+                        worker: configuration.workerID,
+                        lease: settings.lease
+                    ) {
+                        logger.notice(
+                            "taking over an interrupted provision",
+                            metadata: [LogKey.sandboxID.rawValue: "\(existing.id)"]
+                        )
+                        try await bringUp(existing, backend: backend, leftovers: true, logger: logger)
+                        return
+                    }
+                case .error, .lost:
+                    break
+                }
+                continue
+            }
+
+            do {
+                if let warm = try await store.claimWarm(
+                    conversation: request.conversationID,
+                    backend: kind,
+                    image: image
+                ) {
+                    if try await isUsable(warm) {
+                        logger.debug("claimed a warm sandbox", metadata: [LogKey.sandboxID.rawValue: "\(warm.id)"])
+                        try await sendReady(warm)
+                        await announce(warm, "running")
+                        await requestRefill()
+                        return
+                    }
+                    try await markLost(warm, reason: "the warm sandbox no longer answers", logger: logger)
+                    continue
+                }
+            } catch let error as DeckhandError where error.postgresSQLState == "23505" {
+                continue  // the conversation got a sandbox meanwhile: answer with that one
+            }
+
+            let hostPort: Int?
+            do {
+                hostPort = backend.needsHostPort ? try await allocateHostPort() : nil
+            } catch let failure as BackendFailure {
+                try await sendFailed(
+                    conversation: request.conversationID,
+                    sandbox: nil,
+                    code: failure.code,
+                    reason: failure.message
+                )
+                return
+            }
+            let outcome = try await store.insertStarting(
+                id: UUID(),
+                backend: kind,
+                image: image,
+                sessionAPIKey: Self.makeSessionKey(),
+                conversation: request.conversationID,
+                worker: configuration.workerID,
+                lease: settings.lease,
+                hostPort: hostPort
+            )
+            switch outcome {
+            case .inserted(let record):
+                try await bringUp(record, backend: backend, leftovers: false, logger: logger)
+                return
+            case .conversationTaken, .portTaken:
+                continue
+            }
+        }
+    }
+
+    /// Creates, starts and waits for a sandbox leased to this worker, then records it `running` (for a
+    /// conversation, which then gets `sandbox_ready`) or `warm`. A backend failure marks the sandbox `error`
+    /// and answers `sandbox_failed` (a warm one is just removed). `leftovers`: an earlier attempt may have
+    /// left a container or folder behind; remove it first.
+    func bringUp(_ record: SandboxRecord, backend: any SandboxBackend, leftovers: Bool, logger: Logger) async throws {
+        var logger = logger
+        logger[metadataKey: LogKey.sandboxID.rawValue] = "\(record.id)"
+        await announce(record, "starting")
+        let spec = spec(for: record)
+        let started = ContinuousClock.now
+        let url: String
+        do {
+            url = try await withLeaseRenewal(record.id) {
+                if leftovers {
+                    try await self.removeLeftovers(of: record, backend: backend)
+                }
+                let created = try await backendCall { try await backend.create(spec) }
+                try await self.store.setReference(id: record.id, reference: created)
+                let url = try await backendCall { try await backend.start(created, spec: spec) }
+                try await self.waitUntilAlive(url: url, backend: backend, reference: created)
+                return url
+            }
+        } catch let failure as BackendFailure {
+            logger.warning("sandbox failed to start", metadata: [LogKey.error.rawValue: "\(failure)"])
+            try? await removeLeftovers(of: record, backend: backend)
+            if let conversation = record.conversationID {
+                try await store.setStatus(id: record.id, .error, reason: failure.message)
+                await announce(record, "error", reason: failure.message)
+                try await sendFailed(
+                    conversation: conversation,
+                    sandbox: record.id,
+                    code: failure.code,
+                    reason: failure.message
+                )
+            } else {
+                try await store.delete(id: record.id)
+                await announce(record, "error", reason: failure.message)
+            }
+            return
+        }
+        let status: SandboxRecord.Status = record.conversationID == nil ? .warm : .running
+        guard
+            let finished = try await store.finishStarting(
+                id: record.id,
+                worker: configuration.workerID,
+                status: status,
+                url: url
+            )
+        else {
+            // Another worker took the provision over (this one was too slow to renew its lease): it answers.
+            logger.notice("lost the lease on a sandbox while starting it; leaving it to the worker that took over")
+            return
+        }
+        logger.info(
+            "sandbox \(status.rawValue)",
+            metadata: [LogKey.durationMilliseconds.rawValue: "\((ContinuousClock.now - started).milliseconds)"]
+        )
+        await announce(finished, status.rawValue)
+        if finished.conversationID != nil { try await sendReady(finished) }
+    }
+
+    func spec(for record: SandboxRecord) -> SandboxSpec {
+        SandboxSpec(
+            id: record.id,
+            image: record.image,
+            sessionAPIKey: record.sessionAPIKey ?? "",
+            environment: settings.environment,
+            hostPort: record.hostPort
+        )
+    }
+
+    /// Removes whatever an interrupted attempt left of this sandbox in the backend.
+    func removeLeftovers(of record: SandboxRecord, backend: any SandboxBackend) async throws {
+        try await backendCall {
+            if let reference = record.reference { try await backend.destroy(reference) }
+            for listed in try await backend.list() where listed.sandboxID == record.id {
+                try await backend.destroy(listed.reference)
+            }
+        }
+    }
+
+    /// Runs `body` while renewing this worker's lease on `id` every third of the lease.
+    func withLeaseRenewal<T: Sendable>(_ id: UUID, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask {
+                while true {
+                    try await Task.sleep(for: self.settings.lease / 3)
+                    _ = try? await self.store.renewLease(
+                        id: id,
+                        worker: self.configuration.workerID,
+                        lease: self.settings.lease
+                    )
+                }
+            }
+            group.addTask { try await body() }
+            defer { group.cancelAll() }
+            while let result = try await group.next() {
+                if let result { return result }
+            }
+            throw CancellationError()
+        }
+    }
+
+    /// Polls `/alive` until the server says `ok`; fails when the deadline passes or the sandbox stops.
+    func waitUntilAlive(url: String, backend: any SandboxBackend, reference: String) async throws {
+        let deadline = ContinuousClock.now + settings.aliveTimeout
+        var nextInspection = ContinuousClock.now + .milliseconds(500)
+        while ContinuousClock.now < deadline {
+            if await answersAlive(url) { return }
+            if ContinuousClock.now >= nextInspection {
+                nextInspection = ContinuousClock.now + .milliseconds(500)
+                let state = try await backendCall { try await backend.inspect(reference) }
+                if state == .stopped || state == .missing {
+                    throw BackendFailure(
+                        DeckhandError(.runtimeNotAlive, "the sandbox exited before its server answered /alive")
+                    )
+                }
+            }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        throw BackendFailure(
+            DeckhandError(
+                .runtimeNotAlive,
+                "the sandbox's server did not answer /alive within \(settings.aliveTimeout) (runtime.alive_timeout)"
+            )
+        )
+    }
+
+    func answersAlive(_ url: String) async -> Bool {
+        var request = HTTPRequest(method: .get, url: url + "/alive")
+        request.connectTimeout = .seconds(1)
+        request.timeout = .seconds(2)
+        guard let response = try? await http.execute(request), response.status == 200 else { return false }
+        return response.text.contains("\"ok\"")
+    }
+
+    /// A claimed or warm sandbox is handed out only if its server still answers.
+    func isUsable(_ record: SandboxRecord) async throws -> Bool {
+        guard let url = record.url else { return false }
+        return await answersAlive(url)
+    }
+
+    /// Resumes a paused sandbox or starts a stopped one, and records it running.
+    func wake(_ record: SandboxRecord) async throws -> SandboxRecord {
+        guard let backend = backends[record.backend], let reference = record.reference else {
+            throw BackendFailure(
+                DeckhandError(.runtimeBackend, "the \(record.backend.rawValue) backend is not enabled here")
+            )
+        }
+        var url = record.url ?? ""
+        switch record.status {
+        case .paused:
+            try await backendCall { try await backend.resume(reference) }
+        case .stopped:
+            url = try await backendCall { try await backend.start(reference, spec: spec(for: record)) }
+            try await waitUntilAlive(url: url, backend: backend, reference: reference)
+        default:
+            break
+        }
+        try await store.setStatus(id: record.id, .running, url: url)
+        try await store.touch(id: record.id)
+        var resumed = record
+        resumed.status = .running
+        resumed.url = url
+        await announce(resumed, "running")
+        return resumed
+    }
+
+    /// Marks a sandbox lost (its conversation may get another) and removes what is left of it.
+    func markLost(_ record: SandboxRecord, reason: String, logger: Logger) async throws {
+        logger.warning(
+            "sandbox lost",
+            metadata: [LogKey.sandboxID.rawValue: "\(record.id)", "deckhand.reason": "\(reason)"]
+        )
+        try await store.setStatus(id: record.id, .lost, reason: reason)
+        if let backend = backends[record.backend], let reference = record.reference {
+            try? await backend.destroy(reference)
+        }
+        await announce(record, "lost", reason: reason)
+    }
+
+    /// A random 256-bit session key, hex.
+    static func makeSessionKey() -> String {
+        (0..<4).map { _ in String(format: "%016llx", UInt64.random(in: .min ... .max)) }.joined()
+    }
+
+    /// A port of `docker.host_ports` that no live sandbox holds and nothing listens on; the unique index on
+    /// `host_port` settles a race between two workers that picked the same one.
+    func allocateHostPort() async throws -> Int {
+        let range = configuration.hostPorts
+        let used = try await store.usedHostPorts()
+        for _ in 0..<64 {
+            let port = Int.random(in: range)
+            if !used.contains(port), Self.portIsFree(port) { return port }
+        }
+        throw BackendFailure(
+            DeckhandError(.runtimeBackend, "no free port in docker.host_ports \(range.lowerBound)-\(range.upperBound)")
+        )
+    }
+
+    /// Whether 127.0.0.1:`port` can be bound now.
+    static func portIsFree(_ port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+            }
+        }
+    }
+
+    // MARK: pause, resume, stop, destroy
+
+    func lifecycle(_ command: RuntimeCommand, _ target: SandboxTarget, logger: Logger) async throws {
+        let record: SandboxRecord?
+        if let id = target.sandboxID {
+            record = try await store.sandbox(id: id)
+        } else if let conversation = target.conversationID {
+            record = try await store.liveSandbox(conversation: conversation)
+        } else {
+            throw MalformedCommand(description: "\(command.rawValue) names neither a sandbox nor a conversation")
+        }
+        guard let record, record.status != .lost, record.status != .error, record.status != .starting else {
+            logger.debug("\(command.rawValue): no such live sandbox; nothing to do")
+            return
+        }
+        guard let backend = backends[record.backend] else {
+            throw DeckhandError(.runtimeBackend, "the \(record.backend.rawValue) backend is not enabled here")
+        }
+        do {
+            switch command {
+            case .pause where record.status == .running || record.status == .warm:
+                try await backendCall { try await backend.pause(record.reference ?? "") }
+                try await store.setStatus(id: record.id, .paused)
+                await announce(record, "paused")
+            case .resume where record.status == .paused || record.status == .stopped:
+                let resumed = try await wake(record)
+                if resumed.conversationID != nil { try await sendReady(resumed) }
+            case .stop where record.status == .running || record.status == .paused || record.status == .warm:
+                try await backendCall { try await backend.stop(record.reference ?? "") }
+                try await store.setStatus(id: record.id, .stopped)
+                await announce(record, "stopped")
+            case .destroy:
+                if let reference = record.reference {
+                    try await backendCall { try await backend.destroy(reference) }
+                }
+                try await store.delete(id: record.id)
+                await announce(record, "destroyed")
+            default:
+                logger.debug("\(command.rawValue): the sandbox is \(record.status.rawValue) already")
+            }
+        } catch let failure as BackendFailure {
+            if let reference = record.reference,
+                (try? await backend.inspect(reference)) == .missing
+            {
+                try await markLost(record, reason: failure.message, logger: logger)
+                return
+            }
+            throw DeckhandError(failure.code, failure.message)
+        }
+    }
+}

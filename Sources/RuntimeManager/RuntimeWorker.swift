@@ -1,0 +1,261 @@
+import AMQP
+import DeckhandCore
+import Foundation
+import HTTPClient
+import Logging
+import Messaging
+import RuntimeBackends
+import ServiceLifecycle
+import Synchronization
+
+/// A runtime-manager worker (`deckhand runtime-worker`): consumes `runtime.commands`, provisions sandboxes
+/// through its backends, keeps the warm pool and the idle timers, and reconciles the backends with the
+/// `sandboxes` table when it starts. Stateless: any number can run, on any node.
+///
+/// Every command is idempotent by message id (`processed_messages`) and by state: a provision for a
+/// conversation that has a live sandbox answers with that sandbox; one whose sandbox another worker is
+/// starting waits for it, or takes it over when that worker's lease ran out.
+public final class RuntimeWorker: Service, Sendable {
+    public struct Configuration: Sendable {
+        public var settings: RuntimeSettings
+        /// The backend of a `provision` that names none.
+        public var defaultBackend: RuntimeSettings.Backend
+        /// Commands handled at once (the consumer's prefetch).
+        public var prefetch: Int
+        /// This worker's name in leases and logs.
+        public var workerID: String
+        /// Attempts through the retry queues before a failing command is dead-lettered.
+        public var maxAttempts: Int
+        /// The ports host-network sandboxes get (`docker.host_ports`).
+        public var hostPorts: ClosedRange<Int> = 30_000...39_999
+
+        public init(
+            settings: RuntimeSettings,
+            defaultBackend: RuntimeSettings.Backend,
+            prefetch: Int = 32,
+            workerID: String = RuntimeWorker.makeWorkerID(),
+            maxAttempts: Int = 5
+        ) {
+            self.settings = settings
+            self.defaultBackend = defaultBackend
+            self.prefetch = prefetch
+            self.workerID = workerID
+            self.maxAttempts = maxAttempts
+        }
+    }
+
+    public let configuration: Configuration
+    let bus: CommandBus
+    let store: SandboxStore
+    let backends: [RuntimeSettings.Backend: any SandboxBackend]
+    let http: HTTPClient
+    let logger: Logger
+    private let inFlight = Mutex(0)
+    private let draining = Mutex(false)
+
+    static let consumerName = "runtime-worker"
+
+    public init(
+        configuration: Configuration,
+        bus: CommandBus,
+        store: SandboxStore,
+        backends: [any SandboxBackend],
+        http: HTTPClient,
+        logger: Logger = Logger(label: "deckhand.runtime")
+    ) {
+        self.configuration = configuration
+        self.bus = bus
+        self.store = store
+        self.backends = Dictionary(backends.map { ($0.kind, $0) }, uniquingKeysWith: { first, _ in first })
+        self.http = http
+        var logger = logger
+        logger[metadataKey: "deckhand.worker"] = "\(configuration.workerID)"
+        self.logger = logger
+    }
+
+    /// `<host>-<pid>-<random>`.
+    public static func makeWorkerID() -> String {
+        "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)-\(UUID().uuidString.prefix(8).lowercased())"
+    }
+
+    var settings: RuntimeSettings { configuration.settings }
+    var topology: Topology { bus.topology }
+
+    // MARK: Running
+
+    /// Reconciles, then consumes until a graceful shutdown (or cancellation): on shutdown it stops taking
+    /// commands, lets the ones in flight finish within `runtime.shutdown_timeout` (cancelling, and so
+    /// requeueing, what is left), and returns.
+    public func run() async throws {
+        try await reconcile()
+        let consumer = try await bus.connection.consume(queue: topology.runtimeQueue, prefetch: configuration.prefetch)
+        logger.info(
+            "runtime worker consuming",
+            metadata: [
+                LogKey.amqpQueue.rawValue: "\(topology.runtimeQueue)",
+                "deckhand.backends": "\(backends.keys.map(\.rawValue).sorted().joined(separator: ","))",
+            ]
+        )
+        try await withThrowingDiscardingTaskGroup { group in
+            group.addTask { await self.maintenanceLoop() }
+            group.addTask {
+                // On a graceful shutdown: take no new command, let those in flight finish (and ack) within the
+                // shutdown timeout, then cancel the consumer, which ends the loop below. Cancelling the consumer
+                // first would close its channel and requeue the commands in flight.
+                let graceful = (try? await gracefulShutdown()) != nil
+                self.draining.withLock { $0 = true }
+                if graceful {
+                    self.logger.info(
+                        "runtime worker draining",
+                        metadata: ["deckhand.in_flight": "\(self.inFlight.withLock { $0 })"]
+                    )
+                    let deadline = ContinuousClock.now + self.settings.shutdownTimeout
+                    while self.inFlight.withLock({ $0 }) > 0, ContinuousClock.now < deadline, !Task.isCancelled {
+                        try? await Task.sleep(for: .milliseconds(20))
+                    }
+                }
+                await consumer.cancel()
+            }
+            for try await delivery in consumer {
+                if draining.withLock({ $0 }) {
+                    delivery.nack(requeue: true)
+                    continue
+                }
+                inFlight.withLock { $0 += 1 }
+                group.addTask {
+                    await self.handle(delivery)
+                    self.inFlight.withLock { $0 -= 1 }
+                }
+            }
+            // Commands still running past the shutdown timeout are cancelled; their deliveries went back to the
+            // queue when the consumer's channel closed.
+            group.cancelAll()
+        }
+        logger.info("runtime worker stopped")
+    }
+
+    // MARK: Commands
+
+    func handle(_ delivery: AMQPDelivery) async {
+        var logger = self.logger
+        logger[metadataKey: LogKey.amqpMessageID.rawValue] = "\(delivery.properties.messageID ?? "-")"
+        logger[metadataKey: LogKey.amqpMessageType.rawValue] = "\(delivery.properties.type ?? "-")"
+        logger[metadataKey: LogKey.amqpAttempt.rawValue] = "\(delivery.attempt)"
+        guard let command = delivery.properties.type.flatMap(RuntimeCommand.init(rawValue:)) else {
+            logger.error("unknown runtime command: dead-lettered")
+            delivery.reject()
+            return
+        }
+        let messageID = delivery.properties.messageID
+        do {
+            if let messageID, try await store.isProcessed(consumer: Self.consumerName, messageID: messageID) {
+                logger.debug("already handled")
+                delivery.ack()
+                return
+            }
+            switch command {
+            case .provision:
+                try await provision(try Self.decode(ProvisionRequest.self, delivery), logger: logger)
+            case .pause, .resume, .stop, .destroy:
+                try await lifecycle(command, try Self.decode(SandboxTarget.self, delivery), logger: logger)
+            case .poolRefill:
+                try await refill()
+            }
+            if let messageID { try await store.markProcessed(consumer: Self.consumerName, messageID: messageID) }
+            delivery.ack()
+        } catch let error as MalformedCommand {
+            logger.error("malformed runtime command: dead-lettered", metadata: [LogKey.error.rawValue: "\(error)"])
+            delivery.reject()
+        } catch {
+            if Task.isCancelled {
+                logger.notice("interrupted by shutdown: requeued")
+                delivery.nack(requeue: true)
+                return
+            }
+            logger.warning("runtime command failed", metadata: [LogKey.error.rawValue: "\(error)"])
+            do {
+                if try await bus.retryLater(
+                    delivery,
+                    from: topology.runtimeQueue,
+                    maxAttempts: configuration.maxAttempts
+                ) {
+                    delivery.ack()
+                } else {
+                    logger.error("runtime command failed on its last attempt: dead-lettered")
+                    delivery.reject()
+                }
+            } catch {
+                delivery.nack(requeue: true)
+            }
+        }
+    }
+
+    struct MalformedCommand: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    static func decode<T: Decodable>(_ type: T.Type, _ delivery: AMQPDelivery) throws -> T {
+        do {
+            return try delivery.message.decode(type)
+        } catch {
+            throw MalformedCommand(description: "\(T.self): \(error)")
+        }
+    }
+
+    // MARK: Messages out
+
+    func sendReady(_ record: SandboxRecord) async throws {
+        guard let conversation = record.conversationID, let url = record.url, let key = record.sessionAPIKey else {
+            throw DeckhandError(.internalError, "sandbox \(record.id) is not ready to be handed out")
+        }
+        let ready = SandboxReady(
+            conversationID: conversation,
+            sandboxID: record.id,
+            url: url,
+            sessionAPIKey: key,
+            backend: record.backend,
+            image: record.image
+        )
+        try await bus.send(ConversationCommand.sandboxReady.rawValue, ready, to: topology.conversationQueue)
+    }
+
+    func sendFailed(conversation: UUID, sandbox: UUID?, code: DeckhandError.Code, reason: String) async throws {
+        let failed = SandboxFailed(
+            conversationID: conversation,
+            sandboxID: sandbox,
+            code: code.rawValue,
+            reason: reason
+        )
+        try await bus.send(ConversationCommand.sandboxFailed.rawValue, failed, to: topology.conversationQueue)
+    }
+
+    /// Publishes a status change on `sandbox.<id>`; a failure to publish is logged, never fatal.
+    func announce(_ record: SandboxRecord, _ status: String, reason: String? = nil) async {
+        let event = SandboxStatusEvent(
+            sandboxID: record.id,
+            conversationID: record.conversationID,
+            status: status,
+            backend: record.backend,
+            reason: reason
+        )
+        do {
+            try await bus.publishEvent(
+                "sandbox_status",
+                event,
+                routingKey: "sandbox.\(record.id.uuidString.lowercased())"
+            )
+        } catch {
+            logger.warning("cannot publish a sandbox status event", metadata: [LogKey.error.rawValue: "\(error)"])
+        }
+    }
+
+    /// Asks any worker to refill the warm pool (after a claim).
+    func requestRefill() async {
+        guard !settings.warmPool.isEmpty else { return }
+        do {
+            try await bus.send(RuntimeCommand.poolRefill.rawValue, [String: String](), to: topology.runtimeQueue)
+        } catch {
+            logger.warning("cannot request a pool refill", metadata: [LogKey.error.rawValue: "\(error)"])
+        }
+    }
+}

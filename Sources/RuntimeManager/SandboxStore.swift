@@ -1,0 +1,354 @@
+import DeckhandCore
+import Foundation
+import Postgres
+
+/// One row of `sandboxes`.
+public struct SandboxRecord: Sendable, Equatable {
+    public enum Status: String, Sendable {
+        case warm, starting, running, paused, stopped, error, lost
+    }
+
+    public var id: UUID
+    public var backend: RuntimeSettings.Backend
+    public var reference: String?
+    public var image: String
+    public var status: Status
+    public var url: String?
+    public var sessionAPIKey: String?
+    public var conversationID: UUID?
+    public var workerID: String?
+    public var leaseUntil: Date?
+    public var hostPort: Int?
+    public var reason: String?
+    public var lastActiveAt: Date
+
+    init(row: PostgresRow) throws {
+        id = try row.decode(UUID.self, "id")
+        let backendName = try row.decode(String.self, "backend")
+        guard let backend = RuntimeSettings.Backend(rawValue: backendName) else {
+            throw DeckhandError(.internalError, "sandbox \(id) has a backend this worker does not know: \(backendName)")
+        }
+        self.backend = backend
+        reference = try row.decode(String?.self, "backend_ref")
+        image = try row.decode(String.self, "image")
+        status = Status(rawValue: try row.decode(String.self, "status")) ?? .error
+        url = try row.decode(String?.self, "url")
+        sessionAPIKey = try row.decode(String?.self, "session_api_key")
+        conversationID = try row.decode(UUID?.self, "conversation_id")
+        workerID = try row.decode(String?.self, "worker_id")
+        leaseUntil = try row.decode(Date?.self, "lease_until")
+        hostPort = try row.decode(Int?.self, "host_port")
+        reason = try row.decode(String?.self, "reason")
+        lastActiveAt = try row.decode(Date.self, "last_active_at")
+    }
+}
+
+/// The runtime workers' statements on `sandboxes` and `processed_messages`.
+public struct SandboxStore: Sendable {
+    public let postgres: PostgresClient
+    /// Names the deployment in advisory-lock keys (advisory locks are database-wide; schemas are not).
+    public let deployment: String
+
+    public init(postgres: PostgresClient, deployment: String) {
+        self.postgres = postgres
+        self.deployment = deployment
+    }
+
+    static let columns =
+        "id, backend, backend_ref, image, status, url, session_api_key, conversation_id, worker_id, lease_until, host_port, reason, last_active_at"
+    /// Statuses of a sandbox that no longer counts (its conversation may get another).
+    static let dead = "('lost', 'error')"
+
+    /// A 64-bit advisory-lock key for `name` within this deployment (FNV-1a).
+    public func lockKey(_ name: String) -> Int64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in "deckhand.runtime:\(deployment):\(name)".utf8 {
+            hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3
+        }
+        return Int64(bitPattern: hash)
+    }
+
+    public func sandbox(id: UUID) async throws -> SandboxRecord? {
+        try await postgres.query("SELECT \(Self.columns) FROM sandboxes WHERE id = $1", [.uuid(id)]).first
+            .map(SandboxRecord.init)
+    }
+
+    /// The conversation's sandbox that still counts, if any.
+    public func liveSandbox(conversation: UUID) async throws -> SandboxRecord? {
+        try await postgres.query(
+            "SELECT \(Self.columns) FROM sandboxes WHERE conversation_id = $1 AND status NOT IN \(Self.dead)",
+            [.uuid(conversation)]
+        ).first.map(SandboxRecord.init)
+    }
+
+    public func all() async throws -> [SandboxRecord] {
+        try await postgres.query("SELECT \(Self.columns) FROM sandboxes ORDER BY created_at").map(SandboxRecord.init)
+    }
+
+    /// Hands the oldest warm sandbox of `backend` and `image` to `conversation` (skipping rows another
+    /// transaction holds); nil when the pool is empty. A conversation that got a sandbox meanwhile makes this
+    /// fail with a unique violation.
+    public func claimWarm(
+        conversation: UUID,
+        backend: RuntimeSettings.Backend,
+        image: String
+    ) async throws
+        -> SandboxRecord?
+    {
+        try await postgres.query(
+            """
+            UPDATE sandboxes SET conversation_id = $1, status = 'running', claimed_at = now(), last_active_at = now()
+            WHERE id = (
+                SELECT id FROM sandboxes WHERE status = 'warm' AND backend = $2 AND image = $3
+                ORDER BY created_at FOR UPDATE SKIP LOCKED LIMIT 1
+            )
+            RETURNING \(Self.columns)
+            """,
+            [.uuid(conversation), .text(backend.rawValue), .text(image)]
+        ).first.map(SandboxRecord.init)
+    }
+
+    /// Inserts a sandbox in `starting`, leased to `worker`. Returns nil when the conversation already has a live
+    /// sandbox (another provision got there first) or the host port is taken (`portTaken`).
+    public enum InsertOutcome: Sendable {
+        case inserted(SandboxRecord)
+        case conversationTaken
+        case portTaken
+    }
+
+    public func insertStarting(
+        id: UUID,
+        backend: RuntimeSettings.Backend,
+        image: String,
+        sessionAPIKey: String,
+        conversation: UUID?,
+        worker: String,
+        lease: Duration,
+        hostPort: Int?
+    ) async throws -> InsertOutcome {
+        do {
+            let rows = try await postgres.query(
+                """
+                INSERT INTO sandboxes (id, backend, image, status, session_api_key, conversation_id, worker_id,
+                    lease_until, host_port, claimed_at)
+                VALUES ($1, $2, $3, 'starting', $4, $5, $6, now() + $7::float8 * interval '1 millisecond', $8,
+                    CASE WHEN $5::uuid IS NULL THEN NULL ELSE now() END)
+                RETURNING \(Self.columns)
+                """,
+                [
+                    .uuid(id), .text(backend.rawValue), .text(image), .text(sessionAPIKey),
+                    .optional(conversation.map { .uuid($0) }), .text(worker), .int(lease.wholeMilliseconds),
+                    .optional(hostPort.map { .int(Int64($0)) }),
+                ]
+            )
+            guard let row = rows.first else { throw DeckhandError(.internalError, "INSERT … RETURNING gave no row") }
+            return .inserted(try SandboxRecord(row: row))
+        } catch let error as DeckhandError where error.postgresSQLState == "23505" {
+            let constraint = (error.underlying as? PostgresServerError)?.constraint ?? ""
+            return constraint == "sandboxes_host_port" ? .portTaken : .conversationTaken
+        }
+    }
+
+    /// Extends `worker`'s lease; false when the row is no longer leased to it.
+    public func renewLease(id: UUID, worker: String, lease: Duration) async throws -> Bool {
+        try await postgres.execute(
+            "UPDATE sandboxes SET lease_until = now() + $3::float8 * interval '1 millisecond' WHERE id = $1 AND worker_id = $2",
+            [.uuid(id), .text(worker), .int(lease.wholeMilliseconds)]
+        ) == 1
+    }
+
+    /// Takes over a `starting` sandbox whose lease ran out (its worker died); false when the lease still holds.
+    public func takeOver(id: UUID, worker: String, lease: Duration) async throws -> Bool {
+        try await postgres.execute(
+            """
+            UPDATE sandboxes SET worker_id = $2, lease_until = now() + $3::float8 * interval '1 millisecond'
+            WHERE id = $1 AND status = 'starting' AND (lease_until IS NULL OR lease_until < now())
+            """,
+            [.uuid(id), .text(worker), .int(lease.wholeMilliseconds)]
+        ) == 1
+    }
+
+    /// Records the backend's reference as soon as it exists, so cleanup can find it.
+    public func setReference(id: UUID, reference: String) async throws {
+        try await postgres.execute(
+            "UPDATE sandboxes SET backend_ref = $2 WHERE id = $1",
+            [.uuid(id), .text(reference)]
+        )
+    }
+
+    /// Ends a provision: `starting` → `status` (warm or running) with its URL, if `worker` still holds it.
+    public func finishStarting(
+        id: UUID,
+        worker: String,
+        status: SandboxRecord.Status,
+        url: String
+    ) async throws
+        -> SandboxRecord?
+    {
+        try await postgres.query(
+            """
+            UPDATE sandboxes SET status = $3, url = $4, worker_id = NULL, lease_until = NULL, last_active_at = now()
+            WHERE id = $1 AND worker_id = $2 AND status = 'starting'
+            RETURNING \(Self.columns)
+            """,
+            [.uuid(id), .text(worker), .text(status.rawValue), .text(url)]
+        ).first.map(SandboxRecord.init)
+    }
+
+    /// Sets a new status (and URL, when it changed), clearing any lease.
+    public func setStatus(
+        id: UUID,
+        _ status: SandboxRecord.Status,
+        url: String? = nil,
+        reason: String? = nil
+    )
+        async throws
+    {
+        try await postgres.execute(
+            """
+            UPDATE sandboxes SET status = $2, url = COALESCE($3, url), reason = COALESCE($4, reason),
+                worker_id = NULL, lease_until = NULL
+            WHERE id = $1
+            """,
+            [.uuid(id), .text(status.rawValue), .optional(url.map { .text($0) }), .optional(reason.map { .text($0) })]
+        )
+    }
+
+    /// Marks the sandbox used now (resets its idle timers).
+    public func touch(id: UUID) async throws {
+        try await postgres.execute("UPDATE sandboxes SET last_active_at = now() WHERE id = $1", [.uuid(id)])
+    }
+
+    public func delete(id: UUID) async throws {
+        try await postgres.execute("DELETE FROM sandboxes WHERE id = $1", [.uuid(id)])
+    }
+
+    /// Host ports held by live sandboxes.
+    public func usedHostPorts() async throws -> Set<Int> {
+        Set(
+            try await postgres.query(
+                "SELECT host_port FROM sandboxes WHERE host_port IS NOT NULL AND status NOT IN \(Self.dead)"
+            ).map { try $0.decode(Int.self, 0) }
+        )
+    }
+
+    // MARK: Warm pool
+
+    /// Under a transaction advisory lock per pool (so concurrent refills never overshoot): counts the pool's
+    /// warm sandboxes and those starting for it, and inserts `starting` rows for the shortfall, leased to
+    /// `worker`. Returns the new rows.
+    public func reserveWarm(
+        target: RuntimeSettings.PoolTarget,
+        worker: String,
+        lease: Duration,
+        makeKey: @escaping @Sendable () -> String
+    ) async throws -> [SandboxRecord] {
+        let key = lockKey("pool:\(target.backend.rawValue):\(target.image)")
+        return try await postgres.transaction { connection in
+            _ = try connection.execute("SELECT pg_advisory_xact_lock($1)", [.int(key)])
+            let count =
+                try connection.query(
+                    """
+                    SELECT count(*) AS n FROM sandboxes
+                    WHERE backend = $1 AND image = $2 AND conversation_id IS NULL
+                      AND (status = 'warm' OR (status = 'starting' AND lease_until > now()))
+                    """,
+                    [.text(target.backend.rawValue), .text(target.image)]
+                ).first?.decode(Int.self, "n") ?? 0
+            var reserved: [SandboxRecord] = []
+            for _ in 0..<max(0, target.size - count) {
+                let rows = try connection.query(
+                    """
+                    INSERT INTO sandboxes (id, backend, image, status, session_api_key, worker_id, lease_until)
+                    VALUES ($1, $2, $3, 'starting', $4, $5, now() + $6::float8 * interval '1 millisecond')
+                    RETURNING \(Self.columns)
+                    """,
+                    [
+                        .uuid(UUID()), .text(target.backend.rawValue), .text(target.image), .text(makeKey()),
+                        .text(worker), .int(lease.wholeMilliseconds),
+                    ]
+                )
+                if let row = rows.first { reserved.append(try SandboxRecord(row: row)) }
+            }
+            return reserved
+        }
+    }
+
+    /// Gives a reserved warm sandbox its host port (allocated after the reservation).
+    public func setHostPort(id: UUID, port: Int) async throws -> Bool {
+        do {
+            return try await postgres.execute(
+                "UPDATE sandboxes SET host_port = $2 WHERE id = $1",
+                [.uuid(id), .int(Int64(port))]
+            ) == 1
+        } catch let error as DeckhandError where error.postgresSQLState == "23505" {
+            return false
+        }
+    }
+
+    // MARK: Maintenance
+
+    /// Under the deployment's maintenance lock, if no other worker holds it: the sandboxes due for an idle
+    /// action (pause, stop, destroy) and the abandoned warm starts, each leased to `worker` so no one else acts
+    /// on them meanwhile. Nil when another worker is doing the maintenance.
+    public func claimMaintenance(
+        worker: String,
+        lease: Duration,
+        pauseAfter: Duration,
+        stopAfter: Duration,
+        destroyAfter: Duration
+    ) async throws -> [SandboxRecord]? {
+        let key = lockKey("maintenance")
+        return try await postgres.transaction { connection -> [SandboxRecord]? in
+            guard try connection.tryAdvisoryTransactionLock(key: key) else { return nil }
+            func due(_ after: Duration) -> PostgresValue { after > .zero ? .int(after.wholeMilliseconds) : .null }
+            let rows = try connection.query(
+                """
+                WITH due AS (
+                    SELECT id FROM sandboxes
+                    WHERE (lease_until IS NULL OR lease_until < now()) AND (
+                        (status = 'running' AND conversation_id IS NOT NULL
+                            AND last_active_at < now() - $1::float8 * interval '1 millisecond')
+                        OR (status IN ('running', 'paused') AND conversation_id IS NOT NULL
+                            AND last_active_at < now() - $2::float8 * interval '1 millisecond')
+                        OR (status IN ('running', 'paused', 'stopped') AND conversation_id IS NOT NULL
+                            AND last_active_at < now() - $3::float8 * interval '1 millisecond')
+                        OR (status = 'starting' AND conversation_id IS NULL AND lease_until < now())
+                    )
+                    FOR UPDATE SKIP LOCKED
+                )
+                UPDATE sandboxes SET worker_id = $4, lease_until = now() + $5::float8 * interval '1 millisecond'
+                FROM due WHERE sandboxes.id = due.id
+                RETURNING \(Self.columns.split(separator: ",").map { "sandboxes." + $0.trimmingCharacters(in: .whitespaces) }.joined(separator: ", "))
+                """,
+                [due(pauseAfter), due(stopAfter), due(destroyAfter), .text(worker), .int(lease.wholeMilliseconds)]
+            )
+            _ = try connection.execute("DELETE FROM processed_messages WHERE processed_at < now() - interval '7 days'")
+            return try rows.map(SandboxRecord.init)
+        }
+    }
+
+    // MARK: Processed messages
+
+    public func isProcessed(consumer: String, messageID: String) async throws -> Bool {
+        !(try await postgres.query(
+            "SELECT 1 FROM processed_messages WHERE consumer = $1 AND message_id = $2",
+            [.text(consumer), .text(messageID)]
+        ).isEmpty)
+    }
+
+    public func markProcessed(consumer: String, messageID: String) async throws {
+        try await postgres.execute(
+            "INSERT INTO processed_messages (consumer, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            [.text(consumer), .text(messageID)]
+        )
+    }
+}
+
+extension Duration {
+    /// The duration in whole milliseconds.
+    var wholeMilliseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1000 + attoseconds / 1_000_000_000_000_000
+    }
+}

@@ -1,0 +1,197 @@
+import DeckhandCore
+import DeckhandTesting
+import Foundation
+import HTTPClient
+import RuntimeBackends
+import RuntimeManager
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Runtime-manager workers on the Docker backend, against the dockerd the test command starts (host
+/// networking, the sandbox image that scripts/test.sh builds).
+@Suite struct RuntimeDockerTests {
+    /// Fails (never skips) when the image is missing, saying how to build it.
+    func requireImage(_ runtime: TestRuntime) async throws {
+        let docker = TestDocker(client: runtime.http)
+        guard try await docker.imageExists(TestRuntime.sandboxImage) else {
+            throw DeckhandError(
+                .unavailable,
+                "the sandbox image \(TestRuntime.sandboxImage) does not exist: run deploy/sandbox/build-offline.sh (scripts/test.sh does)"
+            )
+        }
+    }
+
+    @Test func provisionRunDestroyAContainer() async throws {
+        try await TestRuntime.with { runtime in
+            try await requireImage(runtime)
+            let worker = try runtime.makeWorker(backends: [.docker])
+            let backend = try runtime.makeBackends([.docker])[0]
+            try await running(worker) {
+                let conversation = UUID()
+                try await runtime.provision(conversation)
+                let reply = try await runtime.reply(for: conversation)
+                let ready = try #require(reply.ready, "expected sandbox_ready, got \(reply)")
+                #expect(ready.backend == .docker)
+                #expect(try await runtime.run("echo from-$(hostname)-$((6*7))", in: ready).contains("42"))
+
+                let listed = try await backend.list()
+                #expect(listed.map(\.sandboxID) == [ready.sandboxID])
+                let container = try #require(listed.first?.reference)
+                #expect(try await backend.inspect(container) == .running)
+
+                try await runtime.send(.destroy, sandbox: ready.sandboxID)
+                try await runtime.eventually("the sandbox row is deleted") {
+                    try await runtime.store.sandbox(id: ready.sandboxID) == nil
+                }
+                #expect(try await backend.inspect(container) == .missing, "the container is gone")
+                #expect(try await backend.list().isEmpty)
+            }
+        }
+    }
+
+    @Test func containersAreConfinedAndLabelled() async throws {
+        try await TestRuntime.with { runtime in
+            try await requireImage(runtime)
+            let worker = try runtime.makeWorker(backends: [.docker])
+            try await running(worker) {
+                let conversation = UUID()
+                try await runtime.provision(conversation)
+                let ready = try #require(try await runtime.reply(for: conversation).ready)
+                let reference = try #require(try await runtime.store.sandbox(id: ready.sandboxID)?.reference)
+                var request = HTTPRequest(
+                    method: .get,
+                    url: "http://localhost/v1.41/containers/\(reference)/json",
+                    unixSocketPath: TestEnvironment.dockerSocket
+                )
+                request.timeout = .seconds(10)
+                let inspected = try await runtime.http.execute(request).expectSuccess().decode(JSONValue.self)
+                guard case .object(let object) = inspected, case .object(let host) = object["HostConfig"],
+                    case .object(let config) = object["Config"], case .object(let labels) = config["Labels"]
+                else {
+                    Issue.record("unexpected inspect answer")
+                    return
+                }
+                #expect(host["Privileged"] == .bool(false))
+                #expect(host["Memory"] == .number(Double(512 << 20)))
+                #expect(host["PidsLimit"] == .number(256))
+                #expect(host["CapDrop"] == ["ALL"])
+                #expect(host["SecurityOpt"] == ["no-new-privileges"])
+                #expect(labels["deckhand.sandbox"]?.stringValue == ready.sandboxID.uuidString.lowercased())
+                #expect(labels["deckhand.managed"]?.stringValue == "true")
+                #expect(object["Mounts"] == [], "no Docker socket or other mount")
+                // The session key reaches the sandbox but the sandbox refuses a request without it.
+                var unauthenticated = HTTPRequest(method: .post, url: ready.url + "/execute_action")
+                unauthenticated.body = Array(#"{"action":{"action":"run","args":{"command":"id"}}}"#.utf8)
+                #expect(try await runtime.http.execute(unauthenticated).status == 403)
+            }
+        }
+    }
+
+    @Test func pauseAndResumeAContainerKeepsItsFiles() async throws {
+        try await TestRuntime.with { runtime in
+            try await requireImage(runtime)
+            let worker = try runtime.makeWorker(backends: [.docker])
+            try await running(worker) {
+                let conversation = UUID()
+                try await runtime.provision(conversation)
+                let ready = try #require(try await runtime.reply(for: conversation).ready)
+                _ = try await runtime.run("echo kept > /workspace/notes.txt", in: ready)
+                try await runtime.send(.pause, sandbox: ready.sandboxID)
+                try await runtime.eventually("the container is paused") {
+                    try await runtime.store.sandbox(id: ready.sandboxID)?.status == .paused
+                }
+                try await runtime.send(.resume, sandbox: ready.sandboxID)
+                let resumed = try #require(try await runtime.reply(for: conversation).ready)
+                #expect(try await runtime.run("cat /workspace/notes.txt", in: resumed).contains("kept"))
+            }
+        }
+    }
+
+    @Test func aMissingImageFailsWithAReadableReason() async throws {
+        try await TestRuntime.with { runtime in
+            let worker = try runtime.makeWorker(backends: [.docker])
+            try await running(worker) {
+                let conversation = UUID()
+                try await runtime.provision(conversation, image: "deckhand/no-such-image:0")
+                let reply = try await runtime.reply(for: conversation)
+                let failed = try #require(reply.failed, "expected sandbox_failed, got \(reply)")
+                #expect(failed.code == "RUNTIME$IMAGE_MISSING")
+                #expect(failed.reason.contains("deckhand/no-such-image:0"))
+                #expect(failed.reason.contains("does not exist"))
+                #expect(try await runtime.store.liveSandbox(conversation: conversation) == nil)
+            }
+        }
+    }
+
+    @Test func anUnreachableDockerSocketFailsWithAReadableReason() async throws {
+        try await TestRuntime.with { runtime in
+            let socket = "/tmp/\(runtime.namespace)-no-docker.sock"
+            let worker = try runtime.makeWorker(backends: [.docker], dockerSocket: socket)
+            try await running(worker) {
+                let conversation = UUID()
+                try await runtime.provision(conversation)
+                let reply = try await runtime.reply(for: conversation)
+                let failed = try #require(reply.failed, "expected sandbox_failed, got \(reply)")
+                #expect(failed.code == DeckhandError.Code.unavailable.rawValue)
+                #expect(failed.reason.contains("Docker engine at \(socket) does not answer"))
+            }
+        }
+    }
+
+    /// A worker SIGKILLed in the middle of a provision: the command comes back to another worker, which takes
+    /// the provision over once the dead worker's lease ran out; the conversation gets exactly one sandbox and
+    /// no container is left behind.
+    @Test func aWorkerKilledMidProvision() async throws {
+        try await TestRuntime.with { runtime in
+            try await requireImage(runtime)
+            let executable = URL(fileURLWithPath: ProcessBackend.defaultBinary).deletingLastPathComponent()
+                .appendingPathComponent("deckhand").path
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: executable)
+            process.arguments = ["runtime-worker", "--namespace", runtime.namespace]
+            process.environment = ProcessInfo.processInfo.environment.merging([
+                "DECKHAND_POSTGRES_URL": runtime.postgresURL,
+                "DECKHAND_AMQP_URL": TestEnvironment.amqpURL,
+                "DECKHAND_DOCKER_SOCKET": TestEnvironment.dockerSocket,
+                "DECKHAND_DOCKER_NETWORK": "host",
+                "DECKHAND_DOCKER_MEMORY": "512m",
+                "DECKHAND_RUNTIME_BACKEND": "docker",
+                "DECKHAND_RUNTIME_IMAGE": TestRuntime.sandboxImage,
+                "DECKHAND_RUNTIME_LEASE": "2s",
+                "DECKHAND_RUNTIME_MAINTENANCE_INTERVAL": "1h",
+                "DECKHAND_LOG_LEVEL": "warning",
+            ]) { $1 }
+            try process.run()
+
+            let conversation = UUID()
+            try await runtime.provision(conversation)
+            // Kill it once its container exists but before the sandbox is recorded running.
+            try await runtime.eventually("the worker created the container") {
+                guard let row = try await runtime.store.liveSandbox(conversation: conversation) else { return false }
+                return row.reference != nil && row.status == .starting
+            }
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            let interrupted = try #require(try await runtime.store.liveSandbox(conversation: conversation))
+
+            let survivor = try runtime.makeWorker(backends: [.docker])
+            try await running(survivor) {
+                let ready = try #require(try await runtime.reply(for: conversation).ready)
+                let live = try await runtime.store.all().filter {
+                    $0.conversationID == conversation && $0.status != .lost && $0.status != .error
+                }
+                #expect(live.map(\.id) == [ready.sandboxID], "exactly one sandbox for the conversation")
+                #expect(try await runtime.run("echo survived", in: ready).contains("survived"))
+                let containers = try await runtime.makeBackends([.docker])[0].list()
+                #expect(containers.map(\.sandboxID) == [ready.sandboxID], "no orphan container")
+                let replies = try runtime.allReplies()[conversation] ?? []
+                #expect(Set(replies.compactMap { $0.ready?.sandboxID }) == [ready.sandboxID])
+                #expect(interrupted.status == .starting)
+                #expect(ready.sandboxID == interrupted.id, "the interrupted provision was taken over")
+            }
+        }
+    }
+}

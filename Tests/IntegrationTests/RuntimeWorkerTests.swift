@@ -1,0 +1,263 @@
+import AMQP
+import DeckhandCore
+import DeckhandTesting
+import Foundation
+import Logging
+import Messaging
+import RuntimeBackends
+import RuntimeManager
+import ServiceLifecycle
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Runs `worker` for the length of `body`, then cancels it.
+func running<T: Sendable>(_ workers: RuntimeWorker..., body: () async throws -> T) async throws -> T {
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        for worker in workers {
+            group.addTask { try await worker.run() }
+        }
+        let result: Result<T, any Error>
+        do {
+            result = .success(try await body())
+        } catch {
+            result = .failure(error)
+        }
+        group.cancelAll()
+        try? await group.waitForAll()
+        return try result.get()
+    }
+}
+
+/// Runtime-manager workers on process sandboxes against the real RabbitMQ and PostgreSQL.
+@Suite struct RuntimeWorkerProcessTests {
+    @Test func provisionRunDestroy() async throws {
+        try await TestRuntime.with { runtime in
+            let worker = try runtime.makeWorker()
+            try await running(worker) {
+                let conversation = UUID()
+                try await runtime.provision(conversation)
+                let reply = try await runtime.reply(for: conversation)
+                let ready = try #require(reply.ready, "expected sandbox_ready, got \(reply)")
+                #expect(ready.backend == .process)
+                #expect(ready.url.hasPrefix("http://127.0.0.1:"))
+                let output = try await runtime.run("echo hello-from-$((40+2))", in: ready)
+                #expect(output.contains("hello-from-42"))
+
+                let record = try #require(try await runtime.store.sandbox(id: ready.sandboxID))
+                #expect(record.status == .running)
+                #expect(record.conversationID == conversation)
+                let folder = try #require(record.reference)
+                #expect(FileManager.default.fileExists(atPath: folder + "/workspace"))
+
+                try await runtime.send(.destroy, sandbox: ready.sandboxID)
+                try await runtime.eventually("the sandbox row is deleted") {
+                    try await runtime.store.sandbox(id: ready.sandboxID) == nil
+                }
+                #expect(!FileManager.default.fileExists(atPath: folder))
+                await #expect(throws: (any Error).self, "the sandbox's server is gone") {
+                    try await runtime.run("true", in: ready)
+                }
+            }
+        }
+    }
+
+    @Test func aRedeliveredProvisionAnswersWithTheSameSandbox() async throws {
+        try await TestRuntime.with { runtime in
+            let worker = try runtime.makeWorker()
+            try await running(worker) {
+                let conversation = UUID()
+                try await runtime.provision(conversation)
+                try await runtime.provision(conversation)
+                try await runtime.provision(conversation)
+                var sandboxes: Set<UUID> = []
+                for _ in 0..<3 {
+                    let ready = try #require(try await runtime.reply(for: conversation).ready)
+                    sandboxes.insert(ready.sandboxID)
+                }
+                #expect(sandboxes.count == 1)
+                let rows = try await runtime.store.all().filter { $0.conversationID == conversation }
+                #expect(rows.count == 1)
+            }
+        }
+    }
+
+    @Test func aWarmClaimIsServedFromThePoolAndThePoolRefills() async throws {
+        try await TestRuntime.with { runtime in
+            let settings = TestRuntime.settings {
+                $0.warmPool = [.init(backend: .process, image: RuntimeSettings.processImage, size: 2)]
+            }
+            let worker = try runtime.makeWorker(settings: settings)
+            try await running(worker) {
+                func warm() async throws -> [SandboxRecord] {
+                    try await runtime.store.all().filter { $0.status == .warm }
+                }
+                try await runtime.eventually("the pool holds 2 warm sandboxes") { try await warm().count == 2 }
+                let pool = Set(try await warm().map(\.id))
+
+                let conversation = UUID()
+                try await runtime.provision(conversation)
+                let ready = try #require(try await runtime.reply(for: conversation).ready)
+                #expect(pool.contains(ready.sandboxID), "the sandbox came from the warm pool")
+                #expect(try await runtime.run("echo warm", in: ready).contains("warm"))
+
+                try await runtime.eventually("the pool is refilled to 2") { try await warm().count == 2 }
+                let rows = try await runtime.store.all()
+                #expect(rows.count == 3)
+                #expect(rows.filter { $0.conversationID == conversation }.map(\.id) == [ready.sandboxID])
+            }
+        }
+    }
+
+    @Test func pauseThenResumeKeepsTheWorkspace() async throws {
+        try await TestRuntime.with { runtime in
+            let worker = try runtime.makeWorker()
+            try await running(worker) {
+                let conversation = UUID()
+                try await runtime.provision(conversation)
+                let ready = try #require(try await runtime.reply(for: conversation).ready)
+                _ = try await runtime.run("echo kept > notes.txt", in: ready)
+
+                try await runtime.send(.pause, sandbox: ready.sandboxID)
+                try await runtime.eventually("the sandbox is paused") {
+                    try await runtime.store.sandbox(id: ready.sandboxID)?.status == .paused
+                }
+                let paused = try #require(try await runtime.store.sandbox(id: ready.sandboxID))
+                let backend = try runtime.makeBackends([.process])[0]
+                #expect(try await backend.inspect(paused.reference ?? "") == .paused)
+
+                try await runtime.send(.resume, sandbox: ready.sandboxID)
+                let resumed = try #require(try await runtime.reply(for: conversation).ready)
+                #expect(resumed.sandboxID == ready.sandboxID)
+                #expect(try await runtime.run("cat notes.txt", in: resumed).contains("kept"))
+
+                try await runtime.send(.stop, sandbox: ready.sandboxID)
+                try await runtime.eventually("the sandbox is stopped") {
+                    try await runtime.store.sandbox(id: ready.sandboxID)?.status == .stopped
+                }
+                // A provision for the conversation starts its stopped sandbox again, files and all.
+                try await runtime.provision(conversation)
+                let restarted = try #require(try await runtime.reply(for: conversation).ready)
+                #expect(restarted.sandboxID == ready.sandboxID)
+                #expect(try await runtime.run("cat notes.txt", in: restarted).contains("kept"))
+            }
+        }
+    }
+
+    @Test func idleMaintenancePausesThenStops() async throws {
+        try await TestRuntime.with { runtime in
+            let settings = TestRuntime.settings {
+                $0.maintenanceInterval = .milliseconds(200)
+                $0.idlePauseAfter = .seconds(1)
+                $0.idleStopAfter = .seconds(3)
+            }
+            let worker = try runtime.makeWorker(settings: settings)
+            try await running(worker) {
+                let conversation = UUID()
+                try await runtime.provision(conversation)
+                let ready = try #require(try await runtime.reply(for: conversation).ready)
+                let started = ContinuousClock.now
+                try await runtime.eventually("the idle sandbox is paused") {
+                    try await runtime.store.sandbox(id: ready.sandboxID)?.status == .paused
+                }
+                let pausedAfter = ContinuousClock.now - started
+                try await runtime.eventually("the idle sandbox is stopped") {
+                    try await runtime.store.sandbox(id: ready.sandboxID)?.status == .stopped
+                }
+                let stoppedAfter = ContinuousClock.now - started
+                #expect(pausedAfter >= .milliseconds(900), "not paused before its timer")
+                #expect(stoppedAfter >= .milliseconds(2900), "not stopped before its timer")
+                let record = try #require(try await runtime.store.sandbox(id: ready.sandboxID))
+                let backend = try runtime.makeBackends([.process])[0]
+                #expect(try await backend.inspect(record.reference ?? "") == .stopped)
+            }
+        }
+    }
+
+    @Test func gracefulShutdownFinishesTheProvisionInFlight() async throws {
+        try await TestRuntime.with { runtime in
+            let worker = try runtime.makeWorker()
+            let group = ServiceGroup(
+                configuration: .init(services: [worker], gracefulShutdownSignals: [], logger: Logger(label: "test"))
+            )
+            try await withThrowingTaskGroup(of: Void.self) { tasks in
+                tasks.addTask { try await group.run() }
+                let conversation = UUID()
+                try await runtime.provision(conversation)
+                try await runtime.eventually("the provision started") {
+                    try await runtime.store.liveSandbox(conversation: conversation) != nil
+                }
+                await group.triggerGracefulShutdown()
+                try await tasks.waitForAll()
+                let ready = try #require(try await runtime.reply(for: conversation, timeout: .seconds(5)).ready)
+                #expect(try await runtime.store.sandbox(id: ready.sandboxID)?.status == .running)
+                let (messages, _) = try await runtime.connection.inspect(queue: runtime.topology.runtimeQueue)
+                #expect(messages == 0, "the provision was acked, not requeued")
+            }
+        }
+    }
+
+    @Test func twoWorkersServeAHundredConcurrentProvisionsFromAPoolOfTen() async throws {
+        try await TestRuntime.with { runtime in
+            let settings = TestRuntime.settings {
+                $0.warmPool = [.init(backend: .process, image: RuntimeSettings.processImage, size: 10)]
+            }
+            let first = try runtime.makeWorker(settings: settings, prefetch: 16)
+            let second = try runtime.makeWorker(settings: settings, prefetch: 16)
+            try await running(first, second) {
+                try await runtime.eventually("the pool holds 10 warm sandboxes") {
+                    try await runtime.store.all().filter { $0.status == .warm }.count == 10
+                }
+                let warm = Set(try await runtime.store.all().map(\.id))
+                let conversations = (0..<100).map { _ in UUID() }
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for conversation in conversations {
+                        group.addTask { try await runtime.provision(conversation) }
+                    }
+                    try await group.waitForAll()
+                }
+                var handedOut: [UUID: UUID] = [:]
+                for conversation in conversations {
+                    let reply = try await runtime.reply(for: conversation, timeout: .seconds(120))
+                    let ready = try #require(reply.ready, "\(reply)")
+                    #expect(handedOut[ready.sandboxID] == nil, "sandbox \(ready.sandboxID) handed out twice")
+                    handedOut[ready.sandboxID] = conversation
+                }
+                #expect(handedOut.count == 100)
+                #expect(Set(handedOut.keys).intersection(warm).count == 10, "all 10 warm sandboxes were claimed")
+                let rows = try await runtime.store.all().filter { $0.conversationID != nil }
+                #expect(rows.count == 100)
+                #expect(Set(rows.compactMap(\.conversationID)) == Set(conversations))
+                #expect(try runtime.allReplies().values.allSatisfy { $0.count == 1 }, "one answer per conversation")
+            }
+        }
+    }
+
+    @Test func aLostProcessSandboxIsMarkedAndItsConversationProvisionedAgain() async throws {
+        try await TestRuntime.with { runtime in
+            let conversation = UUID()
+            let first = try runtime.makeWorker()
+            let ready = try await running(first) {
+                try await runtime.provision(conversation)
+                return try #require(try await runtime.reply(for: conversation).ready)
+            }
+            // The sandbox dies (as it would with its worker): a new worker finds it lost and replaces it.
+            let record = try #require(try await runtime.store.sandbox(id: ready.sandboxID))
+            let pid = try String(contentsOfFile: (record.reference ?? "") + "/pid", encoding: .utf8)
+                .split(separator: " ").first.flatMap { Int32($0) }
+            kill(try #require(pid), SIGKILL)
+            try await runtime.eventually("the sandbox process is gone") {
+                try await runtime.makeBackends([.process])[0].inspect(record.reference ?? "") != .running
+            }
+            let second = try runtime.makeWorker()
+            try await running(second) {
+                let replacement = try #require(try await runtime.reply(for: conversation).ready)
+                #expect(replacement.sandboxID != ready.sandboxID)
+                #expect(try await runtime.store.sandbox(id: ready.sandboxID)?.status == .lost)
+                #expect(try await runtime.run("echo again", in: replacement).contains("again"))
+            }
+        }
+    }
+}

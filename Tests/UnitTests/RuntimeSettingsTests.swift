@@ -1,0 +1,91 @@
+import DeckhandCore
+import Foundation
+import Messaging
+import RuntimeBackends
+import Testing
+
+@Suite struct RuntimeSettingsTests {
+    private func configuration(_ environment: [String: String]) throws -> DeckhandConfiguration {
+        try DeckhandConfiguration(reader: ConfigurationReader(environment: environment))
+    }
+
+    @Test func warmPoolTargetsParseWithDefaultImages() throws {
+        let config = try configuration([
+            "DECKHAND_RUNTIME_WARM_POOL": "process=2, docker=3 ,docker:my/image:1.0=1",
+            "DECKHAND_RUNTIME_IMAGE": "deckhand/sandbox:9",
+        ])
+        #expect(
+            config.runtime.warmPool == [
+                .init(backend: .process, image: RuntimeSettings.processImage, size: 2),
+                .init(backend: .docker, image: "deckhand/sandbox:9", size: 3),
+                .init(backend: .docker, image: "my/image:1.0", size: 1),
+            ]
+        )
+    }
+
+    @Test func aBadWarmPoolNamesTheKey() throws {
+        for text in ["docker", "kubernetes=2", "docker=-1", "process=two"] {
+            let error = #expect(throws: DeckhandError.self) {
+                try configuration(["DECKHAND_RUNTIME_WARM_POOL": text])
+            }
+            #expect(error?.message.contains("runtime.warm_pool") == true, "\(text)")
+        }
+    }
+
+    @Test func sandboxEnvironmentParsesAndABadOneHidesItsValues() throws {
+        let config = try configuration(["DECKHAND_RUNTIME_ENVIRONMENT": "A=1, B_2=x=y"])
+        #expect(config.runtime.environment == ["A": "1", "B_2": "x=y"])
+        let error = #expect(throws: DeckhandError.self) {
+            try configuration(["DECKHAND_RUNTIME_ENVIRONMENT": "TOKEN=hunter2, 9BAD=1"])
+        }
+        #expect(error?.message.contains("runtime.environment") == true)
+        #expect(error?.message.contains("hunter2") == false)
+    }
+
+    @Test func backendChoiceAndDockerLimits() throws {
+        let config = try configuration([
+            "DECKHAND_RUNTIME_BACKEND": "process", "DECKHAND_DOCKER_MEMORY": "512m", "DECKHAND_DOCKER_CPUS": "1.5",
+            "DECKHAND_DOCKER_NETWORK": "host", "DECKHAND_DOCKER_HOST_PORTS": "40000-40010",
+        ])
+        #expect(config.runtime.backend == .process)
+        #expect(config.docker.memoryBytes == 512 << 20)
+        #expect(config.docker.cpus == 1.5)
+        #expect(config.docker.network == .host)
+        #expect(config.docker.hostPorts == 40000...40010)
+        #expect(try configuration([:]).runtime.backend == nil)
+        let error = #expect(throws: DeckhandError.self) {
+            try configuration(["DECKHAND_DOCKER_HOST_PORTS": "80-90"])
+        }
+        #expect(error?.message.contains("docker.host_ports") == true)
+    }
+
+    @Test func retryDelaysGrowAndTheLastRepeats() {
+        #expect(RetryDelay.forAttempt(1) == .oneSecond)
+        #expect(RetryDelay.forAttempt(2) == .fiveSeconds)
+        #expect(RetryDelay.forAttempt(3) == .thirtySeconds)
+        #expect(RetryDelay.forAttempt(9) == .thirtySeconds)
+        let topology = Topology(namespace: "t1")
+        #expect(topology.runtimeQueue == "t1.runtime.commands")
+        #expect(topology.retryQueue(for: topology.runtimeQueue, delay: .fiveSeconds) == "t1.runtime.commands.retry.5s")
+        #expect(Topology().commandsExchange == "deckhand.commands")
+    }
+
+    @Test func runtimeMessagesUseSnakeCase() throws {
+        let id = UUID()
+        let json = String(decoding: try JSONEncoder().encode(ProvisionRequest(conversationID: id)), as: UTF8.self)
+        #expect(json.contains("\"conversation_id\":\"\(id.uuidString)\""))
+        let decoded = try JSONDecoder().decode(
+            SandboxTarget.self,
+            from: Data(#"{"sandbox_id":"\#(id.uuidString)"}"#.utf8)
+        )
+        #expect(decoded.sandboxID == id)
+    }
+
+    @Test func dockerStatesMapToBackendStates() {
+        #expect(DockerBackend.state("running") == .running)
+        #expect(DockerBackend.state("paused") == .paused)
+        #expect(DockerBackend.state("exited") == .stopped)
+        #expect(DockerBackend.state("created") == .created)
+        #expect(DockerBackend.state("removing") == .missing)
+    }
+}
