@@ -223,14 +223,22 @@ public final class TestRuntime: Sendable {
         }
     }
 
-    /// The next reply for `conversation` (waiting at most `timeout`).
+    /// The next reply for `conversation` (waiting at most `timeout`); resumes as soon as it arrives.
     public func reply(for conversation: UUID, timeout: Duration = .seconds(60)) async throws -> Reply {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            if let delivery = inbox.take(conversation) { return try Self.decode(delivery) }
-            try await Task.sleep(for: .milliseconds(5))
+        let delivery = try await withThrowingTaskGroup(of: AMQPDelivery?.self) { group in
+            group.addTask { await self.inbox.next(conversation) }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                self.inbox.abandon(conversation)
+                return nil
+            }
+            defer { group.cancelAll() }
+            return try await group.next() ?? nil
         }
-        throw DeckhandError(.timeout, "no sandbox_ready or sandbox_failed for \(conversation) within \(timeout)")
+        guard let delivery else {
+            throw DeckhandError(.timeout, "no sandbox_ready or sandbox_failed for \(conversation) within \(timeout)")
+        }
+        return try Self.decode(delivery)
     }
 
     /// Every reply received so far, per conversation.
@@ -278,28 +286,50 @@ public final class TestRuntime: Sendable {
     }
 }
 
-/// What the workers sent to `conversation.commands`, by conversation, in arrival order.
+/// What the workers sent to `conversation.commands`, by conversation, in arrival order, with at most one
+/// waiter per conversation.
 final class ReplyInbox: Sendable {
-    private let state = Mutex<(pending: [UUID: [AMQPDelivery]], seen: [UUID: [AMQPDelivery]])>(([:], [:]))
+    private struct State {
+        var pending: [UUID: [AMQPDelivery]] = [:]
+        var seen: [UUID: [AMQPDelivery]] = [:]
+        var waiters: [UUID: CheckedContinuation<AMQPDelivery?, Never>] = [:]
+    }
+
+    private let state = Mutex(State())
 
     func add(_ delivery: AMQPDelivery) {
         struct Header: Decodable {
             var conversation_id: UUID
         }
         guard let conversation = try? delivery.message.decode(Header.self).conversation_id else { return }
-        state.withLock {
-            $0.pending[conversation, default: []].append(delivery)
-            $0.seen[conversation, default: []].append(delivery)
+        let waiter = state.withLock { state -> CheckedContinuation<AMQPDelivery?, Never>? in
+            state.seen[conversation, default: []].append(delivery)
+            if let waiter = state.waiters.removeValue(forKey: conversation) { return waiter }
+            state.pending[conversation, default: []].append(delivery)
+            return nil
+        }
+        waiter?.resume(returning: delivery)
+    }
+
+    /// The next delivery for `conversation`; nil when abandoned.
+    func next(_ conversation: UUID) async -> AMQPDelivery? {
+        await withCheckedContinuation { continuation in
+            let ready = state.withLock { state -> AMQPDelivery?? in
+                if var queue = state.pending[conversation], !queue.isEmpty {
+                    let first = queue.removeFirst()
+                    state.pending[conversation] = queue
+                    return .some(first)
+                }
+                state.waiters[conversation] = continuation
+                return .none
+            }
+            if case .some(let delivery) = ready { continuation.resume(returning: delivery) }
         }
     }
 
-    func take(_ conversation: UUID) -> AMQPDelivery? {
-        state.withLock { state in
-            guard var queue = state.pending[conversation], !queue.isEmpty else { return nil }
-            let first = queue.removeFirst()
-            state.pending[conversation] = queue
-            return first
-        }
+    /// Ends a wait that timed out.
+    func abandon(_ conversation: UUID) {
+        state.withLock { $0.waiters.removeValue(forKey: conversation) }?.resume(returning: nil)
     }
 
     func all() -> [UUID: [AMQPDelivery]] { state.withLock { $0.seen } }

@@ -28,7 +28,7 @@ struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "deckhand-bench",
         abstract: "Deckhand's benchmarks against the local services (deploy/local/services.sh start first).",
-        subcommands: [Foundation.self, Sandbox.self]
+        subcommands: [Foundation.self, Sandbox.self, Runtime.self]
     )
 }
 
@@ -89,6 +89,26 @@ extension Bench {
                 ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
                 .appendingPathComponent("deckhand-sandbox").path
             report(try await SandboxBenchmark.run(binary: path, calls: calls, concurrentReads: reads))
+        }
+    }
+}
+
+extension Bench {
+    struct Runtime: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "runtime",
+            abstract: "Provisioning through a runtime worker: cold (process, docker) and warm claims, publish to ready."
+        )
+
+        @Option(help: "Cold process-sandbox provisions.") var coldProcess = 30
+        @Option(help: "Cold Docker provisions (0 skips Docker).") var coldDocker = 20
+        @Option(help: "Warm claims.") var warm = 100
+        @Option(help: "Warm pool size.") var pool = 4
+
+        func run() async throws {
+            report(
+                try await RuntimeBenchmark.run(coldProcess: coldProcess, coldDocker: coldDocker, warm: warm, pool: pool)
+            )
         }
     }
 }

@@ -195,6 +195,8 @@ print_env() {
   wants rabbitmq && echo "export DECKHAND_AMQP_URL=amqp://guest:guest@127.0.0.1:$amqp_port/"
   wants postgres && echo "export DECKHAND_POSTGRES_URL=postgresql://deckhand:deckhand@127.0.0.1:$pg_port/deckhand"
   wants docker && echo "export DECKHAND_DOCKER_SOCKET=$docker_sock"
+  # This dockerd runs without a bridge (--bridge=none): sandboxes use the host network on 127.0.0.1.
+  wants docker && echo "export DECKHAND_DOCKER_NETWORK=host"
   return 0
 }
 
