@@ -155,6 +155,8 @@ public struct ProcessBackend: SandboxBackend {
             throw DeckhandError(.runtimeLost, "the process sandbox is not running")
         }
         process.signalTree(SIGSTOP)
+        // A signal is delivered when the process is next scheduled: return once it is stopped.
+        await process.waitUntil(stopped: true)
     }
 
     public func resume(_ reference: String) async throws {
@@ -163,6 +165,7 @@ public struct ProcessBackend: SandboxBackend {
             throw DeckhandError(.runtimeLost, "the process sandbox is not running")
         }
         process.signalTree(SIGCONT)
+        await process.waitUntil(stopped: false)
     }
 
     public func destroy(_ reference: String) async throws {
@@ -231,6 +234,14 @@ struct SandboxProcess {
     }
 
     var isStopped: Bool { Self.stat(pid)?.first == "T" }
+
+    /// Waits (at most 5 s) until the process is stopped or running again.
+    func waitUntil(stopped: Bool) async {
+        let deadline = ContinuousClock.now + .seconds(5)
+        while isAlive, isStopped != stopped, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(1))
+        }
+    }
 
     /// The server and every process below it (the shell runs in a session of its own, so a process group
     /// would miss it).
