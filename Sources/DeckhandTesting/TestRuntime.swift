@@ -164,7 +164,8 @@ public final class TestRuntime: Sendable {
         backends kinds: [RuntimeSettings.Backend] = [.process],
         dockerSocket: String = TestEnvironment.dockerSocket,
         prefetch: Int = 32,
-        connection: AMQPConnection? = nil
+        connection: AMQPConnection? = nil,
+        store: SandboxStore? = nil
     ) throws -> RuntimeWorker {
         var configuration = RuntimeWorker.Configuration(
             settings: settings,
@@ -175,7 +176,7 @@ public final class TestRuntime: Sendable {
         return RuntimeWorker(
             configuration: configuration,
             bus: CommandBus(connection: connection ?? self.connection, topology: topology),
-            store: store,
+            store: store ?? self.store,
             backends: try makeBackends(kinds, dockerSocket: dockerSocket),
             http: http,
             logger: Logger(label: "test.runtime.worker")

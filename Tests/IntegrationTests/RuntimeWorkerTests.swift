@@ -4,6 +4,7 @@ import DeckhandTesting
 import Foundation
 import Logging
 import Messaging
+import Postgres
 import RuntimeBackends
 import RuntimeManager
 import ServiceLifecycle
@@ -350,6 +351,47 @@ func running<T: Sendable>(_ workers: RuntimeWorker..., body: () async throws -> 
             let (messages, consumers) = try await runtime.connection.inspect(queue: runtime.topology.runtimeQueue)
             #expect(messages == 0)
             #expect(consumers == 0)
+        }
+    }
+
+    @Test func aFailingCommandIsRetriedLaterAndAMalformedOneIsDeadLettered() async throws {
+        try await TestRuntime.with { runtime in
+            // The worker reaches PostgreSQL through a proxy the test can cut.
+            guard let base = URLComponents(string: TestEnvironment.postgresURL), let port = base.port else {
+                throw DeckhandError(.invalidConfiguration, "DECKHAND_POSTGRES_URL has no port")
+            }
+            let proxy = try TCPProxy.start(targetHost: "127.0.0.1", targetPort: port)
+            defer { proxy.stop() }
+            let proxiedURL = runtime.postgresURL.replacingOccurrences(of: ":\(port)/", with: ":\(proxy.port)/")
+            let postgres = PostgresClient(url: proxiedURL, poolSize: 4, acquireTimeout: .seconds(2))
+            defer { Task { await postgres.close() } }
+            let worker = try runtime.makeWorker(store: SandboxStore(postgres: postgres, deployment: runtime.namespace))
+            try await running(worker) {
+                try await runtime.eventually("the worker consumes") {
+                    try await runtime.connection.inspect(queue: runtime.topology.runtimeQueue).consumerCount == 1
+                }
+                proxy.sever()
+                let conversation = UUID()
+                try await runtime.provision(conversation)
+                let retryQueue = runtime.topology.retryQueue(for: runtime.topology.runtimeQueue, delay: .oneSecond)
+                try await runtime.eventually("the failed provision waits in \(retryQueue)") {
+                    try await runtime.connection.inspect(queue: retryQueue).messageCount == 1
+                }
+                proxy.restore()
+                let reply = try await runtime.reply(for: conversation)
+                #expect(reply.ready != nil, "the retried provision succeeded: \(reply)")
+
+                for (type, body) in [("provision", "not json"), ("launch_rockets", "{}")] {
+                    try await runtime.connection.publish(
+                        AMQPMessage(json: Array(body.utf8), type: type),
+                        exchange: runtime.topology.commandsExchange,
+                        routingKey: runtime.topology.runtimeQueue
+                    )
+                }
+                try await runtime.eventually("both bad commands are dead-lettered") {
+                    try await runtime.connection.inspect(queue: runtime.topology.deadQueue).messageCount == 2
+                }
+            }
         }
     }
 }
