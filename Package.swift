@@ -87,6 +87,7 @@ let package = Package(
             name: "RuntimeBackends",
             dependencies: [
                 "CProcessSpawn", "DeckhandCore", "HTTPClient", .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: strict
         ),

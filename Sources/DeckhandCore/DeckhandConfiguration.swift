@@ -134,7 +134,7 @@ public struct DockerSettings: Sendable {
     public enum Network: String, Sendable {
         /// The container's port 8000 published on 127.0.0.1 at a port Docker picks.
         case bridge
-        /// The host's network; each sandbox listens on 127.0.0.1 at a port from `docker.host_ports`.
+        /// The host's network; each sandbox listens on 127.0.0.1 at a port the kernel picks.
         case host
     }
 
@@ -142,8 +142,6 @@ public struct DockerSettings: Sendable {
     public var socket: String? = nil
     /// `docker.network`: `bridge` or `host`.
     public var network: Network = .bridge
-    /// `docker.host_ports`: the ports host-network sandboxes are given, `first-last`.
-    public var hostPorts: ClosedRange<Int> = 30_000...39_999
     /// `docker.memory`: a sandbox's memory limit in bytes (written 512m, 4g; 0: none).
     public var memoryBytes: Int = 4 << 30
     /// `docker.cpus`: a sandbox's CPU limit in CPUs (0: none).
@@ -154,7 +152,7 @@ public struct DockerSettings: Sendable {
     public init() {}
 
     static let keys: Set<String> = [
-        "docker.socket", "docker.network", "docker.host_ports", "docker.memory", "docker.cpus", "docker.pids_limit",
+        "docker.socket", "docker.network", "docker.memory", "docker.cpus", "docker.pids_limit",
     ]
 
     public init(reader: ConfigurationReader) throws(DeckhandError) {
@@ -165,13 +163,6 @@ public struct DockerSettings: Sendable {
         network =
             Network(rawValue: try reader.choice("docker.network", default: "bridge", choices: ["bridge", "host"]))
             ?? .bridge
-        if let text = reader.raw("docker.host_ports") {
-            let bounds = text.split(separator: "-").compactMap { Int($0.trimmingWhitespace()) }
-            guard bounds.count == 2, bounds[0] >= 1024, bounds[0] <= bounds[1], bounds[1] <= 65_535 else {
-                throw reader.invalid("docker.host_ports", expected: "a range first-last within 1024-65535", got: text)
-            }
-            hostPorts = bounds[0]...bounds[1]
-        }
         if let text = reader.raw("docker.memory") {
             guard let bytes = Self.parseBytes(text) else {
                 throw reader.invalid("docker.memory", expected: "a size such as 512m or 4g (0: no limit)", got: text)

@@ -1,6 +1,7 @@
 import DeckhandCore
 import Foundation
 import HTTPClient
+import RuntimeBackends
 
 /// Just enough of the Docker Engine API (over its unix socket, through the HTTP client) for tests to run a
 /// container: create, start, logs, remove.
@@ -63,15 +64,7 @@ public struct TestDocker: Sendable {
     /// The container's output so far (stdout and stderr, with Docker's stream framing removed).
     public func logs(_ id: String) async throws -> String {
         let response = try await call(.get, "/containers/\(id)/logs?stdout=true&stderr=true")
-        var bytes = response.body[...]
-        var text = ""
-        while bytes.count >= 8 {
-            let length = bytes.dropFirst(4).prefix(4).reduce(0) { $0 << 8 | Int($1) }
-            let frame = bytes.dropFirst(8).prefix(length)
-            text += String(decoding: frame, as: UTF8.self)
-            bytes = bytes.dropFirst(8 + length)
-        }
-        return text
+        return DockerBackend.demultiplex(response.body)
     }
 
     /// Removes the container, running or not.

@@ -167,12 +167,11 @@ public final class TestRuntime: Sendable {
         connection: AMQPConnection? = nil,
         store: SandboxStore? = nil
     ) throws -> RuntimeWorker {
-        var configuration = RuntimeWorker.Configuration(
+        let configuration = RuntimeWorker.Configuration(
             settings: settings,
             defaultBackend: kinds[0],
             prefetch: prefetch
         )
-        configuration.hostPorts = Self.dockerSettings.hostPorts
         return RuntimeWorker(
             configuration: configuration,
             bus: CommandBus(connection: connection ?? self.connection, topology: topology),

@@ -9,7 +9,9 @@ import Logging
 /// labels `deckhand.sandbox=<id>` and `deckhand.managed=true`, has memory, CPU and process limits, is never
 /// privileged, gets no Docker socket, keeps only the capabilities a root shell that installs packages and
 /// switches users needs, and cannot gain privileges through set-uid programs. Its server is reached either on
-/// a port Docker publishes on 127.0.0.1 (bridge) or on an allocated port of the host's network.
+/// a port Docker publishes on 127.0.0.1 (bridge) or, on the host's network, at a port the kernel picks when the
+/// server binds port 0 (so no two sandboxes, of any worker, ever share one); the server announces it on its
+/// standard output, which the backend reads back from the container's log.
 public struct DockerBackend: SandboxBackend {
     public let socket: String
     public let settings: DockerSettings
@@ -34,7 +36,6 @@ public struct DockerBackend: SandboxBackend {
     }
 
     public var kind: RuntimeSettings.Backend { .docker }
-    public var needsHostPort: Bool { settings.network == .host }
 
     // MARK: The Engine API
 
@@ -83,7 +84,6 @@ public struct DockerBackend: SandboxBackend {
     public func create(_ spec: SandboxSpec) async throws -> String {
         var environment = spec.environment
         environment["SESSION_API_KEY"] = spec.sessionAPIKey
-        let port: Int
         var hostConfig: [String: JSONValue] = [
             "Privileged": false,
             "CapDrop": ["ALL"],
@@ -97,23 +97,21 @@ public struct DockerBackend: SandboxBackend {
         var exposed: JSONValue = [:]
         switch settings.network {
         case .host:
-            guard let hostPort = spec.hostPort else {
-                throw DeckhandError(.internalError, "a host-network Docker sandbox needs an allocated port")
-            }
-            port = hostPort
             hostConfig["NetworkMode"] = "host"
         case .bridge:
-            port = Self.containerPort
             hostConfig["NetworkMode"] = "bridge"
             hostConfig["PortBindings"] = [
-                "\(port)/tcp": [["HostIp": "127.0.0.1", "HostPort": ""]]
+                "\(Self.containerPort)/tcp": [["HostIp": "127.0.0.1", "HostPort": ""]]
             ]
-            exposed = ["\(port)/tcp": [:]]
+            exposed = ["\(Self.containerPort)/tcp": [:]]
         }
-        let host = settings.network == .host ? "127.0.0.1" : "0.0.0.0"
+        let (host, port) = settings.network == .host ? ("127.0.0.1", 0) : ("0.0.0.0", Self.containerPort)
         let body: JSONValue = [
             "Image": .string(spec.image),
-            "Cmd": ["--host", .string(host), "--port", .string(String(port)), "--working-dir", "/workspace"],
+            "Cmd": [
+                "--host", .string(host), "--port", .string(String(port)), "--working-dir", "/workspace",
+                "--announce-port",
+            ],
             "Env": .array(environment.sorted { $0.key < $1.key }.map { .string("\($0.key)=\($0.value)") }),
             "Labels": [
                 "deckhand.sandbox": .string(spec.id.uuidString.lowercased()), "deckhand.managed": "true",
@@ -148,6 +146,8 @@ public struct DockerBackend: SandboxBackend {
     }
 
     public func start(_ reference: String, spec: SandboxSpec) async throws -> String {
+        // A restarted container logs a new announcement after the ones of its earlier runs.
+        let earlier = settings.network == .host ? try await announcedPorts(reference).count : 0
         let response = try await call(.post, "/containers/\(reference)/start")
         guard response.status == 204 || response.status == 304 else {
             if response.status == 404 { throw DeckhandError(.runtimeLost, "the sandbox's container is gone") }
@@ -155,10 +155,17 @@ public struct DockerBackend: SandboxBackend {
         }
         switch settings.network {
         case .host:
-            guard let port = spec.hostPort else {
-                throw DeckhandError(.internalError, "a host-network Docker sandbox needs an allocated port")
+            let deadline = ContinuousClock.now + .seconds(30)
+            while ContinuousClock.now < deadline {
+                let ports = try await announcedPorts(reference)
+                if ports.count > earlier, let port = ports.last { return "http://127.0.0.1:\(port)" }
+                let state = try await inspect(reference)
+                if state == .stopped || state == .missing {
+                    throw DeckhandError(.runtimeNotAlive, "the sandbox container exited before it listened")
+                }
+                try await Task.sleep(for: .milliseconds(5))
             }
-            return "http://127.0.0.1:\(port)"
+            throw DeckhandError(.runtimeNotAlive, "the sandbox container announced no port within 30 s")
         case .bridge:
             let inspected = try await call(.get, "/containers/\(reference)/json")
             guard inspected.status == 200, case .object(let object) = try inspected.decode(JSONValue.self),
@@ -172,6 +179,32 @@ public struct DockerBackend: SandboxBackend {
             }
             return "http://127.0.0.1:\(hostPort)"
         }
+    }
+
+    /// The ports the container's server announced on its standard output, oldest first (one per start).
+    func announcedPorts(_ reference: String) async throws -> [Int] {
+        let response = try await call(.get, "/containers/\(reference)/logs?stdout=true&stderr=false")
+        guard response.status == 200 else {
+            if response.status == 404 { throw DeckhandError(.runtimeLost, "the sandbox's container is gone") }
+            throw fail("read the sandbox container's log", response)
+        }
+        return Self.demultiplex(response.body).split(separator: "\n").compactMap { line in
+            guard line.hasPrefix("deckhand-sandbox port ") else { return nil }
+            return Int(line.dropFirst("deckhand-sandbox port ".count))
+        }
+    }
+
+    /// The text of a log without a TTY: frames of an 8-byte header (stream, 0, 0, 0, big-endian length) and
+    /// the payload.
+    public static func demultiplex(_ body: [UInt8]) -> String {
+        var bytes = body[...]
+        var text = ""
+        while bytes.count >= 8 {
+            let length = bytes.dropFirst(4).prefix(4).reduce(0) { $0 << 8 | Int($1) }
+            text += String(decoding: bytes.dropFirst(8).prefix(length), as: UTF8.self)
+            bytes = bytes.dropFirst(8 + length)
+        }
+        return text
     }
 
     public func stop(_ reference: String) async throws {

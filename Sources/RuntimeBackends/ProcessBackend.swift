@@ -2,6 +2,7 @@ import CProcessSpawn
 import DeckhandCore
 import Foundation
 import Logging
+import NIOPosix
 
 #if canImport(Glibc)
 import Glibc
@@ -44,7 +45,6 @@ public struct ProcessBackend: SandboxBackend {
     }
 
     public var kind: RuntimeSettings.Backend { .process }
-    public var needsHostPort: Bool { false }
 
     struct Paths {
         let folder: String
@@ -69,8 +69,10 @@ public struct ProcessBackend: SandboxBackend {
     public func create(_ spec: SandboxSpec) async throws -> String {
         let reference = root + "/" + spec.id.uuidString.lowercased()
         let paths = try paths(reference)
-        try FileManager.default.createDirectory(atPath: paths.workspace, withIntermediateDirectories: true)
-        chmod(paths.folder, 0o700)
+        try await blocking {
+            try FileManager.default.createDirectory(atPath: paths.workspace, withIntermediateDirectories: true)
+            chmod(paths.folder, 0o700)
+        }
         return reference
     }
 
@@ -84,7 +86,7 @@ public struct ProcessBackend: SandboxBackend {
             await process.terminate(grace: .seconds(5))
         }
         try? FileManager.default.removeItem(atPath: paths.portFile)
-        let process = try spawn(paths: paths, spec: spec)
+        let process = try await blocking { try self.spawn(paths: paths, spec: spec) }
         let deadline = ContinuousClock.now + .seconds(30)
         while ContinuousClock.now < deadline {
             if let port = Self.readPort(paths.portFile) { return "http://127.0.0.1:\(port)" }
@@ -142,7 +144,7 @@ public struct ProcessBackend: SandboxBackend {
     public func stop(_ reference: String) async throws {
         let paths = try paths(reference)
         if let process = SandboxProcess.read(paths.pidFile), process.isAlive {
-            process.signalTree(SIGCONT)
+            try await blocking { process.signalTree(SIGCONT) }
             await process.terminate(grace: .seconds(10))
         }
         try? FileManager.default.removeItem(atPath: paths.pidFile)
@@ -154,7 +156,7 @@ public struct ProcessBackend: SandboxBackend {
         guard let process = SandboxProcess.read(paths.pidFile), process.isAlive else {
             throw DeckhandError(.runtimeLost, "the process sandbox is not running")
         }
-        process.signalTree(SIGSTOP)
+        try await blocking { process.signalTree(SIGSTOP) }
         // A signal is delivered when the process is next scheduled: return once it is stopped.
         await process.waitUntil(stopped: true)
     }
@@ -164,14 +166,14 @@ public struct ProcessBackend: SandboxBackend {
         guard let process = SandboxProcess.read(paths.pidFile), process.isAlive else {
             throw DeckhandError(.runtimeLost, "the process sandbox is not running")
         }
-        process.signalTree(SIGCONT)
+        try await blocking { process.signalTree(SIGCONT) }
         await process.waitUntil(stopped: false)
     }
 
     public func destroy(_ reference: String) async throws {
         let paths = try paths(reference)
         try await stop(reference)
-        try? FileManager.default.removeItem(atPath: paths.folder)
+        try await blocking { try? FileManager.default.removeItem(atPath: paths.folder) }
     }
 
     public func inspect(_ reference: String) async throws -> SandboxBackendState {
@@ -190,6 +192,11 @@ public struct ProcessBackend: SandboxBackend {
             listed.append(ListedSandbox(sandboxID: id, reference: reference, state: try await inspect(reference)))
         }
         return listed
+    }
+
+    /// Runs file-system and process-table work on NIO's thread pool, off the cooperative pool.
+    func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await NIOThreadPool.singleton.runIfActive(body)
     }
 
     static func readPort(_ path: String) -> Int? {
@@ -270,7 +277,8 @@ struct SandboxProcess {
     /// SIGTERM (the server ends its shell), then SIGKILL to whatever is left after `grace`.
     func terminate(grace: Duration) async {
         guard isAlive else { return }
-        let members = tree()
+        let process = self
+        let members = (try? await NIOThreadPool.singleton.runIfActive { process.tree() }) ?? [pid]
         kill(pid, SIGTERM)
         let deadline = ContinuousClock.now + grace
         while isAlive, ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(5)) }

@@ -22,21 +22,17 @@ public struct SandboxSpec: Sendable {
     public var sessionAPIKey: String
     /// Extra variables for the sandbox (may hold secrets: never logged).
     public var environment: [String: String]
-    /// The port to listen on, for backends that need one allocated (``SandboxBackend/needsHostPort``).
-    public var hostPort: Int?
 
     public init(
         id: UUID,
         image: String,
         sessionAPIKey: String,
-        environment: [String: String] = [:],
-        hostPort: Int? = nil
+        environment: [String: String] = [:]
     ) {
         self.id = id
         self.image = image
         self.sessionAPIKey = sessionAPIKey
         self.environment = environment
-        self.hostPort = hostPort
     }
 }
 
@@ -69,8 +65,6 @@ public struct ListedSandbox: Sendable, Equatable {
 /// id, a folder); every operation is idempotent on a sandbox already in the asked state.
 public protocol SandboxBackend: Sendable {
     var kind: RuntimeSettings.Backend { get }
-    /// Whether the caller must allocate ``SandboxSpec/hostPort`` (so that two workers never hand out one port).
-    var needsHostPort: Bool { get }
 
     /// Creates the sandbox without starting it; returns its reference.
     func create(_ spec: SandboxSpec) async throws -> String

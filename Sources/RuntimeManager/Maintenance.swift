@@ -30,16 +30,6 @@ extension RuntimeWorker {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for record in reserved {
                     group.addTask {
-                        var record = record
-                        if backend.needsHostPort {
-                            while true {
-                                let port = try await self.allocateHostPort()
-                                if try await self.store.setHostPort(id: record.id, port: port) {
-                                    record.hostPort = port
-                                    break
-                                }
-                            }
-                        }
                         try await self.bringUp(record, backend: backend, leftovers: false, logger: self.logger)
                     }
                 }

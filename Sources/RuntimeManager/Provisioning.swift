@@ -127,18 +127,6 @@ extension RuntimeWorker {
                 continue  // the conversation got a sandbox meanwhile: answer with that one
             }
 
-            let hostPort: Int?
-            do {
-                hostPort = backend.needsHostPort ? try await allocateHostPort() : nil
-            } catch let failure as BackendFailure {
-                try await sendFailed(
-                    conversation: request.conversationID,
-                    sandbox: nil,
-                    code: failure.code,
-                    reason: failure.message
-                )
-                return
-            }
             let outcome = try await store.insertStarting(
                 id: UUID(),
                 backend: kind,
@@ -146,14 +134,13 @@ extension RuntimeWorker {
                 sessionAPIKey: Self.makeSessionKey(),
                 conversation: request.conversationID,
                 worker: configuration.workerID,
-                lease: settings.lease,
-                hostPort: hostPort
+                lease: settings.lease
             )
             switch outcome {
             case .inserted(let record):
                 try await bringUp(record, backend: backend, leftovers: false, logger: logger)
                 return
-            case .conversationTaken, .portTaken:
+            case .conversationTaken:
                 continue
             }
         }
@@ -225,8 +212,7 @@ extension RuntimeWorker {
             id: record.id,
             image: record.image,
             sessionAPIKey: record.sessionAPIKey ?? "",
-            environment: settings.environment,
-            hostPort: record.hostPort
+            environment: settings.environment
         )
     }
 
@@ -343,36 +329,6 @@ extension RuntimeWorker {
     /// A random 256-bit session key, hex.
     static func makeSessionKey() -> String {
         (0..<4).map { _ in String(format: "%016llx", UInt64.random(in: .min ... .max)) }.joined()
-    }
-
-    /// A port of `docker.host_ports` that no live sandbox holds and nothing listens on; the unique index on
-    /// `host_port` settles a race between two workers that picked the same one.
-    func allocateHostPort() async throws -> Int {
-        let range = configuration.hostPorts
-        let used = try await store.usedHostPorts()
-        for _ in 0..<64 {
-            let port = Int.random(in: range)
-            if !used.contains(port), Self.portIsFree(port) { return port }
-        }
-        throw BackendFailure(
-            DeckhandError(.runtimeBackend, "no free port in docker.host_ports \(range.lowerBound)-\(range.upperBound)")
-        )
-    }
-
-    /// Whether 127.0.0.1:`port` can be bound now.
-    static func portIsFree(_ port: Int) -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        return withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
-            }
-        }
     }
 
     // MARK: pause, resume, stop, destroy

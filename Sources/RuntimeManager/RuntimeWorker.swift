@@ -26,8 +26,6 @@ public final class RuntimeWorker: Service, Sendable {
         public var workerID: String
         /// Attempts through the retry queues before a failing command is dead-lettered.
         public var maxAttempts: Int
-        /// The ports host-network sandboxes get (`docker.host_ports`).
-        public var hostPorts: ClosedRange<Int> = 30_000...39_999
 
         public init(
             settings: RuntimeSettings,

@@ -18,7 +18,6 @@ public struct SandboxRecord: Sendable, Equatable {
     public var conversationID: UUID?
     public var workerID: String?
     public var leaseUntil: Date?
-    public var hostPort: Int?
     public var reason: String?
     public var lastActiveAt: Date
 
@@ -37,7 +36,6 @@ public struct SandboxRecord: Sendable, Equatable {
         conversationID = try row.decode(UUID?.self, "conversation_id")
         workerID = try row.decode(String?.self, "worker_id")
         leaseUntil = try row.decode(Date?.self, "lease_until")
-        hostPort = try row.decode(Int?.self, "host_port")
         reason = try row.decode(String?.self, "reason")
         lastActiveAt = try row.decode(Date.self, "last_active_at")
     }
@@ -55,7 +53,7 @@ public struct SandboxStore: Sendable {
     }
 
     static let columns =
-        "id, backend, backend_ref, image, status, url, session_api_key, conversation_id, worker_id, lease_until, host_port, reason, last_active_at"
+        "id, backend, backend_ref, image, status, url, session_api_key, conversation_id, worker_id, lease_until, reason, last_active_at"
     /// Statuses of a sandbox that no longer counts (its conversation may get another).
     static let dead = "('lost', 'error')"
 
@@ -108,13 +106,14 @@ public struct SandboxStore: Sendable {
         ).first.map(SandboxRecord.init)
     }
 
-    /// Inserts a sandbox in `starting`, leased to `worker`. Returns nil when the conversation already has a live
-    /// sandbox (another provision got there first) or the host port is taken (`portTaken`).
+    /// What ``insertStarting(id:backend:image:sessionAPIKey:conversation:worker:lease:)`` did.
     public enum InsertOutcome: Sendable {
         case inserted(SandboxRecord)
+        /// The conversation already has a live sandbox (another provision got there first).
         case conversationTaken
-        case portTaken
     }
+
+    /// Inserts a sandbox in `starting`, leased to `worker`.
 
     public func insertStarting(
         id: UUID,
@@ -123,29 +122,26 @@ public struct SandboxStore: Sendable {
         sessionAPIKey: String,
         conversation: UUID?,
         worker: String,
-        lease: Duration,
-        hostPort: Int?
+        lease: Duration
     ) async throws -> InsertOutcome {
         do {
             let rows = try await postgres.query(
                 """
                 INSERT INTO sandboxes (id, backend, image, status, session_api_key, conversation_id, worker_id,
-                    lease_until, host_port, claimed_at)
-                VALUES ($1, $2, $3, 'starting', $4, $5, $6, now() + $7::float8 * interval '1 millisecond', $8,
+                    lease_until, claimed_at)
+                VALUES ($1, $2, $3, 'starting', $4, $5, $6, now() + $7::float8 * interval '1 millisecond',
                     CASE WHEN $5::uuid IS NULL THEN NULL ELSE now() END)
                 RETURNING \(Self.columns)
                 """,
                 [
                     .uuid(id), .text(backend.rawValue), .text(image), .text(sessionAPIKey),
                     .optional(conversation.map { .uuid($0) }), .text(worker), .int(lease.wholeMilliseconds),
-                    .optional(hostPort.map { .int(Int64($0)) }),
                 ]
             )
             guard let row = rows.first else { throw DeckhandError(.internalError, "INSERT … RETURNING gave no row") }
             return .inserted(try SandboxRecord(row: row))
         } catch let error as DeckhandError where error.postgresSQLState == "23505" {
-            let constraint = (error.underlying as? PostgresServerError)?.constraint ?? ""
-            return constraint == "sandboxes_host_port" ? .portTaken : .conversationTaken
+            return .conversationTaken
         }
     }
 
@@ -223,15 +219,6 @@ public struct SandboxStore: Sendable {
         try await postgres.execute("DELETE FROM sandboxes WHERE id = $1", [.uuid(id)])
     }
 
-    /// Host ports held by live sandboxes.
-    public func usedHostPorts() async throws -> Set<Int> {
-        Set(
-            try await postgres.query(
-                "SELECT host_port FROM sandboxes WHERE host_port IS NOT NULL AND status NOT IN \(Self.dead)"
-            ).map { try $0.decode(Int.self, 0) }
-        )
-    }
-
     // MARK: Warm pool
 
     /// Under a transaction advisory lock per pool (so concurrent refills never overshoot): counts the pool's
@@ -271,18 +258,6 @@ public struct SandboxStore: Sendable {
                 if let row = rows.first { reserved.append(try SandboxRecord(row: row)) }
             }
             return reserved
-        }
-    }
-
-    /// Gives a reserved warm sandbox its host port (allocated after the reservation).
-    public func setHostPort(id: UUID, port: Int) async throws -> Bool {
-        do {
-            return try await postgres.execute(
-                "UPDATE sandboxes SET host_port = $2 WHERE id = $1",
-                [.uuid(id), .int(Int64(port))]
-            ) == 1
-        } catch let error as DeckhandError where error.postgresSQLState == "23505" {
-            return false
         }
     }
 

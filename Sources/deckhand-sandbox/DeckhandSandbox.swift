@@ -30,6 +30,10 @@ struct DeckhandSandbox: AsyncParsableCommand {
     @Option(help: "Log level (trace, debug, info, notice, warning, error, critical).") var logLevel = "info"
     @Option(help: "Once listening, write the port to this file (atomically), for whoever started the server.")
     var portFile: String?
+    @Flag(
+        help: "Once listening, print `deckhand-sandbox port <port>` on standard output (read from a container's log)."
+    )
+    var announcePort = false
     @Option(
         help:
             "A descriptor to watch: when it reads end-of-file (the process that started the server died), shut down."
@@ -72,8 +76,11 @@ struct DeckhandSandbox: AsyncParsableCommand {
         if let lifelineFd {
             Lifeline.watch(descriptor: lifelineFd, logger: logger)
         }
-        try await SandboxServer(configuration: configuration, logger: logger).run { [portFile] port in
+        try await SandboxServer(configuration: configuration, logger: logger).run { [portFile, announcePort] port in
             logger.info("deckhand-sandbox listening on \(host):\(port)")
+            if announcePort {
+                FileHandle.standardOutput.write(Data("deckhand-sandbox port \(port)\n".utf8))
+            }
             if let portFile {
                 do {
                     try Data("\(port)\n".utf8).write(to: URL(fileURLWithPath: portFile), options: .atomic)

@@ -59,7 +59,6 @@ struct RuntimeWorkerCommand: AsyncParsableCommand {
                 prefetch: configuration.amqp.prefetch
             )
             if let workerID { workerConfiguration.workerID = workerID }
-            workerConfiguration.hostPorts = configuration.docker.hostPorts
             let worker = RuntimeWorker(
                 configuration: workerConfiguration,
                 bus: CommandBus(connection: amqp, topology: topology),

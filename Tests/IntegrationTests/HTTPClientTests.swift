@@ -135,7 +135,8 @@ private func url(_ port: Int, _ path: String) -> String {
                 task.cancel()
                 let result = await task.result
                 let elapsed = clock.now - cancelled
-                #expect(elapsed < .milliseconds(300), "cancellation took \(elapsed)")
+                // The response would take 10 s: cancelling must abort the transfer, not wait for it.
+                #expect(elapsed < .seconds(5), "cancellation took \(elapsed)")
                 #expect(throws: CancellationError.self) { try result.get() }
 
                 // A task cancelled before it sends never reaches the server.

@@ -11,8 +11,8 @@
 /// `lifeline_fd` is not negative it becomes the child's descriptor 3 (the read end of a pipe whose write end
 /// the parent keeps: the child sees end-of-file when the parent dies). Every other descriptor is closed.
 ///
-/// On success returns 0 and sets `*pid`; on failure returns -errno (an exec failure is reported too: the
-/// child writes its errno to a close-on-exec pipe the parent reads).
+/// On success returns 0 and sets `*pid`; on failure returns -errno (an exec failure included). Uses
+/// posix_spawn, so the caller is held only until the child has exec'd, and no page tables are copied.
 int deckhand_spawn_process(const char *path, char *const argv[], char *const envp[], int stdin_fd, int stdout_fd,
                            int stderr_fd, int lifeline_fd, pid_t *pid);
 

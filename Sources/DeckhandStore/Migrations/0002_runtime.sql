@@ -1,12 +1,10 @@
--- Runtime-manager workers (issue 4): leases on provisions in progress, host ports, failure reasons, and
+-- Runtime-manager workers (issue 4): leases on provisions in progress, failure reasons, and
 -- the record of handled messages that makes commands idempotent by message id.
 
 ALTER TABLE sandboxes
     -- The worker creating or changing the sandbox, and until when that claim holds without a renewal.
     ADD COLUMN worker_id text,
     ADD COLUMN lease_until timestamptz,
-    -- The port a host-network sandbox listens on (unique among live sandboxes: two workers never share one).
-    ADD COLUMN host_port integer,
     -- Why the sandbox is in `error` or `lost`.
     ADD COLUMN reason text,
     -- When the sandbox was first handed to a conversation.
@@ -17,8 +15,6 @@ ALTER TABLE sandboxes
 DROP INDEX sandboxes_conversation_id;
 CREATE UNIQUE INDEX sandboxes_conversation_id ON sandboxes (conversation_id)
     WHERE conversation_id IS NOT NULL AND status NOT IN ('lost', 'error');
-CREATE UNIQUE INDEX sandboxes_host_port ON sandboxes (host_port)
-    WHERE host_port IS NOT NULL AND status NOT IN ('lost', 'error');
 CREATE INDEX sandboxes_idle ON sandboxes (status, last_active_at) WHERE conversation_id IS NOT NULL;
 
 -- Messages a consumer has fully handled, by its name and the message id (DESIGN §2: the idempotency key).
