@@ -45,7 +45,9 @@ install_packages() {
     local policy=/usr/sbin/policy-rc.d created_policy=0
     if [[ ! -e $policy ]]; then printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod +x "$policy"; created_policy=1; fi
     apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
-    ((created_policy)) && rm -f "$policy"
+    # An if, not `((created_policy)) && rm`: that line's status would be the function's, and set -e would
+    # end the script (silently) whenever the policy file was already there.
+    if ((created_policy)); then rm -f "$policy"; fi
   fi
 }
 
