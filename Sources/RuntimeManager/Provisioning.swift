@@ -98,7 +98,13 @@ extension RuntimeWorker {
                             "taking over an interrupted provision",
                             metadata: [LogKey.sandboxID.rawValue: "\(existing.id)"]
                         )
-                        try await bringUp(existing, backend: backend, leftovers: true, logger: logger)
+                        // The interrupted sandbox keeps the backend it was started on.
+                        try await bringUp(
+                            existing,
+                            backend: backends[existing.backend] ?? backend,
+                            leftovers: true,
+                            logger: logger
+                        )
                         return
                     }
                 case .error, .lost:

@@ -128,8 +128,9 @@ import Testing
     }
 
     @Test func aNewCommandWhileOneRunsIsNotExecuted() async throws {
+        // Four seconds of silence against a 500 ms soft timeout: a wide margin on a loaded machine.
         try await withSession(noChangeTimeout: .milliseconds(500)) { session, directory in
-            let first = try await run(session, "echo one; sleep 1.5; echo two")
+            let first = try await run(session, "echo one; sleep 4; echo two")
             #expect(first.exitCode == -1)
             #expect(first.output == "one")
             let refused = try await run(session, "touch refused")

@@ -212,8 +212,18 @@ import Testing
 
     @Test func acquireTimeoutFiresWhenAllConnectionsAreHeld() async throws {
         try await TestPostgres.withSchema(poolSize: 1, acquireTimeout: .milliseconds(200)) { client in
-            let holder = Task { try await client.query("SELECT pg_sleep(1.5)") }
-            try await Task.sleep(for: .milliseconds(300))
+            let holder = Task { try await client.query("SELECT pg_sleep(4)") }
+            // Wait until the holder's query runs (it holds the only connection), however loaded the machine.
+            let observer = PostgresClient(url: TestEnvironment.postgresURL, poolSize: 1)
+            defer { Task { await observer.close() } }
+            let deadline = ContinuousClock.now + .seconds(30)
+            while ContinuousClock.now < deadline {
+                let running = try await observer.query(
+                    "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(4)' AND state = 'active'"
+                )
+                if try running[0].decode(Int.self, 0) > 0 { break }
+                try await Task.sleep(for: .milliseconds(20))
+            }
             let start = ContinuousClock.now
             do {
                 try await client.query("SELECT 1")
@@ -222,7 +232,7 @@ import Testing
                 #expect(error.code == .postgresPoolTimeout)
                 #expect(error.message.contains("timeout"))
             }
-            #expect(ContinuousClock.now - start < .seconds(1))
+            #expect(ContinuousClock.now - start < .seconds(3), "it timed out rather than waiting for the holder")
             _ = try await holder.value
             // The pool works again once the connection is back.
             #expect(try await client.query("SELECT 1")[0].decode(Int.self, 0) == 1)
