@@ -174,7 +174,7 @@ let package = Package(
             name: "UnitTests",
             dependencies: [
                 "DeckhandCore", "AMQP", "HTTPClient", "Postgres", "DeckhandStore", "SandboxServer", "Messaging",
-                "RuntimeBackends",
+                "RuntimeBackends", "RuntimeManager",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),

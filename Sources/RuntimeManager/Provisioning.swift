@@ -63,54 +63,54 @@ extension RuntimeWorker {
 
         while true {
             try Task.checkCancellation()
-            if let existing = try await store.liveSandbox(conversation: request.conversationID) {
-                switch existing.status {
-                case .running, .warm:
-                    if try await isUsable(existing) {
-                        try await store.touch(id: existing.id)
-                        try await sendReady(existing)
-                        return
-                    }
-                    try await markLost(existing, reason: "the sandbox no longer answers", logger: logger)
-                case .paused, .stopped:
-                    do {
-                        let resumed = try await wake(existing)
-                        try await sendReady(resumed)
-                        return
-                    } catch let failure as BackendFailure {
-                        try await markLost(existing, reason: failure.message, logger: logger)
-                    }
-                case .starting:
-                    if let until = existing.leaseUntil, until > Date() {
-                        guard ContinuousClock.now < patience else {
-                            throw DeckhandError(
-                                .timeout,
-                                "another worker's provision of sandbox \(existing.id) is not done"
-                            )
-                        }
-                        try await Task.sleep(for: .milliseconds(100))
-                    } else if try await store.takeOver(
-                        id: existing.id,
-                        worker: configuration.workerID,
-                        lease: settings.lease
-                    ) {
-                        logger.notice(
-                            "taking over an interrupted provision",
-                            metadata: [LogKey.sandboxID.rawValue: "\(existing.id)"]
-                        )
-                        // The interrupted sandbox keeps the backend it was started on.
-                        try await bringUp(
-                            existing,
-                            backend: backends[existing.backend] ?? backend,
-                            leftovers: true,
-                            logger: logger
-                        )
-                        return
-                    }
-                case .error, .lost:
-                    break
+            let existing = try await store.liveSandbox(conversation: request.conversationID)
+            switch ProvisionStep.next(status: existing?.status, leaseUntil: existing?.leaseUntil, now: Date()) {
+            case .claimOrCreate:
+                break
+            case .answerIfAlive:
+                guard let existing else { continue }
+                if try await isUsable(existing) {
+                    try await store.touch(id: existing.id)
+                    try await sendReady(existing)
+                    return
+                }
+                try await markLost(existing, reason: "the sandbox no longer answers", logger: logger)
+                continue
+            case .wake:
+                guard let existing else { continue }
+                do {
+                    let resumed = try await wake(existing)
+                    try await sendReady(resumed)
+                    return
+                } catch let failure as BackendFailure {
+                    try await markLost(existing, reason: failure.message, logger: logger)
                 }
                 continue
+            case .wait:
+                guard ContinuousClock.now < patience else {
+                    throw DeckhandError(
+                        .timeout,
+                        "another worker's provision of sandbox \(existing?.id.uuidString ?? "?") is not done"
+                    )
+                }
+                try await Task.sleep(for: .milliseconds(100))
+                continue
+            case .takeOver:
+                guard let existing,
+                    try await store.takeOver(id: existing.id, worker: configuration.workerID, lease: settings.lease)
+                else { continue }
+                logger.notice(
+                    "taking over an interrupted provision",
+                    metadata: [LogKey.sandboxID.rawValue: "\(existing.id)"]
+                )
+                // The interrupted sandbox keeps the backend it was started on.
+                try await bringUp(
+                    existing,
+                    backend: backends[existing.backend] ?? backend,
+                    leftovers: true,
+                    logger: logger
+                )
+                return
             }
 
             do {
