@@ -128,9 +128,9 @@ import Testing
     }
 
     @Test func aNewCommandWhileOneRunsIsNotExecuted() async throws {
-        // Four seconds of silence against a 500 ms soft timeout: a wide margin on a loaded machine.
+        // Six seconds of silence against a 500 ms soft timeout: a wide margin on a loaded machine.
         try await withSession(noChangeTimeout: .milliseconds(500)) { session, directory in
-            let first = try await run(session, "echo one; sleep 4; echo two")
+            let first = try await run(session, "echo one; sleep 6; echo two")
             #expect(first.exitCode == -1)
             #expect(first.output == "one")
             let refused = try await run(session, "touch refused")
@@ -231,10 +231,11 @@ import Testing
 
     @Test func aCommandThatFinishedAfterItsAnswerIsReportedOnce() async throws {
         try await withSession(noChangeTimeout: .milliseconds(300)) { session, _ in
-            // Two seconds of silence against a 300 ms soft timeout: a wide margin on a loaded machine.
-            let first = try await run(session, "sleep 2; echo late")
+            // Six seconds of silence against a 300 ms soft timeout: a fresh CI run, with a debug test binary
+            // starting every suite at once on two cores, starved the answer past two seconds.
+            let first = try await run(session, "sleep 6; echo late")
             #expect(first.exitCode == -1)
-            try await Task.sleep(for: .milliseconds(2500))
+            try await Task.sleep(for: .milliseconds(6500))
             let next = try await run(session, "echo next")
             #expect(next.output == "next")
             #expect(next.exitCode == 0)
