@@ -151,7 +151,10 @@ public final class TCPProxy: Sendable {
                 if count <= 0 { break loop }
                 var written = 0
                 while written < count {
-                    let result = buffer.withUnsafeBytes { write(to, $0.baseAddress! + written, count - written) }
+                    // MSG_NOSIGNAL: a peer cut by sever() must give EPIPE here, not SIGPIPE to the test process.
+                    let result = buffer.withUnsafeBytes {
+                        send(to, $0.baseAddress! + written, count - written, Int32(MSG_NOSIGNAL))
+                    }
                     if result <= 0 { break loop }
                     written += result
                 }
