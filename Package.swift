@@ -86,7 +86,8 @@ let package = Package(
         .target(
             name: "RuntimeBackends",
             dependencies: [
-                "CProcessSpawn", "DeckhandCore", "HTTPClient", .product(name: "Logging", package: "swift-log"),
+                "CProcessSpawn", "DeckhandCore", "DeckhandPOSIX", "HTTPClient",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: strict

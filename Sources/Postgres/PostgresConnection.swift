@@ -1,5 +1,6 @@
 import CLibPQ
 import DeckhandCore
+import DeckhandPOSIX
 import Foundation
 import Logging
 
@@ -50,8 +51,8 @@ public final class PostgresConnection {
         )
         let keywords = ["dbname", "connect_timeout", "fallback_application_name"]
         let values = [url.raw, String(seconds), "deckhand"]
-        let handle: OpaquePointer? = withCStringArray(keywords) { keywordPointers in
-            withCStringArray(values) { valuePointers in
+        let handle: OpaquePointer? = withConstCStringArray(keywords) { keywordPointers in
+            withConstCStringArray(values) { valuePointers in
                 PQconnectdbParams(keywordPointers, valuePointers, 1)
             }
         }
@@ -436,12 +437,4 @@ public final class PostgresConnection {
             }
         }
     }
-}
-
-/// Calls `body` with a NULL-terminated array of C strings, valid during the call.
-func withCStringArray<R>(_ strings: [String], _ body: (UnsafePointer<UnsafePointer<CChar>?>) -> R) -> R {
-    let duplicates = strings.map { strdup($0) }
-    defer { for pointer in duplicates { free(pointer) } }
-    let pointers: [UnsafePointer<CChar>?] = duplicates.map { UnsafePointer($0) } + [nil]
-    return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
 }

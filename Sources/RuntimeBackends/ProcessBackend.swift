@@ -1,5 +1,6 @@
 import CProcessSpawn
 import DeckhandCore
+import DeckhandPOSIX
 import Foundation
 import Logging
 import NIOPosix
@@ -124,8 +125,8 @@ public struct ProcessBackend: SandboxBackend {
             throw DeckhandError(.runtimeBackend, "cannot open \(paths.log): \(String(cString: strerror(errno)))")
         }
         var pid: pid_t = 0
-        let result = withCStrings(arguments) { argv in
-            withCStrings(environment.map { "\($0.key)=\($0.value)" }) { envp in
+        let result = withCStringArray(arguments) { argv in
+            withCStringArray(environment.map { "\($0.key)=\($0.value)" }) { envp in
                 deckhand_spawn_process(binary, argv, envp, null, log, log, Lifeline.readEnd, &pid)
             }
         }
@@ -307,11 +308,4 @@ enum Reaper {
         thread.name = "reap-\(pid)"
         thread.start()
     }
-}
-
-func withCStrings<T>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> T) -> T {
-    var pointers = strings.map { strdup($0) }
-    pointers.append(nil)
-    defer { for pointer in pointers { free(pointer) } }
-    return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
 }

@@ -54,26 +54,25 @@ final class PTYProcess: Sendable {
         rows: UInt16 = 50
     ) throws -> PTYProcess {
         let wakePipe = try WakePipe()
-        let argv = ([path] + arguments).map { strdup($0) } + [nil]
-        let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer {
-            for pointer in argv + envp { free(pointer) }
-        }
         var master: Int32 = -1
         var pid: pid_t = 0
-        let result = deckhand_spawn_pty(
-            path,
-            argv,
-            envp,
-            directory,
-            rows,
-            columns,
-            Int32(user?.uid ?? -1),
-            Int32(user?.gid ?? -1),
-            1,
-            &master,
-            &pid
-        )
+        let result = withCStringArray([path] + arguments) { argv in
+            withCStringArray(environment.map { "\($0.key)=\($0.value)" }) { envp in
+                deckhand_spawn_pty(
+                    path,
+                    argv,
+                    envp,
+                    directory,
+                    rows,
+                    columns,
+                    Int32(user?.uid ?? -1),
+                    Int32(user?.gid ?? -1),
+                    1,
+                    &master,
+                    &pid
+                )
+            }
+        }
         guard result == 0 else {
             throw DeckhandError(.shellUnavailable, "cannot start \(path): \(String(cString: strerror(-result)))")
         }
