@@ -182,6 +182,38 @@ public final class TestRuntime: Sendable {
         )
     }
 
+    /// `deckhand runtime-worker` (beside the test binary) as a child process on this test bed: process
+    /// sandboxes in ``processRoot``, a 2 s lease, its log in ``workerProcessLog``. `environment` adds or
+    /// overrides `DECKHAND_*` variables.
+    public func launchWorkerProcess(environment: [String: String] = [:]) throws -> Process {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: ProcessBackend.defaultBinary).deletingLastPathComponent()
+            .appendingPathComponent("deckhand")
+        process.arguments = ["runtime-worker", "--namespace", namespace]
+        let variables = [
+            "DECKHAND_POSTGRES_URL": postgresURL,
+            "DECKHAND_AMQP_URL": TestEnvironment.amqpURL,
+            "DECKHAND_RUNTIME_BACKEND": "process",
+            "DECKHAND_RUNTIME_WORKSPACE_ROOT": URL(fileURLWithPath: processRoot).deletingLastPathComponent().path,
+            "DECKHAND_RUNTIME_LEASE": "2s",
+            "DECKHAND_RUNTIME_MAINTENANCE_INTERVAL": "1h",
+            "DECKHAND_LOG_LEVEL": "info",
+        ].merging(environment) { $1 }
+        process.environment = ProcessInfo.processInfo.environment.merging(variables) { $1 }
+        _ = FileManager.default.createFile(atPath: workerProcessLogPath, contents: nil)
+        process.standardError = FileHandle(forWritingAtPath: workerProcessLogPath)
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        return process
+    }
+
+    private var workerProcessLogPath: String { processRoot + "-worker.log" }
+
+    /// What the worker started by ``launchWorkerProcess(environment:)`` logged, for failure messages.
+    public var workerProcessLog: String {
+        (try? String(contentsOfFile: workerProcessLogPath, encoding: .utf8)) ?? "(no log)"
+    }
+
     // MARK: Commands and replies
 
     /// Sends `provision` for `conversation`; returns the message id.
@@ -333,4 +365,22 @@ final class ReplyInbox: Sendable {
     }
 
     func all() -> [UUID: [AMQPDelivery]] { state.withLock { $0.seen } }
+}
+
+/// Runs `workers` for the length of `body`, then cancels them.
+public func running<T: Sendable>(_ workers: RuntimeWorker..., body: () async throws -> T) async throws -> T {
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        for worker in workers {
+            group.addTask { try await worker.run() }
+        }
+        let result: Result<T, any Error>
+        do {
+            result = .success(try await body())
+        } catch {
+            result = .failure(error)
+        }
+        group.cancelAll()
+        try? await group.waitForAll()
+        return try result.get()
+    }
 }

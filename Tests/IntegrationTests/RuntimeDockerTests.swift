@@ -147,24 +147,13 @@ import Glibc
     @Test func aWorkerKilledMidProvision() async throws {
         try await TestRuntime.with { runtime in
             try await requireImage(runtime)
-            let executable = URL(fileURLWithPath: ProcessBackend.defaultBinary).deletingLastPathComponent()
-                .appendingPathComponent("deckhand").path
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: executable)
-            process.arguments = ["runtime-worker", "--namespace", runtime.namespace]
-            process.environment = ProcessInfo.processInfo.environment.merging([
-                "DECKHAND_POSTGRES_URL": runtime.postgresURL,
-                "DECKHAND_AMQP_URL": TestEnvironment.amqpURL,
+            let process = try runtime.launchWorkerProcess(environment: [
                 "DECKHAND_DOCKER_SOCKET": TestEnvironment.dockerSocket,
                 "DECKHAND_DOCKER_NETWORK": "host",
                 "DECKHAND_DOCKER_MEMORY": "512m",
                 "DECKHAND_RUNTIME_BACKEND": "docker",
                 "DECKHAND_RUNTIME_IMAGE": TestRuntime.sandboxImage,
-                "DECKHAND_RUNTIME_LEASE": "2s",
-                "DECKHAND_RUNTIME_MAINTENANCE_INTERVAL": "1h",
-                "DECKHAND_LOG_LEVEL": "warning",
-            ]) { $1 }
-            try process.run()
+            ])
 
             let conversation = UUID()
             try await runtime.provision(conversation)

@@ -14,24 +14,6 @@ import Testing
 import Glibc
 #endif
 
-/// Runs `worker` for the length of `body`, then cancels it.
-func running<T: Sendable>(_ workers: RuntimeWorker..., body: () async throws -> T) async throws -> T {
-    try await withThrowingTaskGroup(of: Void.self) { group in
-        for worker in workers {
-            group.addTask { try await worker.run() }
-        }
-        let result: Result<T, any Error>
-        do {
-            result = .success(try await body())
-        } catch {
-            result = .failure(error)
-        }
-        group.cancelAll()
-        try? await group.waitForAll()
-        return try result.get()
-    }
-}
-
 /// Runtime-manager workers on process sandboxes against the real RabbitMQ and PostgreSQL.
 @Suite struct RuntimeWorkerProcessTests {
     @Test func provisionRunDestroy() async throws {
@@ -222,45 +204,13 @@ func running<T: Sendable>(_ workers: RuntimeWorker..., body: () async throws -> 
         }
     }
 
-    /// `deckhand runtime-worker` as a child process with process sandboxes.
-    static func launchWorker(_ runtime: TestRuntime, extra: [String: String] = [:]) throws -> Process {
-        let executable = URL(fileURLWithPath: ProcessBackend.defaultBinary).deletingLastPathComponent()
-            .appendingPathComponent("deckhand").path
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = ["runtime-worker", "--namespace", runtime.namespace]
-        process.environment = ProcessInfo.processInfo.environment.merging(
-            [
-                "DECKHAND_POSTGRES_URL": runtime.postgresURL,
-                "DECKHAND_AMQP_URL": TestEnvironment.amqpURL,
-                "DECKHAND_RUNTIME_BACKEND": "process",
-                "DECKHAND_RUNTIME_WORKSPACE_ROOT": URL(fileURLWithPath: runtime.processRoot).deletingLastPathComponent()
-                    .path,
-                "DECKHAND_RUNTIME_LEASE": "2s",
-                "DECKHAND_RUNTIME_MAINTENANCE_INTERVAL": "1h",
-                "DECKHAND_LOG_LEVEL": "info",
-            ].merging(extra) { $1 }
-        ) { $1 }
-        // Its log, for the failure messages.
-        let log = runtime.processRoot + "-worker.log"
-        _ = FileManager.default.createFile(atPath: log, contents: nil)
-        process.standardError = FileHandle(forWritingAtPath: log)
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-        return process
-    }
-
-    static func workerLog(_ runtime: TestRuntime) -> String {
-        (try? String(contentsOfFile: runtime.processRoot + "-worker.log", encoding: .utf8)) ?? "(no log)"
-    }
-
     @Test func processSandboxesDieWithTheirWorkerAndAreReplaced() async throws {
         try await TestRuntime.with { runtime in
-            let process = try Self.launchWorker(runtime)
+            let process = try runtime.launchWorkerProcess()
             let conversation = UUID()
             try await runtime.provision(conversation)
             let first = try? await runtime.reply(for: conversation)
-            let ready = try #require(first?.ready, "worker log: \(Self.workerLog(runtime))")
+            let ready = try #require(first?.ready, "worker log: \(runtime.workerProcessLog)")
             #expect(try await runtime.run("echo alive", in: ready).contains("alive"))
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
@@ -283,7 +233,7 @@ func running<T: Sendable>(_ workers: RuntimeWorker..., body: () async throws -> 
 
     @Test func sigtermDrainsAndExitsZero() async throws {
         try await TestRuntime.with { runtime in
-            let process = try Self.launchWorker(runtime)
+            let process = try runtime.launchWorkerProcess()
             try await runtime.eventually("the worker consumes") {
                 try await runtime.connection.inspect(queue: runtime.topology.runtimeQueue).consumerCount == 1
             }
@@ -302,7 +252,10 @@ func running<T: Sendable>(_ workers: RuntimeWorker..., body: () async throws -> 
             #expect(status == 0)
             #expect(process.terminationReason == .exit)
             let reply = try? await runtime.reply(for: conversation, timeout: .seconds(5))
-            #expect(reply?.ready != nil, "the provision in flight was finished; worker log: \(Self.workerLog(runtime))")
+            #expect(
+                reply?.ready != nil,
+                "the provision in flight was finished; worker log: \(runtime.workerProcessLog)"
+            )
             let (messages, consumers) = try await runtime.connection.inspect(queue: runtime.topology.runtimeQueue)
             #expect(messages == 0)
             #expect(consumers == 0)

@@ -91,20 +91,4 @@ enum RuntimeBenchmark {
             BenchmarkResult(name: name + ".p99", value: at(0.99), unit: "ms", target: p99Target, lowerIsBetter: true),
         ]
     }
-
-    /// Runs `worker` while `body` runs.
-    static func running<T: Sendable>(_ worker: RuntimeWorker, _ body: () async throws -> T) async throws -> T {
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await worker.run() }
-            let result: Result<T, any Error>
-            do {
-                result = .success(try await body())
-            } catch {
-                result = .failure(error)
-            }
-            group.cancelAll()
-            try? await group.waitForAll()
-            return try result.get()
-        }
-    }
 }
