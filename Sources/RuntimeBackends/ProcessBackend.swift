@@ -82,7 +82,7 @@ public struct ProcessBackend: SandboxBackend {
         guard FileManager.default.fileExists(atPath: paths.workspace) else {
             throw DeckhandError(.runtimeLost, "the process sandbox's folder \(paths.folder) is gone")
         }
-        if let process = SandboxProcess.read(paths.pidFile), process.isAlive {
+        if let process = SandboxProcess.running(paths) {
             if let port = Self.readPort(paths.portFile) { return "http://127.0.0.1:\(port)" }
             await process.terminate(grace: .seconds(5))
         }
@@ -90,8 +90,9 @@ public struct ProcessBackend: SandboxBackend {
         let process = try await blocking { try self.spawn(paths: paths, spec: spec) }
         let deadline = ContinuousClock.now + .seconds(30)
         while ContinuousClock.now < deadline {
-            if let port = Self.readPort(paths.portFile) { return "http://127.0.0.1:\(port)" }
-            if !process.isAlive {
+            let (port, alive) = try await blocking { (Self.readPort(paths.portFile), process.isAlive) }
+            if let port { return "http://127.0.0.1:\(port)" }
+            if !alive {
                 let log = (try? String(contentsOfFile: paths.log, encoding: .utf8)) ?? ""
                 throw DeckhandError(
                     .runtimeBackend,
@@ -144,7 +145,7 @@ public struct ProcessBackend: SandboxBackend {
 
     public func stop(_ reference: String) async throws {
         let paths = try paths(reference)
-        if let process = SandboxProcess.read(paths.pidFile), process.isAlive {
+        if let process = SandboxProcess.running(paths) {
             try await blocking { process.signalTree(SIGCONT) }
             await process.terminate(grace: .seconds(10))
         }
@@ -153,22 +154,21 @@ public struct ProcessBackend: SandboxBackend {
     }
 
     public func pause(_ reference: String) async throws {
-        let paths = try paths(reference)
-        guard let process = SandboxProcess.read(paths.pidFile), process.isAlive else {
-            throw DeckhandError(.runtimeLost, "the process sandbox is not running")
-        }
-        try await blocking { process.signalTree(SIGSTOP) }
-        // A signal is delivered when the process is next scheduled: return once it is stopped.
-        await process.waitUntil(stopped: true)
+        try await signalTree(reference, SIGSTOP, untilStopped: true)
     }
 
     public func resume(_ reference: String) async throws {
-        let paths = try paths(reference)
-        guard let process = SandboxProcess.read(paths.pidFile), process.isAlive else {
+        try await signalTree(reference, SIGCONT, untilStopped: false)
+    }
+
+    /// Signals the running server's whole tree, and returns once the server is stopped or running again (a
+    /// signal is delivered when the process is next scheduled).
+    private func signalTree(_ reference: String, _ signal: Int32, untilStopped stopped: Bool) async throws {
+        guard let process = SandboxProcess.running(try paths(reference)) else {
             throw DeckhandError(.runtimeLost, "the process sandbox is not running")
         }
-        try await blocking { process.signalTree(SIGCONT) }
-        await process.waitUntil(stopped: false)
+        try await blocking { process.signalTree(signal) }
+        await process.waitUntil(stopped: stopped)
     }
 
     public func destroy(_ reference: String) async throws {
@@ -179,20 +179,24 @@ public struct ProcessBackend: SandboxBackend {
 
     public func inspect(_ reference: String) async throws -> SandboxBackendState {
         let paths = try paths(reference)
-        guard FileManager.default.fileExists(atPath: paths.workspace) else { return .missing }
-        guard let process = SandboxProcess.read(paths.pidFile), process.isAlive else { return .stopped }
-        return process.isStopped ? .paused : .running
+        return try await blocking { Self.state(paths) }
     }
 
     public func list() async throws -> [ListedSandbox] {
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []
-        var listed: [ListedSandbox] = []
-        for name in names {
-            guard let id = UUID(uuidString: name) else { continue }
-            let reference = root + "/" + name
-            listed.append(ListedSandbox(sandboxID: id, reference: reference, state: try await inspect(reference)))
+        let root = root
+        return try await blocking {
+            ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []).compactMap { name in
+                guard let id = UUID(uuidString: name) else { return nil }
+                let reference = root + "/" + name
+                return ListedSandbox(sandboxID: id, reference: reference, state: Self.state(Paths(folder: reference)))
+            }
         }
-        return listed
+    }
+
+    static func state(_ paths: Paths) -> SandboxBackendState {
+        guard FileManager.default.fileExists(atPath: paths.workspace) else { return .missing }
+        guard let process = SandboxProcess.running(paths) else { return .stopped }
+        return process.isStopped ? .paused : .running
     }
 
     /// Runs file-system and process-table work on NIO's thread pool, off the cooperative pool.
@@ -210,6 +214,12 @@ public struct ProcessBackend: SandboxBackend {
 struct SandboxProcess {
     let pid: pid_t
     let startTime: UInt64
+
+    /// The sandbox's server, if its pid file names a live process.
+    static func running(_ paths: ProcessBackend.Paths) -> SandboxProcess? {
+        guard let process = read(paths.pidFile), process.isAlive else { return nil }
+        return process
+    }
 
     static func read(_ path: String) -> SandboxProcess? {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
