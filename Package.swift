@@ -76,7 +76,10 @@ let package = Package(
         // Deckhand's exchanges and queues, and the command/event publishing every role shares (DESIGN §2).
         .target(
             name: "Messaging",
-            dependencies: ["AMQP", "DeckhandCore", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "AMQP", "DeckhandCore", .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: strict
         ),
 
@@ -92,6 +95,17 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+
+        // OpenAI-compatible Chat Completions over the HTTP client: tool calling, retries, failure classes (DESIGN §8).
+        .target(
+            name: "LLM",
+            dependencies: ["DeckhandCore", "HTTPClient", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
+
+        // The agent without I/O: CodeAct tools, system prompt, model responses to actions, the history rebuilt
+        // from events, condensation, stuck detection, replay.
+        .target(name: "Agent", dependencies: ["DeckhandCore", "LLM"], swiftSettings: strict),
 
         // The runtime-manager worker: provisioning from runtime.commands, the warm pool, idle timers, reconciliation.
         .target(
@@ -174,7 +188,7 @@ let package = Package(
         .testTarget(
             name: "UnitTests",
             dependencies: [
-                "DeckhandCore", "AMQP", "HTTPClient", "Postgres", "DeckhandStore", "SandboxServer", "Messaging",
+                "DeckhandCore", "LLM", "Agent", "AMQP", "HTTPClient", "Postgres", "DeckhandStore", "SandboxServer", "Messaging",
                 "RuntimeBackends", "RuntimeManager",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),

@@ -7,6 +7,8 @@ public struct DeckhandConfiguration: Sendable {
     public var postgres: PostgresSettings
     public var docker: DockerSettings
     public var runtime: RuntimeSettings
+    public var llm: LLMSettings
+    public var agent: AgentSettings
     public var log: LogSettings
 
     public init(
@@ -14,18 +16,23 @@ public struct DeckhandConfiguration: Sendable {
         postgres: PostgresSettings = .init(),
         docker: DockerSettings = .init(),
         runtime: RuntimeSettings = .init(),
+        llm: LLMSettings = .init(),
+        agent: AgentSettings = .init(),
         log: LogSettings = .init()
     ) {
         self.amqp = amqp
         self.postgres = postgres
         self.docker = docker
         self.runtime = runtime
+        self.llm = llm
+        self.agent = agent
         self.log = log
     }
 
     /// Every key this configuration reads; a key in the file that is not here is a mistake.
     public static let knownKeys: Set<String> = AMQPSettings.keys.union(PostgresSettings.keys)
-        .union(DockerSettings.keys).union(RuntimeSettings.keys).union(LogSettings.keys)
+        .union(DockerSettings.keys).union(RuntimeSettings.keys).union(LLMSettings.keys).union(AgentSettings.keys)
+        .union(LogSettings.keys)
 
     /// Reads every section; fails on the first bad value, or on a file key that no section knows.
     public init(reader: ConfigurationReader) throws(DeckhandError) {
@@ -40,6 +47,8 @@ public struct DeckhandConfiguration: Sendable {
         self.postgres = try PostgresSettings(reader: reader)
         self.docker = try DockerSettings(reader: reader)
         self.runtime = try RuntimeSettings(reader: reader)
+        self.llm = try LLMSettings(reader: reader)
+        self.agent = try AgentSettings(reader: reader)
         self.log = try LogSettings(reader: reader)
     }
 }

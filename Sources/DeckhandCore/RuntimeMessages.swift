@@ -12,14 +12,6 @@ public enum RuntimeCommand: String, Sendable, CaseIterable {
     case poolRefill = "pool.refill"
 }
 
-/// The commands runtime workers send to `conversation.commands`.
-public enum ConversationCommand: String, Sendable {
-    /// `SandboxReady`.
-    case sandboxReady = "sandbox_ready"
-    /// `SandboxFailed`.
-    case sandboxFailed = "sandbox_failed"
-}
-
 /// `provision`: a sandbox for `conversation_id`, of the worker's default backend and image unless named.
 public struct ProvisionRequest: Codable, Sendable, Equatable {
     public var conversationID: UUID

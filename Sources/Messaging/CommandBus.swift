@@ -32,8 +32,13 @@ public struct CommandBus: Sendable {
 
     /// Publishes an event on the events exchange under `routingKey` (`conversation.<id>`, `sandbox.<id>`).
     /// Nobody need be listening.
-    public func publishEvent<Payload: Encodable>(_ type: String, _ payload: Payload, routingKey: String) async throws {
-        let message = try AMQPMessage(encoding: payload, type: type)
+    public func publishEvent<Payload: Encodable>(
+        _ type: String,
+        _ payload: Payload,
+        routingKey: String,
+        messageID: String = UUID().uuidString
+    ) async throws {
+        let message = try AMQPMessage(encoding: payload, type: type, messageID: messageID)
         try await connection.publish(message, exchange: topology.eventsExchange, routingKey: routingKey)
     }
 

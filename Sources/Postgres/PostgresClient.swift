@@ -88,8 +88,55 @@ public final class PostgresClient: Sendable {
         }
     }
 
+    /// Holds one pooled connection for the whole of `body`, which may await other work between its hops
+    /// (``ReservedConnection/run(_:)``): for session state that must last as long as the work, such as a
+    /// session advisory lock that the server releases by itself when this process dies. The connection goes
+    /// back to the pool afterwards (or is discarded when `body` left it broken or inside a transaction).
+    public func withReservedConnection<T: Sendable>(
+        _ body: (ReservedConnection) async throws -> T
+    ) async throws -> T {
+        guard !closed.load(ordering: .relaxed) else { throw ConnectionPool.closedError() }
+        let lease = try await pool.acquire(timeout: acquireTimeout)
+        let ticket = LeaseTicket()
+        let box: ConnectionBox
+        do {
+            box = try await threadPool.runIfActive { [self] in
+                guard ticket.claim() else { throw ConnectionPool.closedError() }
+                return try self.connect(lease)
+            }
+        } catch {
+            guard ticket.claim() else { throw error }  // opening the connection failed: the slot is freed
+            pool.giveBack(lease)?.connection.close()
+            if error is CancellationError {
+                throw DeckhandError(.cancelled, "a PostgreSQL call was cancelled before it ran")
+            }
+            throw DeckhandError(.postgresClosed, "the PostgreSQL client is closed", underlying: error)
+        }
+        let reserved = ReservedConnection(box: box, threadPool: threadPool)
+        let result: Result<T, any Error>
+        do {
+            result = .success(try await body(reserved))
+        } catch {
+            result = .failure(error)
+        }
+        // Giving back may close the connection (a blocking libpq call): on the thread pool, or here if it is gone.
+        do {
+            try await threadPool.runIfActive { [self] in self.finish(box) }
+        } catch {
+            finish(box)
+        }
+        return try result.get()
+    }
+
     /// Runs on a thread-pool thread: turns the lease into a good connection, runs `body`, gives it back.
     private func run<T>(_ lease: PoolLease, _ body: (PostgresConnection) throws -> T) throws -> T {
+        let box = try connect(lease)
+        defer { finish(box) }
+        return try body(box.connection)
+    }
+
+    /// Runs on a thread-pool thread: turns the lease into a good connection.
+    private func connect(_ lease: PoolLease) throws -> ConnectionBox {
         let box: ConnectionBox
         switch lease {
         case .idle(let idle):
@@ -106,8 +153,7 @@ public final class PostgresClient: Sendable {
         case .create:
             box = try openForSlot()
         }
-        defer { finish(box) }
-        return try body(box.connection)
+        return box
     }
 
     /// Opens a connection in a slot the pool granted; frees the slot when that fails.
@@ -243,6 +289,24 @@ public final class PostgresClient: Sendable {
             logger.warning("cannot shut down the PostgreSQL thread pool", metadata: [LogKey.error.rawValue: "\(error)"])
         }
         logger.debug("closed the PostgreSQL client")
+    }
+}
+
+/// A pooled connection held by one task across hops (``PostgresClient/withReservedConnection(_:)``).
+public final class ReservedConnection: Sendable {
+    private let box: ConnectionBox
+    private let threadPool: NIOThreadPool
+
+    init(box: ConnectionBox, threadPool: NIOThreadPool) {
+        self.box = box
+        self.threadPool = threadPool
+    }
+
+    /// Runs `body` with the connection on the client's thread pool. The owning task calls this one hop at a
+    /// time (never concurrently), which is what makes sharing the connection between hops safe.
+    public func run<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) throws -> T) async throws -> T {
+        let box = self.box
+        return try await threadPool.runIfActive { try body(box.connection) }
     }
 }
 

@@ -6,7 +6,6 @@ import Logging
 import Messaging
 import RuntimeBackends
 import ServiceLifecycle
-import Synchronization
 
 /// A runtime-manager worker (`deckhand runtime-worker`): consumes `runtime.commands`, provisions sandboxes
 /// through its backends, keeps the warm pool and the idle timers, and reconciles the backends with the
@@ -48,8 +47,6 @@ public final class RuntimeWorker: Service, Sendable {
     let backends: [RuntimeSettings.Backend: any SandboxBackend]
     let http: HTTPClient
     let logger: Logger
-    private let inFlight = Mutex(0)
-    private let draining = Mutex(false)
 
     static let consumerName = "runtime-worker"
 
@@ -86,7 +83,6 @@ public final class RuntimeWorker: Service, Sendable {
     /// requeueing, what is left), and returns.
     public func run() async throws {
         try await reconcile()
-        let consumer = try await bus.connection.consume(queue: topology.runtimeQueue, prefetch: configuration.prefetch)
         logger.info(
             "runtime worker consuming",
             metadata: [
@@ -94,41 +90,13 @@ public final class RuntimeWorker: Service, Sendable {
                 "deckhand.backends": "\(backends.keys.map(\.rawValue).sorted().joined(separator: ","))",
             ]
         )
-        try await withThrowingDiscardingTaskGroup { group in
-            group.addTask { await self.maintenanceLoop() }
-            group.addTask {
-                // On a graceful shutdown: take no new command, let those in flight finish (and ack) within the
-                // shutdown timeout, then cancel the consumer, which ends the loop below. Cancelling the consumer
-                // first would close its channel and requeue the commands in flight.
-                let graceful = (try? await gracefulShutdown()) != nil
-                self.draining.withLock { $0 = true }
-                if graceful {
-                    self.logger.info(
-                        "runtime worker draining",
-                        metadata: ["deckhand.in_flight": "\(self.inFlight.withLock { $0 })"]
-                    )
-                    let deadline = ContinuousClock.now + self.settings.shutdownTimeout
-                    while self.inFlight.withLock({ $0 }) > 0, ContinuousClock.now < deadline, !Task.isCancelled {
-                        try? await Task.sleep(for: .milliseconds(20))
-                    }
-                }
-                await consumer.cancel()
-            }
-            for try await delivery in consumer {
-                if draining.withLock({ $0 }) {
-                    delivery.nack(requeue: true)
-                    continue
-                }
-                inFlight.withLock { $0 += 1 }
-                group.addTask {
-                    await self.handle(delivery)
-                    self.inFlight.withLock { $0 -= 1 }
-                }
-            }
-            // Commands still running past the shutdown timeout are cancelled; their deliveries went back to the
-            // queue when the consumer's channel closed.
-            group.cancelAll()
-        }
+        try await DrainingConsumer(
+            connection: bus.connection,
+            queue: topology.runtimeQueue,
+            prefetch: configuration.prefetch,
+            shutdownTimeout: settings.shutdownTimeout,
+            logger: logger
+        ).run(alongside: { await self.maintenanceLoop() }, handle: { await self.handle($0) })
         logger.info("runtime worker stopped")
     }
 

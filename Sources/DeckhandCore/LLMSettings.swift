@@ -1,0 +1,107 @@
+/// How conversation workers reach the model (`llm.*` keys): an OpenAI-compatible Chat Completions API.
+public struct LLMSettings: Sendable {
+    /// `llm.base_url`: the API root; requests go to `<base_url>/chat/completions`.
+    public var baseURL: String = "https://api.openai.com/v1"
+    /// `llm.api_key`: sent as `Authorization: Bearer`; empty for servers that want none. A secret: never logged.
+    public var apiKey: String? = nil
+    /// `llm.model`: the model of a conversation that names none.
+    public var model: String = "gpt-4o"
+    /// `llm.connect_timeout`: how long connecting to the API may take.
+    public var connectTimeout: Duration = .seconds(10)
+    /// `llm.timeout`: how long one completion request may take, response included.
+    public var timeout: Duration = .seconds(300)
+    /// `llm.max_attempts`: attempts of one completion, counting the first, on 429, 5xx and network errors.
+    public var maxAttempts: Int = 6
+    /// `llm.retry_min`: the first back-off (doubling, with jitter).
+    public var retryMin: Duration = .seconds(2)
+    /// `llm.retry_max`: the longest back-off, and the most a `Retry-After` is honoured.
+    public var retryMax: Duration = .seconds(60)
+    /// `llm.temperature`: sampling temperature; unset leaves the server's default.
+    public var temperature: Double? = nil
+    /// `llm.prices`: USD per million prompt and completion tokens, per model.
+    public var prices: PriceTable = .init()
+
+    public init() {}
+
+    static let keys: Set<String> = [
+        "llm.base_url", "llm.api_key", "llm.model", "llm.connect_timeout", "llm.timeout", "llm.max_attempts",
+        "llm.retry_min", "llm.retry_max", "llm.temperature", "llm.prices",
+    ]
+
+    public init(reader: ConfigurationReader) throws(DeckhandError) {
+        if let url = reader.optionalString("llm.base_url") {
+            guard url.hasPrefix("http://") || url.hasPrefix("https://") else {
+                throw reader.invalid("llm.base_url", expected: "an http:// or https:// URL", got: url)
+            }
+            baseURL = url.hasSuffix("/") ? String(url.dropLast()) : url
+        }
+        apiKey = reader.optionalString("llm.api_key")
+        model = reader.optionalString("llm.model") ?? model
+        connectTimeout = try reader.duration("llm.connect_timeout", default: connectTimeout, minimum: .milliseconds(1))
+        timeout = try reader.duration("llm.timeout", default: timeout, minimum: .milliseconds(1))
+        maxAttempts = try reader.int("llm.max_attempts", default: maxAttempts, range: 1...100)
+        retryMin = try reader.duration("llm.retry_min", default: retryMin, minimum: .milliseconds(1))
+        retryMax = try reader.duration("llm.retry_max", default: retryMax, minimum: retryMin)
+        if let text = reader.optionalString("llm.temperature") {
+            guard let value = Double(text), (0...2).contains(value) else {
+                throw reader.invalid("llm.temperature", expected: "a number from 0 to 2", got: text)
+            }
+            temperature = value
+        }
+        if let text = reader.optionalString("llm.prices") {
+            guard let table = PriceTable(parsing: text) else {
+                throw reader.invalid(
+                    "llm.prices",
+                    expected:
+                        "a comma-separated list of model=prompt/completion USD per million tokens, such as `gpt-4o=2.5/10`",
+                    got: text
+                )
+            }
+            prices = table
+        }
+    }
+}
+
+/// What a model's tokens cost: USD per million prompt and completion tokens, by model name.
+public struct PriceTable: Sendable, Equatable {
+    public struct Price: Sendable, Equatable {
+        public var promptPerMillion: Double
+        public var completionPerMillion: Double
+
+        public init(promptPerMillion: Double, completionPerMillion: Double) {
+            self.promptPerMillion = promptPerMillion
+            self.completionPerMillion = completionPerMillion
+        }
+    }
+
+    public var prices: [String: Price]
+
+    public init(_ prices: [String: Price] = [:]) {
+        self.prices = prices
+    }
+
+    /// Parses `gpt-4o=2.5/10, fake=1/2`.
+    public init?(parsing text: String) {
+        var prices: [String: Price] = [:]
+        for item in text.split(separator: ",") {
+            let entry = item.trimmingWhitespace()
+            guard let equals = entry.lastIndex(of: "=") else { return nil }
+            let model = entry[..<equals].trimmingWhitespace()
+            let parts = entry[entry.index(after: equals)...].split(separator: "/")
+            guard !model.isEmpty, parts.count == 2, let prompt = Double(parts[0].trimmingWhitespace()),
+                let completion = Double(parts[1].trimmingWhitespace()), prompt >= 0, completion >= 0
+            else { return nil }
+            prices[model] = Price(promptPerMillion: prompt, completionPerMillion: completion)
+        }
+        self.prices = prices
+    }
+
+    /// The cost in USD of one call; a model without a price costs 0. A model `provider/name` also matches
+    /// a price for `name`.
+    public func cost(model: String, promptTokens: Int, completionTokens: Int) -> Double {
+        let price = prices[model] ?? model.split(separator: "/").last.flatMap { prices[String($0)] }
+        guard let price else { return 0 }
+        return (Double(promptTokens) * price.promptPerMillion + Double(completionTokens) * price.completionPerMillion)
+            / 1_000_000
+    }
+}

@@ -1,0 +1,73 @@
+import AMQP
+import DeckhandCore
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// The worker loop every consuming role shares: deliveries of one queue handled concurrently (bounded by
+/// the prefetch), until a graceful shutdown or cancellation.
+///
+/// On a graceful shutdown it takes no new delivery (those that still arrive are requeued), lets the
+/// handlers in flight finish within `shutdownTimeout`, then cancels the consumer, which ends the loop.
+/// Cancelling the consumer first would close its channel and requeue the deliveries in flight. Handlers
+/// still running past the timeout are cancelled; their deliveries went back to the queue with the channel.
+public struct DrainingConsumer: Sendable {
+    public let connection: AMQPConnection
+    public let queue: String
+    public let prefetch: Int
+    public let shutdownTimeout: Duration
+    public let logger: Logger
+
+    public init(connection: AMQPConnection, queue: String, prefetch: Int, shutdownTimeout: Duration, logger: Logger) {
+        self.connection = connection
+        self.queue = queue
+        self.prefetch = prefetch
+        self.shutdownTimeout = shutdownTimeout
+        self.logger = logger
+    }
+
+    /// Consumes until shutdown, running `handle` for each delivery (it must ack, nack or reject it) and
+    /// `alongside` (a timer loop, say) for as long as the consumer runs.
+    public func run(
+        alongside: (@Sendable () async -> Void)? = nil,
+        handle: @escaping @Sendable (AMQPDelivery) async -> Void
+    ) async throws {
+        let consumer = try await connection.consume(queue: queue, prefetch: prefetch)
+        let state = LoopState()
+        let logger = self.logger
+        let shutdownTimeout = self.shutdownTimeout
+        try await withThrowingDiscardingTaskGroup { group in
+            if let alongside { group.addTask { await alongside() } }
+            group.addTask {
+                let graceful = (try? await gracefulShutdown()) != nil
+                state.draining.withLock { $0 = true }
+                if graceful {
+                    logger.info("draining", metadata: ["deckhand.in_flight": "\(state.inFlight.withLock { $0 })"])
+                    let deadline = ContinuousClock.now + shutdownTimeout
+                    while state.inFlight.withLock({ $0 }) > 0, ContinuousClock.now < deadline, !Task.isCancelled {
+                        try? await Task.sleep(for: .milliseconds(20))
+                    }
+                }
+                await consumer.cancel()
+            }
+            for try await delivery in consumer {
+                if state.draining.withLock({ $0 }) {
+                    delivery.nack(requeue: true)
+                    continue
+                }
+                state.inFlight.withLock { $0 += 1 }
+                group.addTask {
+                    await handle(delivery)
+                    state.inFlight.withLock { $0 -= 1 }
+                }
+            }
+            group.cancelAll()
+        }
+    }
+}
+
+/// What the loop's tasks share: handlers in flight, and whether it is draining.
+private final class LoopState: Sendable {
+    let inFlight = Mutex(0)
+    let draining = Mutex(false)
+}
