@@ -107,6 +107,17 @@ let package = Package(
         // from events, condensation, stuck detection, replay.
         .target(name: "Agent", dependencies: ["DeckhandCore", "LLM"], swiftSettings: strict),
 
+        // The conversation worker: the agent loop as stateless steps over conversation.commands (DESIGN §4).
+        .target(
+            name: "ConversationWorker",
+            dependencies: [
+                "AMQP", "Agent", "DeckhandCore", "HTTPClient", "LLM", "Messaging", "Postgres",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+
         // The runtime-manager worker: provisioning from runtime.commands, the warm pool, idle timers, reconciliation.
         .target(
             name: "RuntimeManager",
@@ -162,7 +173,7 @@ let package = Package(
             name: "DeckhandTesting",
             dependencies: [
                 "DeckhandCore", "AMQP", "HTTPClient", "Postgres", "SandboxServer", "DeckhandStore", "Messaging",
-                "RuntimeBackends", "RuntimeManager",
+                "RuntimeBackends", "RuntimeManager", "LLM", "Agent", "ConversationWorker",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
@@ -201,7 +212,7 @@ let package = Package(
             name: "IntegrationTests",
             dependencies: [
                 "AMQP", "HTTPClient", "Postgres", "DeckhandStore", "DeckhandCore", "DeckhandTesting", "SandboxServer",
-                "Messaging", "RuntimeBackends", "RuntimeManager",
+                "Messaging", "RuntimeBackends", "RuntimeManager", "LLM", "Agent", "ConversationWorker",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],

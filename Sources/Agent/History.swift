@@ -193,12 +193,3 @@ public struct HistoryBuilder: Sendable {
             + String(text.suffix(half))
     }
 }
-
-extension JSONValue {
-    /// Compact JSON text with sorted keys.
-    public var compactJSON: String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return (try? encoder.encode(self)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
-    }
-}

@@ -30,11 +30,20 @@ public enum LoopbackHTTPServer {
     public static func withLoopbackServer<T: Sendable>(
         _ body: @Sendable (_ port: Int) async throws -> T
     ) async throws -> T {
+        try await serve(makeRouter(), body)
+    }
+
+    /// Serves `router` on 127.0.0.1 at a port the kernel picks, runs `body` with that port, and stops the
+    /// server when `body` returns or throws.
+    public static func serve<T: Sendable>(
+        _ router: Router<BasicRequestContext>,
+        _ body: @Sendable (_ port: Int) async throws -> T
+    ) async throws -> T {
         var logger = Logger(label: "deckhand.testing.loopback-http")
         logger.logLevel = .warning
         let (ports, portContinuation) = AsyncStream<Int>.makeStream()
         let app = Application(
-            router: makeRouter(),
+            router: router,
             configuration: .init(address: .hostname("127.0.0.1", port: 0), serverName: nil),
             onServerRunning: { channel in
                 portContinuation.yield(channel.localAddress?.port ?? 0)

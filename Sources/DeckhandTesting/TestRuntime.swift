@@ -8,6 +8,7 @@ import Messaging
 import Postgres
 import RuntimeBackends
 import RuntimeManager
+import ServiceLifecycle
 import Synchronization
 
 /// A runtime-manager test bed: a schema of its own (migrated), a namespaced topology on the test broker, a
@@ -24,14 +25,15 @@ public final class TestRuntime: Sendable {
     public let http: HTTPClient
     /// Where process sandboxes of this test live.
     public let processRoot: String
-    private let replies: AMQPConsumer
+    private let replies: AMQPConsumer?
     private let inbox: ReplyInbox
 
     private init(
         namespace: String,
         postgresURL: String,
         postgres: PostgresClient,
-        connection: AMQPConnection
+        connection: AMQPConnection,
+        consumeReplies: Bool
     ) async throws {
         self.namespace = namespace
         self.postgresURL = postgresURL
@@ -43,9 +45,13 @@ public final class TestRuntime: Sendable {
         http = try HTTPClient()
         processRoot = FileManager.default.temporaryDirectory.appendingPathComponent(namespace).path + "/" + namespace
         try await topology.declare(on: connection)
-        replies = try await connection.consume(queue: topology.conversationQueue, prefetch: 1000)
         inbox = ReplyInbox()
-        let replies = replies
+        guard consumeReplies else {
+            replies = nil
+            return
+        }
+        let replies = try await connection.consume(queue: topology.conversationQueue, prefetch: 1000)
+        self.replies = replies
         let inbox = inbox
         Task {
             do {
@@ -58,7 +64,11 @@ public final class TestRuntime: Sendable {
     }
 
     /// Runs `body` with a fresh test bed and tears it down afterwards (the sandboxes of its backends included).
-    public static func with<T: Sendable>(_ body: (TestRuntime) async throws -> T) async throws -> T {
+    /// Without `consumeReplies`, nothing here consumes `conversation.commands` (conversation workers do).
+    public static func with<T: Sendable>(
+        consumeReplies: Bool = true,
+        _ body: (TestRuntime) async throws -> T
+    ) async throws -> T {
         try await TestPostgres.withSchemaURL { url in
             let namespace = TestEnvironment.uniqueName("rt")
             let postgres = PostgresClient(url: url, poolSize: 8, acquireTimeout: .seconds(20))
@@ -68,7 +78,8 @@ public final class TestRuntime: Sendable {
                 namespace: namespace,
                 postgresURL: url,
                 postgres: postgres,
-                connection: connection
+                connection: connection,
+                consumeReplies: consumeReplies
             )
             let result: Result<T, any Error>
             do {
@@ -82,7 +93,7 @@ public final class TestRuntime: Sendable {
     }
 
     private func tearDown() async {
-        await replies.cancel()
+        await replies?.cancel()
         // Remove every sandbox this test's deployment left (processes and containers).
         for backend in (try? makeBackends([.process, .docker])) ?? [] {
             for listed in (try? await backend.list()) ?? [] { try? await backend.destroy(listed.reference) }
@@ -367,8 +378,8 @@ final class ReplyInbox: Sendable {
     func all() -> [UUID: [AMQPDelivery]] { state.withLock { $0.seen } }
 }
 
-/// Runs `workers` for the length of `body`, then cancels them.
-public func running<T: Sendable>(_ workers: RuntimeWorker..., body: () async throws -> T) async throws -> T {
+/// Runs `workers` (runtime or conversation workers) for the length of `body`, then cancels them.
+public func running<T: Sendable>(_ workers: any Service..., body: () async throws -> T) async throws -> T {
     try await withThrowingTaskGroup(of: Void.self) { group in
         for worker in workers {
             group.addTask { try await worker.run() }

@@ -1,0 +1,198 @@
+import Agent
+import DeckhandCore
+import Foundation
+import Postgres
+
+/// The conversation workers' statements on `conversations`, `events`, `llm_calls` and `sandboxes`.
+///
+/// The synchronous functions run on a connection inside one hop (a transaction, or a step's reserved
+/// connection); the asynchronous ones are one hop each.
+public struct ConversationStore: Sendable {
+    public let postgres: PostgresClient
+    /// Names the deployment in advisory-lock keys (advisory locks are database-wide; schemas are not).
+    public let deployment: String
+
+    public init(postgres: PostgresClient, deployment: String) {
+        self.postgres = postgres
+        self.deployment = deployment
+    }
+
+    /// The session advisory-lock key of a conversation's step chain (FNV-1a of deployment and id).
+    public func stepLockKey(_ conversation: UUID) -> Int64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in "deckhand.step:\(deployment):\(conversation.uuidString.lowercased())".utf8 {
+            hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3
+        }
+        return Int64(bitPattern: hash)
+    }
+
+    // MARK: Rows
+
+    static func conversation(
+        _ connection: PostgresConnection,
+        _ id: UUID,
+        lock: Bool = false
+    ) throws
+        -> ConversationRecord?
+    {
+        try connection.query(
+            "SELECT \(ConversationRecord.columns) FROM conversations WHERE id = $1\(lock ? " FOR UPDATE" : "")",
+            [.uuid(id)]
+        ).first.map(ConversationRecord.init)
+    }
+
+    /// The conversation's events with id above `after`, in order.
+    static func events(_ connection: PostgresConnection, _ id: UUID, after: Int = -1) throws -> [StoredEvent] {
+        try connection.query(
+            "SELECT payload, step FROM events WHERE conversation_id = $1 AND id > $2 ORDER BY id",
+            [.uuid(id), .int(Int64(after))]
+        ).map { row in
+            StoredEvent(
+                event: try Event(json: try row.decodeJSON(JSONValue.self, "payload")),
+                step: try row.decode(Int?.self, "step")
+            )
+        }
+    }
+
+    /// The events a step wrote, in order.
+    static func events(_ connection: PostgresConnection, _ id: UUID, step: Int) throws -> [Event] {
+        try connection.query(
+            "SELECT payload FROM events WHERE conversation_id = $1 AND step = $2 ORDER BY id",
+            [.uuid(id), .int(Int64(step))]
+        ).map { try Event(json: try $0.decodeJSON(JSONValue.self, "payload")) }
+    }
+
+    /// Appends `events` with the next ids (the `UPDATE` takes the row lock until the transaction ends, so two
+    /// writers never get the same ids) and returns them with their ids and the masked content as stored.
+    /// Call inside a transaction.
+    static func append(
+        _ connection: PostgresConnection,
+        _ conversation: UUID,
+        _ events: [Event],
+        step: Int?,
+        masker: SecretMasker
+    ) throws -> [Event] {
+        guard !events.isEmpty else { return [] }
+        let rows = try connection.query(
+            "UPDATE conversations SET event_count = event_count + $2, updated_at = now() WHERE id = $1 RETURNING event_count",
+            [.uuid(conversation), .int(Int64(events.count))]
+        )
+        guard let end = try rows.first?.decode(Int.self, "event_count") else {
+            throw DeckhandError(.conversationNotFound, "conversation \(conversation) does not exist")
+        }
+        var id = end - events.count
+        var stored: [Event] = []
+        for event in events {
+            var event = masker.mask(event)
+            event.id = id
+            let payload = event.json.compactJSON
+            try connection.execute(
+                "INSERT INTO events (conversation_id, id, source, kind, payload, step) VALUES ($1, $2, $3, $4, $5, $6)",
+                [
+                    .uuid(conversation), .int(Int64(id)), .text(event.source.rawValue), .text(event.typeName),
+                    .jsonb(payload), step.map { .int(Int64($0)) } ?? .null,
+                ]
+            )
+            stored.append(event)
+            id += 1
+        }
+        return stored
+    }
+
+    /// The conversation's sandbox that still counts, if any.
+    static func sandbox(_ connection: PostgresConnection, conversation: UUID) throws -> SandboxEndpoint? {
+        try connection.query(
+            """
+            SELECT id, status, url, session_api_key FROM sandboxes
+            WHERE conversation_id = $1 AND status NOT IN ('lost', 'error')
+            """,
+            [.uuid(conversation)]
+        ).first.map { row in
+            SandboxEndpoint(
+                id: try row.decode(UUID.self, "id"),
+                status: try row.decode(String.self, "status"),
+                url: try row.decode(String?.self, "url"),
+                sessionAPIKey: try row.decode(String?.self, "session_api_key")
+            )
+        }
+    }
+
+    /// Marks a sandbox used now (its idle timers start again).
+    static func touchSandbox(_ connection: PostgresConnection, _ id: UUID) throws {
+        try connection.execute("UPDATE sandboxes SET last_active_at = now() WHERE id = $1", [.uuid(id)])
+    }
+
+    // MARK: One hop each
+
+    /// Creates a user if it does not exist (tests, `deckhand dev`).
+    public func ensureUser(_ id: UUID, name: String = "") async throws {
+        try await postgres.execute(
+            "INSERT INTO users (id, display_name) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+            [.uuid(id), .text(name)]
+        )
+    }
+
+    /// What a new conversation row holds (the gateway writes it before it publishes `start`).
+    public struct NewConversation: Sendable {
+        public var id: UUID
+        public var userID: UUID
+        public var title: String
+        public var llmModel: String?
+        public var llmBaseURL: String?
+        public var llmAPIKey: String?
+        public var maxIterations: Int
+        public var maxBudget: Double?
+        public var trigger: String?
+
+        public init(
+            id: UUID = UUID(),
+            userID: UUID,
+            title: String = "",
+            llmModel: String? = nil,
+            llmBaseURL: String? = nil,
+            llmAPIKey: String? = nil,
+            maxIterations: Int = 100,
+            maxBudget: Double? = nil,
+            trigger: String? = nil
+        ) {
+            self.id = id
+            self.userID = userID
+            self.title = title
+            self.llmModel = llmModel
+            self.llmBaseURL = llmBaseURL
+            self.llmAPIKey = llmAPIKey
+            self.maxIterations = maxIterations
+            self.maxBudget = maxBudget
+            self.trigger = trigger
+        }
+    }
+
+    public func create(_ new: NewConversation) async throws {
+        try await postgres.execute(
+            """
+            INSERT INTO conversations (id, user_id, title, llm_model, llm_base_url, llm_api_key, max_iterations,
+                max_budget_per_task, trigger)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+            """,
+            [
+                .uuid(new.id), .uuid(new.userID), .text(new.title), .optional(new.llmModel.map(PostgresValue.text)),
+                .optional(new.llmBaseURL.map(PostgresValue.text)), .optional(new.llmAPIKey.map(PostgresValue.text)),
+                .int(Int64(new.maxIterations)), .optional(new.maxBudget.map(PostgresValue.double)),
+                .optional(new.trigger.map(PostgresValue.text)),
+            ]
+        )
+    }
+
+    public func conversation(_ id: UUID) async throws -> ConversationRecord? {
+        try await postgres.withConnection { try Self.conversation($0, id) }
+    }
+
+    public func events(_ id: UUID, after: Int = -1) async throws -> [StoredEvent] {
+        try await postgres.withConnection { try Self.events($0, id, after: after) }
+    }
+}
+
+extension DeckhandError.Code {
+    /// The conversation does not exist (or was deleted).
+    public static let conversationNotFound: Self = "CONVERSATION$NOT_FOUND"
+}

@@ -1,0 +1,309 @@
+import Agent
+import DeckhandCore
+import Foundation
+import Logging
+import Messaging
+import Postgres
+
+/// What one command's transaction did, for the work that follows its commit.
+struct CommandOutcome: Sendable {
+    /// Events stored, to publish.
+    var events: [Event] = []
+    /// A step chain started at this step.
+    var startedStep: Int?
+    /// The sandbox must be asked for.
+    var wantsSandbox = false
+}
+
+extension ConversationWorker {
+    /// SQL list of the states from which a user message starts a chain.
+    static let idleStates = "(" + AgentState.idle.map { "'\($0.rawValue)'" }.joined(separator: ", ") + ")"
+
+    /// Moves an idle or paused agent to `running` with the next step number; returns that step (nil when
+    /// a chain runs already, or the agent is not in one of `from`).
+    static func startChain(
+        _ connection: PostgresConnection,
+        _ id: UUID,
+        from states: String = idleStates
+    ) throws -> Int? {
+        try connection.query(
+            """
+            UPDATE conversations SET agent_state = 'running', step_seq = step_seq + 1, resume_on_ready = false,
+                status = 'RUNNING', last_error = NULL, updated_at = now()
+            WHERE id = $1 AND agent_state IN \(states)
+            RETURNING step_seq
+            """,
+            [.uuid(id)]
+        ).first?.decode(Int.self, "step_seq")
+    }
+
+    /// Publishes what a command committed: its events, the first step of a chain it started, the request for
+    /// a sandbox.
+    func follow(_ outcome: CommandOutcome, conversation: UUID) async throws {
+        try await publish(outcome.events, conversation: conversation)
+        if let step = outcome.startedStep { try await publishStep(step, conversation: conversation) }
+        if outcome.wantsSandbox { try await requestSandbox(conversation) }
+    }
+
+    // MARK: start
+
+    /// Opens the conversation (its first events once), moves the agent to `loading` and asks for the
+    /// sandbox; `sandbox_ready` continues. Idempotent: a started conversation is only woken again.
+    func start(_ command: ConversationStart, logger: Logger) async throws {
+        let id = command.conversationID
+        let replay: JSONValue?
+        do {
+            replay = try command.replayJSON.map { .array(try Replay.actions(from: $0).map(\.json)) }
+        } catch {
+            throw MalformedCommand(description: "replay_json: \(error)")
+        }
+        let masker = self.masker(for: nil)
+        let outcome = try await store.postgres.transaction { connection -> CommandOutcome? in
+            guard let record = try ConversationStore.conversation(connection, id, lock: true) else { return nil }
+            var events: [Event] = []
+            let opening = record.eventCount == 0
+            if opening {
+                let prompt = SystemPrompt.make(instructions: command.conversationInstructions)
+                events.append(.system(prompt, tools: CodeActTools.json))
+                if let text = command.initialUserMessage, !text.isEmpty {
+                    events.append(.userMessage(text, imageURLs: command.imageURLs ?? []))
+                }
+                try connection.execute(
+                    "UPDATE conversations SET conversation_instructions = $2, replay = $3::jsonb WHERE id = $1",
+                    [
+                        .uuid(id), .optional(command.conversationInstructions.map(PostgresValue.text)),
+                        replay.map { .jsonb($0.compactJSON) } ?? .null,
+                    ]
+                )
+            }
+            var outcome = CommandOutcome()
+            if record.agentState == .running {
+                // A chain runs: it asks for the sandbox itself when it needs one.
+                outcome.events = try ConversationStore.append(connection, id, events, step: nil, masker: masker)
+                return outcome
+            }
+            let pendingTask = (opening && !(command.initialUserMessage ?? "").isEmpty) || record.resumeOnReady
+            if opening || record.agentState != .loading { events.append(.stateChanged(.loading)) }
+            try connection.execute(
+                """
+                UPDATE conversations SET agent_state = 'loading', status = 'STARTING', runtime_status = $2,
+                    resume_on_ready = $3, updated_at = now()
+                WHERE id = $1
+                """,
+                [.uuid(id), .text(RuntimeStatus.startingRuntime.rawValue), .bool(pendingTask)]
+            )
+            outcome.events = try ConversationStore.append(connection, id, events, step: nil, masker: masker)
+            outcome.wantsSandbox = true
+            return outcome
+        }
+        guard let outcome else {
+            logger.warning("start for a conversation that does not exist: dropped")
+            return
+        }
+        try await follow(outcome, conversation: id)
+    }
+
+    // MARK: message
+
+    /// Appends a user message (once per message id); starts a chain when the agent is idle, and wakes a
+    /// stopped conversation. A message that arrives while a chain runs is read by its next step.
+    func message(_ command: UserMessage, messageID: String, logger: Logger) async throws {
+        let id = command.conversationID
+        let masker = self.masker(for: nil)
+        let outcome = try await store.postgres.transaction { connection -> CommandOutcome? in
+            let fresh = try connection.execute(
+                "INSERT INTO processed_messages (consumer, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                [.text(Self.consumerName), .text(messageID)]
+            )
+            guard fresh == 1, let record = try ConversationStore.conversation(connection, id, lock: true) else {
+                return nil
+            }
+            var events: [Event] = [.userMessage(command.content, imageURLs: command.imageURLs ?? [])]
+            var outcome = CommandOutcome()
+            switch record.agentState {
+            case .loading:
+                try connection.execute("UPDATE conversations SET resume_on_ready = true WHERE id = $1", [.uuid(id)])
+            case .stopped:
+                events.append(.stateChanged(.loading))
+                try connection.execute(
+                    """
+                    UPDATE conversations SET agent_state = 'loading', status = 'STARTING', runtime_status = $2,
+                        resume_on_ready = true, updated_at = now()
+                    WHERE id = $1
+                    """,
+                    [.uuid(id), .text(RuntimeStatus.startingRuntime.rawValue)]
+                )
+                outcome.wantsSandbox = true
+            default:
+                if let step = try Self.startChain(connection, id) {
+                    events.append(.stateChanged(.running))
+                    outcome.startedStep = step
+                }
+            }
+            outcome.events = try ConversationStore.append(connection, id, events, step: nil, masker: masker)
+            return outcome
+        }
+        guard let outcome else {
+            // Handled before (or the conversation is gone): the chain it may have started must still run.
+            try await ensureChainPublished(id)
+            return
+        }
+        try await follow(outcome, conversation: id)
+    }
+
+    // MARK: pause, resume, stop, delete
+
+    /// Moves the agent from one of `from` to `state` with an `agent_state_changed` event; nil when it is in
+    /// none of them (so the command was already applied, or does not apply).
+    func transition(
+        _ id: UUID,
+        from: [AgentState],
+        to state: AgentState,
+        status: ConversationStatus? = nil
+    ) async throws
+        -> [Event]?
+    {
+        let masker = self.masker(for: nil)
+        let states = "(" + from.map { "'\($0.rawValue)'" }.joined(separator: ", ") + ")"
+        return try await store.postgres.transaction { connection -> [Event]? in
+            let changed = try connection.execute(
+                """
+                UPDATE conversations SET agent_state = $2, status = coalesce($3, status), updated_at = now()
+                WHERE id = $1 AND agent_state IN \(states)
+                """,
+                [.uuid(id), .text(state.rawValue), .optional(status.map { .text($0.rawValue) })]
+            )
+            guard changed == 1 else { return nil }
+            return try ConversationStore.append(connection, id, [.stateChanged(state)], step: nil, masker: masker)
+        }
+    }
+
+    /// The agent stops after the action in progress; its step chain ends there.
+    func pause(_ id: UUID) async throws {
+        let events = try await transition(
+            id,
+            from: [.running, .loading, .awaitingUserInput, .finished, .rateLimited],
+            to: .paused
+        )
+        try await publish(events ?? [], conversation: id)
+    }
+
+    /// A paused agent runs again, with a new step.
+    func resume(_ id: UUID) async throws {
+        let masker = self.masker(for: nil)
+        let outcome = try await store.postgres.transaction { connection -> CommandOutcome in
+            var outcome = CommandOutcome()
+            guard let step = try Self.startChain(connection, id, from: "('paused')") else { return outcome }
+            outcome.startedStep = step
+            outcome.events = try ConversationStore.append(
+                connection,
+                id,
+                [.stateChanged(.running)],
+                step: nil,
+                masker: masker
+            )
+            return outcome
+        }
+        try await follow(outcome, conversation: id)
+        try await ensureChainPublished(id)
+    }
+
+    /// The agent stops and the sandbox is stopped (its files kept); `start` or a message wakes both.
+    func stop(_ id: UUID) async throws {
+        let all = AgentState.allCases.filter { $0 != .stopped }
+        let events = try await transition(id, from: all, to: .stopped, status: .stopped)
+        try await publish(events ?? [], conversation: id)
+        try await bus.send(RuntimeCommand.stop.rawValue, SandboxTarget(conversationID: id), to: topology.runtimeQueue)
+    }
+
+    /// The sandbox is destroyed and the conversation removed with its events.
+    func delete(_ id: UUID) async throws {
+        try await bus.send(
+            RuntimeCommand.destroy.rawValue,
+            SandboxTarget(conversationID: id),
+            to: topology.runtimeQueue
+        )
+        try await store.postgres.execute("DELETE FROM conversations WHERE id = $1", [.uuid(id)])
+    }
+
+    // MARK: From the runtime workers
+
+    /// The sandbox answers: a `loading` agent goes on with its task, or waits for the user.
+    func sandboxReady(_ ready: SandboxReady, logger: Logger) async throws {
+        let id = ready.conversationID
+        let masker = self.masker(for: nil)
+        let outcome = try await store.postgres.transaction { connection -> CommandOutcome? in
+            guard let record = try ConversationStore.conversation(connection, id, lock: true) else { return nil }
+            var outcome = CommandOutcome()
+            guard record.agentState != .stopped else { return outcome }
+            try connection.execute(
+                """
+                UPDATE conversations SET sandbox_id = $2, runtime_status = $3, status = 'RUNNING', updated_at = now()
+                WHERE id = $1
+                """,
+                [.uuid(id), .uuid(ready.sandboxID), .text(RuntimeStatus.ready.rawValue)]
+            )
+            guard record.agentState == .loading else { return outcome }
+            if record.resumeOnReady, let step = try Self.startChain(connection, id, from: "('loading')") {
+                outcome.startedStep = step
+                outcome.events = try ConversationStore.append(
+                    connection,
+                    id,
+                    [.stateChanged(.running)],
+                    step: nil,
+                    masker: masker
+                )
+            } else {
+                try connection.execute(
+                    "UPDATE conversations SET agent_state = 'awaiting_user_input' WHERE id = $1",
+                    [.uuid(id)]
+                )
+                outcome.events = try ConversationStore.append(
+                    connection,
+                    id,
+                    [.stateChanged(.awaitingUserInput)],
+                    step: nil,
+                    masker: masker
+                )
+            }
+            return outcome
+        }
+        guard let outcome else {
+            logger.notice("a sandbox is ready for a conversation that no longer exists: destroying it")
+            try await bus.send(
+                RuntimeCommand.destroy.rawValue,
+                SandboxTarget(sandboxID: ready.sandboxID),
+                to: topology.runtimeQueue
+            )
+            return
+        }
+        try await follow(outcome, conversation: id)
+        try await ensureChainPublished(id)
+    }
+
+    /// No sandbox can be had: the agent ends in `error` with the reason.
+    func sandboxFailed(_ failed: SandboxFailed) async throws {
+        let id = failed.conversationID
+        let masker = self.masker(for: nil)
+        let reason = "The sandbox could not be started: \(failed.reason)"
+        let events = try await store.postgres.transaction { connection -> [Event] in
+            let changed = try connection.execute(
+                """
+                UPDATE conversations SET agent_state = 'error', status = 'ERROR', runtime_status = $2, last_error = $3,
+                    updated_at = now()
+                WHERE id = $1 AND agent_state IN ('loading', 'running')
+                """,
+                [.uuid(id), .text(RuntimeStatus.error.rawValue), .text(reason)]
+            )
+            guard changed == 1 else { return [] }
+            return try ConversationStore.append(
+                connection,
+                id,
+                [.errorObservation(reason, errorID: failed.code), .stateChanged(.error, reason: reason)],
+                step: nil,
+                masker: masker
+            )
+        }
+        try await publish(events, conversation: id)
+    }
+}

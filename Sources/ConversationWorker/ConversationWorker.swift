@@ -1,0 +1,222 @@
+import AMQP
+import Agent
+import DeckhandCore
+import Foundation
+import HTTPClient
+import LLM
+import Logging
+import Messaging
+import Postgres
+import ServiceLifecycle
+
+/// A conversation worker (`deckhand conversation-worker`): consumes `conversation.commands` and runs the
+/// agent one step per message (DESIGN §4). It keeps nothing between messages: any worker can take any
+/// conversation's next step, and a worker that dies mid-step loses nothing.
+public final class ConversationWorker: Service, Sendable {
+    public struct Configuration: Sendable {
+        public var agent: AgentSettings
+        public var llm: LLMSettings
+        /// Commands and steps handled at once (the consumer's prefetch).
+        public var prefetch: Int
+        /// This worker's name in logs.
+        public var workerID: String
+        /// Attempts through the retry queues before a failing command is dead-lettered.
+        public var maxAttempts: Int
+        /// The sandbox backend asked of the runtime workers (nil: their default).
+        public var sandboxBackend: RuntimeSettings.Backend?
+
+        public init(
+            agent: AgentSettings = AgentSettings(),
+            llm: LLMSettings = LLMSettings(),
+            prefetch: Int = 32,
+            workerID: String = ConversationWorker.makeWorkerID(),
+            maxAttempts: Int = 5,
+            sandboxBackend: RuntimeSettings.Backend? = nil
+        ) {
+            self.agent = agent
+            self.llm = llm
+            self.prefetch = prefetch
+            self.workerID = workerID
+            self.maxAttempts = maxAttempts
+            self.sandboxBackend = sandboxBackend
+        }
+    }
+
+    public let configuration: Configuration
+    let bus: CommandBus
+    let store: ConversationStore
+    let llm: LLMClient
+    let sandboxes: SandboxClient
+    let logger: Logger
+
+    static let consumerName = "conversation-worker"
+
+    public init(
+        configuration: Configuration,
+        bus: CommandBus,
+        store: ConversationStore,
+        http: HTTPClient,
+        logger: Logger = Logger(label: "deckhand.conversation")
+    ) {
+        self.configuration = configuration
+        self.bus = bus
+        self.store = store
+        var logger = logger
+        logger[metadataKey: "deckhand.worker"] = "\(configuration.workerID)"
+        self.logger = logger
+        self.llm = LLMClient(http: http, settings: configuration.llm, logger: logger)
+        self.sandboxes = SandboxClient(http: http)
+    }
+
+    /// `<host>-<pid>-<random>`.
+    public static func makeWorkerID() -> String {
+        "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)-\(UUID().uuidString.prefix(8).lowercased())"
+    }
+
+    var topology: Topology { bus.topology }
+    var agent: AgentSettings { configuration.agent }
+
+    /// Consumes until a graceful shutdown (or cancellation): then takes no new message, lets the steps in
+    /// flight finish within `agent.shutdown_timeout` (cancelling, and so requeueing, what is left), and returns.
+    public func run() async throws {
+        logger.info(
+            "conversation worker consuming",
+            metadata: [LogKey.amqpQueue.rawValue: "\(topology.conversationQueue)"]
+        )
+        try await DrainingConsumer(
+            connection: bus.connection,
+            queue: topology.conversationQueue,
+            prefetch: configuration.prefetch,
+            shutdownTimeout: agent.shutdownTimeout,
+            logger: logger
+        ).run { await self.handle($0) }
+        logger.info("conversation worker stopped")
+    }
+
+    // MARK: Messages
+
+    func handle(_ delivery: AMQPDelivery) async {
+        var logger = self.logger
+        logger[metadataKey: LogKey.amqpMessageID.rawValue] = "\(delivery.properties.messageID ?? "-")"
+        logger[metadataKey: LogKey.amqpMessageType.rawValue] = "\(delivery.properties.type ?? "-")"
+        logger[metadataKey: LogKey.amqpAttempt.rawValue] = "\(delivery.attempt)"
+        guard let command = delivery.properties.type.flatMap(ConversationCommand.init(rawValue:)) else {
+            logger.error("unknown conversation command: dead-lettered")
+            delivery.reject()
+            return
+        }
+        let messageID = delivery.properties.messageID ?? UUID().uuidString
+        do {
+            switch command {
+            case .step:
+                try await step(try Self.decode(StepCommand.self, delivery), logger: logger)
+            case .start:
+                try await start(try Self.decode(ConversationStart.self, delivery), logger: logger)
+            case .message:
+                try await message(try Self.decode(UserMessage.self, delivery), messageID: messageID, logger: logger)
+            case .pause:
+                try await pause(try Self.decode(ConversationTarget.self, delivery).conversationID)
+            case .resume:
+                try await resume(try Self.decode(ConversationTarget.self, delivery).conversationID)
+            case .stop:
+                try await stop(try Self.decode(ConversationTarget.self, delivery).conversationID)
+            case .delete:
+                try await delete(try Self.decode(ConversationTarget.self, delivery).conversationID)
+            case .sandboxReady:
+                try await sandboxReady(try Self.decode(SandboxReady.self, delivery), logger: logger)
+            case .sandboxFailed:
+                try await sandboxFailed(try Self.decode(SandboxFailed.self, delivery))
+            }
+            delivery.ack()
+        } catch let error as MalformedCommand {
+            logger.error("malformed conversation command: dead-lettered", metadata: [LogKey.error.rawValue: "\(error)"])
+            delivery.reject()
+        } catch {
+            if Task.isCancelled {
+                logger.notice("interrupted by shutdown: requeued")
+                delivery.nack(requeue: true)
+                return
+            }
+            logger.warning("conversation command failed", metadata: [LogKey.error.rawValue: "\(error)"])
+            do {
+                if try await bus.retryLater(
+                    delivery,
+                    from: topology.conversationQueue,
+                    maxAttempts: configuration.maxAttempts
+                ) {
+                    delivery.ack()
+                } else {
+                    logger.error("conversation command failed on its last attempt: dead-lettered")
+                    delivery.reject()
+                }
+            } catch {
+                delivery.nack(requeue: true)
+            }
+        }
+    }
+
+    struct MalformedCommand: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    static func decode<T: Decodable>(_ type: T.Type, _ delivery: AMQPDelivery) throws -> T {
+        do {
+            return try delivery.message.decode(type)
+        } catch {
+            throw MalformedCommand(description: "\(T.self): \(error)")
+        }
+    }
+
+    // MARK: Publishing
+
+    /// Publishes stored events on `conversation.<id>` (after their commit; nobody need be listening).
+    func publish(_ events: [Event], conversation: UUID) async throws {
+        let routingKey = "conversation.\(conversation.uuidString.lowercased())"
+        for event in events {
+            try await bus.publishEvent(
+                "event",
+                event.json,
+                routingKey: routingKey,
+                messageID: "\(conversation.uuidString.lowercased()):\(event.id ?? -1)"
+            )
+        }
+    }
+
+    /// Publishes step `step` (confirmed), then records that it was published.
+    func publishStep(_ step: Int, conversation: UUID) async throws {
+        let command = StepCommand(conversationID: conversation, step: step)
+        try await bus.send(
+            ConversationCommand.step.rawValue,
+            command,
+            to: topology.conversationQueue,
+            messageID: command.messageID
+        )
+        try await store.postgres.execute(
+            "UPDATE conversations SET step_published = greatest(step_published, $2) WHERE id = $1",
+            [.uuid(conversation), .int(Int64(step))]
+        )
+    }
+
+    /// When the chain runs but its current step was never confirmed published (a worker died between the
+    /// commit that started it and the publish), publishes it.
+    func ensureChainPublished(_ conversation: UUID) async throws {
+        guard let record = try await store.conversation(conversation) else { return }
+        if record.agentState == .running, record.stepPublished < record.stepSeq {
+            try await publishStep(record.stepSeq, conversation: conversation)
+        }
+    }
+
+    /// Asks the runtime workers for the conversation's sandbox (they wake a paused or stopped one).
+    func requestSandbox(_ conversation: UUID) async throws {
+        try await bus.send(
+            RuntimeCommand.provision.rawValue,
+            ProvisionRequest(conversationID: conversation, backend: configuration.sandboxBackend),
+            to: topology.runtimeQueue
+        )
+    }
+
+    /// The masker of a conversation's secrets.
+    func masker(for record: ConversationRecord?, sandbox: SandboxEndpoint? = nil) -> SecretMasker {
+        SecretMasker([configuration.llm.apiKey, record?.llmAPIKey, sandbox?.sessionAPIKey])
+    }
+}

@@ -1,0 +1,70 @@
+import Agent
+import DeckhandCore
+import Foundation
+import HTTPClient
+
+/// Sends actions to a sandbox's `/execute_action` (PROTOCOL.md §C) and reads back the observation.
+struct SandboxClient: Sendable {
+    let http: HTTPClient
+
+    /// The sandbox could not be reached (gone, paused, restarting): the runtime workers must look at it.
+    struct Unreachable: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    /// Runs `action` (a stored action event) and returns its observation (without id; `cause` and
+    /// `tool_call_metadata` set). A sandbox that answers with an error gives an `error` observation;
+    /// one that cannot be reached throws ``Unreachable``.
+    func execute(_ action: Event, in sandbox: SandboxEndpoint, defaultTimeout: Duration) async throws -> Event {
+        guard let url = sandbox.url else { throw Unreachable(description: "the sandbox has no address") }
+        var wire = action.json
+        wire["id"] = nil
+        wire["llm_metrics"] = nil
+        wire["tool_call_metadata"] = nil
+        let limit = action.timeout.map { Duration.milliseconds(Int64($0 * 1000)) } ?? defaultTimeout
+        var headers: HTTPHeaders = ["Content-Type": "application/json"]
+        if let key = sandbox.sessionAPIKey { headers.add(name: "X-Session-API-Key", value: key) }
+        let request = HTTPRequest(
+            method: .post,
+            url: url + "/execute_action",
+            headers: headers,
+            body: Array(JSONValue.object(["action": wire]).compactJSONBytes),
+            connectTimeout: .seconds(5),
+            timeout: max(limit, defaultTimeout) + .seconds(30)
+        )
+        let response: HTTPResponse
+        do {
+            response = try await http.execute(request)
+        } catch let error as DeckhandError {
+            throw Unreachable(description: "the sandbox did not answer: \(error.message)")
+        }
+        var observation: Event
+        switch response.status {
+        case 200:
+            guard let json = try? JSONDecoder().decode(JSONValue.self, from: Data(response.body)),
+                let event = try? Event(json: json), event.observation != nil
+            else {
+                observation = .errorObservation("The sandbox answered with something that is not an observation.")
+                break
+            }
+            observation = event
+        case 502, 503, 504:
+            throw Unreachable(description: "the sandbox answered HTTP \(response.status)")
+        default:
+            let detail =
+                (try? JSONDecoder().decode(JSONValue.self, from: Data(response.body)))?["detail"]?.stringValue
+                ?? String(decoding: response.body.prefix(500), as: UTF8.self)
+            observation = .errorObservation("The sandbox could not run the action (HTTP \(response.status)): \(detail)")
+        }
+        observation.id = nil
+        observation.timestamp = Date()
+        observation.cause = action.id
+        observation.toolCallMetadata = action.toolCallMetadata
+        return observation
+    }
+}
+
+extension JSONValue {
+    /// Compact JSON bytes with sorted keys.
+    var compactJSONBytes: [UInt8] { Array(compactJSON.utf8) }
+}

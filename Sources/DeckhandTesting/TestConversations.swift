@@ -1,0 +1,226 @@
+import AMQP
+import Agent
+import ConversationWorker
+import DeckhandCore
+import Foundation
+import HTTPClient
+import Logging
+import Messaging
+import Postgres
+import RuntimeManager
+import Synchronization
+
+/// A conversation-worker test bed on top of ``TestRuntime``: the scripted model (``FakeLLM``) on loopback,
+/// a user, a collector of every event published on the events exchange, and factories for conversation
+/// workers (in this process or as `deckhand conversation-worker` child processes).
+public final class TestConversations: Sendable {
+    public let runtime: TestRuntime
+    public let llm: FakeLLM
+    /// `http://127.0.0.1:<port>/v1`.
+    public let llmBaseURL: String
+    public let store: ConversationStore
+    public let userID: UUID
+    private let published: AMQPConsumer
+    private let collected = Collected()
+
+    private init(runtime: TestRuntime, llm: FakeLLM, llmBaseURL: String) async throws {
+        self.runtime = runtime
+        self.llm = llm
+        self.llmBaseURL = llmBaseURL
+        store = ConversationStore(postgres: runtime.postgres, deployment: runtime.namespace)
+        userID = UUID()
+        try await store.ensureUser(userID, name: "test")
+        let queue = "\(runtime.namespace).test-events"
+        _ = try await runtime.connection.declare(
+            AMQPQueue(name: queue, kind: .classic, durable: false, exclusive: true, autoDelete: true)
+        )
+        try await runtime.connection.bind(
+            AMQPBinding(queue: queue, exchange: runtime.topology.eventsExchange, routingKey: "conversation.#")
+        )
+        published = try await runtime.connection.consume(queue: queue, prefetch: 1000)
+        let published = published
+        let collected = collected
+        Task {
+            do {
+                for try await delivery in published {
+                    if let event = try? delivery.message.decode(JSONValue.self),
+                        let key = delivery.routingKey.split(separator: ".").last.flatMap({
+                            UUID(uuidString: String($0))
+                        })
+                    {
+                        collected.events.withLock { $0[key, default: []].append(event) }
+                    }
+                    delivery.ack()
+                }
+            } catch {}
+        }
+    }
+
+    /// Runs `body` with a fresh test bed (a fake model answering after `latency`) and tears it down.
+    public static func with<T: Sendable>(
+        latency: Duration = .zero,
+        _ body: @Sendable (TestConversations) async throws -> T
+    ) async throws -> T {
+        try await TestRuntime.with(consumeReplies: false) { runtime in
+            let llm = FakeLLM(latency: latency)
+            return try await llm.serve { baseURL in
+                let bed = try await TestConversations(runtime: runtime, llm: llm, llmBaseURL: baseURL)
+                let result: Result<T, any Error>
+                do {
+                    result = .success(try await body(bed))
+                } catch {
+                    result = .failure(error)
+                }
+                await bed.published.cancel()
+                return try result.get()
+            }
+        }
+    }
+
+    // MARK: Workers
+
+    /// Agent settings for tests.
+    public static func agentSettings(_ configure: (inout AgentSettings) -> Void = { _ in }) -> AgentSettings {
+        var settings = AgentSettings()
+        settings.shutdownTimeout = .seconds(20)
+        settings.stepLockWait = .seconds(20)
+        configure(&settings)
+        return settings
+    }
+
+    /// Model settings pointing at the fake: quick retries.
+    public func llmSettings(_ configure: (inout LLMSettings) -> Void = { _ in }) -> LLMSettings {
+        var settings = LLMSettings()
+        settings.baseURL = llmBaseURL
+        settings.apiKey = "sk-test-worker-key"
+        settings.model = "unscripted"
+        settings.retryMin = .milliseconds(20)
+        settings.retryMax = .milliseconds(500)
+        settings.timeout = .seconds(30)
+        configure(&settings)
+        return settings
+    }
+
+    /// A conversation worker in this process.
+    public func makeWorker(
+        agent: AgentSettings = TestConversations.agentSettings(),
+        llm: LLMSettings? = nil,
+        prefetch: Int = 32,
+        connection: AMQPConnection? = nil
+    ) -> ConversationWorker {
+        ConversationWorker(
+            configuration: .init(agent: agent, llm: llm ?? llmSettings(), prefetch: prefetch, sandboxBackend: .process),
+            bus: CommandBus(connection: connection ?? runtime.connection, topology: runtime.topology),
+            store: store,
+            http: runtime.http,
+            logger: Logger(label: "test.conversation.worker")
+        )
+    }
+
+    /// A runtime worker with process sandboxes (and a warm pool of `warm`).
+    public func makeRuntimeWorker(warm: Int = 0) throws -> RuntimeWorker {
+        let settings = TestRuntime.settings { settings in
+            if warm > 0 { settings.warmPool = [.init(backend: .process, image: "deckhand-sandbox", size: warm)] }
+        }
+        return try runtime.makeWorker(settings: settings, backends: [.process])
+    }
+
+    // MARK: Conversations
+
+    /// Creates a conversation that follows `script` and sends `start` with `message` as its first message.
+    @discardableResult
+    public func start(
+        script: FakeLLM.Script,
+        message: String? = "Do the task.",
+        maxIterations: Int = 100,
+        maxBudget: Double? = nil,
+        apiKey: String? = nil,
+        replay: JSONValue? = nil
+    ) async throws -> UUID {
+        let id = UUID()
+        let model = "script-\(id.uuidString.prefix(8).lowercased())"
+        llm.register(script, model: model)
+        try await store.create(
+            .init(
+                id: id,
+                userID: userID,
+                llmModel: model,
+                llmAPIKey: apiKey,
+                maxIterations: maxIterations,
+                maxBudget: maxBudget
+            )
+        )
+        try await send(
+            .start,
+            ConversationStart(conversationID: id, initialUserMessage: message, replayJSON: replay)
+        )
+        return id
+    }
+
+    /// The model name of a conversation's script.
+    public func model(of conversation: UUID) async throws -> String {
+        try await store.conversation(conversation)?.llmModel ?? ""
+    }
+
+    /// Sends a conversation command.
+    public func send<Payload: Encodable & Sendable>(
+        _ command: ConversationCommand,
+        _ payload: Payload,
+        messageID: String = UUID().uuidString
+    ) async throws {
+        try await runtime.bus.send(
+            command.rawValue,
+            payload,
+            to: runtime.topology.conversationQueue,
+            messageID: messageID
+        )
+    }
+
+    /// Sends a user message.
+    public func say(_ text: String, to conversation: UUID, messageID: String = UUID().uuidString) async throws {
+        try await send(.message, UserMessage(conversationID: conversation, content: text), messageID: messageID)
+    }
+
+    /// Waits until the agent is in one of `states`; fails after `timeout` saying where it is.
+    @discardableResult
+    public func waitFor(
+        _ conversation: UUID,
+        _ states: Set<AgentState>,
+        timeout: Duration = .seconds(60)
+    ) async throws -> ConversationRecord {
+        let deadline = ContinuousClock.now + timeout
+        var last: ConversationRecord?
+        while ContinuousClock.now < deadline {
+            last = try await store.conversation(conversation)
+            if let last, states.contains(last.agentState) { return last }
+            try await Task.sleep(for: .milliseconds(25))
+        }
+        let kinds = (try? await events(conversation).map(\.typeName).joined(separator: ",")) ?? "?"
+        throw DeckhandError(
+            .timeout,
+            "conversation \(conversation) is \(last?.agentState.rawValue ?? "missing"), not \(states.map(\.rawValue)), after \(timeout); events: \(kinds); last error: \(last?.lastError ?? "-")"
+        )
+    }
+
+    /// The stored events of a conversation.
+    public func events(_ conversation: UUID) async throws -> [Event] {
+        try await store.events(conversation).map(\.event)
+    }
+
+    /// The events published for a conversation so far (as JSON, in arrival order, duplicates included).
+    public func publishedEvents(_ conversation: UUID) -> [JSONValue] {
+        collected.events.withLock { $0[conversation] ?? [] }
+    }
+
+    /// A folder for files the scripts write, removed with the test bed's sandboxes.
+    public var scratch: String {
+        let path = runtime.processRoot + "-scratch"
+        try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        return path
+    }
+}
+
+/// The events the test bed's consumer received, per conversation.
+private final class Collected: Sendable {
+    let events = Mutex<[UUID: [JSONValue]]>([:])
+}
