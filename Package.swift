@@ -133,7 +133,7 @@ let package = Package(
             name: "deckhand",
             dependencies: [
                 "AMQP", "HTTPClient", "Postgres", "DeckhandStore", "DeckhandCore", "Messaging", "RuntimeBackends",
-                "RuntimeManager",
+                "RuntimeManager", "ConversationWorker",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -199,8 +199,8 @@ let package = Package(
         .testTarget(
             name: "UnitTests",
             dependencies: [
-                "DeckhandCore", "LLM", "Agent", "AMQP", "HTTPClient", "Postgres", "DeckhandStore", "SandboxServer", "Messaging",
-                "RuntimeBackends", "RuntimeManager",
+                "DeckhandCore", "LLM", "Agent", "AMQP", "HTTPClient", "Postgres", "DeckhandStore", "SandboxServer",
+                "Messaging", "RuntimeBackends", "RuntimeManager",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),

@@ -1,15 +1,8 @@
-import AMQP
 import ArgumentParser
 import DeckhandCore
-import DeckhandStore
-import Foundation
-import HTTPClient
 import Logging
 import Messaging
-import Postgres
 import RuntimeManager
-import ServiceLifecycle
-import UnixSignals
 
 /// `deckhand runtime-worker`: provisions and looks after sandboxes (DESIGN §1, §7).
 struct RuntimeWorkerCommand: AsyncParsableCommand {
@@ -36,21 +29,16 @@ struct RuntimeWorkerCommand: AsyncParsableCommand {
         let logger = Logger(label: "deckhand.runtime")
         let deployment = namespace.isEmpty ? "default" : namespace
 
-        let postgres = PostgresClient(settings: configuration.postgres)
-        let http = try HTTPClient()
-        var connection: AMQPConnection?
-        do {
-            try await DeckhandSchema.migrate(postgres)
-            let amqp = try await AMQPConnection.connect(
-                configuration: .init(settings: configuration.amqp, name: "deckhand-runtime-worker")
-            )
-            connection = amqp
-            let topology = Topology(namespace: namespace)
-            try await topology.declare(on: amqp)
+        try await runWorkerRole(
+            name: "deckhand-runtime-worker",
+            configuration: configuration,
+            namespace: namespace,
+            logger: logger
+        ) { resources in
             let (backends, defaultBackend) = try await BackendSelection.make(
                 configuration: configuration,
                 deployment: deployment,
-                http: http,
+                http: resources.http,
                 logger: logger
             )
             var workerConfiguration = RuntimeWorker.Configuration(
@@ -59,31 +47,14 @@ struct RuntimeWorkerCommand: AsyncParsableCommand {
                 prefetch: configuration.amqp.prefetch
             )
             if let workerID { workerConfiguration.workerID = workerID }
-            let worker = RuntimeWorker(
+            return RuntimeWorker(
                 configuration: workerConfiguration,
-                bus: CommandBus(connection: amqp, topology: topology),
-                store: SandboxStore(postgres: postgres, deployment: deployment),
+                bus: CommandBus(connection: resources.amqp, topology: resources.topology),
+                store: SandboxStore(postgres: resources.postgres, deployment: deployment),
                 backends: backends,
-                http: http,
+                http: resources.http,
                 logger: logger
             )
-            let group = ServiceGroup(
-                configuration: .init(
-                    services: [worker],
-                    gracefulShutdownSignals: [.sigterm, .sigint],
-                    logger: logger
-                )
-            )
-            try await group.run()
-        } catch {
-            logger.critical("runtime worker failed", metadata: [LogKey.error.rawValue: "\(error)"])
-            await connection?.close()
-            await http.shutdown()
-            await postgres.close()
-            throw ExitCode(1)
         }
-        await connection?.close()
-        await http.shutdown()
-        await postgres.close()
     }
 }

@@ -3,6 +3,8 @@ import DeckhandCore
 import DeckhandTesting
 import Foundation
 import LLM
+import Postgres
+import RuntimeManager
 import Testing
 
 /// Conversation workers against real RabbitMQ, PostgreSQL and process sandboxes, with the scripted model.
@@ -92,4 +94,219 @@ func eventually(_ condition: () async throws -> Bool) async throws {
         try await Task.sleep(for: .milliseconds(20))
     }
     Issue.record("the condition did not hold within 10 s")
+}
+
+@Suite struct ConversationControlTests {
+    /// A script of `count` slow shell steps that each append a line to `file`, then `finish`.
+    static func slowScript(file: String, count: Int, latency: Int = 250) -> FakeLLM.Script {
+        var steps = (0..<count).map { index in
+            var step = FakeLLM.Step.bash("echo line-\(index) >> \(file)")
+            step.latencyMilliseconds = latency
+            return step
+        }
+        steps.append(.finish("All lines written."))
+        return FakeLLM.Script(steps: steps)
+    }
+
+    static func lines(_ file: String) -> [String] {
+        ((try? String(contentsOfFile: file, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+    }
+
+    @Test func pauseResumeAndStopMidRun() async throws {
+        try await TestConversations.with { bed in
+            let file = bed.scratch + "/paused.txt"
+            try await running(try bed.makeRuntimeWorker(), bed.makeWorker()) {
+                let id = try await bed.start(script: Self.slowScript(file: file, count: 8))
+                try await bed.waitFor(id, [.running])
+                try await eventually { Self.lines(file).count >= 2 }
+                try await bed.send(.pause, ConversationTarget(conversationID: id))
+                try await bed.waitFor(id, [.paused])
+                // The step in flight may finish its action; after that nothing runs.
+                try await Task.sleep(for: .milliseconds(800))
+                let whilePaused = Self.lines(file).count
+                try await Task.sleep(for: .milliseconds(800))
+                #expect(Self.lines(file).count == whilePaused)
+                #expect(whilePaused < 8)
+
+                try await bed.send(.resume, ConversationTarget(conversationID: id))
+                let finished = try await bed.waitFor(id, [.finished, .error])
+                #expect(finished.agentState == .finished, "\(finished.lastError ?? "")")
+                // Every line once, in order: no action ran twice across the pause.
+                #expect(Self.lines(file) == (0..<8).map { "line-\($0)" })
+                let states = try await bed.events(id).compactMap(\.announcedState)
+                #expect(states == [.loading, .running, .paused, .running, .finished])
+
+                // Stop mid-run: the agent stops and so does the sandbox.
+                let other = bed.scratch + "/stopped.txt"
+                let second = try await bed.start(script: Self.slowScript(file: other, count: 8))
+                try await eventually { Self.lines(other).count >= 1 }
+                try await bed.send(.stop, ConversationTarget(conversationID: second))
+                let stopped = try await bed.waitFor(second, [.stopped])
+                #expect(stopped.status == .stopped)
+                try await bed.runtime.eventually("the sandbox is stopped") {
+                    try await bed.runtime.store.liveSandbox(conversation: second)?.status == .stopped
+                }
+                try await Task.sleep(for: .milliseconds(800))
+                let afterStop = Self.lines(other).count
+                try await Task.sleep(for: .milliseconds(600))
+                #expect(Self.lines(other).count == afterStop)
+            }
+        }
+    }
+
+    @Test func maxIterationsEndsInErrorWithTheReason() async throws {
+        try await TestConversations.with { bed in
+            let file = bed.scratch + "/limit.txt"
+            try await running(try bed.makeRuntimeWorker(), bed.makeWorker()) {
+                let id = try await bed.start(
+                    script: Self.slowScript(file: file, count: 10, latency: 0),
+                    maxIterations: 3
+                )
+                let ended = try await bed.waitFor(id, [.error, .finished])
+                #expect(ended.agentState == .error)
+                #expect(ended.iteration == 3)
+                #expect(ended.lastError?.contains("limit of 3 iterations") == true)
+                #expect(Self.lines(file).count == 3)
+                let events = try await bed.events(id)
+                #expect(events.suffix(2).map(\.typeName) == ["error", "agent_state_changed"])
+                #expect(events.last?.extras["reason"]?.stringValue?.contains("limit of 3 iterations") == true)
+                #expect(bed.llm.requests(model: try await bed.model(of: id)).count == 3)
+            }
+        }
+    }
+
+    @Test func a429StormIsRetriedThenSucceeds() async throws {
+        try await TestConversations.with { bed in
+            var first = FakeLLM.Step.bash("echo survived")
+            first.failures = [
+                .init(status: 429, retryAfter: 0.05, times: 3),
+                .init(status: 503, times: 1),
+            ]
+            let script = FakeLLM.Script(steps: [first, .finish("done")])
+            try await running(try bed.makeRuntimeWorker(), bed.makeWorker()) {
+                let id = try await bed.start(script: script)
+                let finished = try await bed.waitFor(id, [.finished, .error])
+                #expect(finished.agentState == .finished, "\(finished.lastError ?? "")")
+                let requests = bed.llm.requests(model: try await bed.model(of: id))
+                #expect(requests.map(\.status) == [429, 429, 429, 503, 200, 200])
+                #expect(requests.map(\.index) == [0, 0, 0, 0, 0, 1])
+                let events = try await bed.events(id)
+                #expect(events.contains { $0.observation == "run" && $0.content.contains("survived") })
+            }
+        }
+    }
+
+    @Test func aWrongKeyEndsInTheAuthenticationStatusWithoutShowingTheKey() async throws {
+        try await TestConversations.with { bed in
+            let script = FakeLLM.Script(steps: [.finish("never")], apiKey: "sk-the-right-key")
+            try await running(try bed.makeRuntimeWorker(), bed.makeWorker()) {
+                let id = try await bed.start(script: script, apiKey: "sk-a-wrong-key-123")
+                let ended = try await bed.waitFor(id, [.error, .finished])
+                #expect(ended.agentState == .error)
+                #expect(ended.runtimeStatus == RuntimeStatus.errorLLMAuthentication.rawValue)
+                // Not retried: an authentication failure cannot succeed later.
+                #expect(bed.llm.requests(model: try await bed.model(of: id)).count == 1)
+                let text = try await bed.events(id).map { $0.json.compactJSON }.joined()
+                #expect(!text.contains("sk-a-wrong-key-123"))
+                #expect(!(ended.lastError ?? "").contains("sk-a-wrong-key-123"))
+                #expect(ended.lastError?.contains("authentication") == true)
+            }
+        }
+    }
+
+    @Test func aMessageDuringAStepIsReadByTheNextStepAndStartsNoSecondChain() async throws {
+        try await TestConversations.with { bed in
+            // The first answer is slow and asks the user a question; the user speaks while it is being written.
+            let script = FakeLLM.Script(steps: [
+                FakeLLM.Step(content: "Which colour?", latencyMilliseconds: 1500),
+                .finish("Painted it."),
+            ])
+            try await running(try bed.makeRuntimeWorker(), bed.makeWorker()) {
+                let id = try await bed.start(script: script, message: "Paint the fence.")
+                let model = try await bed.model(of: id)
+                try await eventually { !bed.llm.requests(model: model).isEmpty || false }
+                try await bed.say("Blue, please.", to: id)
+                let finished = try await bed.waitFor(id, [.finished, .error])
+                #expect(finished.agentState == .finished, "\(finished.lastError ?? "")")
+                let requests = bed.llm.requests(model: model)
+                #expect(requests.map(\.index) == [0, 1])
+                #expect(requests[1].messages.contains { $0.role == .user && $0.content == "Blue, please." })
+                #expect(!requests[0].messages.contains { $0.content == "Blue, please." })
+                // One chain: consecutive steps, one model call each, and only the one `running` change.
+                let steps = try await bed.runtime.postgres.query(
+                    "SELECT step FROM llm_calls WHERE conversation_id = $1 ORDER BY step",
+                    [.uuid(id)]
+                ).map { try $0.decode(Int.self, "step") }
+                #expect(steps == [1, 2])
+                let states = try await bed.events(id).compactMap(\.announcedState)
+                #expect(states == [.loading, .running, .finished])
+            }
+        }
+    }
+
+    @Test func malformedArgumentsBecomeAnErrorTheModelSees() async throws {
+        try await TestConversations.with { bed in
+            let script = FakeLLM.Script(steps: [
+                FakeLLM.Step(toolCalls: [.init(name: "execute_bash", arguments: "{\"command\": \"ls")]),
+                .finish("Recovered."),
+            ])
+            try await running(try bed.makeRuntimeWorker(), bed.makeWorker()) {
+                let id = try await bed.start(script: script)
+                let finished = try await bed.waitFor(id, [.finished, .error])
+                #expect(finished.agentState == .finished, "\(finished.lastError ?? "")")
+                let events = try await bed.events(id)
+                let error = try #require(events.first { $0.observation == "error" })
+                #expect(error.content.contains("not a JSON object"))
+                let second = try #require(bed.llm.requests(model: try await bed.model(of: id)).last)
+                #expect(second.messages.contains { $0.role == .tool && ($0.content ?? "").hasPrefix("Error:") })
+            }
+        }
+    }
+
+    @Test func replayJSONPlaysATrajectoryWithoutAModel() async throws {
+        try await TestConversations.with { bed in
+            let file = bed.scratch + "/replayed.txt"
+            let trajectory: JSONValue = [
+                ["id": 0, "source": "user", "action": "message", "args": ["content": "replay me"]],
+                ["id": 1, "source": "agent", "action": "run", "args": ["command": .string("echo replayed > \(file)")]],
+                ["id": 2, "source": "environment", "observation": "run", "content": "", "cause": 1],
+                ["id": 3, "source": "agent", "action": "finish", "args": ["final_thought": "Replayed."]],
+            ]
+            try await running(try bed.makeRuntimeWorker(), bed.makeWorker()) {
+                let id = try await bed.start(script: FakeLLM.Script(steps: []), replay: trajectory)
+                let finished = try await bed.waitFor(id, [.finished, .error])
+                #expect(finished.agentState == .finished, "\(finished.lastError ?? "")")
+                #expect(try String(contentsOfFile: file, encoding: .utf8) == "replayed\n")
+                #expect(bed.llm.requests(model: try await bed.model(of: id)).isEmpty)
+                let events = try await bed.events(id)
+                #expect(events.contains { $0.action == "finish" && $0.args["final_thought"] == "Replayed." })
+            }
+        }
+    }
+
+    @Test func duplicatesChangeNothing() async throws {
+        try await TestConversations.with { bed in
+            try await running(try bed.makeRuntimeWorker(), bed.makeWorker()) {
+                let id = try await bed.start(script: FakeLLM.Script(steps: [.reply("Hello."), .reply("Still here.")]))
+                try await bed.waitFor(id, [.awaitingUserInput])
+                // The same message twice (a redelivery, a publisher's retry): one event, one answer.
+                try await bed.say("Are you there?", to: id, messageID: "same-message")
+                try await bed.say("Are you there?", to: id, messageID: "same-message")
+                let model = try await bed.model(of: id)
+                try await bed.runtime.eventually("the second answer") {
+                    let last = try await bed.events(id).last
+                    return last?.announcedState == .awaitingUserInput && bed.llm.requests(model: model).count == 2
+                }
+                // An old step delivered again is acknowledged without effect.
+                let before = try await bed.events(id).count
+                try await bed.send(.step, StepCommand(conversationID: id, step: 1))
+                try await bed.send(.step, StepCommand(conversationID: id, step: 2))
+                try await Task.sleep(for: .milliseconds(500))
+                let events = try await bed.events(id)
+                #expect(events.count == before)
+                #expect(events.filter(\.isUserMessage).count == 2)
+                #expect(bed.llm.requests(model: try await bed.model(of: id)).count == 2)
+            }
+        }
+    }
 }
