@@ -18,10 +18,11 @@ swift build --build-tests -Xswiftc -warnings-as-errors
 if [ $# -gt 0 ]; then
   swift test --skip-build "$@"
 else
-  # The runtime suites start sandbox processes and containers in bursts that load this machine for
-  # seconds: they run after the rest (whose soft timeouts and deadlines they would distort), and the
-  # load suite runs alone after them.
-  swift test --skip-build --skip 'IntegrationTests\.Runtime'
-  swift test --skip-build --filter 'IntegrationTests\.Runtime' --skip RuntimeLoadTests
+  # The runtime and conversation suites start sandbox processes and containers in bursts that load this
+  # machine for seconds: they run after the rest (whose soft timeouts and deadlines they would distort),
+  # and the load suite and the kill suite each run alone after them.
+  swift test --skip-build --skip 'IntegrationTests\.(Runtime|Conversation)'
+  swift test --skip-build --filter 'IntegrationTests\.(Runtime|Conversation)' --skip 'RuntimeLoadTests|ConversationKillTests'
   swift test --skip-build --filter RuntimeLoadTests
+  swift test --skip-build --filter ConversationKillTests
 fi

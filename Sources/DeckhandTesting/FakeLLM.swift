@@ -133,6 +133,7 @@ public final class FakeLLM: Sendable {
         /// A condensation's request for a summary.
         public var isSummary: Bool
         public var messages: [ChatMessage]
+        /// When it arrived.
         public var at: Date
     }
 
@@ -182,6 +183,7 @@ public final class FakeLLM: Sendable {
     }
 
     func answer(body: Data, authorization: String?) async throws -> Response {
+        let received = Date()
         guard let json = try? JSONDecoder().decode(JSONValue.self, from: body), let model = json["model"]?.stringValue
         else {
             return Self.error(400, "the body is not a chat completion request")
@@ -279,7 +281,7 @@ public final class FakeLLM: Sendable {
             status: status,
             isSummary: isSummary,
             messages: messages,
-            at: Date()
+            at: received
         )
         state.withLock { $0.log.append(entry) }
         return response

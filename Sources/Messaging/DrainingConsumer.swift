@@ -7,7 +7,7 @@ import Synchronization
 /// The worker loop every consuming role shares: deliveries of one queue handled concurrently (bounded by
 /// the prefetch), until a graceful shutdown or cancellation.
 ///
-/// On a graceful shutdown it takes no new delivery (those that still arrive are requeued), lets the
+/// On a graceful shutdown it takes no new delivery (those that still arrive go back to the queue), lets the
 /// handlers in flight finish within `shutdownTimeout`, then cancels the consumer, which ends the loop.
 /// Cancelling the consumer first would close its channel and requeue the deliveries in flight. Handlers
 /// still running past the timeout are cancelled; their deliveries went back to the queue with the channel.
@@ -51,10 +51,10 @@ public struct DrainingConsumer: Sendable {
                 await consumer.cancel()
             }
             for try await delivery in consumer {
-                if state.draining.withLock({ $0 }) {
-                    delivery.nack(requeue: true)
-                    continue
-                }
+                // A delivery that arrives while draining is left unsettled: the broker takes it back when the
+                // consumer's channel closes. Nacking it would have it redelivered to this consumer at once, again
+                // and again, until the queue's delivery limit dead-letters it.
+                if state.draining.withLock({ $0 }) { continue }
                 state.inFlight.withLock { $0 += 1 }
                 group.addTask {
                     await handle(delivery)
