@@ -15,6 +15,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        // Step timings and counters (exported in Prometheus format by the gateway's /metrics, later).
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         // NIOThreadPool: the threads that run blocking libpq calls off the cooperative pool.
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -113,6 +115,7 @@ let package = Package(
             dependencies: [
                 "AMQP", "Agent", "DeckhandCore", "HTTPClient", "LLM", "Messaging", "Postgres",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict
@@ -188,8 +191,9 @@ let package = Package(
             name: "deckhand-bench",
             dependencies: [
                 "AMQP", "HTTPClient", "Postgres", "DeckhandCore", "DeckhandTesting", "DeckhandStore", "Messaging",
-                "RuntimeBackends", "RuntimeManager",
+                "RuntimeBackends", "RuntimeManager", "ConversationWorker",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             path: "bench/Sources",

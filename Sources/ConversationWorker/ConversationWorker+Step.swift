@@ -4,6 +4,7 @@ import Foundation
 import LLM
 import Logging
 import Postgres
+import Synchronization
 
 /// Another copy of the step still holds the conversation after `agent.step_lock_wait`: retried later.
 struct StepBusy: Error, CustomStringConvertible {
@@ -20,21 +21,33 @@ extension ConversationWorker {
         logger[metadataKey: LogKey.step.rawValue] = "\(command.step)"
         let key = store.stepLockKey(command.conversationID)
         let wait = agent.stepLockWait
+        let timing = StepTiming()
         try await store.postgres.withReservedConnection { connection in
+            // The next step usually arrives while this worker (or another) still releases the lock: poll
+            // quickly at first.
             let deadline = ContinuousClock.now + wait
+            var pause = Duration.milliseconds(2)
             while try await !connection.run({ try Self.tryLock($0, key) }) {
                 guard ContinuousClock.now < deadline else { throw StepBusy() }
-                try await Task.sleep(for: .milliseconds(50))
+                try await Task.sleep(for: pause)
+                pause = min(pause * 2, .milliseconds(50))
             }
+            let lock = StepLock(connection: connection, key: key)
             let result: Result<Void, any Error>
             do {
-                try await StepRun(worker: self, connection: connection, command: command, logger: logger).run()
+                try await StepRun(
+                    worker: self,
+                    connection: connection,
+                    command: command,
+                    logger: logger,
+                    timing: timing
+                )
+                .run(lock: lock)
                 result = .success(())
             } catch {
                 result = .failure(error)
             }
-            // A broken connection took the lock with it; otherwise release it for the next step.
-            _ = try? await connection.run { try $0.execute("SELECT pg_advisory_unlock($1)", [.int(key)]) }
+            await lock.release()
             try result.get()
         }
     }
@@ -45,6 +58,31 @@ extension ConversationWorker {
             "locked"
         )
             ?? false
+    }
+}
+
+/// The conversation's session advisory lock, held by one step on its reserved connection. Released once the
+/// step's end is committed (a copy of the step that comes later sees it done), before the next step is
+/// published, so that the next step finds it free; or when the step fails. A broken connection took it along.
+final class StepLock: Sendable {
+    let connection: ReservedConnection
+    let key: Int64
+    private let held = Mutex(true)
+
+    init(connection: ReservedConnection, key: Int64) {
+        self.connection = connection
+        self.key = key
+    }
+
+    func release() async {
+        guard
+            held.withLock({ held in
+                defer { held = false }
+                return held
+            })
+        else { return }
+        let key = self.key
+        _ = try? await connection.run { try $0.execute("SELECT pg_advisory_unlock($1)", [.int(key)]) }
     }
 }
 
@@ -75,12 +113,13 @@ struct StepRun: Sendable {
     let connection: ReservedConnection
     let command: StepCommand
     let logger: Logger
+    let timing: StepTiming
 
     var id: UUID { command.conversationID }
     var number: Int { command.step }
     var agent: AgentSettings { worker.configuration.agent }
 
-    func run() async throws {
+    func run(lock: StepLock) async throws {
         let id = self.id
         guard let record = try await connection.run({ try ConversationStore.conversation($0, id) }) else {
             logger.debug("step of a conversation that no longer exists")
@@ -116,8 +155,9 @@ struct StepRun: Sendable {
             return  // the step ended the conversation (a limit, a model failure) or was superseded
         }
         let outcome = try await act(decision, sandbox: sandbox, masker: masker)
+        timing.record()
         guard outcome != .superseded else { return }
-        try await finish(outcome, historyEnd: decision.historyEnd, masker: masker)
+        try await finish(outcome, historyEnd: decision.historyEnd, masker: masker, lock: lock)
     }
 
     // MARK: The model's decision
@@ -237,6 +277,7 @@ struct StepRun: Sendable {
             }
         }
         let elapsed = ContinuousClock.now - started
+        timing.addModel(elapsed)
         let number = self.number
         let (usageSoFar, costSoFar, attemptsMade) = (usage, cost, attempts)
         let model = endpoint.model
@@ -375,6 +416,8 @@ struct StepRun: Sendable {
                     toolCallMetadata: action.toolCallMetadata
                 )
             } else if ResponseParser.needsSandbox(action) {
+                let sent = ContinuousClock.now
+                defer { timing.addSandbox(ContinuousClock.now - sent) }
                 do {
                     observation = try await worker.sandboxes.execute(
                         action,
@@ -409,7 +452,7 @@ struct StepRun: Sendable {
     /// Commits the end of the step, then publishes its events and the next step: the chain goes on, or the
     /// agent waits (for the user, or for its sandbox). A user message that arrived after the model's prompt
     /// was built keeps the chain going.
-    func finish(_ outcome: StepOutcome, historyEnd: Int, masker: SecretMasker) async throws {
+    func finish(_ outcome: StepOutcome, historyEnd: Int, masker: SecretMasker, lock: StepLock) async throws {
         let (id, number) = (self.id, self.number)
         let result = try await connection.run { connection in
             try connection.transaction { connection -> CommandOutcome? in
@@ -465,6 +508,7 @@ struct StepRun: Sendable {
             }
         }
         guard let result else { return }
+        await lock.release()
         try await worker.follow(result, conversation: id)
     }
 

@@ -150,6 +150,10 @@ public final class TestConversations: Sendable {
         ].merging(environment) { $1 }
         process.environment = ProcessInfo.processInfo.environment.merging(variables) { $1 }
         let log = workerProcessLogPath(name)
+        try FileManager.default.createDirectory(
+            atPath: URL(fileURLWithPath: log).deletingLastPathComponent().path,
+            withIntermediateDirectories: true
+        )
         if !FileManager.default.fileExists(atPath: log) {
             _ = FileManager.default.createFile(atPath: log, contents: nil)
         }

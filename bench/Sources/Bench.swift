@@ -28,7 +28,7 @@ struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "deckhand-bench",
         abstract: "Deckhand's benchmarks against the local services (deploy/local/services.sh start first).",
-        subcommands: [Foundation.self, Sandbox.self, Runtime.self]
+        subcommands: [Foundation.self, Sandbox.self, Runtime.self, Conversation.self]
     )
 }
 
@@ -108,6 +108,31 @@ extension Bench {
         func run() async throws {
             report(
                 try await RuntimeBenchmark.run(coldProcess: coldProcess, coldDocker: coldDocker, warm: warm, pool: pool)
+            )
+        }
+    }
+}
+
+extension Bench {
+    struct Conversation: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "conversation",
+            abstract: "Conversation workers: per-step overhead, steps/s for 1, 2 and 4 worker processes, idle RSS."
+        )
+
+        @Option(help: "Steps measured for the per-step overhead.") var steps = 200
+        @Option(help: "Conversations at once in the throughput runs.") var conversations = 32
+        @Option(help: "Steps per conversation in the throughput runs.") var conversationSteps = 8
+        @Option(help: "Steps in flight per worker process in the throughput runs.") var prefetch = 4
+
+        func run() async throws {
+            report(
+                try await ConversationBenchmark.run(
+                    steps: steps,
+                    throughputConversations: conversations,
+                    throughputSteps: conversationSteps,
+                    prefetch: prefetch
+                )
             )
         }
     }
