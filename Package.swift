@@ -204,7 +204,7 @@ let package = Package(
             name: "UnitTests",
             dependencies: [
                 "DeckhandCore", "LLM", "Agent", "AMQP", "HTTPClient", "Postgres", "DeckhandStore", "SandboxServer",
-                "Messaging", "RuntimeBackends", "RuntimeManager",
+                "Messaging", "RuntimeBackends", "RuntimeManager", "ConversationWorker",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),

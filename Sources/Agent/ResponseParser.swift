@@ -74,9 +74,7 @@ public enum ResponseParser {
         let trimmed = call.arguments.trimmingCharacters(in: .whitespacesAndNewlines)
         if trimmed.isEmpty {
             arguments = [:]
-        } else if let data = trimmed.data(using: .utf8),
-            let decoded = try? JSONDecoder().decode(JSONValue.self, from: data), case .object = decoded
-        {
+        } else if let decoded = try? JSONValue(parsing: trimmed), case .object = decoded {
             arguments = decoded
         } else {
             throw Problem(

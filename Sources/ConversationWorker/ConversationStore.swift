@@ -48,7 +48,7 @@ public struct ConversationStore: Sendable {
             [.uuid(id), .int(Int64(after))]
         ).map { row in
             StoredEvent(
-                event: try Event(json: try row.decodeJSON(JSONValue.self, "payload")),
+                event: try Event(json: try JSONValue(parsing: try row.decode(String.self, "payload"))),
                 step: try row.decode(Int?.self, "step")
             )
         }
@@ -59,7 +59,7 @@ public struct ConversationStore: Sendable {
         try connection.query(
             "SELECT payload FROM events WHERE conversation_id = $1 AND step = $2 ORDER BY id",
             [.uuid(id), .int(Int64(step))]
-        ).map { try Event(json: try $0.decodeJSON(JSONValue.self, "payload")) }
+        ).map { try Event(json: try JSONValue(parsing: try $0.decode(String.self, "payload"))) }
     }
 
     /// Appends `events` with the next ids (the `UPDATE` takes the row lock until the transaction ends, so two

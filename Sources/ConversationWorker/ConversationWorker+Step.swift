@@ -172,22 +172,20 @@ struct StepRun: Sendable {
             ).first
         }
         guard let row else { return nil }
-        let response = try row.decodeJSON(JSONValue.self, "response")
         return Decision(
-            planned: try Self.planned(from: response, metrics: record.metrics),
+            planned: try Self.planned(from: try row.decode(String.self, "response"), metrics: record.metrics),
             historyEnd: try row.decode(Int.self, "history_end")
         )
     }
 
-    /// The planned actions of a stored response: a model's response, or `{"replay": action}`.
-    static func planned(from stored: JSONValue, metrics: LLMMetrics) throws -> [PlannedAction] {
-        if let replayed = stored["replay"] {
+    /// The planned actions of a stored response (JSON text): a model's response, or `{"replay": action}`.
+    static func planned(from stored: String, metrics: LLMMetrics) throws -> [PlannedAction] {
+        if stored.hasPrefix("{\"replay\""), let replayed = try JSONValue(parsing: stored)["replay"] {
             var action = try Event(json: replayed)
             action.llmMetrics = metrics
             return [.action(action)]
         }
-        let data = try JSONEncoder().encode(stored)
-        let response = try JSONDecoder().decode(ChatResponse.self, from: data)
+        let response = try JSONDecoder().decode(ChatResponse.self, from: Data(stored.utf8))
         return ResponseParser.plan(response, metrics: metrics)
     }
 
@@ -228,7 +226,7 @@ struct StepRun: Sendable {
         }
         let historyEnd = events.last?.id ?? -1
 
-        let stored: JSONValue
+        let stored: String
         var usage = TokenUsage()
         var cost = 0.0
         var attempts = 1
@@ -241,12 +239,11 @@ struct StepRun: Sendable {
                     [.uuid(id), .int(Int64(position))]
                 ).first?.decode(String?.self, "action")
             }
-            if let next, let json = try? JSONDecoder().decode(JSONValue.self, from: Data(next.utf8)) {
-                stored = ["replay": json]
+            if let next, let json = try? JSONValue(parsing: next) {
+                stored = JSONValue.object(["replay": json]).serialized
             } else {
-                stored = [
-                    "replay": Event.agentMessage("The replayed trajectory has ended.", waitForResponse: true).json
-                ]
+                let end = Event.agentMessage("The replayed trajectory has ended.", waitForResponse: true)
+                stored = JSONValue.object(["replay": end.json]).serialized
             }
         } else {
             let request = ChatRequest(
@@ -257,8 +254,7 @@ struct StepRun: Sendable {
             )
             do {
                 let completion = try await worker.llm.complete(request, endpoint: endpoint)
-                let data = try JSONEncoder().encode(completion.response)
-                stored = try JSONDecoder().decode(JSONValue.self, from: data)
+                stored = String(decoding: try JSONEncoder().encode(completion.response), as: UTF8.self)
                 usage = completion.response.usage
                 attempts = completion.attempts
                 cost = worker.configuration.llm.prices.cost(
@@ -292,7 +288,7 @@ struct StepRun: Sendable {
                     ON CONFLICT DO NOTHING
                     """,
                     [
-                        .uuid(id), .int(Int64(number)), .jsonb(stored.compactJSON), .int(Int64(historyEnd)),
+                        .uuid(id), .int(Int64(number)), .jsonb(stored), .int(Int64(historyEnd)),
                         .text(replayed ? "replay" : model), .int(Int64(usageSoFar.promptTokens)),
                         .int(Int64(usageSoFar.completionTokens)), .double(costSoFar), .int(Int64(attemptsMade)),
                         .double(

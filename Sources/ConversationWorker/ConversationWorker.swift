@@ -175,7 +175,7 @@ public final class ConversationWorker: Service, Sendable {
         for event in events {
             try await bus.publishEvent(
                 "event",
-                event.json,
+                body: Array(event.json.serialized.utf8),
                 routingKey: routingKey,
                 messageID: "\(conversation.uuidString.lowercased()):\(event.id ?? -1)"
             )

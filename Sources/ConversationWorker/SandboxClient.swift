@@ -41,7 +41,7 @@ struct SandboxClient: Sendable {
         var observation: Event
         switch response.status {
         case 200:
-            guard let json = try? JSONDecoder().decode(JSONValue.self, from: Data(response.body)),
+            guard let json = try? JSONValue(parsing: response.body),
                 let event = try? Event(json: json), event.observation != nil
             else {
                 observation = .errorObservation("The sandbox answered with something that is not an observation.")
@@ -52,7 +52,7 @@ struct SandboxClient: Sendable {
             throw Unreachable(description: "the sandbox answered HTTP \(response.status)")
         default:
             let detail =
-                (try? JSONDecoder().decode(JSONValue.self, from: Data(response.body)))?["detail"]?.stringValue
+                (try? JSONValue(parsing: response.body))?["detail"]?.stringValue
                 ?? String(decoding: response.body.prefix(500), as: UTF8.self)
             observation = .errorObservation("The sandbox could not run the action (HTTP \(response.status)): \(detail)")
         }

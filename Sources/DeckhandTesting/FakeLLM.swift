@@ -19,15 +19,27 @@ public final class FakeLLM: Sendable {
         public var steps: [Step]
         /// When set, requests must carry `Authorization: Bearer <apiKey>` (else 401).
         public var apiKey: String?
+        /// Answer in the order requests arrive instead of by the history's assistant messages (for histories
+        /// that condensation shortens; a repeated request then gets the next answer).
+        public var sequential: Bool
 
-        public init(steps: [Step], apiKey: String? = nil) {
+        public init(steps: [Step], apiKey: String? = nil, sequential: Bool = false) {
             self.steps = steps
             self.apiKey = apiKey
+            self.sequential = sequential
         }
 
         enum CodingKeys: String, CodingKey {
             case steps
             case apiKey = "api_key"
+            case sequential
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            steps = try container.decode([Step].self, forKey: .steps)
+            apiKey = try container.decodeIfPresent(String.self, forKey: .apiKey)
+            sequential = try container.decodeIfPresent(Bool.self, forKey: .sequential) ?? false
         }
     }
 
@@ -140,6 +152,7 @@ public final class FakeLLM: Sendable {
     struct State {
         var scripts: [String: Script] = [:]
         var failuresServed: [String: Int] = [:]
+        var answered: [String: Int] = [:]
         var log: [Request] = []
     }
 
@@ -184,16 +197,16 @@ public final class FakeLLM: Sendable {
 
     func answer(body: Data, authorization: String?) async throws -> Response {
         let received = Date()
-        guard let json = try? JSONDecoder().decode(JSONValue.self, from: body), let model = json["model"]?.stringValue
+        struct Messages: Decodable {
+            var messages: [ChatMessage]
+        }
+        guard let json = try? JSONValue(parsing: body), let model = json["model"]?.stringValue,
+            let messages = try? JSONDecoder().decode(Messages.self, from: body).messages
         else {
             return Self.error(400, "the body is not a chat completion request")
         }
-        let messages =
-            (try? JSONDecoder().decode([ChatMessage].self, from: JSONEncoder().encode(json["messages"] ?? [])))
-            ?? []
         let isSummary = json["tools"] == nil
-        let index = messages.filter { $0.role == .assistant }.count
-        let key = "\(model)#\(index)"
+        let historyIndex = messages.filter { $0.role == .assistant }.count
 
         enum Plan {
             case fail(Failure)
@@ -201,20 +214,25 @@ public final class FakeLLM: Sendable {
             case unauthorized
             case unknown
         }
-        let plan = state.withLock { state -> Plan in
-            guard let script = state.scripts[model] else { return .unknown }
-            if let expected = script.apiKey, authorization != "Bearer \(expected)" { return .unauthorized }
-            if isSummary { return .answer(nil) }
+        let (plan, index) = state.withLock { state -> (Plan, Int) in
+            guard let script = state.scripts[model] else { return (.unknown, historyIndex) }
+            if let expected = script.apiKey, authorization != "Bearer \(expected)" {
+                return (.unauthorized, historyIndex)
+            }
+            if isSummary { return (.answer(nil), historyIndex) }
+            let index = script.sequential ? state.answered[model, default: 0] : historyIndex
+            let key = "\(model)#\(index)"
             let step = index < script.steps.count ? script.steps[index] : Step.finish("The script has ended.")
             var served = state.failuresServed[key, default: 0]
             for failure in step.failures {
                 if served < failure.times {
                     state.failuresServed[key] = state.failuresServed[key, default: 0] + 1
-                    return .fail(failure)
+                    return (.fail(failure), index)
                 }
                 served -= failure.times
             }
-            return .answer(step)
+            state.answered[model, default: 0] += 1
+            return (.answer(step), index)
         }
         let status: Int
         let response: Response

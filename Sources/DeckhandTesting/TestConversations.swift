@@ -44,7 +44,7 @@ public final class TestConversations: Sendable {
         Task {
             do {
                 for try await delivery in published {
-                    if let event = try? delivery.message.decode(JSONValue.self),
+                    if let event = try? JSONValue(parsing: delivery.message.body),
                         let key = delivery.routingKey.split(separator: ".").last.flatMap({
                             UUID(uuidString: String($0))
                         })
@@ -107,10 +107,16 @@ public final class TestConversations: Sendable {
         agent: AgentSettings = TestConversations.agentSettings(),
         llm: LLMSettings? = nil,
         prefetch: Int = 32,
+        sandboxBackend: RuntimeSettings.Backend = .process,
         connection: AMQPConnection? = nil
     ) -> ConversationWorker {
         ConversationWorker(
-            configuration: .init(agent: agent, llm: llm ?? llmSettings(), prefetch: prefetch, sandboxBackend: .process),
+            configuration: .init(
+                agent: agent,
+                llm: llm ?? llmSettings(),
+                prefetch: prefetch,
+                sandboxBackend: sandboxBackend
+            ),
             bus: CommandBus(connection: connection ?? runtime.connection, topology: runtime.topology),
             store: store,
             http: runtime.http,

@@ -75,7 +75,7 @@ public struct LLMFailure: Error, Sendable, Equatable, CustomStringConvertible {
         retryAfter: Duration?,
         secret: String?
     ) -> LLMFailure {
-        let json = try? JSONDecoder().decode(JSONValue.self, from: Data(body))
+        let json = try? JSONValue(parsing: body)
         let error = json?["error"]
         let providerMessage =
             error?["message"]?.stringValue ?? error?.stringValue ?? json?["message"]?.stringValue

@@ -42,6 +42,12 @@ public struct CommandBus: Sendable {
         try await connection.publish(message, exchange: topology.eventsExchange, routingKey: routingKey)
     }
 
+    /// Publishes an event whose JSON body is already serialized.
+    public func publishEvent(_ type: String, body: [UInt8], routingKey: String, messageID: String) async throws {
+        let message = AMQPMessage(json: body, type: type, messageID: messageID)
+        try await connection.publish(message, exchange: topology.eventsExchange, routingKey: routingKey)
+    }
+
     /// After a handler failed on `delivery` (taken from `queue`): publishes a copy to the retry queue for its
     /// next attempt and returns `true` (the caller then acks the original), or returns `false` when the
     /// message has had `maxAttempts` attempts (the caller rejects it: the queue dead-letters it).

@@ -284,6 +284,72 @@ func eventually(_ condition: () async throws -> Bool) async throws {
         }
     }
 
+    @Test func aSandboxThatCannotBeHadEndsInErrorWithTheReason() async throws {
+        try await TestConversations.with { bed in
+            // The runtime worker has process sandboxes only; this conversation worker asks for Docker.
+            try await running(try bed.makeRuntimeWorker(), bed.makeWorker(sandboxBackend: .docker)) {
+                let id = try await bed.start(script: FakeLLM.Script(steps: [.finish("never")]))
+                let ended = try await bed.waitFor(id, [.error, .finished])
+                #expect(ended.agentState == .error)
+                #expect(ended.status == .error)
+                #expect(ended.runtimeStatus == RuntimeStatus.error.rawValue)
+                #expect(ended.lastError?.contains("docker sandbox backend is not enabled") == true)
+                let events = try await bed.events(id)
+                #expect(events.suffix(2).map(\.typeName) == ["error", "agent_state_changed"])
+                #expect(bed.llm.requests(model: try await bed.model(of: id)).isEmpty)
+            }
+        }
+    }
+
+    @Test func aLongHistoryIsCondensedIntoASummary() async throws {
+        try await TestConversations.with { bed in
+            // Condensation shortens the history the fake counts answers by: it answers in arrival order here.
+            let script = FakeLLM.Script(
+                steps: (0..<8).map { FakeLLM.Step.bash("echo step \($0)") } + [.finish("done")],
+                sequential: true
+            )
+            let agent = TestConversations.agentSettings {
+                $0.condenseAfterTokens = 200
+                $0.condenseKeepFirst = 2
+                $0.condenseKeepRecent = 4
+            }
+            try await running(try bed.makeRuntimeWorker(), bed.makeWorker(agent: agent)) {
+                let id = try await bed.start(script: script)
+                let finished = try await bed.waitFor(id, [.finished, .error])
+                #expect(finished.agentState == .finished, "\(finished.lastError ?? "")")
+                let requests = bed.llm.requests(model: try await bed.model(of: id))
+                #expect(requests.contains { $0.isSummary })
+                #expect(requests.filter { !$0.isSummary }.map(\.index) == Array(0...8))
+                let events = try await bed.events(id)
+                let condensations = events.filter { $0.action == "condensation" }
+                #expect(!condensations.isEmpty)
+                #expect(condensations.allSatisfy { ($0.args["summary"]?.stringValue ?? "").hasPrefix("Summary:") })
+                // The last call saw the summary instead of the forgotten events, and the first events whole.
+                let last = try #require(requests.last { !$0.isSummary })
+                #expect(last.messages.first?.role == .system)
+                #expect(last.messages.contains { ($0.content ?? "").contains("Summary of the earlier part") })
+                #expect(last.messages.count < 2 + 2 * 8)
+                // Each tool call in the condensed view still has its answer right after it.
+                for (index, message) in last.messages.enumerated() where !message.toolCalls.isEmpty {
+                    #expect(last.messages[index + 1].toolCallID == message.toolCalls.first?.id)
+                }
+            }
+        }
+    }
+
+    @Test func anAgentGoingRoundInCirclesIsStopped() async throws {
+        try await TestConversations.with { bed in
+            let script = FakeLLM.Script(steps: Array(repeating: .bash("echo same"), count: 10))
+            try await running(try bed.makeRuntimeWorker(), bed.makeWorker()) {
+                let id = try await bed.start(script: script)
+                let ended = try await bed.waitFor(id, [.error, .finished])
+                #expect(ended.agentState == .error)
+                #expect(ended.lastError?.contains("stuck") == true)
+                #expect(ended.iteration == 4)
+            }
+        }
+    }
+
     @Test func duplicatesChangeNothing() async throws {
         try await TestConversations.with { bed in
             try await running(try bed.makeRuntimeWorker(), bed.makeWorker()) {
