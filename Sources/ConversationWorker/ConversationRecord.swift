@@ -29,12 +29,18 @@ public struct ConversationRecord: Sendable, Equatable {
     public var replayPosition: Int
     public var resumeOnReady: Bool
 
-    static let columns = """
-        id, user_id, status, agent_state, runtime_status, sandbox_id, llm_model, llm_base_url, llm_api_key, \
-        iteration, max_iterations, max_budget_per_task, prompt_tokens, completion_tokens, cache_read_tokens, \
-        cache_write_tokens, accumulated_cost, step_seq, step_published, event_count, last_error, \
-        conversation_instructions, replay IS NOT NULL AS has_replay, replay_position, resume_on_ready
-        """
+    static let columns = columns(qualifiedBy: "")
+
+    /// The select list, each column qualified by `alias` (`c.`) for queries that join other tables.
+    static func columns(qualifiedBy alias: String) -> String {
+        let names = [
+            "id", "user_id", "status", "agent_state", "runtime_status", "sandbox_id", "llm_model", "llm_base_url",
+            "llm_api_key", "iteration", "max_iterations", "max_budget_per_task", "prompt_tokens", "completion_tokens",
+            "cache_read_tokens", "cache_write_tokens", "accumulated_cost", "step_seq", "step_published", "event_count",
+            "last_error", "conversation_instructions", "replay_position", "resume_on_ready",
+        ]
+        return names.map { "\(alias)\($0)" }.joined(separator: ", ") + ", \(alias)replay IS NOT NULL AS has_replay"
+    }
 
     init(row: PostgresRow) throws {
         id = try row.decode(UUID.self, "id")

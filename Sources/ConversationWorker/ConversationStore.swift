@@ -62,9 +62,9 @@ public struct ConversationStore: Sendable {
         ).map { try Event(json: try JSONValue(parsing: try $0.decode(String.self, "payload"))) }
     }
 
-    /// Appends `events` with the next ids (the `UPDATE` takes the row lock until the transaction ends, so two
-    /// writers never get the same ids) and returns them with their ids and the masked content as stored.
-    /// Call inside a transaction.
+    /// Appends `events` with the next ids and returns them with their ids and the masked content as stored;
+    /// throws when the conversation does not exist. One statement: the `UPDATE` of `event_count` takes the
+    /// row lock until the transaction (or the statement) ends, so two writers never get the same ids.
     static func append(
         _ connection: PostgresConnection,
         _ conversation: UUID,
@@ -72,54 +72,53 @@ public struct ConversationStore: Sendable {
         step: Int?,
         masker: SecretMasker
     ) throws -> [Event] {
-        guard !events.isEmpty else { return [] }
-        let rows = try connection.query(
-            "UPDATE conversations SET event_count = event_count + $2, updated_at = now() WHERE id = $1 RETURNING event_count",
-            [.uuid(conversation), .int(Int64(events.count))]
-        )
-        guard let end = try rows.first?.decode(Int.self, "event_count") else {
+        guard let stored = try append(connection, conversation, events, step: step, masker: masker, onlyAt: nil) else {
             throw DeckhandError(.conversationNotFound, "conversation \(conversation) does not exist")
-        }
-        var id = end - events.count
-        var stored: [Event] = []
-        for event in events {
-            var event = masker.mask(event)
-            event.id = id
-            let payload = event.json.compactJSON
-            try connection.execute(
-                "INSERT INTO events (conversation_id, id, source, kind, payload, step) VALUES ($1, $2, $3, $4, $5, $6)",
-                [
-                    .uuid(conversation), .int(Int64(id)), .text(event.source.rawValue), .text(event.typeName),
-                    .jsonb(payload), step.map { .int(Int64($0)) } ?? .null,
-                ]
-            )
-            stored.append(event)
-            id += 1
         }
         return stored
     }
 
-    /// The conversation's sandbox that still counts, if any.
-    static func sandbox(_ connection: PostgresConnection, conversation: UUID) throws -> SandboxEndpoint? {
-        try connection.query(
-            """
-            SELECT id, status, url, session_api_key FROM sandboxes
-            WHERE conversation_id = $1 AND status NOT IN ('lost', 'error')
-            """,
-            [.uuid(conversation)]
-        ).first.map { row in
-            SandboxEndpoint(
-                id: try row.decode(UUID.self, "id"),
-                status: try row.decode(String.self, "status"),
-                url: try row.decode(String?.self, "url"),
-                sessionAPIKey: try row.decode(String?.self, "session_api_key")
-            )
+    /// Appends `events` as ``append(_:_:_:step:masker:)`` does; with `onlyAt`, only while the chain is at that
+    /// step and running. Nil when nothing was appended (the conversation moved on, or is gone).
+    static func append(
+        _ connection: PostgresConnection,
+        _ conversation: UUID,
+        _ events: [Event],
+        step: Int?,
+        masker: SecretMasker,
+        onlyAt: Int?
+    ) throws -> [Event]? {
+        guard !events.isEmpty else { return [] }
+        let masked = events.map { event -> Event in
+            var event = masker.mask(event)
+            event.id = nil
+            return event
         }
-    }
-
-    /// Marks a sandbox used now (its idle timers start again).
-    static func touchSandbox(_ connection: PostgresConnection, _ id: UUID) throws {
-        try connection.execute("UPDATE sandboxes SET last_active_at = now() WHERE id = $1", [.uuid(id)])
+        let condition = onlyAt == nil ? "" : " AND step_seq = $5 AND agent_state = 'running'"
+        let rows = try connection.query(
+            """
+            WITH c AS (
+                UPDATE conversations SET event_count = event_count + $3, updated_at = now()
+                WHERE id = $1\(condition)
+                RETURNING event_count - $3 AS first
+            )
+            INSERT INTO events (conversation_id, id, source, kind, payload, step)
+            SELECT $1, c.first + e.n - 1, e.value ->> 'source', coalesce(e.value ->> 'action', e.value ->> 'observation'),
+                jsonb_set(e.value, '{id}', to_jsonb(c.first + e.n - 1)), $4
+            FROM c, jsonb_array_elements($2::jsonb) WITH ORDINALITY AS e(value, n)
+            RETURNING id
+            """,
+            [
+                .uuid(conversation), .jsonb(JSONValue.array(masked.map(\.json)).serialized), .int(Int64(events.count)),
+                step.map { .int(Int64($0)) } ?? .null,
+            ] + (onlyAt.map { [.int(Int64($0))] } ?? [])
+        )
+        guard let first = try rows.map({ try $0.decode(Int.self, "id") }).min() else { return nil }
+        return masked.enumerated().map { offset, event in
+            var event = event
+            event.id = first + offset
+            return event
+        }
     }
 
     // MARK: One hop each

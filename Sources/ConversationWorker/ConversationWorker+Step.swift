@@ -32,6 +32,7 @@ extension ConversationWorker {
                 try await Task.sleep(for: pause)
                 pause = min(pause * 2, .milliseconds(50))
             }
+            timing.mark("lock")
             let lock = StepLock(connection: connection, key: key)
             let result: Result<Void, any Error>
             do {
@@ -119,12 +120,66 @@ struct StepRun: Sendable {
     var number: Int { command.step }
     var agent: AgentSettings { worker.configuration.agent }
 
+    /// What a step reads first, in one query: the conversation, its live sandbox (its `last_active_at` moved
+    /// on when it is running and was last touched over 30 s ago: the idle timers count in minutes, and a
+    /// read-only query needs no commit to disk),
+    /// the response stored for this step, and the prompt size of the latest model call.
+    struct Start: Sendable {
+        var record: ConversationRecord
+        var sandbox: SandboxEndpoint?
+        var storedResponse: String?
+        var historyEnd: Int?
+        var lastPromptTokens: Int?
+    }
+
+    func load() async throws -> Start? {
+        let (id, number) = (self.id, self.number)
+        return try await connection.run { connection in
+            try connection.query(
+                """
+                WITH touched AS (
+                    UPDATE sandboxes SET last_active_at = now()
+                    WHERE conversation_id = $1 AND status = 'running' AND last_active_at < now() - interval '30 seconds'
+                )
+                SELECT \(ConversationRecord.columns(qualifiedBy: "c.")),
+                    s.id AS live_sandbox, s.status AS live_status, s.url AS live_url, s.session_api_key AS live_key,
+                    l.response::text AS stored_response, l.history_end AS stored_history_end,
+                    (SELECT p.prompt_tokens FROM llm_calls p WHERE p.conversation_id = c.id ORDER BY p.step DESC LIMIT 1)
+                        AS last_prompt_tokens
+                FROM conversations c
+                LEFT JOIN sandboxes s ON s.conversation_id = c.id AND s.status NOT IN ('lost', 'error')
+                LEFT JOIN llm_calls l ON l.conversation_id = c.id AND l.step = $2
+                WHERE c.id = $1
+                """,
+                [.uuid(id), .int(Int64(number))]
+            ).first.map { row in
+                var sandbox: SandboxEndpoint?
+                if let sandboxID = try row.decode(UUID?.self, "live_sandbox") {
+                    sandbox = SandboxEndpoint(
+                        id: sandboxID,
+                        status: try row.decode(String.self, "live_status"),
+                        url: try row.decode(String?.self, "live_url"),
+                        sessionAPIKey: try row.decode(String?.self, "live_key")
+                    )
+                }
+                return Start(
+                    record: try ConversationRecord(row: row),
+                    sandbox: sandbox,
+                    storedResponse: try row.decode(String?.self, "stored_response"),
+                    historyEnd: try row.decode(Int?.self, "stored_history_end"),
+                    lastPromptTokens: try row.decode(Int?.self, "last_prompt_tokens")
+                )
+            }
+        }
+    }
+
     func run(lock: StepLock) async throws {
         let id = self.id
-        guard let record = try await connection.run({ try ConversationStore.conversation($0, id) }) else {
+        guard let start = try await load() else {
             logger.debug("step of a conversation that no longer exists")
             return
         }
+        let record = start.record
         if record.stepSeq > number {
             // Done before: the worker that did it may have died before publishing its events or the next step.
             let number = self.number
@@ -137,46 +192,45 @@ struct StepRun: Sendable {
             logger.debug("stale step", metadata: [LogKey.agentState.rawValue: "\(record.agentState.rawValue)"])
             return
         }
-        guard let sandbox = try await connection.run({ try ConversationStore.sandbox($0, conversation: id) }),
-            sandbox.isRunning
-        else {
+        guard let sandbox = start.sandbox, sandbox.isRunning else {
             try await waitForSandbox()
             return
         }
-        try await connection.run { try ConversationStore.touchSandbox($0, sandbox.id) }
         let masker = worker.masker(for: record, sandbox: sandbox)
 
+        timing.mark("load")
         let decision: Decision
-        if let stored = try await storedDecision(record) {
-            decision = stored
-        } else if let fresh = try await decide(record, masker: masker) {
+        let reused: Bool
+        if let stored = start.storedResponse {
+            decision = Decision(
+                planned: try Self.planned(from: stored, metrics: record.metrics),
+                historyEnd: start.historyEnd ?? -1
+            )
+            reused = true
+        } else if let fresh = try await decide(record, lastPromptTokens: start.lastPromptTokens, masker: masker) {
             decision = fresh
+            reused = false
         } else {
             return  // the step ended the conversation (a limit, a model failure) or was superseded
         }
-        let outcome = try await act(decision, sandbox: sandbox, masker: masker)
+        timing.mark("decide")
+        let publisher = OrderedPublisher(worker: worker, conversation: id)
+        let outcome: StepOutcome
+        do {
+            outcome = try await act(decision, reused: reused, sandbox: sandbox, masker: masker, publisher: publisher)
+        } catch {
+            _ = try? await publisher.finish()
+            throw error
+        }
+        try await publisher.finish()
+        timing.mark("act")
         timing.record()
         guard outcome != .superseded else { return }
         try await finish(outcome, historyEnd: decision.historyEnd, masker: masker, lock: lock)
+        timing.mark("finish")
     }
 
     // MARK: The model's decision
-
-    /// The decision stored for this step by an earlier delivery, if any.
-    func storedDecision(_ record: ConversationRecord) async throws -> Decision? {
-        let (id, number) = (self.id, self.number)
-        let row = try await connection.run {
-            try $0.query(
-                "SELECT response, history_end FROM llm_calls WHERE conversation_id = $1 AND step = $2",
-                [.uuid(id), .int(Int64(number))]
-            ).first
-        }
-        guard let row else { return nil }
-        return Decision(
-            planned: try Self.planned(from: try row.decode(String.self, "response"), metrics: record.metrics),
-            historyEnd: try row.decode(Int.self, "history_end")
-        )
-    }
 
     /// The planned actions of a stored response (JSON text): a model's response, or `{"replay": action}`.
     static func planned(from stored: String, metrics: LLMMetrics) throws -> [PlannedAction] {
@@ -191,7 +245,7 @@ struct StepRun: Sendable {
 
     /// Checks the limits, condenses the history when it is too long, asks the model (or the replayed
     /// trajectory) and stores the answer before any action runs. Nil when the step ended the conversation.
-    func decide(_ record: ConversationRecord, masker: SecretMasker) async throws -> Decision? {
+    func decide(_ record: ConversationRecord, lastPromptTokens: Int?, masker: SecretMasker) async throws -> Decision? {
         let id = self.id
         if record.iteration >= record.maxIterations {
             try await endWithError("The agent reached its limit of \(record.maxIterations) iterations.", masker: masker)
@@ -219,7 +273,13 @@ struct StepRun: Sendable {
         let history = HistoryBuilder(observationMaxChars: agent.observationMaxChars)
         var messages = history.messages(from: events)
         if !record.hasReplay,
-            try await condenseIfNeeded(events: events, messages: messages, endpoint: endpoint, masker: masker)
+            try await condenseIfNeeded(
+                events: events,
+                messages: messages,
+                reportedTokens: lastPromptTokens,
+                endpoint: endpoint,
+                masker: masker
+            )
         {
             events = try await connection.run { try ConversationStore.events($0, id) }
             messages = history.messages(from: events)
@@ -278,46 +338,40 @@ struct StepRun: Sendable {
         let (usageSoFar, costSoFar, attemptsMade) = (usage, cost, attempts)
         let model = endpoint.model
         let replayed = record.hasReplay
-        let metrics = try await connection.run { connection in
-            try connection.transaction { connection -> LLMMetrics in
-                try connection.execute(
-                    """
+        // One statement: the response is stored and its cost added to the conversation together.
+        let metrics = try await connection.run { connection -> LLMMetrics in
+            let row = try connection.query(
+                """
+                WITH stored AS (
                     INSERT INTO llm_calls (conversation_id, step, response, history_end, model, prompt_tokens,
                         completion_tokens, cost, attempts, duration_ms)
-                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                    VALUES ($1, $7, $8, $9, $10, $2, $3, $5, $11, $12)
                     ON CONFLICT DO NOTHING
-                    """,
-                    [
-                        .uuid(id), .int(Int64(number)), .jsonb(stored), .int(Int64(historyEnd)),
-                        .text(replayed ? "replay" : model), .int(Int64(usageSoFar.promptTokens)),
-                        .int(Int64(usageSoFar.completionTokens)), .double(costSoFar), .int(Int64(attemptsMade)),
-                        .double(
-                            Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
-                        ),
-                    ]
                 )
-                let row = try connection.query(
-                    """
-                    UPDATE conversations SET prompt_tokens = prompt_tokens + $2, completion_tokens = completion_tokens + $3,
-                        cache_read_tokens = cache_read_tokens + $4, accumulated_cost = accumulated_cost + $5,
-                        iteration = iteration + 1, replay_position = replay_position + $6, updated_at = now()
-                    WHERE id = $1
-                    RETURNING accumulated_cost, prompt_tokens, completion_tokens, cache_read_tokens, cache_write_tokens
-                    """,
-                    [
-                        .uuid(id), .int(Int64(usageSoFar.promptTokens)), .int(Int64(usageSoFar.completionTokens)),
-                        .int(Int64(usageSoFar.cachedTokens)), .double(costSoFar), .int(replayed ? 1 : 0),
-                    ]
-                ).first
-                guard let row else { throw DeckhandError(.conversationNotFound, "conversation \(id) was deleted") }
-                return LLMMetrics(
-                    accumulatedCost: try row.decode(Double.self, "accumulated_cost"),
-                    promptTokens: try row.decode(Int.self, "prompt_tokens"),
-                    completionTokens: try row.decode(Int.self, "completion_tokens"),
-                    cacheReadTokens: try row.decode(Int.self, "cache_read_tokens"),
-                    cacheWriteTokens: try row.decode(Int.self, "cache_write_tokens")
-                )
-            }
+                UPDATE conversations SET prompt_tokens = prompt_tokens + $2, completion_tokens = completion_tokens + $3,
+                    cache_read_tokens = cache_read_tokens + $4, accumulated_cost = accumulated_cost + $5,
+                    iteration = iteration + 1, replay_position = replay_position + $6, updated_at = now()
+                WHERE id = $1
+                RETURNING accumulated_cost, prompt_tokens, completion_tokens, cache_read_tokens, cache_write_tokens
+                """,
+                [
+                    .uuid(id), .int(Int64(usageSoFar.promptTokens)), .int(Int64(usageSoFar.completionTokens)),
+                    .int(Int64(usageSoFar.cachedTokens)), .double(costSoFar), .int(replayed ? 1 : 0),
+                    .int(Int64(number)), .jsonb(stored), .int(Int64(historyEnd)),
+                    .text(replayed ? "replay" : model), .int(Int64(attemptsMade)),
+                    .double(
+                        Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
+                    ),
+                ]
+            ).first
+            guard let row else { throw DeckhandError(.conversationNotFound, "conversation \(id) was deleted") }
+            return LLMMetrics(
+                accumulatedCost: try row.decode(Double.self, "accumulated_cost"),
+                promptTokens: try row.decode(Int.self, "prompt_tokens"),
+                completionTokens: try row.decode(Int.self, "completion_tokens"),
+                cacheReadTokens: try row.decode(Int.self, "cache_read_tokens"),
+                cacheWriteTokens: try row.decode(Int.self, "cache_write_tokens")
+            )
         }
         return Decision(planned: try Self.planned(from: stored, metrics: metrics), historyEnd: historyEnd)
     }
@@ -327,17 +381,12 @@ struct StepRun: Sendable {
     func condenseIfNeeded(
         events: [StoredEvent],
         messages: [ChatMessage],
+        reportedTokens reported: Int?,
         endpoint: LLMEndpoint,
         masker: SecretMasker
     ) async throws -> Bool {
         guard agent.condenseAfterTokens > 0 else { return false }
         let id = self.id
-        let reported = try await connection.run {
-            try $0.query(
-                "SELECT prompt_tokens FROM llm_calls WHERE conversation_id = $1 ORDER BY step DESC LIMIT 1",
-                [.uuid(id)]
-            ).first?.decode(Int.self, "prompt_tokens")
-        }
         let estimated =
             messages.reduce(0) { $0 + ($1.content?.count ?? 0) + $1.toolCalls.reduce(0) { $0 + $1.arguments.count } }
             / 4
@@ -367,9 +416,16 @@ struct StepRun: Sendable {
 
     /// Records and runs the decision's actions in order, skipping what an earlier delivery did: an action
     /// with an observation is not run again, one without gets an `error` observation (it was interrupted).
-    func act(_ decision: Decision, sandbox: SandboxEndpoint, masker: SecretMasker) async throws -> StepOutcome {
+    func act(
+        _ decision: Decision,
+        reused: Bool,
+        sandbox: SandboxEndpoint,
+        masker: SecretMasker,
+        publisher: OrderedPublisher
+    ) async throws -> StepOutcome {
         let (id, number) = (self.id, self.number)
-        let existing = try await connection.run { try ConversationStore.events($0, id, step: number) }
+        // Only a reused decision can have actions recorded by an earlier delivery.
+        let existing = reused ? try await connection.run { try ConversationStore.events($0, id, step: number) } : []
         let recorded = existing.filter { event in
             (event.source == .agent && event.action != nil && event.action != "condensation")
                 || event.extras["error_id"]?.stringValue == ResponseParser.badActionErrorID
@@ -383,7 +439,7 @@ struct StepRun: Sendable {
             case .invalid(let error):
                 if prior == nil {
                     guard let stored = try await appendIfCurrent([error], masker: masker) else { return .superseded }
-                    try await worker.publish(stored, conversation: id)
+                    publisher.publish(stored)
                 }
                 continue
             case .action(let planned):
@@ -391,7 +447,7 @@ struct StepRun: Sendable {
                     action = prior
                 } else {
                     guard let stored = try await appendIfCurrent([planned], masker: masker) else { return .superseded }
-                    try await worker.publish(stored, conversation: id)
+                    publisher.publish(stored)
                     action = stored[0]
                 }
             }
@@ -436,7 +492,7 @@ struct StepRun: Sendable {
             }
             if let observation {
                 guard let stored = try await appendAlways([observation], masker: masker) else { return .superseded }
-                try await worker.publish(stored, conversation: id)
+                publisher.publish(stored)
             }
             if lost { return .sandboxLost }
         }
@@ -577,12 +633,7 @@ struct StepRun: Sendable {
     func appendIfCurrent(_ events: [Event], masker: SecretMasker) async throws -> [Event]? {
         let (id, number) = (self.id, self.number)
         return try await connection.run { connection in
-            try connection.transaction { connection -> [Event]? in
-                guard let record = try ConversationStore.conversation(connection, id, lock: true),
-                    record.stepSeq == number, record.agentState == .running
-                else { return nil }
-                return try ConversationStore.append(connection, id, events, step: number, masker: masker)
-            }
+            try ConversationStore.append(connection, id, events, step: number, masker: masker, onlyAt: number)
         }
     }
 
@@ -590,14 +641,34 @@ struct StepRun: Sendable {
     /// nil when the conversation was deleted.
     func appendAlways(_ events: [Event], masker: SecretMasker) async throws -> [Event]? {
         let (id, number) = (self.id, self.number)
-        do {
-            return try await connection.run { connection in
-                try connection.transaction { connection in
-                    try ConversationStore.append(connection, id, events, step: number, masker: masker)
-                }
-            }
-        } catch let error as DeckhandError where error.code == .conversationNotFound {
-            return nil
+        return try await connection.run { connection in
+            try ConversationStore.append(connection, id, events, step: number, masker: masker, onlyAt: nil)
         }
+    }
+}
+
+/// Publishes a step's events in order, in the background, so that publishing an action overlaps running it;
+/// ``finish()`` waits for every publish (and throws the first failure).
+final class OrderedPublisher: Sendable {
+    private let continuation: AsyncStream<[Event]>.Continuation
+    private let task: Task<Void, any Error>
+
+    init(worker: ConversationWorker, conversation: UUID) {
+        let (stream, continuation) = AsyncStream<[Event]>.makeStream()
+        self.continuation = continuation
+        task = Task {
+            for await events in stream {
+                try await worker.publish(events, conversation: conversation)
+            }
+        }
+    }
+
+    func publish(_ events: [Event]) {
+        continuation.yield(events)
+    }
+
+    func finish() async throws {
+        continuation.finish()
+        try await task.value
     }
 }

@@ -7,6 +7,17 @@ import Synchronization
 final class StepTiming: Sendable {
     let started = ContinuousClock.now
     private let waits = Mutex((llm: Duration.zero, sandbox: Duration.zero))
+    private let lastMark = Mutex(ContinuousClock.now)
+
+    /// Records the time since the previous mark (or the start) as the phase `name` (`deckhand_step_phase_seconds`).
+    func mark(_ name: String) {
+        let now = ContinuousClock.now
+        let elapsed = lastMark.withLock { last in
+            defer { last = now }
+            return now - last
+        }
+        Timer(label: StepMetrics.phaseLabel, dimensions: [("phase", name)]).recordNanoseconds(elapsed.nanoseconds)
+    }
 
     func addModel(_ duration: Duration) { waits.withLock { $0.llm += duration } }
     func addSandbox(_ duration: Duration) { waits.withLock { $0.sandbox += duration } }
@@ -25,6 +36,9 @@ final class StepTiming: Sendable {
 /// The conversation workers' metrics (swift-metrics; whatever backend the process bootstrapped).
 public enum StepMetrics {
     public static let label = "deckhand_step_seconds"
+    /// Where a step's time goes, phase by phase: `lock`, `load`, `decide` (with the model), `act` (with the
+    /// sandbox), `finish`.
+    public static let phaseLabel = "deckhand_step_phase_seconds"
     static let total = Timer(label: label, dimensions: [("part", "total")])
     static let model = Timer(label: label, dimensions: [("part", "llm")])
     static let sandbox = Timer(label: label, dimensions: [("part", "sandbox")])

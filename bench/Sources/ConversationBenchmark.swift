@@ -44,7 +44,7 @@ enum ConversationBenchmark {
                 )
             )
         }
-        results.append(try await idleMemory())
+        results += try await idleMemory()
         return results
     }
 
@@ -71,7 +71,8 @@ enum ConversationBenchmark {
                 }
             }
             var results: [BenchmarkResult] = []
-            for part in ["overhead", "total", "llm", "sandbox"] {
+            let phases = ["lock", "load", "decide", "act", "finish"].map { "phase." + $0 }
+            for part in ["overhead", "total", "llm", "sandbox"] + phases {
                 let values = timers.values(part: part).sorted()
                 guard !values.isEmpty else { continue }
                 results.append(
@@ -138,7 +139,7 @@ enum ConversationBenchmark {
     }
 
     /// A `deckhand conversation-worker` process that has started consuming and has nothing to do.
-    static func idleMemory() async throws -> BenchmarkResult {
+    static func idleMemory() async throws -> [BenchmarkResult] {
         try await TestConversations.with { bed in
             let process = try bed.launchWorkerProcess(name: "idle", environment: ["DECKHAND_LOG_LEVEL": "info"])
             defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
@@ -151,13 +152,23 @@ enum ConversationBenchmark {
             }
             try await Task.sleep(for: .seconds(2))
             let rss = SandboxBenchmark.residentMemory(pid: process.processIdentifier)
-            return BenchmarkResult(
-                name: "conversation.worker.idle_rss",
-                value: Double(rss) / 1_048_576,
-                unit: "MiB",
-                target: 30,
-                lowerIsBetter: true
-            )
+            let anonymous = SandboxBenchmark.residentMemory(pid: process.processIdentifier, field: "RssAnon:")
+            return [
+                BenchmarkResult(
+                    name: "conversation.worker.idle_rss",
+                    value: Double(rss) / 1_048_576,
+                    unit: "MiB",
+                    target: 30,
+                    lowerIsBetter: true
+                ),
+                BenchmarkResult(
+                    name: "conversation.worker.idle_rss_anonymous",
+                    value: Double(anonymous) / 1_048_576,
+                    unit: "MiB",
+                    target: nil,
+                    lowerIsBetter: true
+                ),
+            ]
         }
     }
 }
@@ -169,7 +180,12 @@ final class CapturedTimers: MetricsFactory, Sendable {
     func values(part: String) -> [Double] { recorded.withLock { $0[part] ?? [] } }
 
     func makeTimer(label: String, dimensions: [(String, String)]) -> any TimerHandler {
-        StepTimer(part: label == StepMetrics.label ? dimensions.first { $0.0 == "part" }?.1 : nil, sink: self)
+        switch label {
+        case StepMetrics.label: StepTimer(part: dimensions.first { $0.0 == "part" }?.1, sink: self)
+        case StepMetrics.phaseLabel:
+            StepTimer(part: dimensions.first { $0.0 == "phase" }.map { "phase." + $0.1 }, sink: self)
+        default: StepTimer(part: nil, sink: self)
+        }
     }
 
     func add(_ part: String, _ milliseconds: Double) {
