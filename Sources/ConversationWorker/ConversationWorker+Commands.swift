@@ -37,6 +37,26 @@ extension ConversationWorker {
         ).first?.decode(Int.self, "step_seq")
     }
 
+    /// ``startChain(_:_:from:)`` and the `agent_state_changed: running` event: what to publish after the commit.
+    static func startChainRecorded(
+        _ connection: PostgresConnection,
+        _ id: UUID,
+        from states: String,
+        masker: SecretMasker
+    ) throws -> CommandOutcome? {
+        guard let step = try startChain(connection, id, from: states) else { return nil }
+        var outcome = CommandOutcome()
+        outcome.startedStep = step
+        outcome.events = try ConversationStore.append(
+            connection,
+            id,
+            [.stateChanged(.running)],
+            step: nil,
+            masker: masker
+        )
+        return outcome
+    }
+
     /// Publishes what a command committed: its events, the first step of a chain it started, the request for
     /// a sandbox.
     func follow(_ outcome: CommandOutcome, conversation: UUID) async throws {
@@ -192,17 +212,7 @@ extension ConversationWorker {
     func resume(_ id: UUID) async throws {
         let masker = self.masker(for: nil)
         let outcome = try await store.postgres.transaction { connection -> CommandOutcome in
-            var outcome = CommandOutcome()
-            guard let step = try Self.startChain(connection, id, from: "('paused')") else { return outcome }
-            outcome.startedStep = step
-            outcome.events = try ConversationStore.append(
-                connection,
-                id,
-                [.stateChanged(.running)],
-                step: nil,
-                masker: masker
-            )
-            return outcome
+            try Self.startChainRecorded(connection, id, from: "('paused')", masker: masker) ?? CommandOutcome()
         }
         try await follow(outcome, conversation: id)
         try await ensureChainPublished(id)
@@ -244,15 +254,10 @@ extension ConversationWorker {
                 [.uuid(id), .uuid(ready.sandboxID), .text(RuntimeStatus.ready.rawValue)]
             )
             guard record.agentState == .loading else { return outcome }
-            if record.resumeOnReady, let step = try Self.startChain(connection, id, from: "('loading')") {
-                outcome.startedStep = step
-                outcome.events = try ConversationStore.append(
-                    connection,
-                    id,
-                    [.stateChanged(.running)],
-                    step: nil,
-                    masker: masker
-                )
+            if record.resumeOnReady,
+                let started = try Self.startChainRecorded(connection, id, from: "('loading')", masker: masker)
+            {
+                outcome = started
             } else {
                 try connection.execute(
                     "UPDATE conversations SET agent_state = 'awaiting_user_input' WHERE id = $1",

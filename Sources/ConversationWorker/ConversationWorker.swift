@@ -109,61 +109,33 @@ public final class ConversationWorker: Service, Sendable {
         do {
             switch command {
             case .step:
-                try await step(try Self.decode(StepCommand.self, delivery), logger: logger)
+                try await step(delivery.decodeCommand(StepCommand.self), logger: logger)
             case .start:
-                try await start(try Self.decode(ConversationStart.self, delivery), logger: logger)
+                try await start(delivery.decodeCommand(ConversationStart.self), logger: logger)
             case .message:
-                try await message(try Self.decode(UserMessage.self, delivery), messageID: messageID, logger: logger)
+                try await message(delivery.decodeCommand(UserMessage.self), messageID: messageID, logger: logger)
             case .pause:
-                try await pause(try Self.decode(ConversationTarget.self, delivery).conversationID)
+                try await pause(delivery.decodeCommand(ConversationTarget.self).conversationID)
             case .resume:
-                try await resume(try Self.decode(ConversationTarget.self, delivery).conversationID)
+                try await resume(delivery.decodeCommand(ConversationTarget.self).conversationID)
             case .stop:
-                try await stop(try Self.decode(ConversationTarget.self, delivery).conversationID)
+                try await stop(delivery.decodeCommand(ConversationTarget.self).conversationID)
             case .delete:
-                try await delete(try Self.decode(ConversationTarget.self, delivery).conversationID)
+                try await delete(delivery.decodeCommand(ConversationTarget.self).conversationID)
             case .sandboxReady:
-                try await sandboxReady(try Self.decode(SandboxReady.self, delivery), logger: logger)
+                try await sandboxReady(delivery.decodeCommand(SandboxReady.self), logger: logger)
             case .sandboxFailed:
-                try await sandboxFailed(try Self.decode(SandboxFailed.self, delivery))
+                try await sandboxFailed(delivery.decodeCommand(SandboxFailed.self))
             }
             delivery.ack()
-        } catch let error as MalformedCommand {
-            logger.error("malformed conversation command: dead-lettered", metadata: [LogKey.error.rawValue: "\(error)"])
-            delivery.reject()
         } catch {
-            if Task.isCancelled {
-                logger.notice("interrupted by shutdown: requeued")
-                delivery.nack(requeue: true)
-                return
-            }
-            logger.warning("conversation command failed", metadata: [LogKey.error.rawValue: "\(error)"])
-            do {
-                if try await bus.retryLater(
-                    delivery,
-                    from: topology.conversationQueue,
-                    maxAttempts: configuration.maxAttempts
-                ) {
-                    delivery.ack()
-                } else {
-                    logger.error("conversation command failed on its last attempt: dead-lettered")
-                    delivery.reject()
-                }
-            } catch {
-                delivery.nack(requeue: true)
-            }
-        }
-    }
-
-    struct MalformedCommand: Error, CustomStringConvertible {
-        var description: String
-    }
-
-    static func decode<T: Decodable>(_ type: T.Type, _ delivery: AMQPDelivery) throws -> T {
-        do {
-            return try delivery.message.decode(type)
-        } catch {
-            throw MalformedCommand(description: "\(T.self): \(error)")
+            await bus.settle(
+                failed: delivery,
+                error: error,
+                from: topology.conversationQueue,
+                maxAttempts: configuration.maxAttempts,
+                logger: logger
+            )
         }
     }
 

@@ -153,6 +153,7 @@ public final class FakeLLM: Sendable {
         var scripts: [String: Script] = [:]
         var failuresServed: [String: Int] = [:]
         var answered: [String: Int] = [:]
+        var arrived: [String: Int] = [:]
         var log: [Request] = []
     }
 
@@ -176,6 +177,13 @@ public final class FakeLLM: Sendable {
 
     /// Every request so far, in arrival order.
     public var requests: [Request] { state.withLock { $0.log } }
+
+    /// How many requests naming `model` have arrived, answered or not (the log records a request once it is
+    /// answered, after its latency).
+    public func arrivals(model: String) -> Int { state.withLock { $0.arrived[model] ?? 0 } }
+
+    /// How many requests have arrived in all.
+    public var totalArrivals: Int { state.withLock { $0.arrived.values.reduce(0, +) } }
 
     /// The requests that named `model`.
     public func requests(model: String) -> [Request] { requests.filter { $0.model == model } }
@@ -207,6 +215,7 @@ public final class FakeLLM: Sendable {
         }
         let isSummary = json["tools"] == nil
         let historyIndex = messages.filter { $0.role == .assistant }.count
+        state.withLock { $0.arrived[model, default: 0] += 1 }
 
         enum Plan {
             case fail(Failure)

@@ -2,6 +2,7 @@ import DeckhandCore
 import Foundation
 import HTTPClient
 import Logging
+import Messaging
 import Postgres
 import RuntimeBackends
 

@@ -121,50 +121,22 @@ public final class RuntimeWorker: Service, Sendable {
             }
             switch command {
             case .provision:
-                try await provision(try Self.decode(ProvisionRequest.self, delivery), logger: logger)
+                try await provision(delivery.decodeCommand(ProvisionRequest.self), logger: logger)
             case .pause, .resume, .stop, .destroy:
-                try await lifecycle(command, try Self.decode(SandboxTarget.self, delivery), logger: logger)
+                try await lifecycle(command, delivery.decodeCommand(SandboxTarget.self), logger: logger)
             case .poolRefill:
                 try await refill()
             }
             if let messageID { try await store.markProcessed(consumer: Self.consumerName, messageID: messageID) }
             delivery.ack()
-        } catch let error as MalformedCommand {
-            logger.error("malformed runtime command: dead-lettered", metadata: [LogKey.error.rawValue: "\(error)"])
-            delivery.reject()
         } catch {
-            if Task.isCancelled {
-                logger.notice("interrupted by shutdown: requeued")
-                delivery.nack(requeue: true)
-                return
-            }
-            logger.warning("runtime command failed", metadata: [LogKey.error.rawValue: "\(error)"])
-            do {
-                if try await bus.retryLater(
-                    delivery,
-                    from: topology.runtimeQueue,
-                    maxAttempts: configuration.maxAttempts
-                ) {
-                    delivery.ack()
-                } else {
-                    logger.error("runtime command failed on its last attempt: dead-lettered")
-                    delivery.reject()
-                }
-            } catch {
-                delivery.nack(requeue: true)
-            }
-        }
-    }
-
-    struct MalformedCommand: Error, CustomStringConvertible {
-        var description: String
-    }
-
-    static func decode<T: Decodable>(_ type: T.Type, _ delivery: AMQPDelivery) throws -> T {
-        do {
-            return try delivery.message.decode(type)
-        } catch {
-            throw MalformedCommand(description: "\(T.self): \(error)")
+            await bus.settle(
+                failed: delivery,
+                error: error,
+                from: topology.runtimeQueue,
+                maxAttempts: configuration.maxAttempts,
+                logger: logger
+            )
         }
     }
 

@@ -47,7 +47,13 @@ import Glibc
                 // Three times: let the work get going, then SIGKILL a worker mid-flight and start a new one.
                 var kills: [(sent: Date, died: Date)] = []
                 for round in 0..<3 {
-                    try await Task.sleep(for: .milliseconds(900))
+                    // Kill only while the workers are busy: 15 more model requests since the last kill (the first
+                    // time, since the start; a restarted worker takes a moment to connect).
+                    let before = bed.llm.totalArrivals
+                    try await bed.runtime.eventually("the workers make progress", timeout: .seconds(60)) {
+                        bed.llm.totalArrivals >= before + 15
+                    }
+                    try await Task.sleep(for: .milliseconds(150))
                     let victim = round % 2
                     let sent = Date()
                     kill(workers[victim].processIdentifier, SIGKILL)
@@ -112,6 +118,8 @@ import Glibc
                     )[0].decode(Int.self, "calls")
                     #expect(stored == record.iteration)
                 }
+                // The kills hit work in flight: some model call or action was cut.
+                #expect(repeatedModelCalls + interrupted > 0)
                 print(
                     "kill test: \(count) conversations finished; \(interrupted) interrupted actions; "
                         + "\(repeatedModelCalls) model calls repeated after a kill"

@@ -224,7 +224,8 @@ func eventually(_ condition: () async throws -> Bool) async throws {
             try await running(try bed.makeRuntimeWorker(), bed.makeWorker()) {
                 let id = try await bed.start(script: script, message: "Paint the fence.")
                 let model = try await bed.model(of: id)
-                try await eventually { !bed.llm.requests(model: model).isEmpty || false }
+                // The first request has arrived: its answer is 1.5 s away.
+                try await eventually { bed.llm.arrivals(model: model) >= 1 }
                 try await bed.say("Blue, please.", to: id)
                 let finished = try await bed.waitFor(id, [.finished, .error])
                 #expect(finished.agentState == .finished, "\(finished.lastError ?? "")")

@@ -1,0 +1,567 @@
+import Agent
+import DeckhandCore
+import Foundation
+import LLM
+import Logging
+import Postgres
+import Synchronization
+
+/// What the model decided for a step, as stored in `llm_calls` (reused when the step is redelivered).
+struct Decision: Sendable {
+    var planned: [PlannedAction]
+    /// The last event id the model's prompt included.
+    var historyEnd: Int
+}
+
+/// How the actions of a step ended.
+enum StepOutcome: Sendable, Equatable {
+    /// The chain goes on with the next step.
+    case proceed
+    /// The agent called `finish`.
+    case finished
+    /// The agent replied without a tool call.
+    case awaitingUser
+    /// The sandbox could not be reached: the agent waits for it.
+    case sandboxLost
+    /// The conversation moved on (paused, stopped, deleted) while the step ran.
+    case superseded
+}
+
+/// One execution of one step: everything it reads and writes goes through the step's reserved connection.
+struct StepRun: Sendable {
+    let worker: ConversationWorker
+    let connection: ReservedConnection
+    let command: StepCommand
+    let logger: Logger
+    let timing: StepTiming
+
+    var id: UUID { command.conversationID }
+    var number: Int { command.step }
+    var agent: AgentSettings { worker.configuration.agent }
+
+    /// What a step reads first, in one query: the conversation, its live sandbox (its `last_active_at` moved
+    /// on when it is running and was last touched over 30 s ago: the idle timers count in minutes, and a
+    /// read-only query needs no commit to disk),
+    /// the response stored for this step, and the prompt size of the latest model call.
+    struct Start: Sendable {
+        var record: ConversationRecord
+        var sandbox: SandboxEndpoint?
+        var storedResponse: String?
+        var historyEnd: Int?
+        var lastPromptTokens: Int?
+    }
+
+    func load() async throws -> Start? {
+        let (id, number) = (self.id, self.number)
+        return try await connection.run { connection in
+            try connection.query(
+                """
+                WITH touched AS (
+                    UPDATE sandboxes SET last_active_at = now()
+                    WHERE conversation_id = $1 AND status = 'running' AND last_active_at < now() - interval '30 seconds'
+                )
+                SELECT \(ConversationRecord.columns(qualifiedBy: "c.")),
+                    s.id AS live_sandbox, s.status AS live_status, s.url AS live_url, s.session_api_key AS live_key,
+                    l.response::text AS stored_response, l.history_end AS stored_history_end,
+                    (SELECT p.prompt_tokens FROM llm_calls p WHERE p.conversation_id = c.id ORDER BY p.step DESC LIMIT 1)
+                        AS last_prompt_tokens
+                FROM conversations c
+                LEFT JOIN sandboxes s ON s.conversation_id = c.id AND s.status NOT IN ('lost', 'error')
+                LEFT JOIN llm_calls l ON l.conversation_id = c.id AND l.step = $2
+                WHERE c.id = $1
+                """,
+                [.uuid(id), .int(Int64(number))]
+            ).first.map { row in
+                var sandbox: SandboxEndpoint?
+                if let sandboxID = try row.decode(UUID?.self, "live_sandbox") {
+                    sandbox = SandboxEndpoint(
+                        id: sandboxID,
+                        status: try row.decode(String.self, "live_status"),
+                        url: try row.decode(String?.self, "live_url"),
+                        sessionAPIKey: try row.decode(String?.self, "live_key")
+                    )
+                }
+                return Start(
+                    record: try ConversationRecord(row: row),
+                    sandbox: sandbox,
+                    storedResponse: try row.decode(String?.self, "stored_response"),
+                    historyEnd: try row.decode(Int?.self, "stored_history_end"),
+                    lastPromptTokens: try row.decode(Int?.self, "last_prompt_tokens")
+                )
+            }
+        }
+    }
+
+    func run(lock: StepLock) async throws {
+        let id = self.id
+        guard let start = try await load() else {
+            logger.debug("step of a conversation that no longer exists")
+            return
+        }
+        let record = start.record
+        if record.stepSeq > number {
+            // Done before: the worker that did it may have died before publishing its events or the next step.
+            let number = self.number
+            let events = try await connection.run { try ConversationStore.events($0, id, step: number) }
+            try await worker.publish(events, conversation: id)
+            try await worker.ensureChainPublished(id)
+            return
+        }
+        guard record.stepSeq == number, record.agentState == .running else {
+            logger.debug("stale step", metadata: [LogKey.agentState.rawValue: "\(record.agentState.rawValue)"])
+            return
+        }
+        guard let sandbox = start.sandbox, sandbox.isRunning else {
+            try await waitForSandbox()
+            return
+        }
+        let masker = worker.masker(for: record, sandbox: sandbox)
+
+        timing.mark("load")
+        let decision: Decision
+        let reused: Bool
+        if let stored = start.storedResponse {
+            decision = Decision(
+                planned: try Self.planned(from: stored, metrics: record.metrics),
+                historyEnd: start.historyEnd ?? -1
+            )
+            reused = true
+        } else if let fresh = try await decide(record, lastPromptTokens: start.lastPromptTokens, masker: masker) {
+            decision = fresh
+            reused = false
+        } else {
+            return  // the step ended the conversation (a limit, a model failure) or was superseded
+        }
+        timing.mark("decide")
+        let publisher = OrderedPublisher(worker: worker, conversation: id)
+        let outcome: StepOutcome
+        do {
+            outcome = try await act(decision, reused: reused, sandbox: sandbox, masker: masker, publisher: publisher)
+        } catch {
+            _ = try? await publisher.finish()
+            throw error
+        }
+        try await publisher.finish()
+        timing.mark("act")
+        timing.record()
+        guard outcome != .superseded else { return }
+        try await finish(outcome, historyEnd: decision.historyEnd, masker: masker, lock: lock)
+        timing.mark("finish")
+    }
+
+    // MARK: The model's decision
+
+    /// The planned actions of a stored response (JSON text): a model's response, or `{"replay": action}`.
+    static func planned(from stored: String, metrics: LLMMetrics) throws -> [PlannedAction] {
+        if stored.hasPrefix("{\"replay\""), let replayed = try JSONValue(parsing: stored)["replay"] {
+            var action = try Event(json: replayed)
+            action.llmMetrics = metrics
+            return [.action(action)]
+        }
+        let response = try JSONDecoder().decode(ChatResponse.self, from: Data(stored.utf8))
+        return ResponseParser.plan(response, metrics: metrics)
+    }
+
+    /// Checks the limits, condenses the history when it is too long, asks the model (or the replayed
+    /// trajectory) and stores the answer before any action runs. Nil when the step ended the conversation.
+    func decide(_ record: ConversationRecord, lastPromptTokens: Int?, masker: SecretMasker) async throws -> Decision? {
+        let id = self.id
+        if record.iteration >= record.maxIterations {
+            try await endWithError("The agent reached its limit of \(record.maxIterations) iterations.", masker: masker)
+            return nil
+        }
+        let budget = record.maxBudget ?? (agent.maxBudget > 0 ? agent.maxBudget : nil)
+        if let budget, record.metrics.accumulatedCost >= budget {
+            let spent = String(format: "%.4f", record.metrics.accumulatedCost)
+            try await endWithError(
+                "The agent reached its budget of \(budget) USD (spent \(spent) USD).",
+                masker: masker
+            )
+            return nil
+        }
+        var events = try await connection.run { try ConversationStore.events($0, id) }
+        if let reason = StuckDetector.reason(events) {
+            try await endWithError("The agent is stuck: \(reason).", masker: masker)
+            return nil
+        }
+        let endpoint = LLMEndpoint(
+            baseURL: record.llmBaseURL ?? worker.configuration.llm.baseURL,
+            apiKey: record.llmAPIKey ?? worker.configuration.llm.apiKey,
+            model: record.llmModel ?? worker.configuration.llm.model
+        )
+        let history = HistoryBuilder(observationMaxChars: agent.observationMaxChars)
+        var messages = history.messages(from: events)
+        if !record.hasReplay,
+            try await condenseIfNeeded(
+                events: events,
+                messages: messages,
+                reportedTokens: lastPromptTokens,
+                endpoint: endpoint,
+                masker: masker
+            )
+        {
+            events = try await connection.run { try ConversationStore.events($0, id) }
+            messages = history.messages(from: events)
+        }
+        let historyEnd = events.last?.id ?? -1
+
+        let stored: String
+        var usage = TokenUsage()
+        var cost = 0.0
+        var attempts = 1
+        let started = ContinuousClock.now
+        if record.hasReplay {
+            let position = record.replayPosition
+            let next = try await connection.run {
+                try $0.query(
+                    "SELECT replay -> $2::int AS action FROM conversations WHERE id = $1",
+                    [.uuid(id), .int(Int64(position))]
+                ).first?.decode(String?.self, "action")
+            }
+            if let next, let json = try? JSONValue(parsing: next) {
+                stored = JSONValue.object(["replay": json]).serialized
+            } else {
+                let end = Event.agentMessage("The replayed trajectory has ended.", waitForResponse: true)
+                stored = JSONValue.object(["replay": end.json]).serialized
+            }
+        } else {
+            let request = ChatRequest(
+                model: endpoint.model,
+                messages: messages,
+                tools: CodeActTools.all,
+                temperature: worker.configuration.llm.temperature
+            )
+            do {
+                let completion = try await worker.llm.complete(request, endpoint: endpoint)
+                stored = String(decoding: try JSONEncoder().encode(completion.response), as: UTF8.self)
+                usage = completion.response.usage
+                attempts = completion.attempts
+                cost = worker.configuration.llm.prices.cost(
+                    model: endpoint.model,
+                    promptTokens: usage.promptTokens,
+                    completionTokens: usage.completionTokens
+                )
+            } catch let failure as LLMFailure {
+                logger.warning("the model failed", metadata: [LogKey.error.rawValue: "\(failure)"])
+                try await endWithError(
+                    "The model could not be used: \(failure.description)",
+                    runtimeStatus: failure.runtimeStatus,
+                    masker: masker
+                )
+                return nil
+            }
+        }
+        let elapsed = ContinuousClock.now - started
+        timing.addModel(elapsed)
+        let number = self.number
+        let (usageSoFar, costSoFar, attemptsMade) = (usage, cost, attempts)
+        let model = endpoint.model
+        let replayed = record.hasReplay
+        // One statement: the response is stored and its cost added to the conversation together.
+        let metrics = try await connection.run { connection -> LLMMetrics in
+            let row = try connection.query(
+                """
+                WITH stored AS (
+                    INSERT INTO llm_calls (conversation_id, step, response, history_end, model, prompt_tokens,
+                        completion_tokens, cost, attempts, duration_ms)
+                    VALUES ($1, $7, $8, $9, $10, $2, $3, $5, $11, $12)
+                    ON CONFLICT DO NOTHING
+                )
+                UPDATE conversations SET prompt_tokens = prompt_tokens + $2, completion_tokens = completion_tokens + $3,
+                    cache_read_tokens = cache_read_tokens + $4, accumulated_cost = accumulated_cost + $5,
+                    iteration = iteration + 1, replay_position = replay_position + $6, updated_at = now()
+                WHERE id = $1
+                RETURNING accumulated_cost, prompt_tokens, completion_tokens, cache_read_tokens, cache_write_tokens
+                """,
+                [
+                    .uuid(id), .int(Int64(usageSoFar.promptTokens)), .int(Int64(usageSoFar.completionTokens)),
+                    .int(Int64(usageSoFar.cachedTokens)), .double(costSoFar), .int(replayed ? 1 : 0),
+                    .int(Int64(number)), .jsonb(stored), .int(Int64(historyEnd)),
+                    .text(replayed ? "replay" : model), .int(Int64(attemptsMade)),
+                    .double(
+                        Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
+                    ),
+                ]
+            ).first
+            guard let row else { throw DeckhandError(.conversationNotFound, "conversation \(id) was deleted") }
+            return LLMMetrics(
+                accumulatedCost: try row.decode(Double.self, "accumulated_cost"),
+                promptTokens: try row.decode(Int.self, "prompt_tokens"),
+                completionTokens: try row.decode(Int.self, "completion_tokens"),
+                cacheReadTokens: try row.decode(Int.self, "cache_read_tokens"),
+                cacheWriteTokens: try row.decode(Int.self, "cache_write_tokens")
+            )
+        }
+        return Decision(planned: try Self.planned(from: stored, metrics: metrics), historyEnd: historyEnd)
+    }
+
+    /// Replaces the middle of a history grown past `agent.condense_after_tokens` by the model's summary
+    /// (a `condensation` event). Returns whether it did.
+    func condenseIfNeeded(
+        events: [StoredEvent],
+        messages: [ChatMessage],
+        reportedTokens reported: Int?,
+        endpoint: LLMEndpoint,
+        masker: SecretMasker
+    ) async throws -> Bool {
+        guard agent.condenseAfterTokens > 0 else { return false }
+        let id = self.id
+        let estimated =
+            messages.reduce(0) { $0 + ($1.content?.count ?? 0) + $1.toolCalls.reduce(0) { $0 + $1.arguments.count } }
+            / 4
+        guard max(reported ?? 0, estimated) > agent.condenseAfterTokens else { return false }
+        let condenser = Condenser(keepFirst: agent.condenseKeepFirst, keepRecent: agent.condenseKeepRecent)
+        guard let plan = condenser.plan(events) else { return false }
+        let request = ChatRequest(
+            model: endpoint.model,
+            messages: condenser.summaryMessages(for: plan, observationMaxChars: agent.observationMaxChars)
+        )
+        let summary: String
+        do {
+            summary = try await worker.llm.complete(request, endpoint: endpoint).response.content ?? ""
+        } catch let failure as LLMFailure {
+            logger.warning("cannot condense the history", metadata: [LogKey.error.rawValue: "\(failure)"])
+            return false
+        }
+        guard let stored = try await appendIfCurrent([Condenser.event(plan, summary: summary)], masker: masker) else {
+            return false
+        }
+        try await worker.publish(stored, conversation: id)
+        logger.info("condensed the history", metadata: ["deckhand.forgotten": "\(plan.startID)-\(plan.endID)"])
+        return true
+    }
+
+    // MARK: Actions
+
+    /// Records and runs the decision's actions in order, skipping what an earlier delivery did: an action
+    /// with an observation is not run again, one without gets an `error` observation (it was interrupted).
+    func act(
+        _ decision: Decision,
+        reused: Bool,
+        sandbox: SandboxEndpoint,
+        masker: SecretMasker,
+        publisher: OrderedPublisher
+    ) async throws -> StepOutcome {
+        let (id, number) = (self.id, self.number)
+        // Only a reused decision can have actions recorded by an earlier delivery.
+        let existing = reused ? try await connection.run { try ConversationStore.events($0, id, step: number) } : []
+        let recorded = existing.filter { event in
+            (event.source == .agent && event.action != nil && event.action != "condensation")
+                || event.extras["error_id"]?.stringValue == ResponseParser.badActionErrorID
+        }
+        let observed = Set(existing.compactMap(\.cause))
+        var outcome = StepOutcome.proceed
+        for (index, item) in decision.planned.enumerated() {
+            let prior = index < recorded.count ? recorded[index] : nil
+            let action: Event
+            switch item {
+            case .invalid(let error):
+                if prior == nil {
+                    guard let stored = try await appendIfCurrent([error], masker: masker) else { return .superseded }
+                    publisher.publish(stored)
+                }
+                continue
+            case .action(let planned):
+                if let prior {
+                    action = prior
+                } else {
+                    guard let stored = try await appendIfCurrent([planned], masker: masker) else { return .superseded }
+                    publisher.publish(stored)
+                    action = stored[0]
+                }
+            }
+            switch action.action {
+            case "finish": outcome = .finished
+            case "message" where action.args["wait_for_response"]?.boolValue == true: outcome = .awaitingUser
+            default: break
+            }
+            if let prior, let priorID = prior.id, observed.contains(priorID) { continue }
+            var observation: Event?
+            var lost = false
+            if prior != nil, ResponseParser.needsSandbox(action) {
+                observation = .errorObservation(
+                    "The action was interrupted before its result was recorded (its worker stopped), and it was not "
+                        + "run again. Check its effects before repeating it.",
+                    errorID: "AGENT_ERROR$INTERRUPTED",
+                    cause: action.id,
+                    toolCallMetadata: action.toolCallMetadata
+                )
+            } else if ResponseParser.needsSandbox(action) {
+                let sent = ContinuousClock.now
+                defer { timing.addSandbox(ContinuousClock.now - sent) }
+                do {
+                    observation = try await worker.sandboxes.execute(
+                        action,
+                        in: sandbox,
+                        defaultTimeout: agent.actionTimeout
+                    )
+                } catch let unreachable as SandboxClient.Unreachable {
+                    logger.warning("the sandbox is unreachable", metadata: [LogKey.error.rawValue: "\(unreachable)"])
+                    observation = .errorObservation(
+                        "The sandbox could not be reached (\(unreachable.description)); it is being restarted. "
+                            + "Run the action again once it is back.",
+                        errorID: "AGENT_ERROR$SANDBOX_UNREACHABLE",
+                        cause: action.id,
+                        toolCallMetadata: action.toolCallMetadata
+                    )
+                    lost = true
+                }
+            } else {
+                observation = ResponseParser.localObservation(for: action)
+            }
+            if let observation {
+                guard let stored = try await appendAlways([observation], masker: masker) else { return .superseded }
+                publisher.publish(stored)
+            }
+            if lost { return .sandboxLost }
+        }
+        return outcome
+    }
+
+    // MARK: Ending the step
+
+    /// Commits the end of the step, then publishes its events and the next step: the chain goes on, or the
+    /// agent waits (for the user, or for its sandbox). A user message that arrived after the model's prompt
+    /// was built keeps the chain going.
+    func finish(_ outcome: StepOutcome, historyEnd: Int, masker: SecretMasker, lock: StepLock) async throws {
+        let (id, number) = (self.id, self.number)
+        let result = try await connection.run { connection in
+            try connection.transaction { connection -> CommandOutcome? in
+                guard let record = try ConversationStore.conversation(connection, id, lock: true),
+                    record.stepSeq == number, record.agentState == .running
+                else { return nil }
+                var state: AgentState?
+                switch outcome {
+                case .proceed, .superseded:
+                    state = nil
+                case .finished, .awaitingUser:
+                    let newer =
+                        try connection.query(
+                            """
+                            SELECT EXISTS (SELECT 1 FROM events WHERE conversation_id = $1 AND id > $2 AND source = 'user'
+                                AND kind = 'message') AS newer
+                            """,
+                            [.uuid(id), .int(Int64(historyEnd))]
+                        ).first?.decode(Bool.self, "newer") ?? false
+                    state = newer ? nil : (outcome == .finished ? .finished : .awaitingUserInput)
+                case .sandboxLost:
+                    state = .loading
+                }
+                var result = CommandOutcome()
+                if let state {
+                    try connection.execute(
+                        """
+                        UPDATE conversations SET agent_state = $3, step_seq = $2 + 1, updated_at = now(),
+                            resume_on_ready = $4, runtime_status = CASE WHEN $4 THEN $5 ELSE runtime_status END
+                        WHERE id = $1
+                        """,
+                        [
+                            .uuid(id), .int(Int64(number)), .text(state.rawValue), .bool(state == .loading),
+                            .text(RuntimeStatus.startingRuntime.rawValue),
+                        ]
+                    )
+                    result.events = try ConversationStore.append(
+                        connection,
+                        id,
+                        [.stateChanged(state)],
+                        step: number,
+                        masker: masker
+                    )
+                    result.wantsSandbox = state == .loading
+                } else {
+                    try connection.execute(
+                        "UPDATE conversations SET step_seq = $2 + 1, updated_at = now() WHERE id = $1",
+                        [.uuid(id), .int(Int64(number))]
+                    )
+                    result.startedStep = number + 1
+                }
+                return result
+            }
+        }
+        guard let result else { return }
+        await lock.release()
+        try await worker.follow(result, conversation: id)
+    }
+
+    /// No running sandbox: the agent waits in `loading` and the runtime workers are asked for it;
+    /// `sandbox_ready` continues the chain.
+    func waitForSandbox() async throws {
+        let (id, number) = (self.id, self.number)
+        let masker = worker.masker(for: nil)
+        let result = try await connection.run { connection in
+            try connection.transaction { connection -> CommandOutcome? in
+                let changed = try connection.execute(
+                    """
+                    UPDATE conversations SET agent_state = 'loading', step_seq = $2 + 1, resume_on_ready = true,
+                        runtime_status = $3, updated_at = now()
+                    WHERE id = $1 AND step_seq = $2 AND agent_state = 'running'
+                    """,
+                    [.uuid(id), .int(Int64(number)), .text(RuntimeStatus.startingRuntime.rawValue)]
+                )
+                guard changed == 1 else { return nil }
+                var result = CommandOutcome()
+                result.events = try ConversationStore.append(
+                    connection,
+                    id,
+                    [.stateChanged(.loading)],
+                    step: number,
+                    masker: masker
+                )
+                result.wantsSandbox = true
+                return result
+            }
+        }
+        guard let result else { return }
+        logger.info("waiting for the sandbox")
+        try await worker.follow(result, conversation: id)
+    }
+
+    /// Ends the chain in `error` with `reason` (an `error` observation and the state change).
+    func endWithError(_ reason: String, runtimeStatus: RuntimeStatus? = nil, masker: SecretMasker) async throws {
+        let (id, number) = (self.id, self.number)
+        let stored = try await connection.run { connection in
+            try connection.transaction { connection -> [Event] in
+                let changed = try connection.execute(
+                    """
+                    UPDATE conversations SET agent_state = 'error', step_seq = $2 + 1, last_error = $3,
+                        runtime_status = coalesce($4, runtime_status), updated_at = now()
+                    WHERE id = $1 AND step_seq = $2 AND agent_state = 'running'
+                    """,
+                    [
+                        .uuid(id), .int(Int64(number)), .text(reason),
+                        .optional(runtimeStatus.map { .text($0.rawValue) }),
+                    ]
+                )
+                guard changed == 1 else { return [] }
+                return try ConversationStore.append(
+                    connection,
+                    id,
+                    [.errorObservation(reason, errorID: "AGENT_ERROR$ENDED"), .stateChanged(.error, reason: reason)],
+                    step: number,
+                    masker: masker
+                )
+            }
+        }
+        logger.notice("the agent ended in error", metadata: [LogKey.error.rawValue: "\(reason)"])
+        try await worker.publish(stored, conversation: id)
+    }
+
+    // MARK: Appending
+
+    /// Appends `events` as this step's if the chain is still at this step and running; nil otherwise.
+    func appendIfCurrent(_ events: [Event], masker: SecretMasker) async throws -> [Event]? {
+        let (id, number) = (self.id, self.number)
+        return try await connection.run { connection in
+            try ConversationStore.append(connection, id, events, step: number, masker: masker, onlyAt: number)
+        }
+    }
+
+    /// Appends `events` as this step's whatever the agent's state (an action that ran keeps its result);
+    /// nil when the conversation was deleted.
+    func appendAlways(_ events: [Event], masker: SecretMasker) async throws -> [Event]? {
+        let (id, number) = (self.id, self.number)
+        return try await connection.run { connection in
+            try ConversationStore.append(connection, id, events, step: number, masker: masker, onlyAt: nil)
+        }
+    }
+}
