@@ -188,10 +188,11 @@ public final class TestConversations: Sendable {
         maxIterations: Int = 100,
         maxBudget: Double? = nil,
         apiKey: String? = nil,
-        replay: JSONValue? = nil
+        replay: JSONValue? = nil,
+        model: String? = nil
     ) async throws -> UUID {
         let id = UUID()
-        let model = "script-\(id.uuidString.prefix(8).lowercased())"
+        let model = model ?? "script-\(id.uuidString.prefix(8).lowercased())"
         llm.register(script, model: model)
         try await store.create(
             .init(

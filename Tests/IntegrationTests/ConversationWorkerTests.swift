@@ -177,12 +177,19 @@ func eventually(_ condition: () async throws -> Bool) async throws {
 
     @Test func a429StormIsRetriedThenSucceeds() async throws {
         try await TestConversations.with { bed in
-            var first = FakeLLM.Step.bash("echo survived")
-            first.failures = [
-                .init(status: 429, retryAfter: 0.05, times: 3),
-                .init(status: 503, times: 1),
-            ]
-            let script = FakeLLM.Script(steps: [first, .finish("done")])
+            // A script as JSON, the form a test can keep in a file.
+            let script = try JSONDecoder().decode(
+                FakeLLM.Script.self,
+                from: Data(
+                    """
+                    {"steps": [
+                      {"tool_calls": [{"name": "execute_bash", "arguments": {"command": "echo survived"}}],
+                       "failures": [{"status": 429, "retry_after": 0.05, "times": 3}, {"status": 503, "times": 1}]},
+                      {"tool_calls": [{"name": "finish", "arguments": {"message": "done"}}]}
+                    ]}
+                    """.utf8
+                )
+            )
             try await running(try bed.makeRuntimeWorker(), bed.makeWorker()) {
                 let id = try await bed.start(script: script)
                 let finished = try await bed.waitFor(id, [.finished, .error])
@@ -192,6 +199,28 @@ func eventually(_ condition: () async throws -> Bool) async throws {
                 #expect(requests.map(\.index) == [0, 0, 0, 0, 0, 1])
                 let events = try await bed.events(id)
                 #expect(events.contains { $0.observation == "run" && $0.content.contains("survived") })
+            }
+        }
+    }
+
+    @Test func theBudgetEndsTheConversationOnceSpent() async throws {
+        try await TestConversations.with { bed in
+            // The script's model costs 1 USD per prompt token: the first call spends the whole budget.
+            let model = "priced-\(UUID().uuidString.prefix(8).lowercased())"
+            let llm = bed.llmSettings {
+                $0.prices = PriceTable([model: .init(promptPerMillion: 1_000_000, completionPerMillion: 0)])
+            }
+            let script = FakeLLM.Script(steps: [.bash("echo one"), .bash("echo two"), .finish("done")])
+            try await running(try bed.makeRuntimeWorker(), bed.makeWorker(llm: llm)) {
+                let id = try await bed.start(script: script, maxBudget: 0.5, model: model)
+                let ended = try await bed.waitFor(id, [.error, .finished])
+                #expect(ended.agentState == .error)
+                #expect(ended.iteration == 1)
+                #expect(ended.metrics.accumulatedCost >= 0.5)
+                #expect(ended.lastError?.contains("budget of 0.5 USD") == true)
+                // The cost is on the agent's action too.
+                let run = try #require(try await bed.events(id).first { $0.action == "run" })
+                #expect((run.llmMetrics?.accumulatedCost ?? 0) >= 0.5)
             }
         }
     }
