@@ -96,7 +96,7 @@ public struct Condenser: Sendable {
         text += "The events to add to it:\n"
         for stored in plan.newlyForgotten {
             let event = stored.event
-            let body = event.action != nil ? (event.args.compactJSON) : event.content
+            let body = event.action != nil ? (event.args.serialized) : event.content
             text += "[\(stored.id)] \(event.source.rawValue) \(event.typeName): "
             text += HistoryBuilder.truncate(body, limit: min(observationMaxChars, 2000)) + "\n"
         }

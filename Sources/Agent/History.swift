@@ -156,7 +156,7 @@ public struct HistoryBuilder: Sendable {
         default:
             arguments = action.args
         }
-        return arguments.compactJSON
+        return arguments.serialized
     }
 
     static func missingResult(_ call: ToolCall) -> String {

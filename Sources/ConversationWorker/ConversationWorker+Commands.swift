@@ -92,7 +92,7 @@ extension ConversationWorker {
                     "UPDATE conversations SET conversation_instructions = $2, replay = $3::jsonb WHERE id = $1",
                     [
                         .uuid(id), .optional(command.conversationInstructions.map(PostgresValue.text)),
-                        replay.map { .jsonb($0.compactJSON) } ?? .null,
+                        replay.map { .jsonb($0.serialized) } ?? .null,
                     ]
                 )
             }

@@ -32,7 +32,7 @@ extension ConversationWorker {
                 try await Task.sleep(for: pause)
                 pause = min(pause * 2, .milliseconds(50))
             }
-            timing.mark("lock")
+            timing.mark(.lock)
             let lock = StepLock(connection: connection, key: key)
             let result: Result<Void, any Error>
             do {

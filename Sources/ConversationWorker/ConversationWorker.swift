@@ -96,10 +96,7 @@ public final class ConversationWorker: Service, Sendable {
     // MARK: Messages
 
     func handle(_ delivery: AMQPDelivery) async {
-        var logger = self.logger
-        logger[metadataKey: LogKey.amqpMessageID.rawValue] = "\(delivery.properties.messageID ?? "-")"
-        logger[metadataKey: LogKey.amqpMessageType.rawValue] = "\(delivery.properties.type ?? "-")"
-        logger[metadataKey: LogKey.amqpAttempt.rawValue] = "\(delivery.attempt)"
+        let logger = self.logger.forDelivery(delivery)
         guard let command = delivery.properties.type.flatMap(ConversationCommand.init(rawValue:)) else {
             logger.error("unknown conversation command: dead-lettered")
             delivery.reject()
@@ -173,8 +170,13 @@ public final class ConversationWorker: Service, Sendable {
     /// commit that started it and the publish), publishes it.
     func ensureChainPublished(_ conversation: UUID) async throws {
         guard let record = try await store.conversation(conversation) else { return }
+        try await ensureChainPublished(record)
+    }
+
+    /// ``ensureChainPublished(_:)`` for a conversation row already read.
+    func ensureChainPublished(_ record: ConversationRecord) async throws {
         if record.agentState == .running, record.stepPublished < record.stepSeq {
-            try await publishStep(record.stepSeq, conversation: conversation)
+            try await publishStep(record.stepSeq, conversation: record.id)
         }
     }
 

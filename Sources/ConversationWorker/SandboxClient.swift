@@ -28,7 +28,7 @@ struct SandboxClient: Sendable {
             method: .post,
             url: url + "/execute_action",
             headers: headers,
-            body: Array(JSONValue.object(["action": wire]).compactJSONBytes),
+            body: Array(JSONValue.object(["action": wire]).serialized.utf8),
             connectTimeout: .seconds(5),
             timeout: max(limit, defaultTimeout) + .seconds(30)
         )
@@ -62,9 +62,4 @@ struct SandboxClient: Sendable {
         observation.toolCallMetadata = action.toolCallMetadata
         return observation
     }
-}
-
-extension JSONValue {
-    /// Compact JSON bytes with sorted keys.
-    var compactJSONBytes: [UInt8] { Array(compactJSON.utf8) }
 }

@@ -1,3 +1,4 @@
+import DeckhandCore
 import Metrics
 import Synchronization
 
@@ -9,14 +10,14 @@ final class StepTiming: Sendable {
     private let waits = Mutex((llm: Duration.zero, sandbox: Duration.zero))
     private let lastMark = Mutex(ContinuousClock.now)
 
-    /// Records the time since the previous mark (or the start) as the phase `name` (`deckhand_step_phase_seconds`).
-    func mark(_ name: String) {
+    /// Records the time since the previous mark (or the start) as `phase` (`deckhand_step_phase_seconds`).
+    func mark(_ phase: StepMetrics.Phase) {
         let now = ContinuousClock.now
         let elapsed = lastMark.withLock { last in
             defer { last = now }
             return now - last
         }
-        Timer(label: StepMetrics.phaseLabel, dimensions: [("phase", name)]).recordNanoseconds(elapsed.nanoseconds)
+        StepMetrics.phases[phase]?.recordNanoseconds(elapsed.nanoseconds)
     }
 
     func addModel(_ duration: Duration) { waits.withLock { $0.llm += duration } }
@@ -43,11 +44,15 @@ public enum StepMetrics {
     static let model = Timer(label: label, dimensions: [("part", "llm")])
     static let sandbox = Timer(label: label, dimensions: [("part", "sandbox")])
     static let overhead = Timer(label: label, dimensions: [("part", "overhead")])
-}
 
-extension Duration {
-    var nanoseconds: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+    /// The phases of a step, in order.
+    public enum Phase: String, CaseIterable, Sendable {
+        case lock, load, decide, act, finish
     }
+
+    static let phases = Dictionary(
+        uniqueKeysWithValues: Phase.allCases.map {
+            ($0, Timer(label: phaseLabel, dimensions: [("phase", $0.rawValue)]))
+        }
+    )
 }

@@ -13,6 +13,40 @@ struct Decision: Sendable {
     var historyEnd: Int
 }
 
+/// What `llm_calls.response` holds for a step: the model's response, or the replayed action.
+enum StoredAnswer: Sendable {
+    case model(ChatResponse)
+    case replay(Event)
+
+    /// Reads a stored answer (`{"replay": action}`, or a Chat Completions response).
+    init(text: String) throws {
+        if text.hasPrefix("{\"replay\""), let replayed = try JSONValue(parsing: text)["replay"] {
+            self = .replay(try Event(json: replayed))
+        } else {
+            self = .model(try JSONDecoder().decode(ChatResponse.self, from: Data(text.utf8)))
+        }
+    }
+
+    /// The text stored.
+    func text() throws -> String {
+        switch self {
+        case .model(let response): return String(decoding: try JSONEncoder().encode(response), as: UTF8.self)
+        case .replay(let action): return JSONValue.object(["replay": action.json]).serialized
+        }
+    }
+
+    /// The actions the answer plans, carrying `metrics`.
+    func plan(metrics: LLMMetrics) -> [PlannedAction] {
+        switch self {
+        case .model(let response):
+            return ResponseParser.plan(response, metrics: metrics)
+        case .replay(var action):
+            action.llmMetrics = metrics
+            return [.action(action)]
+        }
+    }
+}
+
 /// How the actions of a step ended.
 enum StepOutcome: Sendable, Equatable {
     /// The chain goes on with the next step.
@@ -104,7 +138,7 @@ struct StepRun: Sendable {
             let number = self.number
             let events = try await connection.run { try ConversationStore.events($0, id, step: number) }
             try await worker.publish(events, conversation: id)
-            try await worker.ensureChainPublished(id)
+            try await worker.ensureChainPublished(record)
             return
         }
         guard record.stepSeq == number, record.agentState == .running else {
@@ -112,17 +146,19 @@ struct StepRun: Sendable {
             return
         }
         guard let sandbox = start.sandbox, sandbox.isRunning else {
-            try await waitForSandbox()
+            // No running sandbox: the agent waits in `loading`; `sandbox_ready` continues the chain.
+            logger.info("waiting for the sandbox")
+            try await finish(.sandboxLost, historyEnd: -1, masker: worker.masker(for: record), lock: lock)
             return
         }
         let masker = worker.masker(for: record, sandbox: sandbox)
 
-        timing.mark("load")
+        timing.mark(.load)
         let decision: Decision
         let reused: Bool
         if let stored = start.storedResponse {
             decision = Decision(
-                planned: try Self.planned(from: stored, metrics: record.metrics),
+                planned: try StoredAnswer(text: stored).plan(metrics: record.metrics),
                 historyEnd: start.historyEnd ?? -1
             )
             reused = true
@@ -132,7 +168,7 @@ struct StepRun: Sendable {
         } else {
             return  // the step ended the conversation (a limit, a model failure) or was superseded
         }
-        timing.mark("decide")
+        timing.mark(.decide)
         let publisher = OrderedPublisher(worker: worker, conversation: id)
         let outcome: StepOutcome
         do {
@@ -142,25 +178,14 @@ struct StepRun: Sendable {
             throw error
         }
         try await publisher.finish()
-        timing.mark("act")
+        timing.mark(.act)
         timing.record()
         guard outcome != .superseded else { return }
         try await finish(outcome, historyEnd: decision.historyEnd, masker: masker, lock: lock)
-        timing.mark("finish")
+        timing.mark(.finish)
     }
 
     // MARK: The model's decision
-
-    /// The planned actions of a stored response (JSON text): a model's response, or `{"replay": action}`.
-    static func planned(from stored: String, metrics: LLMMetrics) throws -> [PlannedAction] {
-        if stored.hasPrefix("{\"replay\""), let replayed = try JSONValue(parsing: stored)["replay"] {
-            var action = try Event(json: replayed)
-            action.llmMetrics = metrics
-            return [.action(action)]
-        }
-        let response = try JSONDecoder().decode(ChatResponse.self, from: Data(stored.utf8))
-        return ResponseParser.plan(response, metrics: metrics)
-    }
 
     /// Checks the limits, condenses the history when it is too long, asks the model (or the replayed
     /// trajectory) and stores the answer before any action runs. Nil when the step ended the conversation.
@@ -192,7 +217,7 @@ struct StepRun: Sendable {
         let history = HistoryBuilder(observationMaxChars: agent.observationMaxChars)
         var messages = history.messages(from: events)
         if !record.hasReplay,
-            try await condenseIfNeeded(
+            let condensation = try await condenseIfNeeded(
                 events: events,
                 messages: messages,
                 reportedTokens: lastPromptTokens,
@@ -200,12 +225,12 @@ struct StepRun: Sendable {
                 masker: masker
             )
         {
-            events = try await connection.run { try ConversationStore.events($0, id) }
+            events.append(StoredEvent(event: condensation, step: self.number))
             messages = history.messages(from: events)
         }
         let historyEnd = events.last?.id ?? -1
 
-        let stored: String
+        let answer: StoredAnswer
         var usage = TokenUsage()
         var cost = 0.0
         var attempts = 1
@@ -218,11 +243,10 @@ struct StepRun: Sendable {
                     [.uuid(id), .int(Int64(position))]
                 ).first?.decode(String?.self, "action")
             }
-            if let next, let json = try? JSONValue(parsing: next) {
-                stored = JSONValue.object(["replay": json]).serialized
+            if let next, let action = try? Event(json: JSONValue(parsing: next)) {
+                answer = .replay(action)
             } else {
-                let end = Event.agentMessage("The replayed trajectory has ended.", waitForResponse: true)
-                stored = JSONValue.object(["replay": end.json]).serialized
+                answer = .replay(.agentMessage("The replayed trajectory has ended.", waitForResponse: true))
             }
         } else {
             let request = ChatRequest(
@@ -233,7 +257,7 @@ struct StepRun: Sendable {
             )
             do {
                 let completion = try await worker.llm.complete(request, endpoint: endpoint)
-                stored = String(decoding: try JSONEncoder().encode(completion.response), as: UTF8.self)
+                answer = .model(completion.response)
                 usage = completion.response.usage
                 attempts = completion.attempts
                 cost = worker.configuration.llm.prices.cost(
@@ -257,6 +281,7 @@ struct StepRun: Sendable {
         let (usageSoFar, costSoFar, attemptsMade) = (usage, cost, attempts)
         let model = endpoint.model
         let replayed = record.hasReplay
+        let stored = try answer.text()
         // One statement: the response is stored and its cost added to the conversation together.
         let metrics = try await connection.run { connection -> LLMMetrics in
             let row = try connection.query(
@@ -278,9 +303,7 @@ struct StepRun: Sendable {
                     .int(Int64(usageSoFar.cachedTokens)), .double(costSoFar), .int(replayed ? 1 : 0),
                     .int(Int64(number)), .jsonb(stored), .int(Int64(historyEnd)),
                     .text(replayed ? "replay" : model), .int(Int64(attemptsMade)),
-                    .double(
-                        Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
-                    ),
+                    .double(elapsed.milliseconds),
                 ]
             ).first
             guard let row else { throw DeckhandError(.conversationNotFound, "conversation \(id) was deleted") }
@@ -292,26 +315,26 @@ struct StepRun: Sendable {
                 cacheWriteTokens: try row.decode(Int.self, "cache_write_tokens")
             )
         }
-        return Decision(planned: try Self.planned(from: stored, metrics: metrics), historyEnd: historyEnd)
+        return Decision(planned: answer.plan(metrics: metrics), historyEnd: historyEnd)
     }
 
     /// Replaces the middle of a history grown past `agent.condense_after_tokens` by the model's summary
-    /// (a `condensation` event). Returns whether it did.
+    /// (a `condensation` event). Returns the stored `condensation` event, if it did.
     func condenseIfNeeded(
         events: [StoredEvent],
         messages: [ChatMessage],
         reportedTokens reported: Int?,
         endpoint: LLMEndpoint,
         masker: SecretMasker
-    ) async throws -> Bool {
-        guard agent.condenseAfterTokens > 0 else { return false }
+    ) async throws -> Event? {
+        guard agent.condenseAfterTokens > 0 else { return nil }
         let id = self.id
         let estimated =
             messages.reduce(0) { $0 + ($1.content?.count ?? 0) + $1.toolCalls.reduce(0) { $0 + $1.arguments.count } }
             / 4
-        guard max(reported ?? 0, estimated) > agent.condenseAfterTokens else { return false }
+        guard max(reported ?? 0, estimated) > agent.condenseAfterTokens else { return nil }
         let condenser = Condenser(keepFirst: agent.condenseKeepFirst, keepRecent: agent.condenseKeepRecent)
-        guard let plan = condenser.plan(events) else { return false }
+        guard let plan = condenser.plan(events) else { return nil }
         let request = ChatRequest(
             model: endpoint.model,
             messages: condenser.summaryMessages(for: plan, observationMaxChars: agent.observationMaxChars)
@@ -321,14 +344,14 @@ struct StepRun: Sendable {
             summary = try await worker.llm.complete(request, endpoint: endpoint).response.content ?? ""
         } catch let failure as LLMFailure {
             logger.warning("cannot condense the history", metadata: [LogKey.error.rawValue: "\(failure)"])
-            return false
+            return nil
         }
         guard let stored = try await appendIfCurrent([Condenser.event(plan, summary: summary)], masker: masker) else {
-            return false
+            return nil
         }
         try await worker.publish(stored, conversation: id)
         logger.info("condensed the history", metadata: ["deckhand.forgotten": "\(plan.startID)-\(plan.endID)"])
-        return true
+        return stored.first
     }
 
     // MARK: Actions
@@ -421,8 +444,8 @@ struct StepRun: Sendable {
     // MARK: Ending the step
 
     /// Commits the end of the step, then publishes its events and the next step: the chain goes on, or the
-    /// agent waits (for the user, or for its sandbox). A user message that arrived after the model's prompt
-    /// was built keeps the chain going.
+    /// agent waits (for the user, or in `loading` for its sandbox, which is asked for). A user message that
+    /// arrived after the model's prompt was built keeps the chain going.
     func finish(_ outcome: StepOutcome, historyEnd: Int, masker: SecretMasker, lock: StepLock) async throws {
         let (id, number) = (self.id, self.number)
         let result = try await connection.run { connection in
@@ -480,39 +503,6 @@ struct StepRun: Sendable {
         }
         guard let result else { return }
         await lock.release()
-        try await worker.follow(result, conversation: id)
-    }
-
-    /// No running sandbox: the agent waits in `loading` and the runtime workers are asked for it;
-    /// `sandbox_ready` continues the chain.
-    func waitForSandbox() async throws {
-        let (id, number) = (self.id, self.number)
-        let masker = worker.masker(for: nil)
-        let result = try await connection.run { connection in
-            try connection.transaction { connection -> CommandOutcome? in
-                let changed = try connection.execute(
-                    """
-                    UPDATE conversations SET agent_state = 'loading', step_seq = $2 + 1, resume_on_ready = true,
-                        runtime_status = $3, updated_at = now()
-                    WHERE id = $1 AND step_seq = $2 AND agent_state = 'running'
-                    """,
-                    [.uuid(id), .int(Int64(number)), .text(RuntimeStatus.startingRuntime.rawValue)]
-                )
-                guard changed == 1 else { return nil }
-                var result = CommandOutcome()
-                result.events = try ConversationStore.append(
-                    connection,
-                    id,
-                    [.stateChanged(.loading)],
-                    step: number,
-                    masker: masker
-                )
-                result.wantsSandbox = true
-                return result
-            }
-        }
-        guard let result else { return }
-        logger.info("waiting for the sandbox")
         try await worker.follow(result, conversation: id)
     }
 

@@ -107,8 +107,3 @@ extension JSONValue: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, Ex
     public init(arrayLiteral elements: JSONValue...) { self = .array(elements) }
     public init(nilLiteral: ()) { self = .null }
 }
-
-extension JSONValue {
-    /// Compact JSON text with sorted keys (``serialized``).
-    public var compactJSON: String { serialized }
-}

@@ -270,7 +270,7 @@ public final class FakeLLM: Sendable {
                 if !step.toolCalls.isEmpty {
                     message["tool_calls"] = .array(
                         step.toolCalls.enumerated().map { offset, call in
-                            let arguments = call.arguments.stringValue ?? call.arguments.compactJSON
+                            let arguments = call.arguments.stringValue ?? call.arguments.serialized
                             return [
                                 "id": .string("call_\(index)_\(offset)"), "type": "function",
                                 "function": ["name": .string(call.name), "arguments": .string(arguments)],
@@ -299,7 +299,7 @@ public final class FakeLLM: Sendable {
             response = Response(
                 status: .ok,
                 headers: [.contentType: "application/json"],
-                body: ResponseBody(byteBuffer: ByteBuffer(string: answer.compactJSON))
+                body: ResponseBody(byteBuffer: ByteBuffer(string: answer.serialized))
             )
         }
         let entry = Request(
@@ -321,7 +321,7 @@ public final class FakeLLM: Sendable {
         return Response(
             status: .init(code: status),
             headers: [.contentType: "application/json"],
-            body: ResponseBody(byteBuffer: ByteBuffer(string: body.compactJSON))
+            body: ResponseBody(byteBuffer: ByteBuffer(string: body.serialized))
         )
     }
 }

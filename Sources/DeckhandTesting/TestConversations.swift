@@ -7,7 +7,6 @@ import HTTPClient
 import Logging
 import Messaging
 import Postgres
-import RuntimeBackends
 import RuntimeManager
 import Synchronization
 
@@ -136,39 +135,22 @@ public final class TestConversations: Sendable {
     /// the fake model, asking for process sandboxes; its log goes to ``workerProcessLog(_:)``. `environment`
     /// adds or overrides `DECKHAND_*` variables.
     public func launchWorkerProcess(name: String, environment: [String: String] = [:]) throws -> Process {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: ProcessBackend.defaultBinary).deletingLastPathComponent()
-            .appendingPathComponent("deckhand")
-        process.arguments = [
-            "conversation-worker", "--namespace", runtime.namespace, "--sandbox-backend", "process", "--worker-id",
-            name,
-        ]
-        let variables = [
-            "DECKHAND_POSTGRES_URL": runtime.postgresURL,
-            "DECKHAND_AMQP_URL": TestEnvironment.amqpURL,
-            "DECKHAND_LLM_BASE_URL": llmBaseURL,
-            "DECKHAND_LLM_API_KEY": "sk-test-worker-key",
-            "DECKHAND_LLM_RETRY_MIN": "20ms",
-            "DECKHAND_LLM_RETRY_MAX": "500ms",
-            "DECKHAND_AGENT_STEP_LOCK_WAIT": "20s",
-            "DECKHAND_AGENT_SHUTDOWN_TIMEOUT": "20s",
-            "DECKHAND_LOG_LEVEL": "notice",
-        ].merging(environment) { $1 }
-        process.environment = ProcessInfo.processInfo.environment.merging(variables) { $1 }
-        let log = workerProcessLogPath(name)
-        try FileManager.default.createDirectory(
-            atPath: URL(fileURLWithPath: log).deletingLastPathComponent().path,
-            withIntermediateDirectories: true
+        try runtime.launchDeckhand(
+            [
+                "conversation-worker", "--namespace", runtime.namespace, "--sandbox-backend", "process", "--worker-id",
+                name,
+            ],
+            variables: [
+                "DECKHAND_LLM_BASE_URL": llmBaseURL,
+                "DECKHAND_LLM_API_KEY": "sk-test-worker-key",
+                "DECKHAND_LLM_RETRY_MIN": "20ms",
+                "DECKHAND_LLM_RETRY_MAX": "500ms",
+                "DECKHAND_AGENT_STEP_LOCK_WAIT": "20s",
+                "DECKHAND_AGENT_SHUTDOWN_TIMEOUT": "20s",
+                "DECKHAND_LOG_LEVEL": "notice",
+            ].merging(environment) { $1 },
+            log: workerProcessLogPath(name)
         )
-        if !FileManager.default.fileExists(atPath: log) {
-            _ = FileManager.default.createFile(atPath: log, contents: nil)
-        }
-        let handle = FileHandle(forWritingAtPath: log)
-        handle?.seekToEndOfFile()
-        process.standardError = handle
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-        return process
     }
 
     private func workerProcessLogPath(_ name: String) -> String { runtime.processRoot + "-\(name).log" }

@@ -197,22 +197,38 @@ public final class TestRuntime: Sendable {
     /// sandboxes in ``processRoot``, a 2 s lease, its log in ``workerProcessLog``. `environment` adds or
     /// overrides `DECKHAND_*` variables.
     public func launchWorkerProcess(environment: [String: String] = [:]) throws -> Process {
+        try launchDeckhand(
+            ["runtime-worker", "--namespace", namespace],
+            variables: [
+                "DECKHAND_RUNTIME_BACKEND": "process",
+                "DECKHAND_RUNTIME_WORKSPACE_ROOT": URL(fileURLWithPath: processRoot).deletingLastPathComponent().path,
+                "DECKHAND_RUNTIME_LEASE": "2s",
+                "DECKHAND_RUNTIME_MAINTENANCE_INTERVAL": "1h",
+                "DECKHAND_LOG_LEVEL": "info",
+            ].merging(environment) { $1 },
+            log: workerProcessLogPath
+        )
+    }
+
+    /// `deckhand <arguments>` (beside the test binary) as a child process on this test bed's schema and
+    /// broker, with `variables` added to the environment and its standard error appended to `log`.
+    public func launchDeckhand(_ arguments: [String], variables: [String: String], log: String) throws -> Process {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: ProcessBackend.defaultBinary).deletingLastPathComponent()
             .appendingPathComponent("deckhand")
-        process.arguments = ["runtime-worker", "--namespace", namespace]
-        let variables = [
-            "DECKHAND_POSTGRES_URL": postgresURL,
-            "DECKHAND_AMQP_URL": TestEnvironment.amqpURL,
-            "DECKHAND_RUNTIME_BACKEND": "process",
-            "DECKHAND_RUNTIME_WORKSPACE_ROOT": URL(fileURLWithPath: processRoot).deletingLastPathComponent().path,
-            "DECKHAND_RUNTIME_LEASE": "2s",
-            "DECKHAND_RUNTIME_MAINTENANCE_INTERVAL": "1h",
-            "DECKHAND_LOG_LEVEL": "info",
-        ].merging(environment) { $1 }
-        process.environment = ProcessInfo.processInfo.environment.merging(variables) { $1 }
-        _ = FileManager.default.createFile(atPath: workerProcessLogPath, contents: nil)
-        process.standardError = FileHandle(forWritingAtPath: workerProcessLogPath)
+        process.arguments = arguments
+        let bed = ["DECKHAND_POSTGRES_URL": postgresURL, "DECKHAND_AMQP_URL": TestEnvironment.amqpURL]
+        process.environment = ProcessInfo.processInfo.environment.merging(bed.merging(variables) { $1 }) { $1 }
+        try FileManager.default.createDirectory(
+            atPath: URL(fileURLWithPath: log).deletingLastPathComponent().path,
+            withIntermediateDirectories: true
+        )
+        if !FileManager.default.fileExists(atPath: log) {
+            _ = FileManager.default.createFile(atPath: log, contents: nil)
+        }
+        let handle = FileHandle(forWritingAtPath: log)
+        handle?.seekToEndOfFile()
+        process.standardError = handle
         process.standardOutput = FileHandle.nullDevice
         try process.run()
         return process

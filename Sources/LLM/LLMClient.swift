@@ -106,7 +106,7 @@ public struct LLMClient: Sendable {
             response = try await http.execute(request)
         } catch let error as DeckhandError {
             let kind: LLMFailure.Kind = error.code == .httpTimeout ? .timeout : .network
-            throw LLMFailure(kind, message: Self.redact(error.message, endpoint.apiKey))
+            throw LLMFailure(kind, message: LLMFailure.redact(error.message, endpoint.apiKey))
         }
         guard response.isSuccess else {
             let retryAfter = RetryAfter.parse(
@@ -127,13 +127,8 @@ public struct LLMClient: Sendable {
                 .malformedResponse,
                 status: response.status,
                 message:
-                    "the answer is not a Chat Completions response: \(Self.redact(String(describing: error), endpoint.apiKey).prefix(300))"
+                    "the answer is not a Chat Completions response: \(LLMFailure.redact(String(describing: error), endpoint.apiKey).prefix(300))"
             )
         }
-    }
-
-    static func redact(_ text: String, _ secret: String?) -> String {
-        guard let secret, !secret.isEmpty else { return text }
-        return text.replacingOccurrences(of: secret, with: "<redacted>")
     }
 }

@@ -67,6 +67,12 @@ public struct LLMFailure: Error, Sendable, Equatable, CustomStringConvertible {
         return "LLM \(kind.rawValue): \(message)"
     }
 
+    /// `text` without `secret` (some providers echo part of a key in their messages).
+    static func redact(_ text: String, _ secret: String?) -> String {
+        guard let secret, !secret.isEmpty else { return text }
+        return text.replacingOccurrences(of: secret, with: "<redacted>")
+    }
+
     /// Classifies an HTTP error answer from an OpenAI-compatible server. `secret` (the API key) is removed
     /// from the provider's message, which some providers echo in part.
     public static func classify(
@@ -82,8 +88,7 @@ public struct LLMFailure: Error, Sendable, Equatable, CustomStringConvertible {
             ?? json?["detail"]?.stringValue ?? String(decoding: body.prefix(300), as: UTF8.self)
         let code = (error?["code"]?.stringValue ?? "") + " " + (error?["type"]?.stringValue ?? "")
         let text = (code + " " + providerMessage).lowercased()
-        var message = String(providerMessage.prefix(500))
-        if let secret, !secret.isEmpty { message = message.replacingOccurrences(of: secret, with: "<redacted>") }
+        let message = redact(String(providerMessage.prefix(500)), secret)
 
         let kind: Kind
         switch status {

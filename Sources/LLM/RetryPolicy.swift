@@ -1,3 +1,4 @@
+import DeckhandCore
 import Foundation
 
 /// How often and how patiently a failed call is tried again: exponential back-off with jitter, capped,
@@ -31,7 +32,7 @@ public struct RetryPolicy: Sendable, Equatable {
     ) -> Duration {
         if let retryAfter { return min(max(retryAfter, .zero), maxBackoff) }
         let exponent = Double(min(max(attempt - 1, 0), 30))
-        let base = min(Self.seconds(minBackoff) * pow(2, exponent), Self.seconds(maxBackoff))
+        let base = min(minBackoff.seconds * pow(2, exponent), maxBackoff.seconds)
         let jittered = base / 2 + Double.random(in: 0...(base / 2), using: &random)
         return .milliseconds(Int64((jittered * 1000).rounded()))
     }
@@ -39,11 +40,6 @@ public struct RetryPolicy: Sendable, Equatable {
     public func delay(afterAttempt attempt: Int, retryAfter: Duration?) -> Duration {
         var random = SystemRandomNumberGenerator()
         return delay(afterAttempt: attempt, retryAfter: retryAfter, using: &random)
-    }
-
-    static func seconds(_ duration: Duration) -> Double {
-        let (seconds, attoseconds) = duration.components
-        return Double(seconds) + Double(attoseconds) / 1e18
     }
 }
 

@@ -23,6 +23,18 @@ extension AMQPDelivery {
     }
 }
 
+extension Logger {
+    /// This logger with a delivery's message id, type and attempt in its metadata: the child logger of a
+    /// command.
+    public func forDelivery(_ delivery: AMQPDelivery) -> Logger {
+        var logger = self
+        logger[metadataKey: LogKey.amqpMessageID.rawValue] = "\(delivery.properties.messageID ?? "-")"
+        logger[metadataKey: LogKey.amqpMessageType.rawValue] = "\(delivery.properties.type ?? "-")"
+        logger[metadataKey: LogKey.amqpAttempt.rawValue] = "\(delivery.attempt)"
+        return logger
+    }
+}
+
 extension CommandBus {
     /// Settles a command whose handler threw `error`: a ``MalformedCommand`` is dead-lettered; one
     /// interrupted by a shutdown (its task cancelled) goes back to the queue; anything else goes to the

@@ -103,10 +103,7 @@ public final class RuntimeWorker: Service, Sendable {
     // MARK: Commands
 
     func handle(_ delivery: AMQPDelivery) async {
-        var logger = self.logger
-        logger[metadataKey: LogKey.amqpMessageID.rawValue] = "\(delivery.properties.messageID ?? "-")"
-        logger[metadataKey: LogKey.amqpMessageType.rawValue] = "\(delivery.properties.type ?? "-")"
-        logger[metadataKey: LogKey.amqpAttempt.rawValue] = "\(delivery.attempt)"
+        let logger = self.logger.forDelivery(delivery)
         guard let command = delivery.properties.type.flatMap(RuntimeCommand.init(rawValue:)) else {
             logger.error("unknown runtime command: dead-lettered")
             delivery.reject()

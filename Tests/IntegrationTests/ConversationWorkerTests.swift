@@ -235,7 +235,7 @@ func eventually(_ condition: () async throws -> Bool) async throws {
                 #expect(ended.runtimeStatus == RuntimeStatus.errorLLMAuthentication.rawValue)
                 // Not retried: an authentication failure cannot succeed later.
                 #expect(bed.llm.requests(model: try await bed.model(of: id)).count == 1)
-                let text = try await bed.events(id).map { $0.json.compactJSON }.joined()
+                let text = try await bed.events(id).map { $0.json.serialized }.joined()
                 #expect(!text.contains("sk-a-wrong-key-123"))
                 #expect(!(ended.lastError ?? "").contains("sk-a-wrong-key-123"))
                 #expect(ended.lastError?.contains("authentication") == true)

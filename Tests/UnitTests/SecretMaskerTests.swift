@@ -16,7 +16,7 @@ import Testing
         )
         event.args = ["nested": ["deep": "sk-model-key-abcdef!"]]
         let masked = masker.mask(event)
-        let text = masked.json.compactJSON
+        let text = masked.json.serialized
         #expect(!text.contains("session-key-123456"))
         #expect(!text.contains("sk-model-key-abcdef"))
         #expect(masked.content == "X-Session-API-Key: <secret_hidden>\nshort stays")

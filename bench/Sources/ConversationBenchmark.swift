@@ -71,7 +71,7 @@ enum ConversationBenchmark {
                 }
             }
             var results: [BenchmarkResult] = []
-            let phases = ["lock", "load", "decide", "act", "finish"].map { "phase." + $0 }
+            let phases = StepMetrics.Phase.allCases.map { "phase." + $0.rawValue }
             for part in ["overhead", "total", "llm", "sandbox"] + phases {
                 let values = timers.values(part: part).sorted()
                 guard !values.isEmpty else { continue }
