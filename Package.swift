@@ -24,6 +24,10 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        // The gateway's live event streams: WebSocket upgrades on Hummingbird, and a client for the tests.
+        .package(url: "https://github.com/hummingbird-project/hummingbird-websocket.git", from: "2.8.1"),
+        // SHA-256 of API keys (only the hash is stored).
+        .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
     ],
     targets: [
         // I/O-free core: configuration, errors, log keys.
@@ -132,11 +136,27 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // The gateway: the OpenHands-compatible HTTP API, API keys, live event streams (DESIGN §6).
+        .target(
+            name: "Gateway",
+            dependencies: [
+                "AMQP", "ConversationWorker", "DeckhandCore", "Messaging", "Postgres",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+
         .executableTarget(
             name: "deckhand",
             dependencies: [
                 "AMQP", "HTTPClient", "Postgres", "DeckhandStore", "DeckhandCore", "Messaging", "RuntimeBackends",
-                "RuntimeManager", "ConversationWorker",
+                "RuntimeManager", "ConversationWorker", "Gateway",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -176,7 +196,7 @@ let package = Package(
             name: "DeckhandTesting",
             dependencies: [
                 "DeckhandCore", "AMQP", "HTTPClient", "Postgres", "SandboxServer", "DeckhandStore", "Messaging",
-                "RuntimeBackends", "RuntimeManager", "LLM", "Agent", "ConversationWorker",
+                "RuntimeBackends", "RuntimeManager", "LLM", "Agent", "ConversationWorker", "Gateway",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
@@ -216,7 +236,7 @@ let package = Package(
             name: "IntegrationTests",
             dependencies: [
                 "AMQP", "HTTPClient", "Postgres", "DeckhandStore", "DeckhandCore", "DeckhandTesting", "SandboxServer",
-                "Messaging", "RuntimeBackends", "RuntimeManager", "LLM", "Agent", "ConversationWorker",
+                "Messaging", "RuntimeBackends", "RuntimeManager", "LLM", "Agent", "ConversationWorker", "Gateway",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],

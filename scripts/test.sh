@@ -21,8 +21,8 @@ else
   # The runtime and conversation suites start sandbox processes and containers in bursts that load this
   # machine for seconds: they run after the rest (whose soft timeouts and deadlines they would distort),
   # and the load suite and the kill suite each run alone after them.
-  swift test --skip-build --skip 'IntegrationTests\.(Runtime|Conversation)'
-  swift test --skip-build --filter 'IntegrationTests\.(Runtime|Conversation)' --skip 'RuntimeLoadTests|ConversationKillTests'
+  swift test --skip-build --skip 'IntegrationTests\.(Runtime|Conversation|Gateway)'
+  swift test --skip-build --filter 'IntegrationTests\.(Runtime|Conversation|Gateway)' --skip 'RuntimeLoadTests|ConversationKillTests'
   swift test --skip-build --filter RuntimeLoadTests
   swift test --skip-build --filter ConversationKillTests
 fi

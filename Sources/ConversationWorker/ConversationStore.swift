@@ -142,6 +142,11 @@ public struct ConversationStore: Sendable {
         public var maxIterations: Int
         public var maxBudget: Double?
         public var trigger: String?
+        public var selectedRepository: String?
+        public var selectedBranch: String?
+        public var gitProvider: String?
+        /// The sandbox backend to ask for; nil: the worker's default.
+        public var runtime: RuntimeSettings.Backend?
 
         public init(
             id: UUID = UUID(),
@@ -152,7 +157,11 @@ public struct ConversationStore: Sendable {
             llmAPIKey: String? = nil,
             maxIterations: Int = 100,
             maxBudget: Double? = nil,
-            trigger: String? = nil
+            trigger: String? = nil,
+            selectedRepository: String? = nil,
+            selectedBranch: String? = nil,
+            gitProvider: String? = nil,
+            runtime: RuntimeSettings.Backend? = nil
         ) {
             self.id = id
             self.userID = userID
@@ -163,23 +172,39 @@ public struct ConversationStore: Sendable {
             self.maxIterations = maxIterations
             self.maxBudget = maxBudget
             self.trigger = trigger
+            self.selectedRepository = selectedRepository
+            self.selectedBranch = selectedBranch
+            self.gitProvider = gitProvider
+            self.runtime = runtime
         }
     }
 
     public func create(_ new: NewConversation) async throws {
+        func text(_ value: String?) -> PostgresValue { value.map(PostgresValue.text) ?? .null }
         try await postgres.execute(
             """
             INSERT INTO conversations (id, user_id, title, llm_model, llm_base_url, llm_api_key, max_iterations,
-                max_budget_per_task, trigger)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                max_budget_per_task, trigger, selected_repository, selected_branch, git_provider, runtime)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
             """,
             [
-                .uuid(new.id), .uuid(new.userID), .text(new.title), .optional(new.llmModel.map(PostgresValue.text)),
-                .optional(new.llmBaseURL.map(PostgresValue.text)), .optional(new.llmAPIKey.map(PostgresValue.text)),
-                .int(Int64(new.maxIterations)), .optional(new.maxBudget.map(PostgresValue.double)),
-                .optional(new.trigger.map(PostgresValue.text)),
+                .uuid(new.id), .uuid(new.userID), .text(new.title), text(new.llmModel), text(new.llmBaseURL),
+                text(new.llmAPIKey), .int(Int64(new.maxIterations)), .optional(new.maxBudget.map(PostgresValue.double)),
+                text(new.trigger), text(new.selectedRepository), text(new.selectedBranch), text(new.gitProvider),
+                text(new.runtime?.rawValue),
             ]
         )
+    }
+
+    /// The sandbox backend the conversation asked for, if any.
+    public func runtime(of id: UUID) async throws -> RuntimeSettings.Backend? {
+        let rows = try await postgres.query("SELECT runtime FROM conversations WHERE id = $1", [.uuid(id)])
+        return try rows.first?.decode(String?.self, "runtime").flatMap(RuntimeSettings.Backend.init(rawValue:))
+    }
+
+    /// Removes a conversation row (its events and model calls go with it).
+    public func remove(_ id: UUID) async throws {
+        try await postgres.execute("DELETE FROM conversations WHERE id = $1", [.uuid(id)])
     }
 
     public func conversation(_ id: UUID) async throws -> ConversationRecord? {

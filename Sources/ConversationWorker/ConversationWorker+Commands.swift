@@ -233,7 +233,7 @@ extension ConversationWorker {
             SandboxTarget(conversationID: id),
             to: topology.runtimeQueue
         )
-        try await store.postgres.execute("DELETE FROM conversations WHERE id = $1", [.uuid(id)])
+        try await store.remove(id)
     }
 
     // MARK: From the runtime workers

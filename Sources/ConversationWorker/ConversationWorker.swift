@@ -180,11 +180,13 @@ public final class ConversationWorker: Service, Sendable {
         }
     }
 
-    /// Asks the runtime workers for the conversation's sandbox (they wake a paused or stopped one).
+    /// Asks the runtime workers for the conversation's sandbox (they wake a paused or stopped one), on the
+    /// backend the conversation asked for, else this worker's.
     func requestSandbox(_ conversation: UUID) async throws {
+        let backend = try await store.runtime(of: conversation) ?? configuration.sandboxBackend
         try await bus.send(
             RuntimeCommand.provision.rawValue,
-            ProvisionRequest(conversationID: conversation, backend: configuration.sandboxBackend),
+            ProvisionRequest(conversationID: conversation, backend: backend),
             to: topology.runtimeQueue
         )
     }

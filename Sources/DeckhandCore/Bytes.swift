@@ -14,3 +14,14 @@ extension Array where Element == UInt8 {
         return nil
     }
 }
+
+/// Compares two byte strings in time that depends only on their lengths (for keys and their hashes).
+public func constantTimeEquals(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+    var difference = UInt8(truncatingIfNeeded: a.count ^ b.count)
+    for index in 0..<max(a.count, b.count) {
+        let x = index < a.count ? a[index] : 0
+        let y = index < b.count ? b[index] : 0
+        difference |= x ^ y
+    }
+    return difference == 0
+}

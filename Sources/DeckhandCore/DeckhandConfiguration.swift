@@ -9,6 +9,7 @@ public struct DeckhandConfiguration: Sendable {
     public var runtime: RuntimeSettings
     public var llm: LLMSettings
     public var agent: AgentSettings
+    public var gateway: GatewaySettings
     public var log: LogSettings
 
     public init(
@@ -18,6 +19,7 @@ public struct DeckhandConfiguration: Sendable {
         runtime: RuntimeSettings = .init(),
         llm: LLMSettings = .init(),
         agent: AgentSettings = .init(),
+        gateway: GatewaySettings = .init(),
         log: LogSettings = .init()
     ) {
         self.amqp = amqp
@@ -26,13 +28,14 @@ public struct DeckhandConfiguration: Sendable {
         self.runtime = runtime
         self.llm = llm
         self.agent = agent
+        self.gateway = gateway
         self.log = log
     }
 
     /// Every key this configuration reads; a key in the file that is not here is a mistake.
     public static let knownKeys: Set<String> = AMQPSettings.keys.union(PostgresSettings.keys)
         .union(DockerSettings.keys).union(RuntimeSettings.keys).union(LLMSettings.keys).union(AgentSettings.keys)
-        .union(LogSettings.keys)
+        .union(GatewaySettings.keys).union(LogSettings.keys)
 
     /// Reads every section; fails on the first bad value, or on a file key that no section knows.
     public init(reader: ConfigurationReader) throws(DeckhandError) {
@@ -49,6 +52,7 @@ public struct DeckhandConfiguration: Sendable {
         self.runtime = try RuntimeSettings(reader: reader)
         self.llm = try LLMSettings(reader: reader)
         self.agent = try AgentSettings(reader: reader)
+        self.gateway = try GatewaySettings(reader: reader)
         self.log = try LogSettings(reader: reader)
     }
 }

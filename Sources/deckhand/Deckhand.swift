@@ -6,6 +6,9 @@ struct Deckhand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "deckhand",
         abstract: "Deckhand: an OpenHands-compatible agent platform around RabbitMQ and PostgreSQL.",
-        subcommands: [Migrate.self, Check.self, RuntimeWorkerCommand.self, ConversationWorkerCommand.self]
+        subcommands: [
+            Migrate.self, Check.self, GatewayCommand.self, RuntimeWorkerCommand.self, ConversationWorkerCommand.self,
+            KeysCommand.self,
+        ]
     )
 }

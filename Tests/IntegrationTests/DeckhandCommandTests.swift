@@ -44,6 +44,35 @@ import Testing
         }
     }
 
+    @Test func keysAreCreatedOnceListedWithoutTheKeyAndRevoked() async throws {
+        try await TestPostgres.withSchemaURL { url in
+            let environment = ["DECKHAND_POSTGRES_URL": url]
+            let created = try await Self.deckhand(
+                ["keys", "create", "--user", "alice", "--name", "laptop"],
+                environment: environment
+            )
+            #expect(created.status == 0, "\(created.output)")
+            let key = try #require(
+                created.output.split(separator: "\n").map(String.init).first { $0.hasPrefix("dh_") && $0.count == 67 }
+            )
+            let listed = try await Self.deckhand(["keys", "list", "--user", "alice"], environment: environment)
+            #expect(listed.status == 0)
+            #expect(listed.output.contains(String(key.prefix(12))))
+            #expect(listed.output.contains("laptop") && listed.output.contains("active"))
+            #expect(!listed.output.contains(key), "a listing never shows the key")
+
+            let revoked = try await Self.deckhand(["keys", "revoke", String(key.prefix(12))], environment: environment)
+            #expect(revoked.status == 0, "\(revoked.output)")
+            #expect(try await Self.deckhand(["keys", "list"], environment: environment).output.contains("revoked"))
+            let again = try await Self.deckhand(["keys", "revoke", String(key.prefix(12))], environment: environment)
+            #expect(again.status == 1)
+            #expect(again.output.contains("no active key"))
+            let missingUser = try await Self.deckhand(["keys", "create"], environment: environment)
+            #expect(missingUser.status != 0)
+            #expect(missingUser.output.contains("--user"))
+        }
+    }
+
     @Test func checkNamesTheServiceItCannotReach() async throws {
         let result = try await Self.deckhand(
             ["check"],

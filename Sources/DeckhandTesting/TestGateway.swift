@@ -1,0 +1,107 @@
+import DeckhandCore
+import Foundation
+import Gateway
+import HTTPClient
+import Logging
+import Messaging
+import ServiceLifecycle
+
+/// A gateway on a ``TestConversations`` bed, and a client for it that speaks for the bed's user.
+public struct TestGateway: Sendable {
+    /// `http://127.0.0.1:<port>`.
+    public let baseURL: String
+    /// An API key of the bed's user.
+    public let key: String
+    public let http: HTTPClient
+
+    /// Sends a request; `key` overrides the bed user's key (nil: the default, "" sends none).
+    public func request(
+        _ method: HTTPRequest.Method,
+        _ path: String,
+        body: String? = nil,
+        key: String? = nil,
+        headers: [(String, String)] = []
+    ) async throws -> HTTPResponse {
+        var fields = headers
+        let key = key ?? self.key
+        if !key.isEmpty { fields.append(("Authorization", "Bearer \(key)")) }
+        if body != nil { fields.append(("Content-Type", "application/json")) }
+        return try await http.execute(
+            HTTPRequest(
+                method: method,
+                url: baseURL + path,
+                headers: HTTPHeaders(fields),
+                body: body.map { Array($0.utf8) },
+                timeout: .seconds(30)
+            )
+        )
+    }
+
+    /// Sends a request and parses the JSON answer; fails unless the status is `expect`.
+    public func json(
+        _ method: HTTPRequest.Method,
+        _ path: String,
+        body: JSONValue? = nil,
+        key: String? = nil,
+        expect: Int = 200
+    ) async throws -> JSONValue {
+        let response = try await request(method, path, body: body?.serialized, key: key)
+        guard response.status == expect else {
+            throw DeckhandError(
+                .protocolViolation,
+                "\(method) \(path): expected \(expect), got \(response.status): \(response.text)"
+            )
+        }
+        return try JSONValue(parsing: response.body)
+    }
+}
+
+extension TestConversations {
+    /// Gateway settings for tests: any free port, short key cache.
+    public static func gatewaySettings(_ configure: (inout GatewaySettings) -> Void = { _ in }) -> GatewaySettings {
+        var settings = GatewaySettings()
+        settings.port = 0
+        settings.keyCacheTTL = .milliseconds(200)
+        configure(&settings)
+        return settings
+    }
+
+    /// Runs a gateway on this bed (its own connections when `bus` is given) for the length of `body`.
+    public func withGateway<T: Sendable>(
+        settings: GatewaySettings = TestConversations.gatewaySettings(),
+        bus: CommandBus? = nil,
+        _ body: @Sendable (TestGateway) async throws -> T
+    ) async throws -> T {
+        let key = try await APIKeyStore(postgres: runtime.postgres).create(userID: userID, name: "test").key
+        let port = AsyncStream<Int>.makeStream()
+        let gateway = Gateway(
+            settings: settings,
+            postgres: runtime.postgres,
+            bus: bus ?? runtime.bus,
+            deployment: runtime.namespace,
+            logger: Logger(label: "test.gateway"),
+            onRunning: { port.continuation.yield($0) }
+        )
+        // A gateway that fails to start ends the stream, so the test fails instead of waiting for its port.
+        let service = ClosureService {
+            defer { port.continuation.finish() }
+            try await gateway.run()
+        }
+        return try await running(service) {
+            var ports = port.stream.makeAsyncIterator()
+            guard let bound = await ports.next() else {
+                throw DeckhandError(.unavailable, "the gateway did not start")
+            }
+            return try await body(TestGateway(baseURL: "http://127.0.0.1:\(bound)", key: key, http: runtime.http))
+        }
+    }
+}
+
+/// A service that runs a closure.
+struct ClosureService: Service {
+    let body: @Sendable () async throws -> Void
+
+    init(_ body: @escaping @Sendable () async throws -> Void) { self.body = body }
+
+    func run() async throws { try await body() }
+}

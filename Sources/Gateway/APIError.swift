@@ -1,0 +1,100 @@
+import ConversationWorker
+import DeckhandCore
+import HTTPTypes
+import Hummingbird
+import NIOCore
+
+/// An error answered to an API client: an HTTP status, a stable `code` and a human `message`, as the JSON
+/// body `{"status":"error","code":…,"message":…}`. Every failure of a request ends as one of these
+/// (``APIError/init(_:)`` maps the rest in one place); a message never carries a secret or an internal detail.
+public struct APIError: Error, HTTPResponseError, Sendable, Equatable {
+    public var status: HTTPResponse.Status
+    public var code: String
+    public var message: String
+    /// Sent as `Retry-After` (seconds) on a 503.
+    public var retryAfter: Int?
+
+    public init(_ status: HTTPResponse.Status, _ code: String, _ message: String, retryAfter: Int? = nil) {
+        self.status = status
+        self.code = code
+        self.message = message
+        self.retryAfter = retryAfter
+    }
+
+    public func response(from request: Request, context: some RequestContext) throws -> Response {
+        response
+    }
+
+    /// The JSON response of this error.
+    public var response: Response {
+        var headers: HTTPFields = [.contentType: "application/json"]
+        if let retryAfter { headers[.retryAfter] = String(retryAfter) }
+        let body: JSONValue = ["status": "error", "code": .string(code), "message": .string(message)]
+        return Response(
+            status: status,
+            headers: headers,
+            body: ResponseBody(byteBuffer: ByteBuffer(string: body.serialized))
+        )
+    }
+}
+
+extension APIError {
+    static func badRequest(_ message: String) -> APIError { APIError(.badRequest, "REQUEST$INVALID", message) }
+    static func invalidField(_ message: String) -> APIError {
+        APIError(.unprocessableContent, "REQUEST$INVALID_FIELD", message)
+    }
+    static let unauthorized = APIError(
+        .unauthorized,
+        "AUTH$UNAUTHORIZED",
+        "missing or invalid API key: send Authorization: Bearer <key>"
+    )
+    static let conversationNotFound = APIError(.notFound, "CONVERSATION$NOT_FOUND", "conversation not found")
+
+    /// Maps any error thrown while answering a request to what the client sees. Errors that are not the
+    /// client's to know about become a 500 that says nothing more (the caller logs them).
+    init(_ error: any Error, retryAfter: Int) {
+        switch error {
+        case let error as APIError:
+            self = error
+        case let error as DeckhandError:
+            switch error.code {
+            case .unavailable:
+                self = APIError(
+                    .serviceUnavailable,
+                    "SERVICE$UNAVAILABLE",
+                    "a service Deckhand depends on is unreachable; retry shortly",
+                    retryAfter: retryAfter
+                )
+            case .timeout:
+                self = APIError(.gatewayTimeout, "SERVICE$TIMEOUT", "the request did not finish in time")
+            case .conversationNotFound:
+                self = .conversationNotFound
+            default:
+                self = .serverFault
+            }
+        case is NIOTooManyBytesError:
+            self = .tooLarge
+        case let error as HTTPError:
+            switch error.status {
+            case .contentTooLarge:
+                self = .tooLarge
+            case .notFound:
+                self = APIError(.notFound, "ROUTE$NOT_FOUND", "no such route")
+            case .methodNotAllowed:
+                self = APIError(.methodNotAllowed, "ROUTE$METHOD_NOT_ALLOWED", "method not allowed on this route")
+            case let status where status.code < 500:
+                self = APIError(status, "REQUEST$INVALID", error.body ?? status.reasonPhrase)
+            default:
+                self = .serverFault
+            }
+        default:
+            self = .serverFault
+        }
+    }
+
+    static let tooLarge = APIError(.contentTooLarge, "REQUEST$TOO_LARGE", "the request body is too large")
+    static let serverFault = APIError(.internalServerError, "INTERNAL$ERROR", "internal error")
+
+    /// Whether the server should log this error (it is not the client's fault).
+    var isServerFault: Bool { status.code >= 500 && status != .serviceUnavailable }
+}

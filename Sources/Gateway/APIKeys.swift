@@ -1,0 +1,184 @@
+import Crypto
+import DeckhandCore
+import Foundation
+import Postgres
+import Synchronization
+
+/// Who a request is: a user, and the key it presented (none in single-user mode).
+public struct Principal: Sendable, Equatable {
+    public var userID: UUID
+    public var keyID: UUID?
+
+    public init(userID: UUID, keyID: UUID? = nil) {
+        self.userID = userID
+        self.keyID = keyID
+    }
+}
+
+/// API keys in `api_keys`: created for a user (shown once), listed, revoked, and checked.
+///
+/// A key is `dh_` and 64 hex digits of randomness. Only its SHA-256 is stored, beside its first 12 characters
+/// (`key_prefix`, not secret) by which a presented key is found; the hashes are then compared in constant time.
+public struct APIKeyStore: Sendable {
+    public let postgres: PostgresClient
+
+    public init(postgres: PostgresClient) {
+        self.postgres = postgres
+    }
+
+    static let prefixLength = 12
+
+    /// A new key, as printed once by `deckhand keys create`.
+    public struct CreatedKey: Sendable {
+        public var id: UUID
+        public var userID: UUID
+        public var key: String
+        public var prefix: String
+    }
+
+    /// A key as `deckhand keys list` shows it (never the key itself).
+    public struct KeyInfo: Sendable {
+        public var id: UUID
+        public var user: String
+        public var name: String
+        public var prefix: String
+        public var createdAt: String
+        public var lastUsedAt: String?
+        public var revoked: Bool
+    }
+
+    /// The id of the user called `name`, created if missing.
+    public func ensureUser(named name: String) async throws -> UUID {
+        let rows = try await postgres.query(
+            """
+            WITH inserted AS (
+                INSERT INTO users (id, name, display_name) VALUES ($1, $2, $2) ON CONFLICT (name) DO NOTHING RETURNING id
+            )
+            SELECT id FROM inserted UNION ALL SELECT id FROM users WHERE name = $2
+            """,
+            [.uuid(UUID()), .text(name)]
+        )
+        guard let id = try rows.first?.decode(UUID.self, "id") else {
+            throw DeckhandError(.internalError, "user \(name) could not be created")
+        }
+        return id
+    }
+
+    /// Creates a key for the user `user` (created if missing) and returns it: the only time it is seen.
+    public func create(user: String, name: String = "") async throws -> CreatedKey {
+        try await create(userID: try await ensureUser(named: user), name: name)
+    }
+
+    /// Creates a key for the existing user `userID` and returns it.
+    public func create(userID: UUID, name: String = "") async throws -> CreatedKey {
+        var random = SystemRandomNumberGenerator()
+        let key =
+            "dh_" + (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &random)) }.joined()
+        let prefix = String(key.prefix(Self.prefixLength))
+        let id = UUID()
+        try await postgres.execute(
+            "INSERT INTO api_keys (id, user_id, name, key_hash, key_prefix) VALUES ($1, $2, $3, $4, $5)",
+            [.uuid(id), .uuid(userID), .text(name), .bytea(Self.hash(key)), .text(prefix)]
+        )
+        return CreatedKey(id: id, userID: userID, key: key, prefix: prefix)
+    }
+
+    /// The keys of `user` (every user's when nil), newest first.
+    public func list(user: String? = nil) async throws -> [KeyInfo] {
+        let rows = try await postgres.query(
+            """
+            SELECT k.id, u.name AS user_name, k.name, k.key_prefix, k.created_at::text AS created,
+                k.last_used_at::text AS last_used, k.revoked_at IS NOT NULL AS revoked
+            FROM api_keys k JOIN users u ON u.id = k.user_id
+            WHERE $1::text IS NULL OR u.name = $1
+            ORDER BY k.created_at DESC
+            """,
+            [user.map(PostgresValue.text) ?? .null]
+        )
+        return try rows.map { row in
+            KeyInfo(
+                id: try row.decode(UUID.self, "id"),
+                user: try row.decode(String?.self, "user_name") ?? "",
+                name: try row.decode(String.self, "name"),
+                prefix: try row.decode(String.self, "key_prefix"),
+                createdAt: try row.decode(String.self, "created"),
+                lastUsedAt: try row.decode(String?.self, "last_used"),
+                revoked: try row.decode(Bool.self, "revoked")
+            )
+        }
+    }
+
+    /// Revokes the key whose id or prefix is `reference`; false when no live key matches.
+    public func revoke(_ reference: String) async throws -> Bool {
+        let id = UUID(uuidString: reference)
+        let count = try await postgres.execute(
+            """
+            UPDATE api_keys SET revoked_at = now()
+            WHERE revoked_at IS NULL AND (id = $1 OR key_prefix = $2)
+            """,
+            [id.map(PostgresValue.uuid) ?? .null, .text(reference)]
+        )
+        return count > 0
+    }
+
+    /// The principal of `key`, or nil when it is unknown, malformed or revoked. Records when it was used.
+    public func authenticate(_ key: String) async throws -> Principal? {
+        guard Self.isWellFormed(key) else { return nil }
+        let presented = Self.hash(key)
+        let rows = try await postgres.query(
+            "SELECT id, user_id, key_hash FROM api_keys WHERE key_prefix = $1 AND revoked_at IS NULL",
+            [.text(String(key.prefix(Self.prefixLength)))]
+        )
+        for row in rows {
+            let stored = try row.decode([UInt8].self, "key_hash")
+            guard constantTimeEquals(stored, presented) else { continue }
+            let id = try row.decode(UUID.self, "id")
+            try await postgres.execute("UPDATE api_keys SET last_used_at = now() WHERE id = $1", [.uuid(id)])
+            return Principal(userID: try row.decode(UUID.self, "user_id"), keyID: id)
+        }
+        return nil
+    }
+
+    static func isWellFormed(_ key: String) -> Bool {
+        key.utf8.count == 67 && key.hasPrefix("dh_")
+            && key.utf8.dropFirst(3).allSatisfy { byte in
+                (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9"))
+                    || (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "f"))
+            }
+    }
+
+    /// SHA-256 of the key's bytes.
+    static func hash(_ key: String) -> [UInt8] { Array(SHA256.hash(data: Array(key.utf8))) }
+}
+
+/// Checks presented keys, trusting a positive answer for `ttl` so that a busy client costs no database
+/// round trip per request. Keyed by the key's hash; bounded (emptied when full).
+public final class Authenticator: Sendable {
+    let store: APIKeyStore
+    let ttl: Duration
+    let capacity: Int
+    private let cache = Mutex<[[UInt8]: (principal: Principal, until: ContinuousClock.Instant)]>([:])
+
+    public init(store: APIKeyStore, ttl: Duration, capacity: Int = 10_000) {
+        self.store = store
+        self.ttl = ttl
+        self.capacity = capacity
+    }
+
+    /// The principal of `key`, or nil when it is not a live key.
+    public func principal(for key: String) async throws -> Principal? {
+        guard APIKeyStore.isWellFormed(key) else { return nil }
+        let hash = APIKeyStore.hash(key)
+        let now = ContinuousClock.now
+        if let cached = cache.withLock({ $0[hash] }), cached.until > now { return cached.principal }
+        guard let principal = try await store.authenticate(key) else {
+            _ = cache.withLock { $0.removeValue(forKey: hash) }
+            return nil
+        }
+        cache.withLock { entries in
+            if entries.count >= capacity { entries.removeAll(keepingCapacity: true) }
+            entries[hash] = (principal, now.advanced(by: ttl))
+        }
+        return principal
+    }
+}

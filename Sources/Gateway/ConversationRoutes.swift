@@ -1,0 +1,314 @@
+import AMQP
+import ConversationWorker
+import DeckhandCore
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Messaging
+import NIOCore
+
+/// The OpenHands V0 conversation routes (PROTOCOL.md §A): rows and reads from PostgreSQL, everything the
+/// agent must do as commands on `conversation.commands`. A 2xx means the command was confirmed by the broker
+/// (or, for a new conversation, the row committed and its `start` confirmed).
+struct ConversationRoutes: Sendable {
+    let settings: GatewaySettings
+    let store: GatewayStore
+    let conversations: ConversationStore
+    let bus: CommandBus
+    /// This gateway's stream clients of a conversation (`num_connections`).
+    let connections: @Sendable (UUID) -> Int
+
+    static let createFields: Set<String> = [
+        "initial_user_msg", "image_urls", "repository", "selected_branch", "git_provider",
+        "conversation_instructions", "replay_json", "runtime", "llm_model", "max_iterations",
+        "max_budget_per_task",
+    ]
+
+    func add(to router: Router<GatewayRequestContext>) {
+        let api = router.group("api/conversations")
+        api.post { request, context in try await create(request, context) }
+        api.get { request, context in try await list(request, context) }
+        api.get(":id") { request, context in try await get(request, context) }
+        api.patch(":id") { request, context in try await rename(request, context) }
+        api.delete(":id") { request, context in try await delete(request, context) }
+        api.post(":id/start") { request, context in try await control(.start, request, context) }
+        api.post(":id/stop") { request, context in try await control(.stop, request, context) }
+        api.post(":id/message") { request, context in try await message(request, context) }
+        api.post(":id/events") { request, context in try await userAction(request, context) }
+        api.get(":id/events") { request, context in try await events(request, context) }
+        api.get(":id/trajectory") { request, context in try await trajectory(request, context) }
+    }
+
+    // MARK: Commands
+
+    func create(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
+        let user = try context.requirePrincipal().userID
+        let body = try await JSONBody(request, limit: settings.maxBodyBytes, allowed: Self.createFields)
+        let start = ConversationStart(
+            conversationID: UUID(),
+            initialUserMessage: try body.string("initial_user_msg", maxLength: 500_000),
+            imageURLs: try body.strings("image_urls"),
+            replayJSON: try Self.replay(body),
+            conversationInstructions: try body.string("conversation_instructions", maxLength: 100_000)
+        )
+        var new = ConversationStore.NewConversation(
+            id: start.conversationID,
+            userID: user,
+            title: "Conversation \(start.conversationID.apiString.prefix(5))",
+            llmModel: try body.string("llm_model", maxLength: 200),
+            maxIterations: try body.int("max_iterations", range: 1...100_000) ?? 100,
+            maxBudget: try body.double("max_budget_per_task", range: 0...1_000_000),
+            trigger: "openhands_api",
+            selectedRepository: try body.string("repository", maxLength: 500),
+            selectedBranch: try body.string("selected_branch", maxLength: 250),
+            gitProvider: try body.string("git_provider", maxLength: 50)
+        )
+        if let runtime = try body.string("runtime", maxLength: 20) {
+            guard let backend = RuntimeSettings.Backend(rawValue: runtime) else {
+                throw APIError.invalidField(
+                    "`runtime` must be one of \(RuntimeSettings.Backend.allCases.map(\.rawValue).joined(separator: ", ")) in this deployment"
+                )
+            }
+            new.runtime = backend
+        }
+        try requireBroker()
+        try await conversations.create(new)
+        store.owners.remember(new.id, owner: user)
+        do {
+            try await send(.start, start, user: user)
+        } catch {
+            // Not accepted: leave nothing behind that the client would not know about.
+            try? await conversations.remove(new.id)
+            throw error
+        }
+        return json([
+            "status": "ok", "conversation_id": .string(new.id.apiString), "conversation_status": "STARTING",
+            "message": .null,
+        ])
+    }
+
+    /// `replay_json`: OpenHands sends the trajectory as a JSON string; an array is taken as it is.
+    static func replay(_ body: JSONBody) throws -> JSONValue? {
+        guard let value = body.raw("replay_json") else { return nil }
+        switch value {
+        case .array: return value
+        case .string(let text):
+            guard case .array? = try? JSONValue(parsing: text) else {
+                throw APIError.invalidField("`replay_json` must be a JSON array of events (or a string holding one)")
+            }
+            return try JSONValue(parsing: text)
+        default:
+            throw APIError.invalidField("`replay_json` must be a JSON array of events (or a string holding one)")
+        }
+    }
+
+    func control(
+        _ command: ConversationCommand,
+        _ request: Request,
+        _ context: GatewayRequestContext
+    ) async throws
+        -> Response
+    {
+        let user = try context.requirePrincipal().userID
+        let id = try Self.conversationID(context)
+        _ = try await JSONBody(request, limit: settings.maxBodyBytes, allowed: [])
+        guard let info = try await store.info(id, user: user, connections: connections(id)) else {
+            throw APIError.conversationNotFound
+        }
+        if command == .start {
+            try await send(.start, ConversationStart(conversationID: id), user: user)
+        } else {
+            try await send(command, ConversationTarget(conversationID: id), user: user)
+        }
+        return json([
+            "status": "ok", "conversation_id": .string(id.apiString),
+            "conversation_status": command == .stop ? "STOPPED" : info["status"] ?? .null,
+            "message": .string(command == .stop ? "the conversation is stopping" : "the conversation is starting"),
+        ])
+    }
+
+    func delete(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
+        let user = try context.requirePrincipal().userID
+        let id = try Self.conversationID(context)
+        try await store.requireOwner(user, id)
+        try await send(.delete, ConversationTarget(conversationID: id), user: user)
+        return json(true)
+    }
+
+    func message(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
+        let user = try context.requirePrincipal().userID
+        let id = try Self.conversationID(context)
+        let body = try await JSONBody(request, limit: settings.maxBodyBytes, allowed: ["message"])
+        guard let text = try body.string("message", maxLength: 500_000) else {
+            throw APIError.invalidField("`message` is required")
+        }
+        try await store.requireOwner(user, id)
+        try await send(.message, UserMessage(conversationID: id, content: text), user: user)
+        return json(["success": true])
+    }
+
+    /// `POST …/events`: a user action, a `message` or a `change_agent_state`.
+    func userAction(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
+        let user = try context.requirePrincipal().userID
+        let id = try Self.conversationID(context)
+        let body = try await JSONBody(request, limit: settings.maxBodyBytes, allowed: ["action", "args"])
+        let action = try body.string("action", maxLength: 50)
+        let args = try body.object("args") ?? [:]
+        let command = try Self.command(action: action, args: args, conversation: id)
+        try await store.requireOwner(user, id)
+        switch command {
+        case .message(let message): try await send(.message, message, user: user)
+        case .control(let command): try await send(command, ConversationTarget(conversationID: id), user: user)
+        }
+        return json(["success": true])
+    }
+
+    enum UserCommand: Equatable {
+        case message(UserMessage)
+        case control(ConversationCommand)
+    }
+
+    /// What a user action asks for (the WebSocket's client frames take the same).
+    static func command(action: String?, args: [String: JSONValue], conversation: UUID) throws -> UserCommand {
+        switch action {
+        case "message":
+            guard let content = args["content"]?.stringValue else {
+                throw APIError.invalidField("a message needs `args.content` (a string)")
+            }
+            let images = args["image_urls"].flatMap { value -> [String]? in
+                guard case .array(let items) = value else { return nil }
+                return items.compactMap(\.stringValue)
+            }
+            return .message(UserMessage(conversationID: conversation, content: content, imageURLs: images))
+        case "change_agent_state":
+            switch args["agent_state"]?.stringValue {
+            case "stopped": return .control(.stop)
+            case "paused": return .control(.pause)
+            case "running": return .control(.resume)
+            case "user_confirmed", "user_rejected":
+                throw APIError(
+                    .conflict,
+                    "AGENT$NO_CONFIRMATION_PENDING",
+                    "no action awaits confirmation: Deckhand does not run in confirmation mode"
+                )
+            default:
+                throw APIError.invalidField(
+                    "`args.agent_state` must be stopped, paused, running, user_confirmed or user_rejected"
+                )
+            }
+        default:
+            throw APIError.invalidField("`action` must be message or change_agent_state")
+        }
+    }
+
+    // MARK: Reads
+
+    func list(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
+        let user = try context.requirePrincipal().userID
+        let query = request.uri.queryParameters
+        let limit = try Self.int(query.get("limit"), "limit", range: 1...100) ?? 20
+        var cursor: PageCursor?
+        if let token = query.get("page_id"), !token.isEmpty {
+            guard let parsed = PageCursor(token: token) else {
+                throw APIError.invalidField("`page_id` is not a cursor this API returned")
+            }
+            cursor = parsed
+        }
+        let page = try await store.list(user: user, after: cursor, limit: limit, connections: connections)
+        return json(["results": .array(page.results), "next_page_id": JSONValue(page.next?.token)])
+    }
+
+    func get(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
+        let user = try context.requirePrincipal().userID
+        let id = try Self.conversationID(context)
+        guard let info = try await store.info(id, user: user, connections: connections(id)) else {
+            throw APIError.conversationNotFound
+        }
+        return json(info)
+    }
+
+    func rename(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
+        let user = try context.requirePrincipal().userID
+        let id = try Self.conversationID(context)
+        let body = try await JSONBody(request, limit: settings.maxBodyBytes, allowed: ["title"])
+        guard let title = try body.string("title", maxLength: 200), !title.isEmpty else {
+            throw APIError.invalidField("`title` is required: 1 to 200 characters")
+        }
+        guard try await store.rename(id, user: user, title: title) else { throw APIError.conversationNotFound }
+        return json(true)
+    }
+
+    func events(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
+        let user = try context.requirePrincipal().userID
+        let id = try Self.conversationID(context)
+        let query = request.uri.queryParameters
+        let start = try Self.int(query.get("start_id"), "start_id", range: 0...Int(Int32.max)) ?? 0
+        let end = try Self.int(query.get("end_id"), "end_id", range: 0...Int(Int32.max))
+        let limit = try Self.int(query.get("limit"), "limit", range: 1...100) ?? 20
+        let reverse = try Self.bool(query.get("reverse"), "reverse") ?? false
+        try await store.requireOwner(user, id)
+        let page = try await store.events(id, from: start, through: end, reverse: reverse, limit: limit)
+        return rawJSON("{\"events\":[\(page.events.joined(separator: ","))],\"has_more\":\(page.hasMore)}")
+    }
+
+    func trajectory(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
+        let user = try context.requirePrincipal().userID
+        let id = try Self.conversationID(context)
+        try await store.requireOwner(user, id)
+        let events = try await store.events(id, after: -1, limit: Int(Int32.max))
+        return rawJSON("{\"trajectory\":[\(events.map(\.json).joined(separator: ","))]}")
+    }
+
+    // MARK: Helpers
+
+    /// Publishes a conversation command; fails at once (503) while RabbitMQ is not connected.
+    func send<Payload: Encodable>(_ command: ConversationCommand, _ payload: Payload, user: UUID) async throws {
+        try requireBroker()
+        try await bus.send(command.rawValue, payload, to: bus.topology.conversationQueue, userID: user.apiString)
+    }
+
+    func requireBroker() throws {
+        guard bus.connection.status.connected else {
+            throw DeckhandError(.unavailable, "RabbitMQ is not connected")
+        }
+    }
+
+    static func conversationID(_ context: GatewayRequestContext) throws -> UUID {
+        let text = context.parameters.get("id") ?? ""
+        guard let id = UUID(apiString: text) else {
+            throw APIError(.unprocessableContent, "REQUEST$INVALID_ID", "`\(text.prefix(80))` is not a conversation id")
+        }
+        return id
+    }
+
+    static func int(_ text: String?, _ name: String, range: ClosedRange<Int>) throws -> Int? {
+        guard let text, !text.isEmpty else { return nil }
+        guard let value = Int(text), range.contains(value) else {
+            throw APIError.invalidField("`\(name)` must be an integer in \(range.lowerBound)...\(range.upperBound)")
+        }
+        return value
+    }
+
+    static func bool(_ text: String?, _ name: String) throws -> Bool? {
+        switch text?.lowercased() {
+        case nil, "": return nil
+        case "true", "1": return true
+        case "false", "0": return false
+        default: throw APIError.invalidField("`\(name)` must be true or false")
+        }
+    }
+}
+
+/// A 200 response with `value` as its JSON body.
+func json(_ value: JSONValue, status: HTTPResponse.Status = .ok) -> Response {
+    rawJSON(value.serialized, status: status)
+}
+
+/// A response whose JSON body is already written.
+func rawJSON(_ text: String, status: HTTPResponse.Status = .ok) -> Response {
+    Response(
+        status: status,
+        headers: [.contentType: "application/json"],
+        body: ResponseBody(byteBuffer: ByteBuffer(string: text))
+    )
+}

@@ -1,0 +1,162 @@
+import AMQP
+import ConversationWorker
+import DeckhandCore
+import Foundation
+import Hummingbird
+import HummingbirdWebSocket
+import Logging
+import Messaging
+import Postgres
+import ServiceLifecycle
+import Synchronization
+
+/// `deckhand gateway`: the OpenHands-compatible HTTP API over RabbitMQ and PostgreSQL (DESIGN §6).
+///
+/// Stateless apart from its live streams: any number run side by side, and a client may use any of them.
+public struct Gateway: Service {
+    public let settings: GatewaySettings
+    public let postgres: PostgresClient
+    public let bus: CommandBus
+    /// The deployment's name in advisory-lock keys (as the conversation workers have it).
+    public let deployment: String
+    let logger: Logger
+    let onRunning: @Sendable (Int) async -> Void
+
+    public init(
+        settings: GatewaySettings,
+        postgres: PostgresClient,
+        bus: CommandBus,
+        deployment: String = "default",
+        logger: Logger = Logger(label: "deckhand.gateway"),
+        onRunning: @escaping @Sendable (Int) async -> Void = { _ in }
+    ) {
+        self.settings = settings
+        self.postgres = postgres
+        self.bus = bus
+        self.deployment = deployment
+        self.logger = logger
+        self.onRunning = onRunning
+    }
+
+    /// Serves until the service group shuts down gracefully (requests in flight are answered first).
+    public func run() async throws {
+        let keys = APIKeyStore(postgres: postgres)
+        let authentication: Authentication
+        switch settings.auth {
+        case .apiKey:
+            authentication = .apiKeys(Authenticator(store: keys, ttl: settings.keyCacheTTL))
+        case .singleUser:
+            let user = try await keys.ensureUser(named: settings.singleUser)
+            authentication = .singleUser(Principal(userID: user))
+            logger.warning(
+                "single-user mode: every request is \(settings.singleUser), with no key; keep the port private"
+            )
+        }
+        let router = makeRouter(authentication: authentication)
+        let webSockets = Router(context: GatewayRequestContext.self)
+        let settings = settings
+        let onRunning = onRunning
+        let logger = logger
+        let app = Application(
+            router: router,
+            server: .http1WebSocketUpgrade(webSocketRouter: webSockets),
+            configuration: .init(
+                address: .hostname(settings.host, port: settings.port),
+                serverName: "deckhand-gateway"
+            ),
+            onServerRunning: { channel in
+                let port = channel.localAddress?.port ?? settings.port
+                logger.info("gateway listening", metadata: ["http.address": "\(settings.host):\(port)"])
+                await onRunning(port)
+            },
+            logger: logger
+        )
+        try await app.run()
+    }
+
+    func makeRouter(authentication: Authentication) -> Router<GatewayRequestContext> {
+        let router = Router(context: GatewayRequestContext.self)
+        router.add(
+            middleware: GatewayMiddleware(authentication: authentication, retryAfter: settings.retryAfterSeconds)
+        )
+        router.get("alive") { _, _ in json(["status": "ok"]) }
+        let health = Health(postgres: postgres, amqp: bus.connection)
+        router.get("health") { _, _ in await health.response() }
+        ConversationRoutes(
+            settings: settings,
+            store: GatewayStore(postgres: postgres),
+            conversations: ConversationStore(postgres: postgres, deployment: deployment),
+            bus: bus,
+            connections: { _ in 0 }
+        ).add(to: router)
+        return router
+    }
+}
+
+/// `GET /health`: whether RabbitMQ and PostgreSQL answer, each with its detail; 503 when one does not.
+struct Health: Sendable {
+    let postgres: PostgresClient
+    let amqp: AMQPConnection
+
+    func response() async -> Response {
+        let broker = amqp.status
+        var rabbit: [String: JSONValue] = ["status": broker.connected ? "ok" : "unavailable"]
+        if let version = broker.serverVersion { rabbit["version"] = .string(version) }
+        if !broker.connected, let error = broker.lastError { rabbit["error"] = .string(error) }
+        let database: [String: JSONValue]
+        let started = ContinuousClock.now
+        do {
+            let version = try await withDeadline(.seconds(2)) {
+                try await postgres.query("SELECT current_setting('server_version') AS version").first?
+                    .decode(String.self, "version")
+            }
+            database = [
+                "status": "ok", "version": JSONValue(version),
+                "latency_ms": .number(Double((ContinuousClock.now - started).wholeMilliseconds)),
+            ]
+        } catch {
+            let reason = (error as? DeckhandError)?.message ?? "no answer within 2 s"
+            database = ["status": "unavailable", "error": .string(reason)]
+        }
+        let healthy = broker.connected && database["status"] == "ok"
+        return json(
+            [
+                "status": healthy ? "ok" : "unavailable",
+                "dependencies": ["rabbitmq": .object(rabbit), "postgresql": .object(database)],
+            ],
+            status: healthy ? .ok : .serviceUnavailable
+        )
+    }
+}
+
+/// Runs `body`, failing with `SERVICE$TIMEOUT` if it has not finished after `limit`. Returns at the deadline
+/// even when `body` cannot be interrupted (a blocking database call), which is left to finish on its own.
+func withDeadline<T: Sendable>(_ limit: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    let once = Once()
+    let claim: @Sendable () -> Bool = { once.claim() }
+    return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
+        let timer = Task {
+            try await Task.sleep(for: limit)
+            if claim() { continuation.resume(throwing: DeckhandError(.timeout, "no answer within \(limit)")) }
+        }
+        Task {
+            let outcome: Result<T, any Error>
+            do { outcome = .success(try await body()) } catch { outcome = .failure(error) }
+            timer.cancel()
+            if claim() { continuation.resume(with: outcome) }
+        }
+    }
+}
+
+/// A flag that one caller can claim.
+final class Once: Sendable {
+    private let claimed = Mutex(false)
+
+    /// True for the first caller only.
+    func claim() -> Bool {
+        claimed.withLock { claimed in
+            defer { claimed = true }
+            return !claimed
+        }
+    }
+}

@@ -1,0 +1,223 @@
+import DeckhandCore
+import Foundation
+import Postgres
+import Synchronization
+
+/// The gateway's statements: conversations as OpenHands' `ConversationInfo`, pages of them and of their
+/// events, titles. Every read is scoped to the requesting user: another user's conversation does not exist.
+struct GatewayStore: Sendable {
+    let postgres: PostgresClient
+    /// Conversation → owner, for the commands that need only the ownership check (a conversation never
+    /// changes hands, so entries only leave when the map is full).
+    let owners = OwnerCache(capacity: 100_000)
+
+    static let timestamp = #"to_char(%@ AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"#
+
+    static func utc(_ column: String) -> String { timestamp.replacingOccurrences(of: "%@", with: column) }
+
+    static let infoColumns = """
+        id, title, \(utc("created_at")) AS created, \(utc("updated_at")) AS updated, status, runtime_status,
+        selected_repository, selected_branch, git_provider, trigger, agent_state, sandbox_id, llm_model,
+        prompt_tokens, completion_tokens, accumulated_cost, created_at::text AS cursor_time
+        """
+
+    /// Whether `user` owns `conversation` (a cached answer when it was yes before).
+    func owns(_ user: UUID, _ conversation: UUID) async throws -> Bool {
+        if let owner = owners.owner(of: conversation) { return owner == user }
+        let rows = try await postgres.query("SELECT user_id FROM conversations WHERE id = $1", [.uuid(conversation)])
+        guard let owner = try rows.first?.decode(UUID.self, "user_id") else { return false }
+        owners.remember(conversation, owner: owner)
+        return owner == user
+    }
+
+    /// Throws a 404 unless `user` owns `conversation`.
+    func requireOwner(_ user: UUID, _ conversation: UUID) async throws {
+        guard try await owns(user, conversation) else { throw APIError.conversationNotFound }
+    }
+
+    /// The conversation as `ConversationInfo`, or nil when `user` has no such conversation.
+    func info(_ conversation: UUID, user: UUID, connections: Int) async throws -> JSONValue? {
+        let rows = try await postgres.query(
+            "SELECT \(Self.infoColumns) FROM conversations WHERE id = $1 AND user_id = $2",
+            [.uuid(conversation), .uuid(user)]
+        )
+        return try rows.first.map { try Self.info($0, connections: connections) }
+    }
+
+    /// One page of `user`'s conversations, newest first, after `cursor`; the next page's cursor if there is one.
+    func list(
+        user: UUID,
+        after cursor: PageCursor?,
+        limit: Int,
+        connections: (UUID) -> Int
+    ) async throws
+        -> (results: [JSONValue], next: PageCursor?)
+    {
+        var sql = "SELECT \(Self.infoColumns) FROM conversations WHERE user_id = $1"
+        var bindings: [PostgresValue] = [.uuid(user), .int(Int64(limit + 1))]
+        if let cursor {
+            sql += " AND (created_at, id) < ($3::timestamptz, $4)"
+            bindings += [.text(cursor.createdAt), .uuid(cursor.id)]
+        }
+        sql += " ORDER BY created_at DESC, id DESC LIMIT $2"
+        let rows = try await postgres.query(sql, bindings)
+        let page = rows.prefix(limit)
+        let results = try page.map { row in
+            try Self.info(row, connections: connections(try row.decode(UUID.self, "id")))
+        }
+        var next: PageCursor?
+        if rows.count > limit, let last = page.last {
+            next = PageCursor(
+                createdAt: try last.decode(String.self, "cursor_time"),
+                id: try last.decode(UUID.self, "id")
+            )
+        }
+        return (results, next)
+    }
+
+    static func info(_ row: PostgresRow, connections: Int) throws -> JSONValue {
+        let id = try row.decode(UUID.self, "id")
+        func text(_ column: String) throws -> JSONValue { JSONValue(try row.decode(String?.self, column)) }
+        return [
+            "conversation_id": .string(id.apiString),
+            "title": try text("title"),
+            "created_at": try text("created"),
+            "last_updated_at": try text("updated"),
+            "status": try text("status"),
+            "runtime_status": try text("runtime_status"),
+            "selected_repository": try text("selected_repository"),
+            "selected_branch": try text("selected_branch"),
+            "git_provider": try text("git_provider"),
+            "trigger": try text("trigger"),
+            "url": .string("/api/conversations/\(id.apiString)"),
+            "session_api_key": .null,
+            "num_connections": .number(Double(connections)),
+            "conversation_version": "V0",
+            "agent_state": try text("agent_state"),
+            "sandbox_id": JSONValue(try row.decode(UUID?.self, "sandbox_id")?.apiString),
+            "llm_model": try text("llm_model"),
+            "prompt_tokens": .number(Double(try row.decode(Int.self, "prompt_tokens"))),
+            "completion_tokens": .number(Double(try row.decode(Int.self, "completion_tokens"))),
+            "accumulated_cost": .number(try row.decode(Double.self, "accumulated_cost")),
+        ]
+    }
+
+    /// Renames `user`'s conversation; false when there is no such conversation.
+    func rename(_ conversation: UUID, user: UUID, title: String) async throws -> Bool {
+        try await postgres.execute(
+            "UPDATE conversations SET title = $3, updated_at = now() WHERE id = $1 AND user_id = $2",
+            [.uuid(conversation), .uuid(user), .text(title)]
+        ) > 0
+    }
+
+    /// Events of a conversation with ids in `range`, in id order (descending when `reverse`), at most `limit`,
+    /// as their stored JSON text; and whether more match.
+    func events(
+        _ conversation: UUID,
+        from start: Int,
+        through end: Int?,
+        reverse: Bool,
+        limit: Int
+    ) async throws
+        -> (events: [String], hasMore: Bool)
+    {
+        var bindings: [PostgresValue] = [.uuid(conversation), .int(Int64(start)), .int(Int64(limit + 1))]
+        var sql = "SELECT payload::text AS payload FROM events WHERE conversation_id = $1 AND id >= $2"
+        if let end {
+            sql += " AND id <= $4"
+            bindings.append(.int(Int64(end)))
+        }
+        sql += " ORDER BY id \(reverse ? "DESC" : "ASC") LIMIT $3"
+        let rows = try await postgres.query(sql, bindings)
+        let payloads = try rows.prefix(limit).map { try $0.decode(String.self, "payload") }
+        return (payloads, rows.count > limit)
+    }
+
+    /// Every event of a conversation after `after`, in order, with their ids (the replay of a stream).
+    func events(
+        _ conversation: UUID,
+        after: Int,
+        through end: Int? = nil,
+        limit: Int
+    ) async throws
+        -> [(id: Int, json: String)]
+    {
+        var bindings: [PostgresValue] = [.uuid(conversation), .int(Int64(after)), .int(Int64(limit))]
+        var sql = "SELECT id, payload::text AS payload FROM events WHERE conversation_id = $1 AND id > $2"
+        if let end {
+            sql += " AND id <= $4"
+            bindings.append(.int(Int64(end)))
+        }
+        sql += " ORDER BY id LIMIT $3"
+        return try await postgres.query(sql, bindings).map {
+            (try $0.decode(Int.self, "id"), try $0.decode(String.self, "payload"))
+        }
+    }
+}
+
+/// The opaque `page_id` of `GET /api/conversations`: where the previous page ended, base64url-encoded.
+struct PageCursor: Equatable {
+    var createdAt: String
+    var id: UUID
+
+    var token: String {
+        Data("\(createdAt)|\(id.uuidString)".utf8).base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
+    }
+
+    init(createdAt: String, id: UUID) {
+        self.createdAt = createdAt
+        self.id = id
+    }
+
+    /// Reads a token; nil when it is not one this gateway wrote.
+    init?(token: String) {
+        var base64 = token.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        base64 += String(repeating: "=", count: (4 - base64.count % 4) % 4)
+        guard token.count <= 200, let data = Data(base64Encoded: base64),
+            let text = String(data: data, encoding: .utf8)
+        else { return nil }
+        let parts = text.split(separator: "|")
+        guard parts.count == 2, let id = UUID(uuidString: String(parts[1])),
+            parts[0].count < 64, parts[0].allSatisfy({ $0.isNumber || " -:.+".contains($0) })
+        else { return nil }
+        self.createdAt = String(parts[0])
+        self.id = id
+    }
+}
+
+/// A bounded map of conversation owners.
+final class OwnerCache: Sendable {
+    private let entries = Mutex<[UUID: UUID]>([:])
+    let capacity: Int
+
+    init(capacity: Int) { self.capacity = capacity }
+
+    func owner(of conversation: UUID) -> UUID? { entries.withLock { $0[conversation] } }
+
+    func remember(_ conversation: UUID, owner: UUID) {
+        entries.withLock { entries in
+            if entries.count >= capacity { entries.removeAll(keepingCapacity: true) }
+            entries[conversation] = owner
+        }
+    }
+}
+
+extension UUID {
+    /// How the API writes a conversation or sandbox id: lower-case with dashes.
+    var apiString: String { uuidString.lowercased() }
+
+    /// Reads an id from a path: a UUID with dashes, or OpenHands' 32 hex digits without them.
+    init?(apiString text: String) {
+        if text.count == 32, text.allSatisfy(\.isHexDigit) {
+            let chars = Array(text)
+            let parts = [0..<8, 8..<12, 12..<16, 16..<20, 20..<32].map { String(chars[$0]) }
+            self.init(uuidString: parts.joined(separator: "-"))
+        } else if text.count == 36 {
+            self.init(uuidString: text)
+        } else {
+            return nil
+        }
+    }
+}

@@ -1,0 +1,279 @@
+import DeckhandCore
+import DeckhandTesting
+import Foundation
+import Gateway
+import HTTPClient
+import Testing
+
+/// The gateway's HTTP API against real RabbitMQ, PostgreSQL, workers and process sandboxes.
+@Suite struct GatewayTests {
+    /// Polls `GET /api/conversations/{id}` until `agent_state` is one of `states`.
+    static func waitForState(
+        _ gateway: TestGateway,
+        _ id: String,
+        _ states: Set<String>,
+        timeout: Duration = .seconds(60)
+    ) async throws -> JSONValue {
+        let deadline = ContinuousClock.now + timeout
+        var info: JSONValue = .null
+        while ContinuousClock.now < deadline {
+            info = try await gateway.json(.get, "/api/conversations/\(id)")
+            if let state = info["agent_state"]?.stringValue, states.contains(state) { return info }
+            try await Task.sleep(for: .milliseconds(25))
+        }
+        throw DeckhandError(.timeout, "conversation \(id) is \(info["agent_state"] ?? .null), not \(states)")
+    }
+
+    static func ids(_ events: JSONValue?) -> [Int] {
+        guard case .array(let items)? = events else { return [] }
+        return items.compactMap { $0["id"]?.intValue }
+    }
+
+    @Test func aConversationCreatedOverHTTPRunsAndReadsBack() async throws {
+        try await TestConversations.with { bed in
+            let model = "gw-\(UUID().uuidString.prefix(8))"
+            bed.llm.register(
+                .init(steps: [.bash("echo from-the-sandbox"), .finish("Done."), .reply("Anything else?")]),
+                model: model
+            )
+            try await running(try bed.makeRuntimeWorker(), bed.makeWorker()) {
+                try await bed.withGateway { gateway in
+                    let created = try await gateway.json(
+                        .post,
+                        "/api/conversations",
+                        body: ["initial_user_msg": "Say something.", "llm_model": .string(model), "max_iterations": 10]
+                    )
+                    #expect(created["status"] == "ok")
+                    #expect(created["conversation_status"] == "STARTING")
+                    #expect(created["message"] == .null)
+                    let id = try #require(created["conversation_id"]?.stringValue)
+
+                    let finished = try await Self.waitForState(gateway, id, ["finished", "error"])
+                    #expect(finished["agent_state"] == "finished")
+                    #expect(finished["conversation_id"]?.stringValue == id)
+                    #expect(finished["conversation_version"] == "V0")
+                    #expect(finished["trigger"] == "openhands_api")
+                    #expect(finished["llm_model"]?.stringValue == model)
+                    #expect(finished["title"]?.stringValue == "Conversation \(id.prefix(5))")
+                    #expect(finished["session_api_key"] == .null)
+
+                    let all = try await gateway.json(.get, "/api/conversations/\(id)/events?limit=100")
+                    let ids = Self.ids(all["events"])
+                    #expect(ids == Array(0..<ids.count))
+                    #expect(all["has_more"] == false)
+                    guard case .array(let events)? = all["events"] else {
+                        Issue.record("no events array")
+                        return
+                    }
+                    #expect(
+                        events.contains {
+                            $0["observation"] == "run"
+                                && $0["content"]?.stringValue?.contains("from-the-sandbox") == true
+                        }
+                    )
+                    #expect(events.contains { $0["action"] == "finish" })
+                    #expect(events[1]["args"]?["content"] == "Say something.")
+
+                    let page = try await gateway.json(.get, "/api/conversations/\(id)/events?start_id=2&limit=2")
+                    #expect(Self.ids(page["events"]) == [2, 3])
+                    #expect(page["has_more"] == true)
+                    let window = try await gateway.json(.get, "/api/conversations/\(id)/events?start_id=1&end_id=3")
+                    #expect(Self.ids(window["events"]) == [1, 2, 3])
+                    #expect(window["has_more"] == false)
+                    let newest = try await gateway.json(.get, "/api/conversations/\(id)/events?reverse=true&limit=3")
+                    #expect(Self.ids(newest["events"]) == Array(ids.suffix(3).reversed()))
+                    let trajectory = try await gateway.json(.get, "/api/conversations/\(id)/trajectory")
+                    #expect(Self.ids(trajectory["trajectory"]) == ids)
+
+                    #expect(
+                        try await gateway.json(.patch, "/api/conversations/\(id)", body: ["title": "Renamed"]) == true
+                    )
+                    let listed = try await gateway.json(.get, "/api/conversations")
+                    guard case .array(let results)? = listed["results"] else {
+                        Issue.record("no results array")
+                        return
+                    }
+                    #expect(results.map { $0["conversation_id"] } == [.string(id)])
+                    #expect(results.first?["title"] == "Renamed")
+                    #expect(listed["next_page_id"] == .null)
+
+                    // A follow-up message runs the agent again; the reply waits for the user.
+                    let sent = try await gateway.json(
+                        .post,
+                        "/api/conversations/\(id)/message",
+                        body: ["message": "More?"]
+                    )
+                    #expect(sent == ["success": true])
+                    let waiting = try await Self.waitForState(gateway, id, ["awaiting_user_input", "error"])
+                    #expect(waiting["agent_state"] == "awaiting_user_input")
+                    // A user action through POST …/events does the same.
+                    let acted = try await gateway.json(
+                        .post,
+                        "/api/conversations/\(id)/events",
+                        body: ["action": "change_agent_state", "args": ["agent_state": "stopped"]]
+                    )
+                    #expect(acted == ["success": true])
+                    let stopped = try await Self.waitForState(gateway, id, ["stopped"])
+                    #expect(stopped["status"] == "STOPPED")
+                }
+            }
+        }
+    }
+
+    @Test func everyRouteNeedsAKeyAndOnlyTheOwnerSeesAConversation() async throws {
+        try await TestConversations.with { bed in
+            try await bed.withGateway { gateway in
+                let created = try await gateway.json(.post, "/api/conversations", body: ["initial_user_msg": "hi"])
+                let id = try #require(created["conversation_id"]?.stringValue)
+                let other = try await APIKeyStore(postgres: bed.runtime.postgres).create(user: "other-\(UUID())").key
+
+                let routes: [(HTTPRequest.Method, String, String?)] = [
+                    ("GET", "/api/conversations/\(id)", nil),
+                    ("PATCH", "/api/conversations/\(id)", #"{"title":"x"}"#),
+                    ("DELETE", "/api/conversations/\(id)", nil),
+                    ("POST", "/api/conversations/\(id)/start", "{}"),
+                    ("POST", "/api/conversations/\(id)/stop", nil),
+                    ("POST", "/api/conversations/\(id)/message", #"{"message":"x"}"#),
+                    ("POST", "/api/conversations/\(id)/events", #"{"action":"message","args":{"content":"x"}}"#),
+                    ("GET", "/api/conversations/\(id)/events", nil),
+                    ("GET", "/api/conversations/\(id)/trajectory", nil),
+                ]
+                for (method, path, body) in routes {
+                    for key in ["", "dh_" + String(repeating: "0", count: 64), "not-a-key"] {
+                        let response = try await gateway.request(method, path, body: body, key: key)
+                        #expect(response.status == 401, "\(method) \(path) with key `\(key)`")
+                        let error = try JSONValue(parsing: response.body)
+                        #expect(error["code"] == "AUTH$UNAUTHORIZED")
+                    }
+                    let response = try await gateway.request(method, path, body: body, key: other)
+                    #expect(response.status == 404, "\(method) \(path) as another user: \(response.text)")
+                    #expect(try JSONValue(parsing: response.body)["code"] == "CONVERSATION$NOT_FOUND")
+                }
+                for path in ["/api/conversations", "/api/conversations?limit=5"] {
+                    #expect(try await gateway.request(.get, path, key: "").status == 401)
+                    let theirs = try await gateway.json(.get, path, key: other)
+                    #expect(theirs["results"] == [])
+                }
+                #expect(try await gateway.request(.post, "/api/conversations", body: "{}", key: "").status == 401)
+                // The owner still has it, untouched by the other user's attempts.
+                let mine = try await gateway.json(.get, "/api/conversations/\(id)")
+                #expect(mine["title"]?.stringValue?.hasPrefix("Conversation ") == true)
+                // The open routes need no key.
+                #expect(try await gateway.request(.get, "/alive", key: "").status == 200)
+                let health = try await gateway.request(.get, "/health", key: "")
+                #expect(health.status == 200, "\(health.text)")
+                let detail = try JSONValue(parsing: health.body)
+                #expect(detail["dependencies"]?["rabbitmq"]?["status"] == "ok")
+                #expect(detail["dependencies"]?["postgresql"]?["status"] == "ok")
+                // A revoked key stops working (within the key cache's 200 ms here).
+                let keys = APIKeyStore(postgres: bed.runtime.postgres)
+                #expect(try await keys.revoke(String(gateway.key.prefix(12))))
+                try await Task.sleep(for: .milliseconds(300))
+                #expect(try await gateway.request(.get, "/api/conversations/\(id)").status == 401)
+            }
+        }
+    }
+
+    @Test func badInputGetsAClearErrorAndCreatesNothing() async throws {
+        try await TestConversations.with { bed in
+            let settings = TestConversations.gatewaySettings { $0.maxBodyBytes = 2048 }
+            try await bed.withGateway(settings: settings) { gateway in
+                let cases: [(HTTPRequest.Method, String, String?, Int, String, String?)] = [
+                    ("POST", "/api/conversations", "{not json", 400, "REQUEST$MALFORMED_JSON", nil),
+                    ("POST", "/api/conversations", "[1]", 422, "REQUEST$INVALID_FIELD", "object"),
+                    (
+                        "POST", "/api/conversations", #"{"initial_user_msg":"x","colour":"red"}"#, 422,
+                        "REQUEST$INVALID_FIELD", "colour"
+                    ),
+                    (
+                        "POST", "/api/conversations", #"{"max_iterations":"ten"}"#, 422, "REQUEST$INVALID_FIELD",
+                        "max_iterations"
+                    ),
+                    (
+                        "POST", "/api/conversations", #"{"max_iterations":0}"#, 422, "REQUEST$INVALID_FIELD",
+                        "max_iterations"
+                    ),
+                    ("POST", "/api/conversations", #"{"runtime":"modal"}"#, 422, "REQUEST$INVALID_FIELD", "runtime"),
+                    (
+                        "POST", "/api/conversations", #"{"replay_json":"{}"}"#, 422, "REQUEST$INVALID_FIELD",
+                        "replay_json"
+                    ),
+                    (
+                        "POST", "/api/conversations",
+                        #"{"initial_user_msg":""# + String(repeating: "a", count: 4096) + "\"}", 413,
+                        "REQUEST$TOO_LARGE", nil
+                    ),
+                    ("GET", "/api/conversations/12345", nil, 422, "REQUEST$INVALID_ID", nil),
+                    ("GET", "/api/conversations/\(UUID())", nil, 404, "CONVERSATION$NOT_FOUND", nil),
+                    (
+                        "GET", "/api/conversations/\(UUID().uuidString.replacingOccurrences(of: "-", with: ""))", nil,
+                        404, "CONVERSATION$NOT_FOUND", nil
+                    ),
+                    ("GET", "/api/conversations?limit=0", nil, 422, "REQUEST$INVALID_FIELD", "limit"),
+                    ("GET", "/api/conversations?limit=101", nil, 422, "REQUEST$INVALID_FIELD", "limit"),
+                    ("GET", "/api/conversations?page_id=bogus", nil, 422, "REQUEST$INVALID_FIELD", "page_id"),
+                    ("GET", "/api/nothing-here", nil, 404, "ROUTE$NOT_FOUND", nil),
+                ]
+                for (method, path, body, status, code, mention) in cases {
+                    let response = try await gateway.request(method, path, body: body)
+                    #expect(response.status == status, "\(method) \(path) \(body?.prefix(60) ?? ""): \(response.text)")
+                    let error = try JSONValue(parsing: response.body)
+                    #expect(error["status"] == "error")
+                    #expect(error["code"]?.stringValue == code, "\(path): \(response.text)")
+                    #expect(response.headers["content-type"] == "application/json")
+                    if let mention {
+                        #expect(error["message"]?.stringValue?.contains(mention) == true, "\(response.text)")
+                    }
+                }
+                let created = try await gateway.json(.post, "/api/conversations", body: ["initial_user_msg": "ok"])
+                let id = try #require(created["conversation_id"]?.stringValue)
+                for (path, mention) in [
+                    ("events?limit=101", "limit"), ("events?start_id=-1", "start_id"),
+                    ("events?reverse=maybe", "reverse"),
+                ] {
+                    let response = try await gateway.request(.get, "/api/conversations/\(id)/\(path)")
+                    #expect(response.status == 422, "\(path): \(response.text)")
+                    #expect(response.text.contains(mention))
+                }
+                let wrongState = try await gateway.request(
+                    .post,
+                    "/api/conversations/\(id)/events",
+                    body: #"{"action":"change_agent_state","args":{"agent_state":"user_confirmed"}}"#
+                )
+                #expect(wrongState.status == 409)
+                // Only the one good request created a conversation.
+                let listed = try await gateway.json(.get, "/api/conversations")
+                #expect(listed["results"].map { if case .array(let items) = $0 { items.count } else { -1 } } == 1)
+            }
+        }
+    }
+
+    @Test func conversationsPageNewestFirstWithAnOpaqueCursor() async throws {
+        try await TestConversations.with { bed in
+            try await bed.withGateway { gateway in
+                var created: [String] = []
+                for index in 0..<5 {
+                    let answer = try await gateway.json(
+                        .post,
+                        "/api/conversations",
+                        body: ["initial_user_msg": .string("task \(index)")]
+                    )
+                    created.append(try #require(answer["conversation_id"]?.stringValue))
+                }
+                var seen: [String] = []
+                var cursor: String?
+                var pages = 0
+                repeat {
+                    let query = cursor.map { "&page_id=\($0)" } ?? ""
+                    let page = try await gateway.json(.get, "/api/conversations?limit=2\(query)")
+                    guard case .array(let results)? = page["results"] else { break }
+                    seen += results.compactMap { $0["conversation_id"]?.stringValue }
+                    cursor = page["next_page_id"]?.stringValue
+                    pages += 1
+                } while cursor != nil && pages < 10
+                #expect(pages == 3)
+                #expect(seen == created.reversed())
+            }
+        }
+    }
+}
