@@ -5,6 +5,7 @@ import HTTPClient
 import Logging
 import Messaging
 import ServiceLifecycle
+import Synchronization
 
 /// A gateway on a ``TestConversations`` bed, and a client for it that speaks for the bed's user.
 public struct TestGateway: Sendable {
@@ -104,4 +105,78 @@ struct ClosureService: Service {
     init(_ body: @escaping @Sendable () async throws -> Void) { self.body = body }
 
     func run() async throws { try await body() }
+}
+
+/// What a stream client saw: the events (in arrival order) and how the gateway closed the stream.
+public struct StreamedEvents: Sendable {
+    public var events: [JSONValue]
+    /// The WebSocket close code (or, for SSE, nil), and its reason.
+    public var closeCode: Int?
+    public var closeReason: String?
+    /// Frames that were not events (`{"type":"error",…}` answers to client frames; SSE `error` events).
+    public var other: [JSONValue]
+
+    public var ids: [Int] { events.compactMap { $0["id"]?.intValue } }
+}
+
+extension TestGateway {
+    /// Reads `GET /api/conversations/<conversation>/events/stream` until `done` says so, the stream ends, or
+    /// `timeout` passes (an error). `lastEventID` goes in the `Last-Event-ID` header.
+    public func serverSentEvents(
+        _ conversation: String,
+        lastEventID: Int? = nil,
+        timeout: Duration = .seconds(60),
+        until done: @escaping @Sendable (StreamedEvents) -> Bool
+    ) async throws -> StreamedEvents {
+        var headers: [(String, String)] = [("Authorization", "Bearer \(key)"), ("Accept", "text/event-stream")]
+        if let lastEventID { headers.append(("Last-Event-ID", String(lastEventID))) }
+        let request = HTTPRequest(
+            url: baseURL + "/api/conversations/\(conversation)/events/stream",
+            headers: HTTPHeaders(headers)
+        )
+        let http = http
+        return try await withTestTimeout(timeout, "SSE \(conversation)") {
+            let response = try await http.stream(request)
+            guard response.status == 200 else {
+                throw DeckhandError(
+                    .protocolViolation,
+                    "SSE answered \(response.status): \(String(decoding: try await response.collectBody(), as: UTF8.self))"
+                )
+            }
+            var seen = StreamedEvents(events: [], other: [])
+            for try await event in response.sseEvents {
+                guard let value = try? JSONValue(parsing: event.data) else { continue }
+                if event.event == "event" {
+                    seen.events.append(value)
+                    if let id = event.id, value["id"]?.intValue != Int(id) {
+                        throw DeckhandError(.protocolViolation, "SSE id \(id) does not match the event's id")
+                    }
+                } else {
+                    seen.other.append(value)
+                }
+                if done(seen) { break }
+            }
+            return seen
+        }
+    }
+}
+
+/// Runs `body`, failing with `SERVICE$TIMEOUT` (naming `what`) if it has not finished after `limit`.
+public func withTestTimeout<T: Sendable>(
+    _ limit: Duration,
+    _ what: String,
+    _ body: @escaping @Sendable () async throws -> T
+) async throws -> T {
+    try await withThrowingTaskGroup(of: T?.self) { group in
+        group.addTask { try await body() }
+        group.addTask {
+            try await Task.sleep(for: limit)
+            return nil
+        }
+        defer { group.cancelAll() }
+        guard let first = try await group.next(), let value = first else {
+            throw DeckhandError(.timeout, "\(what) did not finish within \(limit)")
+        }
+        return value
+    }
 }

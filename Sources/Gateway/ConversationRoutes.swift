@@ -156,11 +156,17 @@ struct ConversationRoutes: Sendable {
         let args = try body.object("args") ?? [:]
         let command = try Self.command(action: action, args: args, conversation: id)
         try await store.requireOwner(user, id)
+        try await perform(command, conversation: id, user: user)
+        return json(["success": true])
+    }
+
+    /// Publishes what a user action asks for (the caller checked that `user` owns the conversation).
+    func perform(_ command: UserCommand, conversation: UUID, user: UUID) async throws {
         switch command {
         case .message(let message): try await send(.message, message, user: user)
-        case .control(let command): try await send(command, ConversationTarget(conversationID: id), user: user)
+        case .control(let command):
+            try await send(command, ConversationTarget(conversationID: conversation), user: user)
         }
-        return json(["success": true])
     }
 
     enum UserCommand: Equatable {

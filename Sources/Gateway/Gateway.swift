@@ -19,6 +19,8 @@ public struct Gateway: Service {
     public let bus: CommandBus
     /// The deployment's name in advisory-lock keys (as the conversation workers have it).
     public let deployment: String
+    /// This gateway's name in its queue (`gateway.<instance>`) and logs.
+    public let instance: String
     let logger: Logger
     let onRunning: @Sendable (Int) async -> Void
 
@@ -27,6 +29,7 @@ public struct Gateway: Service {
         postgres: PostgresClient,
         bus: CommandBus,
         deployment: String = "default",
+        instance: String = Gateway.defaultInstance(),
         logger: Logger = Logger(label: "deckhand.gateway"),
         onRunning: @escaping @Sendable (Int) async -> Void = { _ in }
     ) {
@@ -34,6 +37,7 @@ public struct Gateway: Service {
         self.postgres = postgres
         self.bus = bus
         self.deployment = deployment
+        self.instance = instance
         self.logger = logger
         self.onRunning = onRunning
     }
@@ -52,8 +56,15 @@ public struct Gateway: Service {
                 "single-user mode: every request is \(settings.singleUser), with no key; keep the port private"
             )
         }
-        let router = makeRouter(authentication: authentication)
-        let webSockets = Router(context: GatewayRequestContext.self)
+        let hub = EventHub(
+            connection: bus.connection,
+            topology: bus.topology,
+            instance: instance,
+            bufferSize: settings.streamBuffer,
+            logger: logger
+        )
+        try await hub.declare()
+        let (router, webSockets) = makeRouters(authentication: authentication, hub: hub)
         let settings = settings
         let onRunning = onRunning
         let logger = logger
@@ -71,25 +82,55 @@ public struct Gateway: Service {
             },
             logger: logger
         )
-        try await app.run()
+        // The live feed runs beside the server; on a graceful shutdown the streams end first, so that the
+        // server's wait for its requests in flight is not a wait for clients that never leave.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await hub.run() }
+            group.addTask {
+                try await withGracefulShutdownHandler {
+                    try await app.run()
+                } onGracefulShutdown: {
+                    hub.finishAll()
+                }
+            }
+            defer { group.cancelAll() }
+            try await group.next()
+        }
     }
 
-    func makeRouter(authentication: Authentication) -> Router<GatewayRequestContext> {
+    /// The HTTP router and the WebSocket router, both behind ``GatewayMiddleware``.
+    func makeRouters(
+        authentication: Authentication,
+        hub: EventHub
+    )
+        -> (Router<GatewayRequestContext>, Router<GatewayRequestContext>)
+    {
+        let middleware = GatewayMiddleware(authentication: authentication, retryAfter: settings.retryAfterSeconds)
         let router = Router(context: GatewayRequestContext.self)
-        router.add(
-            middleware: GatewayMiddleware(authentication: authentication, retryAfter: settings.retryAfterSeconds)
-        )
+        router.add(middleware: middleware)
+        let webSockets = Router(context: GatewayRequestContext.self)
+        webSockets.add(middleware: middleware)
         router.get("alive") { _, _ in json(["status": "ok"]) }
         let health = Health(postgres: postgres, amqp: bus.connection)
         router.get("health") { _, _ in await health.response() }
-        ConversationRoutes(
+        let store = GatewayStore(postgres: postgres)
+        let routes = ConversationRoutes(
             settings: settings,
-            store: GatewayStore(postgres: postgres),
+            store: store,
             conversations: ConversationStore(postgres: postgres, deployment: deployment),
             bus: bus,
-            connections: { _ in 0 }
-        ).add(to: router)
-        return router
+            connections: { hub.subscribers(of: $0) }
+        )
+        routes.add(to: router)
+        EventStreams(hub: hub, store: store, authentication: authentication, routes: routes, logger: logger)
+            .add(to: router, webSockets: webSockets)
+        return (router, webSockets)
+    }
+
+    /// `<host>-<pid>-<random>`: unique among the gateways sharing a broker.
+    public static func defaultInstance() -> String {
+        let host = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "gateway"
+        return "\(host)-\(getpid())-\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
     }
 }
 

@@ -75,6 +75,14 @@ enum Authentication: Sendable {
         }
     }
 
+    /// The principal of a key sent some other way (a WebSocket's first frame); nil when it is not a live key.
+    func principal(forKey key: String) async throws -> Principal? {
+        switch self {
+        case .singleUser(let principal): return principal
+        case .apiKeys(let authenticator): return try await authenticator.principal(for: key)
+        }
+    }
+
     /// The key of an `Authorization: Bearer <key>` header.
     static func bearer(_ header: String?) -> String? {
         guard let header else { return nil }

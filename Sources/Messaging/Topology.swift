@@ -20,6 +20,8 @@ public struct Topology: Sendable, Equatable {
     public var conversationQueue: String { name("conversation.commands") }
     /// Sandbox provisioning and lifecycle commands.
     public var runtimeQueue: String { name("runtime.commands") }
+    /// A gateway's own queue of live events (exclusive, auto-deleted), bound per watched conversation.
+    public func gatewayQueue(instance: String) -> String { name("gateway.\(instance)") }
     /// Poison messages, for `deckhand dlq`.
     public var deadQueue: String { name("deckhand.dead") }
 
