@@ -15,6 +15,12 @@ public struct TestGateway: Sendable {
     public let key: String
     public let http: HTTPClient
 
+    public init(baseURL: String, key: String, http: HTTPClient) {
+        self.baseURL = baseURL
+        self.key = key
+        self.http = http
+    }
+
     /// Sends a request; `key` overrides the bed user's key (nil: the default, "" sends none).
     public func request(
         _ method: HTTPRequest.Method,

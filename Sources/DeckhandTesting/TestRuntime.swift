@@ -211,8 +211,14 @@ public final class TestRuntime: Sendable {
     }
 
     /// `deckhand <arguments>` (beside the test binary) as a child process on this test bed's schema and
-    /// broker, with `variables` added to the environment and its standard error appended to `log`.
-    public func launchDeckhand(_ arguments: [String], variables: [String: String], log: String) throws -> Process {
+    /// broker, with `variables` added to the environment, its standard error appended to `log` and its standard
+    /// output written to `standardOutput` (discarded when nil).
+    public func launchDeckhand(
+        _ arguments: [String],
+        variables: [String: String],
+        log: String,
+        standardOutput: String? = nil
+    ) throws -> Process {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: ProcessBackend.defaultBinary).deletingLastPathComponent()
             .appendingPathComponent("deckhand")
@@ -229,7 +235,12 @@ public final class TestRuntime: Sendable {
         let handle = FileHandle(forWritingAtPath: log)
         handle?.seekToEndOfFile()
         process.standardError = handle
-        process.standardOutput = FileHandle.nullDevice
+        if let standardOutput {
+            _ = FileManager.default.createFile(atPath: standardOutput, contents: nil)
+            process.standardOutput = FileHandle(forWritingAtPath: standardOutput)
+        } else {
+            process.standardOutput = FileHandle.nullDevice
+        }
         try process.run()
         return process
     }

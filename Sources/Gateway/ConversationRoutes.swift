@@ -87,18 +87,19 @@ struct ConversationRoutes: Sendable {
         ])
     }
 
-    /// `replay_json`: OpenHands sends the trajectory as a JSON string; an array is taken as it is.
+    /// `replay_json`: OpenHands sends the trajectory as a JSON string; an array (or `{"trajectory": […]}`) is
+    /// taken as it is.
     static func replay(_ body: JSONBody) throws -> JSONValue? {
-        guard let value = body.raw("replay_json") else { return nil }
+        guard var value = body.raw("replay_json") else { return nil }
+        if case .string(let text) = value, let parsed = try? JSONValue(parsing: text) { value = parsed }
         switch value {
         case .array: return value
-        case .string(let text):
-            guard case .array? = try? JSONValue(parsing: text) else {
-                throw APIError.invalidField("`replay_json` must be a JSON array of events (or a string holding one)")
-            }
-            return try JSONValue(parsing: text)
+        case .object where value["trajectory"].map({ if case .array = $0 { true } else { false } }) == true:
+            return value
         default:
-            throw APIError.invalidField("`replay_json` must be a JSON array of events (or a string holding one)")
+            throw APIError.invalidField(
+                "`replay_json` must be a JSON array of events, or {\"trajectory\": [...]} (or a string holding either)"
+            )
         }
     }
 

@@ -10,7 +10,8 @@ public enum BackendSelection {
     /// - `docker`: Docker only; the engine must answer.
     /// - `process`: process sandboxes only.
     /// - `auto`: Docker as the default when `docker.socket` is set and the engine answers, with process
-    ///   sandboxes beside it; otherwise process sandboxes only.
+    ///   sandboxes beside it; process sandboxes as the default (Docker beside them) when the engine lacks
+    ///   `runtime.image`; process sandboxes only when there is no engine.
     public static func make(
         configuration: DeckhandConfiguration,
         deployment: String,
@@ -50,7 +51,13 @@ public enum BackendSelection {
             if let socket = configuration.docker.socket {
                 do {
                     try await ping(socket, http: http)
-                    return ([docker(socket), try process()], .docker)
+                    if try await imageExists(runtime.image, socket: socket, http: http) {
+                        return ([docker(socket), try process()], .docker)
+                    }
+                    logger.warning(
+                        "the sandbox image \(runtime.image) is not in the Docker engine: using process sandboxes (deploy/sandbox/build-offline.sh builds it)"
+                    )
+                    return ([try process(), docker(socket)], .process)
                 } catch {
                     logger.warning(
                         "the Docker engine does not answer: using process sandboxes",
@@ -60,6 +67,14 @@ public enum BackendSelection {
             }
             return ([try process()], .process)
         }
+    }
+
+    /// Whether the Docker engine has `image`.
+    static func imageExists(_ image: String, socket: String, http: HTTPClient) async throws -> Bool {
+        let name = image.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(["/"])) ?? image
+        var request = HTTPRequest(method: .get, url: "http://localhost/images/\(name)/json", unixSocketPath: socket)
+        request.timeout = .seconds(5)
+        return try await http.execute(request).status == 200
     }
 
     static func ping(_ socket: String, http: HTTPClient) async throws {

@@ -48,13 +48,15 @@ struct ConversationWorkerCommand: AsyncParsableCommand {
                 sandboxBackend: sandboxBackend
             )
             if let workerID { workerConfiguration.workerID = workerID }
-            return ConversationWorker(
-                configuration: workerConfiguration,
-                bus: CommandBus(connection: resources.amqp, topology: resources.topology),
-                store: ConversationStore(postgres: resources.postgres, deployment: deployment),
-                http: resources.http,
-                logger: logger
-            )
+            return [
+                ConversationWorker(
+                    configuration: workerConfiguration,
+                    bus: CommandBus(connection: resources.amqp, topology: resources.topology),
+                    store: ConversationStore(postgres: resources.postgres, deployment: deployment),
+                    http: resources.http,
+                    logger: logger
+                )
+            ]
         }
     }
 }

@@ -36,13 +36,15 @@ struct GatewayCommand: AsyncParsableCommand {
             namespace: namespace,
             logger: logger
         ) { resources in
-            Gateway(
-                settings: configuration.gateway,
-                postgres: resources.postgres,
-                bus: CommandBus(connection: resources.amqp, topology: resources.topology),
-                deployment: deployment,
-                logger: logger
-            )
+            [
+                Gateway(
+                    settings: configuration.gateway,
+                    postgres: resources.postgres,
+                    bus: CommandBus(connection: resources.amqp, topology: resources.topology),
+                    deployment: deployment,
+                    logger: logger
+                )
+            ]
         }
     }
 }

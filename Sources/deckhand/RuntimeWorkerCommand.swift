@@ -47,14 +47,16 @@ struct RuntimeWorkerCommand: AsyncParsableCommand {
                 prefetch: configuration.amqp.prefetch
             )
             if let workerID { workerConfiguration.workerID = workerID }
-            return RuntimeWorker(
-                configuration: workerConfiguration,
-                bus: CommandBus(connection: resources.amqp, topology: resources.topology),
-                store: SandboxStore(postgres: resources.postgres, deployment: deployment),
-                backends: backends,
-                http: resources.http,
-                logger: logger
-            )
+            return [
+                RuntimeWorker(
+                    configuration: workerConfiguration,
+                    bus: CommandBus(connection: resources.amqp, topology: resources.topology),
+                    store: SandboxStore(postgres: resources.postgres, deployment: deployment),
+                    backends: backends,
+                    http: resources.http,
+                    logger: logger
+                )
+            ]
         }
     }
 }

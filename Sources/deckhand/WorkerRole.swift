@@ -17,14 +17,14 @@ struct WorkerResources: Sendable {
     let topology: Topology
 }
 
-/// Runs a worker role: opens its resources, runs the service `makeService` builds until SIGTERM or SIGINT
-/// (its graceful shutdown), and closes everything. A failure is logged and ends the program with exit 1.
+/// Runs a worker role: opens its resources, runs the services `makeServices` builds until SIGTERM or SIGINT
+/// (their graceful shutdown, in reverse order), and closes everything. A failure is logged and ends the program with exit 1.
 func runWorkerRole(
     name: String,
     configuration: DeckhandConfiguration,
     namespace: String,
     logger: Logger,
-    makeService: (WorkerResources) async throws -> any Service
+    makeServices: (WorkerResources) async throws -> [any Service]
 ) async throws {
     let postgres = PostgresClient(settings: configuration.postgres)
     let http = try HTTPClient()
@@ -40,11 +40,11 @@ func runWorkerRole(
         connection = amqp
         let topology = Topology(namespace: namespace)
         try await topology.declare(on: amqp)
-        let service = try await makeService(
+        let services = try await makeServices(
             WorkerResources(postgres: postgres, http: http, amqp: amqp, topology: topology)
         )
         let group = ServiceGroup(
-            configuration: .init(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+            configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         )
         try await group.run()
     } catch {

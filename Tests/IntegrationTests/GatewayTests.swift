@@ -120,6 +120,57 @@ import Testing
         }
     }
 
+    @Test func deckhandDevRunsTheWholeStackAndPrintsAKey() async throws {
+        try await TestConversations.with { bed in
+            let model = "dev-\(UUID().uuidString.prefix(8))"
+            bed.llm.register(.init(steps: [.bash("echo from-dev"), .finish("Done.")]), model: model)
+            let output = bed.runtime.processRoot + "-dev.out"
+            let log = bed.runtime.processRoot + "-dev.log"
+            let process = try bed.runtime.launchDeckhand(
+                ["dev", "--namespace", bed.runtime.namespace, "--port", "0", "--user", "dev-\(UUID())"],
+                variables: [
+                    "DECKHAND_RUNTIME_BACKEND": "process",
+                    "DECKHAND_RUNTIME_WORKSPACE_ROOT": URL(fileURLWithPath: bed.runtime.processRoot)
+                        .deletingLastPathComponent().path,
+                    "DECKHAND_LLM_BASE_URL": bed.llmBaseURL,
+                    "DECKHAND_LLM_API_KEY": "sk-test-dev-key",
+                    "DECKHAND_LOG_LEVEL": "notice",
+                ],
+                log: log,
+                standardOutput: output
+            )
+            defer { if process.isRunning { process.terminate() } }
+            var banner = ""
+            let deadline = ContinuousClock.now + .seconds(60)
+            while !banner.contains("API key") && process.isRunning && ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(50))
+                banner = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
+            }
+            let logged = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+            let url = try #require(
+                banner.split(separator: " ").first { $0.hasPrefix("http://127.0.0.1:") }.map(String.init),
+                "no URL in: \(banner) \(logged)"
+            )
+            let key = try #require(banner.split(separator: " ").first { $0.hasPrefix("dh_") && $0.count >= 67 })
+            let gateway = TestGateway(baseURL: url, key: String(key.prefix(67)), http: bed.runtime.http)
+            let created = try await gateway.json(
+                .post,
+                "/api/conversations",
+                body: ["initial_user_msg": "Go.", "llm_model": .string(model)]
+            )
+            let id = try #require(created["conversation_id"]?.stringValue)
+            let finished = try await Self.waitForState(gateway, id, ["finished", "error"])
+            #expect(finished["agent_state"] == "finished")
+            #expect(!logged.contains(String(key.prefix(67))), "the key is printed once, never logged")
+
+            process.terminate()
+            process.waitUntilExit()
+            #expect(process.terminationStatus == 0)
+            let after = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+            #expect(!after.contains("sk-test-dev-key"))
+        }
+    }
+
     @Test func everyRouteNeedsAKeyAndOnlyTheOwnerSeesAConversation() async throws {
         try await TestConversations.with { bed in
             try await bed.withGateway { gateway in

@@ -1,0 +1,104 @@
+import ArgumentParser
+import ConversationWorker
+import DeckhandCore
+import Foundation
+import Gateway
+import Logging
+import Messaging
+import RuntimeManager
+
+/// `deckhand dev`: the whole stack in one process against the local services (DESIGN §1).
+struct DevCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dev",
+        abstract: "Run a gateway, a conversation worker and a runtime worker in one process, for one machine.",
+        discussion: """
+            Uses the local RabbitMQ and PostgreSQL (deploy/local/services.sh start), Docker sandboxes when the \
+            engine answers and has the sandbox image, process sandboxes otherwise. Creates the user --user if \
+            needed and prints a new API key for it, and the API's URL. The model is llm.* \
+            (DECKHAND_LLM_BASE_URL, DECKHAND_LLM_API_KEY, DECKHAND_LLM_MODEL); without one, conversations can \
+            still replay a trajectory (replay_json). SIGTERM or SIGINT stops everything gracefully.
+            """
+    )
+
+    @OptionGroup var options: GlobalOptions
+
+    @Option(help: "Prefix of every exchange and queue name.")
+    var namespace = ""
+
+    @Option(help: "Override gateway.port (0: any free port).")
+    var port: Int?
+
+    @Option(help: "The user to create a key for.")
+    var user = "local"
+
+    func run() async throws {
+        var configuration = try options.loadConfiguration()
+        if let port { configuration.gateway.port = port }
+        // Each step in flight holds a connection; the gateway and the runtime worker need some more.
+        configuration.postgres.poolSize = max(configuration.postgres.poolSize, configuration.amqp.prefetch + 12)
+        let logger = Logger(label: "deckhand.dev")
+        let deployment = namespace.isEmpty ? "default" : namespace
+        let user = user
+        let host = configuration.gateway.host
+
+        try await runWorkerRole(
+            name: "deckhand-dev",
+            configuration: configuration,
+            namespace: namespace,
+            logger: logger
+        ) { resources in
+            let bus = CommandBus(connection: resources.amqp, topology: resources.topology)
+            let (backends, defaultBackend) = try await BackendSelection.make(
+                configuration: configuration,
+                deployment: deployment,
+                http: resources.http,
+                logger: Logger(label: "deckhand.runtime")
+            )
+            let key = try await APIKeyStore(postgres: resources.postgres).create(user: user, name: "deckhand dev")
+            let runtime = RuntimeWorker(
+                configuration: .init(
+                    settings: configuration.runtime,
+                    defaultBackend: defaultBackend,
+                    prefetch: configuration.amqp.prefetch
+                ),
+                bus: bus,
+                store: SandboxStore(postgres: resources.postgres, deployment: deployment),
+                backends: backends,
+                http: resources.http,
+                logger: Logger(label: "deckhand.runtime")
+            )
+            let conversations = ConversationWorker(
+                configuration: .init(
+                    agent: configuration.agent,
+                    llm: configuration.llm,
+                    prefetch: configuration.amqp.prefetch
+                ),
+                bus: bus,
+                store: ConversationStore(postgres: resources.postgres, deployment: deployment),
+                http: resources.http,
+                logger: Logger(label: "deckhand.conversation")
+            )
+            let gateway = Gateway(
+                settings: configuration.gateway,
+                postgres: resources.postgres,
+                bus: bus,
+                deployment: deployment,
+                logger: Logger(label: "deckhand.gateway"),
+                onRunning: { port in
+                    let url = "http://\(host):\(port)"
+                    let banner = """
+                        Deckhand is running: \(url) (sandboxes: \(defaultBackend.rawValue))
+                        API key of user \(user) (shown once): \(key.key)
+                          export DECKHAND_URL=\(url) DECKHAND_KEY=\(key.key)
+                          curl -H "Authorization: Bearer $DECKHAND_KEY" $DECKHAND_URL/api/conversations
+
+                        """
+                    FileHandle.standardOutput.write(Data(banner.utf8))
+                }
+            )
+            // Shut down in reverse: the gateway stops taking requests first, the runtime worker goes last.
+            return [runtime, conversations, gateway]
+        }
+    }
+}
