@@ -14,11 +14,15 @@ public struct TestGateway: Sendable {
     /// An API key of the bed's user.
     public let key: String
     public let http: HTTPClient
+    /// When set, every response of ``request(_:_:body:key:headers:)`` is checked against the gateway's
+    /// `/openapi.json`, and one that does not match it is an error.
+    public let validator: OpenAPIValidator?
 
-    public init(baseURL: String, key: String, http: HTTPClient) {
+    public init(baseURL: String, key: String, http: HTTPClient, validator: OpenAPIValidator? = nil) {
         self.baseURL = baseURL
         self.key = key
         self.http = http
+        self.validator = validator
     }
 
     /// Sends a request; `key` overrides the bed user's key (nil: the default, "" sends none).
@@ -33,7 +37,7 @@ public struct TestGateway: Sendable {
         let key = key ?? self.key
         if !key.isEmpty { fields.append(("Authorization", "Bearer \(key)")) }
         if body != nil { fields.append(("Content-Type", "application/json")) }
-        return try await http.execute(
+        let response = try await http.execute(
             HTTPRequest(
                 method: method,
                 url: baseURL + path,
@@ -42,6 +46,18 @@ public struct TestGateway: Sendable {
                 timeout: .seconds(30)
             )
         )
+        if let validator,
+            let problem = validator.problem(
+                method: method.rawValue,
+                path: path,
+                status: response.status,
+                contentType: response.headers["content-type"],
+                body: response.body
+            )
+        {
+            throw DeckhandError(.protocolViolation, "the response does not match /openapi.json: \(problem)")
+        }
+        return response
     }
 
     /// Sends a request and parses the JSON answer; fails unless the status is `expect`.
@@ -99,7 +115,10 @@ extension TestConversations {
             guard let bound = await ports.next() else {
                 throw DeckhandError(.unavailable, "the gateway did not start")
             }
-            return try await body(TestGateway(baseURL: "http://127.0.0.1:\(bound)", key: key, http: runtime.http))
+            let baseURL = "http://127.0.0.1:\(bound)"
+            let document = try await runtime.http.execute(HTTPRequest(url: baseURL + "/openapi.json"))
+            let validator = try OpenAPIValidator(document: try JSONValue(parsing: document.body))
+            return try await body(TestGateway(baseURL: baseURL, key: key, http: runtime.http, validator: validator))
         }
     }
 }

@@ -15,6 +15,7 @@ struct ConversationRoutes: Sendable {
     let store: GatewayStore
     let conversations: ConversationStore
     let bus: CommandBus
+    let metrics: GatewayMetrics
     /// This gateway's stream clients of a conversation (`num_connections`).
     let connections: @Sendable (UUID) -> Int
 
@@ -271,7 +272,13 @@ struct ConversationRoutes: Sendable {
     /// Publishes a conversation command; fails at once (503) while RabbitMQ is not connected.
     func send<Payload: Encodable>(_ command: ConversationCommand, _ payload: Payload, user: UUID) async throws {
         try requireBroker()
-        try await bus.send(command.rawValue, payload, to: bus.topology.conversationQueue, userID: user.apiString)
+        do {
+            try await bus.send(command.rawValue, payload, to: bus.topology.conversationQueue, userID: user.apiString)
+            metrics.command(command.rawValue, confirmed: true)
+        } catch {
+            metrics.command(command.rawValue, confirmed: false)
+            throw error
+        }
     }
 
     func requireBroker() throws {

@@ -19,6 +19,7 @@ struct EventStreams: Sendable {
     let store: GatewayStore
     let authentication: Authentication
     let routes: ConversationRoutes
+    let metrics: GatewayMetrics
     let logger: Logger
 
     /// How long a WebSocket client without a key in its request has to send `{"type":"auth","api_key":…}`.
@@ -113,7 +114,11 @@ struct EventStreams: Sendable {
             status: .ok,
             headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"],
             body: ResponseBody { [self] writer in
-                defer { subscription.close() }
+                metrics.streamOpened("sse")
+                defer {
+                    subscription.close()
+                    metrics.streamClosed("sse")
+                }
                 do {
                     try await feed(subscription, after: after) { id, json in
                         try await writer.write(ByteBuffer(string: "id: \(id)\nevent: event\ndata: \(json)\n\n"))
@@ -122,6 +127,7 @@ struct EventStreams: Sendable {
                     }
                 } catch Ending.tooSlow {
                     subscription.close()
+                    metrics.streamCut()
                     let reason: JSONValue = ["code": "STREAM$TOO_SLOW", "message": .string(Self.tooSlowMessage)]
                     try await writer.write(ByteBuffer(string: "event: error\ndata: \(reason.serialized)\n\n"))
                     logger.notice(
@@ -214,7 +220,11 @@ struct EventStreams: Sendable {
                     return
                 }
                 let subscription = try await hub.subscribe(conversation)
-                defer { subscription.close() }
+                metrics.streamOpened("websocket")
+                defer {
+                    subscription.close()
+                    metrics.streamClosed("websocket")
+                }
                 do {
                     // In a task of its own, so that a cut-off can interrupt a write the client never reads.
                     let feeding = Task {
@@ -237,6 +247,7 @@ struct EventStreams: Sendable {
                 } catch Ending.tooSlow {
                     // Released before the close frame, which a client that reads nothing never lets through.
                     subscription.close()
+                    metrics.streamCut()
                     try await Self.close(outbound, CloseCode.tooSlow, reason: Self.tooSlowMessage)
                 }
             }

@@ -6,6 +6,7 @@ import Hummingbird
 import HummingbirdWebSocket
 import Logging
 import Messaging
+import NIOCore
 import Postgres
 import ServiceLifecycle
 import Synchronization
@@ -21,6 +22,7 @@ public struct Gateway: Service {
     public let deployment: String
     /// This gateway's name in its queue (`gateway.<instance>`) and logs.
     public let instance: String
+    public let metrics: GatewayMetrics
     let logger: Logger
     let onRunning: @Sendable (Int) async -> Void
 
@@ -30,6 +32,7 @@ public struct Gateway: Service {
         bus: CommandBus,
         deployment: String = "default",
         instance: String = Gateway.defaultInstance(),
+        metrics: GatewayMetrics = GatewayMetrics(),
         logger: Logger = Logger(label: "deckhand.gateway"),
         onRunning: @escaping @Sendable (Int) async -> Void = { _ in }
     ) {
@@ -38,6 +41,7 @@ public struct Gateway: Service {
         self.bus = bus
         self.deployment = deployment
         self.instance = instance
+        self.metrics = metrics
         self.logger = logger
         self.onRunning = onRunning
     }
@@ -105,25 +109,47 @@ public struct Gateway: Service {
     )
         -> (Router<GatewayRequestContext>, Router<GatewayRequestContext>)
     {
-        let middleware = GatewayMiddleware(authentication: authentication, retryAfter: settings.retryAfterSeconds)
+        let middleware = GatewayMiddleware(
+            authentication: authentication,
+            retryAfter: settings.retryAfterSeconds,
+            metrics: metrics
+        )
         let router = Router(context: GatewayRequestContext.self)
         router.add(middleware: middleware)
         let webSockets = Router(context: GatewayRequestContext.self)
         webSockets.add(middleware: middleware)
         router.get("alive") { _, _ in json(["status": "ok"]) }
+        router.get("openapi.json") { _, _ in rawJSON(OpenAPIDocument.json) }
         let health = Health(postgres: postgres, amqp: bus.connection)
         router.get("health") { _, _ in await health.response() }
+        let metrics = metrics
+        let bus = bus
+        router.get("metrics") { _, _ in
+            Response(
+                status: .ok,
+                headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: ResponseBody(byteBuffer: ByteBuffer(bytes: await metrics.exposition(bus: bus)))
+            )
+        }
         let store = GatewayStore(postgres: postgres)
         let routes = ConversationRoutes(
             settings: settings,
             store: store,
             conversations: ConversationStore(postgres: postgres, deployment: deployment),
             bus: bus,
+            metrics: metrics,
             connections: { hub.subscribers(of: $0) }
         )
         routes.add(to: router)
-        EventStreams(hub: hub, store: store, authentication: authentication, routes: routes, logger: logger)
-            .add(to: router, webSockets: webSockets)
+        EventStreams(
+            hub: hub,
+            store: store,
+            authentication: authentication,
+            routes: routes,
+            metrics: metrics,
+            logger: logger
+        )
+        .add(to: router, webSockets: webSockets)
         return (router, webSockets)
     }
 

@@ -11,6 +11,7 @@ struct GatewayMiddleware: RouterMiddleware {
 
     let authentication: Authentication
     let retryAfter: Int
+    let metrics: GatewayMetrics
 
     /// Routes anyone may call: liveness, health, metrics and the API description.
     static let openPaths: Set<String> = ["/alive", "/health", "/metrics", "/openapi.json"]
@@ -21,6 +22,22 @@ struct GatewayMiddleware: RouterMiddleware {
         next: (Request, Context) async throws -> Response
     ) async throws -> Response {
         var context = context
+        let started = ContinuousClock.now
+        let response = await answer(request, &context, next: next)
+        metrics.request(
+            route: context.endpointPath ?? "unmatched",
+            method: request.method.rawValue,
+            status: response.status.code,
+            duration: ContinuousClock.now - started
+        )
+        return response
+    }
+
+    private func answer(
+        _ request: Request,
+        _ context: inout Context,
+        next: (Request, Context) async throws -> Response
+    ) async -> Response {
         do {
             let path = request.uri.path
             if !Self.openPaths.contains(path) {

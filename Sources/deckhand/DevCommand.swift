@@ -37,6 +37,7 @@ struct DevCommand: AsyncParsableCommand {
         if let port { configuration.gateway.port = port }
         // Each step in flight holds a connection; the gateway and the runtime worker need some more.
         configuration.postgres.poolSize = max(configuration.postgres.poolSize, configuration.amqp.prefetch + 12)
+        let metrics = bootstrapMetrics()
         let logger = Logger(label: "deckhand.dev")
         let deployment = namespace.isEmpty ? "default" : namespace
         let user = user
@@ -84,6 +85,7 @@ struct DevCommand: AsyncParsableCommand {
                 postgres: resources.postgres,
                 bus: bus,
                 deployment: deployment,
+                metrics: metrics,
                 logger: Logger(label: "deckhand.gateway"),
                 onRunning: { port in
                     let url = "http://\(host):\(port)"

@@ -28,6 +28,7 @@ struct GatewayCommand: AsyncParsableCommand {
     func run() async throws {
         var configuration = try options.loadConfiguration()
         if let port { configuration.gateway.port = port }
+        let metrics = bootstrapMetrics()
         let logger = Logger(label: "deckhand.gateway")
         let deployment = namespace.isEmpty ? "default" : namespace
         try await runWorkerRole(
@@ -42,6 +43,7 @@ struct GatewayCommand: AsyncParsableCommand {
                     postgres: resources.postgres,
                     bus: CommandBus(connection: resources.amqp, topology: resources.topology),
                     deployment: deployment,
+                    metrics: metrics,
                     logger: logger
                 )
             ]

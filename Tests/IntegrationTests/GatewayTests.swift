@@ -3,6 +3,7 @@ import DeckhandTesting
 import Foundation
 import Gateway
 import HTTPClient
+import Messaging
 import Testing
 
 /// The gateway's HTTP API against real RabbitMQ, PostgreSQL, workers and process sandboxes.
@@ -168,6 +169,89 @@ import Testing
             #expect(process.terminationStatus == 0)
             let after = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
             #expect(!after.contains("sk-test-dev-key"))
+        }
+    }
+
+    @Test func metricsCountRequestsCommandsAndQueues() async throws {
+        try await TestConversations.with { bed in
+            try await bed.withGateway { gateway in
+                let created = try await gateway.json(.post, "/api/conversations", body: ["initial_user_msg": "hi"])
+                let id = try #require(created["conversation_id"]?.stringValue)
+                _ = try await gateway.json(.get, "/api/conversations/\(id)")
+                _ = try await gateway.request(.get, "/api/conversations/\(id)", key: "")
+                let response = try await gateway.request(.get, "/metrics", key: "")
+                #expect(response.status == 200)
+                #expect(response.headers["content-type"]?.hasPrefix("text/plain") == true)
+                let text = response.text
+                for line in [
+                    #"deckhand_http_requests_total{route="/api/conversations",method="POST",status="200"} 1"#,
+                    #"deckhand_http_requests_total{route="/api/conversations/{id}",method="GET",status="200"} 1"#,
+                    #"deckhand_http_requests_total{route="/api/conversations/{id}",method="GET",status="401"} 1"#,
+                    #"deckhand_gateway_commands_total{command="start",outcome="confirmed"} 1"#,
+                    // No conversation worker runs: the start command waits in the queue.
+                    #"deckhand_queue_messages{queue="\#(bed.runtime.topology.conversationQueue)"} 1"#,
+                ] {
+                    #expect(text.contains(line), "missing \(line) in:\n\(text)")
+                }
+                #expect(
+                    text.contains(
+                        "deckhand_http_request_duration_seconds_bucket{route=\"/api/conversations\",method=\"POST\""
+                    )
+                )
+            }
+        }
+    }
+
+    @Test func theOpenAPIDocumentCoversEveryRouteAndItsCheckCatchesDepartures() async throws {
+        try await TestConversations.with { bed in
+            try await bed.withGateway { gateway in
+                let validator = try #require(gateway.validator)
+                guard case .object(let paths)? = validator.document["paths"] else {
+                    Issue.record("no paths")
+                    return
+                }
+                #expect(
+                    Set(paths.keys) == [
+                        "/api/conversations", "/api/conversations/{id}", "/api/conversations/{id}/start",
+                        "/api/conversations/{id}/stop", "/api/conversations/{id}/message",
+                        "/api/conversations/{id}/events", "/api/conversations/{id}/events/stream",
+                        "/api/conversations/{id}/trajectory", "/sockets/events/{id}", "/alive", "/health", "/metrics",
+                        "/openapi.json",
+                    ]
+                )
+                let created = try await gateway.json(.post, "/api/conversations", body: ["initial_user_msg": "hi"])
+                let id = try #require(created["conversation_id"]?.stringValue)
+                let info = try await gateway.request(.get, "/api/conversations/\(id)")
+                let path = "/api/conversations/\(id)"
+                func problem(_ body: JSONValue, status: Int = 200) -> String? {
+                    validator.problem(
+                        method: "GET",
+                        path: path,
+                        status: status,
+                        contentType: "application/json",
+                        body: Array(body.serialized.utf8)
+                    )
+                }
+                let good = try JSONValue(parsing: info.body)
+                #expect(problem(good) == nil)
+                guard case .object(var fields) = good else { return }
+                fields["agent_state"] = "dancing"
+                #expect(problem(.object(fields))?.contains("agent_state") == true)
+                fields["agent_state"] = "running"
+                fields["num_connections"] = "one"
+                #expect(problem(.object(fields))?.contains("num_connections") == true)
+                fields["num_connections"] = 0
+                fields["surprise"] = true
+                #expect(problem(.object(fields))?.contains("surprise") == true)
+                fields["surprise"] = nil
+                fields["conversation_id"] = nil
+                #expect(problem(.object(fields))?.contains("conversation_id") == true)
+                #expect(problem(good, status: 418)?.contains("418") == true)
+                #expect(
+                    validator.problem(method: "GET", path: path, status: 200, contentType: "text/html", body: [])?
+                        .contains("content type") == true
+                )
+            }
         }
     }
 

@@ -1,0 +1,392 @@
+import DeckhandCore
+
+/// `GET /openapi.json`: the OpenAPI 3.1 description of every route, with request and response schemas.
+/// The integration tests validate every response they get against it.
+enum OpenAPIDocument {
+    static let json: String = document.serialized
+
+    // MARK: Schema helpers
+
+    static func ref(_ name: String) -> JSONValue { ["$ref": .string("#/components/schemas/\(name)")] }
+    static let string: JSONValue = ["type": "string"]
+    static let nullableString: JSONValue = ["type": ["string", "null"]]
+    static let integer: JSONValue = ["type": "integer"]
+    static let number: JSONValue = ["type": "number"]
+    static let boolean: JSONValue = ["type": "boolean"]
+
+    static func object(
+        _ properties: [String: JSONValue],
+        required: [String] = [],
+        additional: JSONValue = false,
+        description: String? = nil
+    ) -> JSONValue {
+        var schema: [String: JSONValue] = [
+            "type": "object",
+            "properties": .object(properties),
+            "additionalProperties": additional,
+        ]
+        if !required.isEmpty { schema["required"] = .array(required.map(JSONValue.string)) }
+        if let description { schema["description"] = .string(description) }
+        return .object(schema)
+    }
+
+    static func array(_ items: JSONValue) -> JSONValue { ["type": "array", "items": items] }
+
+    static func enumeration(_ values: [String], nullable: Bool = false) -> JSONValue {
+        [
+            "type": nullable ? ["string", "null"] : "string",
+            "enum": .array(values.map(JSONValue.string) + (nullable ? [.null] : [])),
+        ]
+    }
+
+    // MARK: Operations
+
+    static func content(_ schema: JSONValue, type: String = "application/json") -> JSONValue {
+        [type: ["schema": schema]]
+    }
+
+    static let errorResponse: JSONValue = ["description": "An error", "content": content(ref("Error"))]
+
+    /// An operation: its answers (status → schema), the common errors, parameters, a body.
+    static func operation(
+        _ summary: String,
+        id: String,
+        ok: JSONValue,
+        okStatus: String = "200",
+        okType: String = "application/json",
+        body: JSONValue? = nil,
+        bodyType: String = "application/json",
+        parameters: [JSONValue] = [],
+        errors: [String] = ["401", "404", "422", "503"],
+        open: Bool = false
+    ) -> JSONValue {
+        var responses: [String: JSONValue] = [
+            okStatus: ["description": "Success", "content": content(ok, type: okType)]
+        ]
+        for status in errors { responses[status] = errorResponse }
+        var operation: [String: JSONValue] = [
+            "summary": .string(summary), "operationId": .string(id), "responses": .object(responses),
+        ]
+        if !parameters.isEmpty { operation["parameters"] = .array(parameters) }
+        if let body { operation["requestBody"] = ["required": true, "content": content(body, type: bodyType)] }
+        if open { operation["security"] = [] }
+        return .object(operation)
+    }
+
+    static func parameter(_ name: String, in location: String, _ schema: JSONValue, _ description: String) -> JSONValue
+    {
+        [
+            "name": .string(name), "in": .string(location), "required": .bool(location == "path"),
+            "schema": schema, "description": .string(description),
+        ]
+    }
+
+    static let conversationID = parameter(
+        "id",
+        in: "path",
+        string,
+        "The conversation id: a UUID, with or without dashes."
+    )
+
+    // MARK: The document
+
+    static let agentStates = [
+        "loading", "running", "awaiting_user_input", "paused", "stopped", "finished", "rejected", "error",
+        "awaiting_user_confirmation", "user_confirmed", "user_rejected", "rate_limited",
+    ]
+
+    static let schemas: [String: JSONValue] = [
+        "Error": object(
+            ["status": enumeration(["error"]), "code": string, "message": string],
+            required: ["status", "code", "message"],
+            description: "Every error: a stable code (such as CONVERSATION$NOT_FOUND) and a human message."
+        ),
+        "ConversationInfo": object(
+            [
+                "conversation_id": string, "title": string, "created_at": string, "last_updated_at": string,
+                "status": enumeration(["STARTING", "RUNNING", "STOPPED", "ARCHIVED", "ERROR"]),
+                "runtime_status": nullableString, "selected_repository": nullableString,
+                "selected_branch": nullableString, "git_provider": nullableString, "trigger": nullableString,
+                "url": string, "session_api_key": ["type": "null"], "num_connections": integer,
+                "conversation_version": enumeration(["V0"]), "agent_state": enumeration(agentStates),
+                "sandbox_id": nullableString, "llm_model": nullableString, "prompt_tokens": integer,
+                "completion_tokens": integer, "accumulated_cost": number,
+            ],
+            required: [
+                "conversation_id", "title", "created_at", "last_updated_at", "status", "runtime_status", "url",
+                "session_api_key", "num_connections", "conversation_version", "agent_state",
+            ],
+            description:
+                "OpenHands' ConversationInfo; Deckhand adds agent_state, sandbox_id, llm_model and the token and cost totals. num_connections counts this gateway's stream clients."
+        ),
+        "ConversationPage": object(
+            ["results": array(ref("ConversationInfo")), "next_page_id": nullableString],
+            required: ["results", "next_page_id"]
+        ),
+        "NewConversation": object(
+            [
+                "initial_user_msg": string, "image_urls": array(string), "repository": string,
+                "selected_branch": string, "git_provider": string, "conversation_instructions": string,
+                "replay_json": [
+                    "description":
+                        "An OpenHands trajectory (an array of events, or {\"trajectory\": [...]}), or a string holding one."
+                ],
+                "runtime": enumeration(RuntimeSettings.Backend.allCases.map(\.rawValue)),
+                "llm_model": string, "max_iterations": ["type": "integer", "minimum": 1, "maximum": 100_000],
+                "max_budget_per_task": ["type": "number", "minimum": 0],
+            ],
+            description: "Every field is optional; an unknown field is a 422."
+        ),
+        "ConversationCreated": object(
+            [
+                "status": enumeration(["ok"]), "conversation_id": string,
+                "conversation_status": enumeration(["STARTING", "RUNNING"]), "message": ["type": "null"],
+            ],
+            required: ["status", "conversation_id", "conversation_status", "message"]
+        ),
+        "ConversationResponse": object(
+            [
+                "status": enumeration(["ok"]), "conversation_id": string,
+                "conversation_status": enumeration(["STARTING", "RUNNING", "STOPPED", "ARCHIVED", "ERROR"]),
+                "message": nullableString,
+            ],
+            required: ["status", "conversation_id", "conversation_status", "message"]
+        ),
+        "Success": object(["success": ["const": true]], required: ["success"]),
+        "Event": object(
+            [
+                "id": integer, "timestamp": string, "source": enumeration(["agent", "user", "environment"]),
+                "message": string, "cause": ["type": ["integer", "null"]], "action": string,
+                "args": ["type": "object"], "observation": string, "content": string, "extras": ["type": "object"],
+                "success": boolean, "tool_call_metadata": ["type": ["object", "null"]],
+                "llm_metrics": ["type": ["object", "null"]], "timeout": ["type": ["number", "null"]],
+            ],
+            required: ["id", "source"],
+            additional: true,
+            description:
+                "An OpenHands V0 event: an action (action + args) or an observation (observation + content + extras)."
+        ),
+        "EventPage": object(["events": array(ref("Event")), "has_more": boolean], required: ["events", "has_more"]),
+        "Trajectory": object(["trajectory": array(ref("Event"))], required: ["trajectory"]),
+        "UserAction": object(
+            ["action": enumeration(["message", "change_agent_state"]), "args": ["type": "object"]],
+            required: ["action"],
+            description:
+                "{action: message, args: {content, image_urls?}} or {action: change_agent_state, args: {agent_state: stopped|paused|running}}."
+        ),
+        "Health": object(
+            [
+                "status": enumeration(["ok", "unavailable"]),
+                "dependencies": object(
+                    ["rabbitmq": ref("Dependency"), "postgresql": ref("Dependency")],
+                    required: ["rabbitmq", "postgresql"]
+                ),
+            ],
+            required: ["status", "dependencies"]
+        ),
+        "Dependency": object(
+            [
+                "status": enumeration(["ok", "unavailable"]), "version": nullableString, "error": string,
+                "latency_ms": number,
+            ],
+            required: ["status"]
+        ),
+    ]
+
+    static let paths: [String: JSONValue] = [
+        "/api/conversations": [
+            "post": operation(
+                "Create a conversation and start its agent",
+                id: "createConversation",
+                ok: ref("ConversationCreated"),
+                body: ref("NewConversation"),
+                errors: ["400", "401", "413", "422", "503"]
+            ),
+            "get": operation(
+                "List the caller's conversations, newest first",
+                id: "listConversations",
+                ok: ref("ConversationPage"),
+                parameters: [
+                    parameter("page_id", in: "query", string, "The next_page_id of the previous page."),
+                    parameter("limit", in: "query", ["type": "integer", "minimum": 1, "maximum": 100], "Default 20."),
+                ],
+                errors: ["401", "422", "503"]
+            ),
+        ],
+        "/api/conversations/{id}": [
+            "get": operation(
+                "A conversation",
+                id: "getConversation",
+                ok: ref("ConversationInfo"),
+                parameters: [conversationID]
+            ),
+            "patch": operation(
+                "Rename a conversation",
+                id: "renameConversation",
+                ok: ["const": true],
+                body: object(["title": ["type": "string", "minLength": 1, "maxLength": 200]], required: ["title"]),
+                parameters: [conversationID],
+                errors: ["400", "401", "404", "413", "422", "503"]
+            ),
+            "delete": operation(
+                "Stop the agent, destroy the sandbox and delete the conversation",
+                id: "deleteConversation",
+                ok: ["const": true],
+                parameters: [conversationID]
+            ),
+        ],
+        "/api/conversations/{id}/start": [
+            "post": operation(
+                "Start (or wake) the conversation; idempotent",
+                id: "startConversation",
+                ok: ref("ConversationResponse"),
+                body: object([:]),
+                parameters: [conversationID],
+                errors: ["400", "401", "404", "413", "422", "503"]
+            )
+        ],
+        "/api/conversations/{id}/stop": [
+            "post": operation(
+                "Stop the agent and its sandbox",
+                id: "stopConversation",
+                ok: ref("ConversationResponse"),
+                parameters: [conversationID],
+                errors: ["400", "401", "404", "413", "422", "503"]
+            )
+        ],
+        "/api/conversations/{id}/message": [
+            "post": operation(
+                "Send a user message",
+                id: "sendMessage",
+                ok: ref("Success"),
+                body: object(["message": string], required: ["message"]),
+                parameters: [conversationID],
+                errors: ["400", "401", "404", "413", "422", "503"]
+            )
+        ],
+        "/api/conversations/{id}/events": [
+            "post": operation(
+                "Send a user action",
+                id: "sendUserAction",
+                ok: ref("Success"),
+                body: ref("UserAction"),
+                parameters: [conversationID],
+                errors: ["400", "401", "404", "409", "413", "422", "503"]
+            ),
+            "get": operation(
+                "A page of the conversation's events",
+                id: "listEvents",
+                ok: ref("EventPage"),
+                parameters: [
+                    conversationID,
+                    parameter("start_id", in: "query", ["type": "integer", "minimum": 0], "The first id (default 0)."),
+                    parameter("end_id", in: "query", ["type": "integer", "minimum": 0], "The last id."),
+                    parameter("reverse", in: "query", boolean, "Newest first."),
+                    parameter("limit", in: "query", ["type": "integer", "minimum": 1, "maximum": 100], "Default 20."),
+                ]
+            ),
+        ],
+        "/api/conversations/{id}/events/stream": [
+            "get": operation(
+                "The conversation's events as Server-Sent Events: every event after Last-Event-ID (or latest_event_id), then live ones",
+                id: "streamEvents",
+                ok: string,
+                okType: "text/event-stream",
+                parameters: [
+                    conversationID,
+                    parameter("Last-Event-ID", in: "header", integer, "The last event id the client has."),
+                    parameter("latest_event_id", in: "query", integer, "The same, for clients that cannot set it."),
+                    parameter("api_key", in: "query", string, "The API key, for clients that cannot set headers."),
+                ]
+            )
+        ],
+        "/sockets/events/{id}": [
+            "get": operation(
+                "The conversation's events over a WebSocket (one event per text frame): every event after latest_event_id, then live ones. Without a key in the request, the first frame must be {\"type\":\"auth\",\"api_key\":…}. The client may send user actions. Close codes: 4001 unauthorized, 4004 not found, 4008 too slow.",
+                id: "eventSocket",
+                ok: string,
+                okStatus: "101",
+                okType: "application/octet-stream",
+                parameters: [
+                    conversationID,
+                    parameter("latest_event_id", in: "query", integer, "The last event id the client has (-1: all)."),
+                    parameter("api_key", in: "query", string, "The API key, for clients that cannot set headers."),
+                ]
+            )
+        ],
+        "/api/conversations/{id}/trajectory": [
+            "get": operation(
+                "Every event of the conversation",
+                id: "trajectory",
+                ok: ref("Trajectory"),
+                parameters: [conversationID]
+            )
+        ],
+        "/alive": [
+            "get": operation(
+                "Liveness",
+                id: "alive",
+                ok: object(["status": enumeration(["ok"])], required: ["status"]),
+                errors: [],
+                open: true
+            )
+        ],
+        "/health": [
+            "get": operation(
+                "Whether RabbitMQ and PostgreSQL answer (503 when one does not)",
+                id: "health",
+                ok: ref("Health"),
+                errors: [],
+                open: true
+            ).merging([
+                "responses": [
+                    "200": ["description": "Healthy", "content": content(ref("Health"))],
+                    "503": ["description": "A dependency is unavailable", "content": content(ref("Health"))],
+                ]
+            ])
+        ],
+        "/metrics": [
+            "get": operation(
+                "Metrics in Prometheus' text format",
+                id: "metrics",
+                ok: string,
+                okType: "text/plain",
+                errors: [],
+                open: true
+            )
+        ],
+        "/openapi.json": [
+            "get": operation("This document", id: "openapi", ok: ["type": "object"], errors: [], open: true)
+        ],
+    ]
+
+    static let document: JSONValue = [
+        "openapi": "3.1.0",
+        "info": [
+            "title": "Deckhand",
+            "version": "0.1.0",
+            "description":
+                "OpenHands' V0 server API as Deckhand serves it. Differences from OpenHands: a missing (or another user's) conversation is a 404, not a 200 with null; unknown request fields are a 422; every error is {status, code, message}.",
+        ],
+        "servers": [["url": "/"]],
+        "security": [["bearer": []]],
+        "components": [
+            "securitySchemes": [
+                "bearer": [
+                    "type": "http", "scheme": "bearer", "description": "An API key from `deckhand keys create`.",
+                ]
+            ],
+            "schemas": .object(schemas),
+        ],
+        "paths": .object(paths),
+    ]
+}
+
+extension JSONValue {
+    /// This object with `other`'s keys set over it (objects only).
+    fileprivate func merging(_ other: JSONValue) -> JSONValue {
+        guard case .object(var mine) = self, case .object(let theirs) = other else { return self }
+        for (key, value) in theirs { mine[key] = value }
+        return .object(mine)
+    }
+}
