@@ -72,6 +72,29 @@ public struct MultipartFormData: Sendable, Equatable {
         self.parts = parts
     }
 
+    /// A form of `parts`, to encode with ``encoded(boundary:)``.
+    public init(parts: [Part]) {
+        self.parts = parts
+    }
+
+    /// The form as a request body, and the `Content-Type` that names its boundary.
+    public func encoded(
+        boundary: String = "deckhand-\(UInt64.random(in: 0...UInt64.max))"
+    ) -> (
+        contentType: String, body: [UInt8]
+    ) {
+        var body: [UInt8] = []
+        for part in parts {
+            var head = "--\(boundary)\r\nContent-Disposition: form-data; name=\"\(part.name)\""
+            if let filename = part.filename { head += "; filename=\"\(filename)\"" }
+            head += "\r\n"
+            if let type = part.contentType { head += "Content-Type: \(type)\r\n" }
+            body += Array((head + "\r\n").utf8) + part.body + Array("\r\n".utf8)
+        }
+        body += Array("--\(boundary)--\r\n".utf8)
+        return ("multipart/form-data; boundary=\(boundary)", body)
+    }
+
     /// The first part named `name`.
     public func part(named name: String) -> Part? { parts.first { $0.name == name } }
 

@@ -141,6 +141,7 @@ public struct Gateway: Service {
             connections: { hub.subscribers(of: $0) }
         )
         routes.add(to: router)
+        WorkspaceRoutes(settings: settings, store: store, bus: bus).add(to: router)
         EventStreams(
             hub: hub,
             store: store,

@@ -193,6 +193,10 @@ enum OpenAPIDocument {
         ),
     ]
 
+    /// The answers of a workspace-file request besides success: the sandbox is not running (409), it failed
+    /// (502), no worker answered in time (504).
+    static let workspaceErrors = ["401", "404", "409", "422", "502", "503", "504"]
+
     static let paths: [String: JSONValue] = [
         "/api/conversations": [
             "post": operation(
@@ -320,6 +324,79 @@ enum OpenAPIDocument {
                 id: "trajectory",
                 ok: ref("Trajectory"),
                 parameters: [conversationID]
+            )
+        ],
+        "/api/conversations/{id}/list-files": [
+            "get": operation(
+                "Names in a workspace directory, directories first (dir/)",
+                id: "listFiles",
+                ok: array(string),
+                parameters: [
+                    conversationID,
+                    parameter(
+                        "path",
+                        in: "query",
+                        string,
+                        "A directory relative to the workspace (default: its root)."
+                    ),
+                ],
+                errors: workspaceErrors
+            )
+        ],
+        "/api/conversations/{id}/select-file": [
+            "get": operation(
+                "A text file's content",
+                id: "selectFile",
+                ok: object(["code": string], required: ["code"]),
+                parameters: [
+                    conversationID, parameter("file", in: "query", string, "A file relative to the workspace."),
+                ],
+                errors: workspaceErrors + ["415"]
+            )
+        ],
+        "/api/conversations/{id}/upload-files": [
+            "post": operation(
+                "Upload files (multipart parts named files) into the workspace",
+                id: "uploadFiles",
+                ok: object(
+                    [
+                        "uploaded_files": array(string),
+                        "skipped_files": array(
+                            object(["name": string, "reason": string], required: ["name", "reason"])
+                        ),
+                    ],
+                    required: ["uploaded_files", "skipped_files"]
+                ),
+                body: ["type": "object", "properties": ["files": array(["type": "string", "format": "binary"])]],
+                bodyType: "multipart/form-data",
+                parameters: [
+                    conversationID,
+                    parameter(
+                        "path",
+                        in: "query",
+                        string,
+                        "A directory relative to the workspace (default: its root)."
+                    ),
+                ],
+                errors: workspaceErrors + ["400", "413", "415"]
+            )
+        ],
+        "/api/conversations/{id}/zip-directory": [
+            "get": operation(
+                "The workspace (or a directory of it) as a zip",
+                id: "zipDirectory",
+                ok: ["type": "string", "format": "binary"],
+                okType: "application/zip",
+                parameters: [
+                    conversationID,
+                    parameter(
+                        "path",
+                        in: "query",
+                        string,
+                        "A directory relative to the workspace (default: its root)."
+                    ),
+                ],
+                errors: workspaceErrors + ["413"]
             )
         ],
         "/alive": [

@@ -20,6 +20,9 @@ public struct Topology: Sendable, Equatable {
     public var conversationQueue: String { name("conversation.commands") }
     /// Sandbox provisioning and lifecycle commands.
     public var runtimeQueue: String { name("runtime.commands") }
+    /// Workspace-file requests (list, read, upload, zip) from gateways to runtime workers: a classic queue
+    /// (the requests are transient: direct reply-to, a deadline).
+    public var workspaceQueue: String { name("workspace.requests") }
     /// A gateway's own queue of live events (exclusive, auto-deleted), bound per watched conversation.
     public func gatewayQueue(instance: String) -> String { name("gateway.\(instance)") }
     /// Poison messages, for `deckhand dlq`.
@@ -36,6 +39,12 @@ public struct Topology: Sendable, Equatable {
         try await connection.declare(AMQPExchange(name: commandsExchange, kind: .direct))
         try await connection.declare(AMQPExchange(name: eventsExchange, kind: .topic))
         _ = try await connection.declare(AMQPQueue(name: deadQueue))
+        _ = try await connection.declare(
+            AMQPQueue(name: workspaceQueue, kind: .classic, messageTTLMilliseconds: 60_000)
+        )
+        try await connection.bind(
+            AMQPBinding(queue: workspaceQueue, exchange: commandsExchange, routingKey: workspaceQueue)
+        )
         for queue in workQueues {
             _ = try await connection.declare(
                 AMQPQueue(

@@ -78,6 +78,24 @@ public final class RuntimeWorker: Service, Sendable {
 
     // MARK: Running
 
+    /// Answers workspace-file requests (a consumer of `workspace.requests` beside the commands) until shutdown.
+    func answerWorkspaceRequests() async {
+        let responder = WorkspaceResponder(bus: bus, store: store, http: http, logger: logger)
+        do {
+            try await DrainingConsumer(
+                connection: bus.connection,
+                queue: topology.workspaceQueue,
+                prefetch: 16,
+                shutdownTimeout: settings.shutdownTimeout,
+                logger: logger
+            ).run(handle: { await responder.handle($0) })
+        } catch {
+            if !Task.isCancelled {
+                logger.error("workspace requests stopped", metadata: [LogKey.error.rawValue: "\(error)"])
+            }
+        }
+    }
+
     /// Reconciles, then consumes until a graceful shutdown (or cancellation): on shutdown it stops taking
     /// commands, lets the ones in flight finish within `runtime.shutdown_timeout` (cancelling, and so
     /// requeueing, what is left), and returns.
@@ -96,7 +114,14 @@ public final class RuntimeWorker: Service, Sendable {
             prefetch: configuration.prefetch,
             shutdownTimeout: settings.shutdownTimeout,
             logger: logger
-        ).run(alongside: { await self.maintenanceLoop() }, handle: { await self.handle($0) })
+        ).run(
+            alongside: {
+                async let maintenance: Void = self.maintenanceLoop()
+                async let workspace: Void = self.answerWorkspaceRequests()
+                _ = await (maintenance, workspace)
+            },
+            handle: { await self.handle($0) }
+        )
         logger.info("runtime worker stopped")
     }
 

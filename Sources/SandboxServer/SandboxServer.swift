@@ -107,6 +107,14 @@ final class SandboxState: Service, Sendable {
         var http: LazyHTTPClient
     }
 
+    /// `path` as an absolute path: a relative one (or an empty one) is inside the workspace.
+    func inWorkspace(_ path: String) -> String {
+        if path.hasPrefix("/") { return path }
+        return path.isEmpty
+            ? configuration.workingDirectory
+            : (configuration.workingDirectory as NSString).appendingPathComponent(path)
+    }
+
     init(configuration: SandboxConfiguration, logger: Logger) {
         self.configuration = configuration
         self.logger = logger

@@ -8,13 +8,15 @@ import NIOPosix
 
 /// `/upload_file` and `/download_files`.
 enum Uploads {
-    /// `POST /upload_file?destination=<abs dir>&recursive=<bool>` with a multipart `file`: a zip (or any
-    /// file with `recursive=true`) is extracted into the destination, anything else is written into it.
+    /// `POST /upload_file?destination=<dir>&recursive=<bool>` with a multipart `file`: a zip (or any
+    /// file with `recursive=true`) is extracted into the destination, anything else is written into it. A
+    /// relative destination (Deckhand's gateway sends them) is inside the workspace.
     static func receive(_ request: Request, state: SandboxState) async throws -> Response {
         let query = request.uri.queryParameters
-        guard let destination = query["destination"].map(String.init), destination.hasPrefix("/") else {
-            return SandboxHTTP.detail("`destination` (an absolute directory path) is required", status: .badRequest)
+        guard let given = query["destination"].map(String.init) else {
+            return SandboxHTTP.detail("`destination` (a directory path) is required", status: .badRequest)
         }
+        let destination = state.inWorkspace(given)
         let recursive = query["recursive"].map { ["true", "1", "yes"].contains($0.lowercased()) } ?? false
         let limit = state.configuration.maxUploadBytes
         if let length = request.headers[.contentLength].flatMap(Int.init), length > limit {
@@ -64,11 +66,12 @@ enum Uploads {
         ])
     }
 
-    /// `GET /download_files?path=<abs>`: a zip of the file or the tree.
+    /// `GET /download_files?path=<path>`: a zip of the file or the tree (a relative path is in the workspace).
     static func download(_ request: Request, state: SandboxState) async throws -> Response {
-        guard let path = request.uri.queryParameters["path"].map(String.init), path.hasPrefix("/") else {
-            return SandboxHTTP.detail("`path` (an absolute path) is required", status: .badRequest)
+        guard let given = request.uri.queryParameters["path"].map(String.init) else {
+            return SandboxHTTP.detail("`path` is required", status: .badRequest)
         }
+        let path = state.inWorkspace(given)
         guard FileManager.default.fileExists(atPath: path) else {
             return SandboxHTTP.detail("File not found: \(path)", status: .notFound)
         }

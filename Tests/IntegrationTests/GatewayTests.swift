@@ -215,8 +215,10 @@ import Testing
                         "/api/conversations", "/api/conversations/{id}", "/api/conversations/{id}/start",
                         "/api/conversations/{id}/stop", "/api/conversations/{id}/message",
                         "/api/conversations/{id}/events", "/api/conversations/{id}/events/stream",
-                        "/api/conversations/{id}/trajectory", "/sockets/events/{id}", "/alive", "/health", "/metrics",
-                        "/openapi.json",
+                        "/api/conversations/{id}/trajectory", "/api/conversations/{id}/list-files",
+                        "/api/conversations/{id}/select-file", "/api/conversations/{id}/upload-files",
+                        "/api/conversations/{id}/zip-directory", "/sockets/events/{id}", "/alive", "/health",
+                        "/metrics", "/openapi.json",
                     ]
                 )
                 let created = try await gateway.json(.post, "/api/conversations", body: ["initial_user_msg": "hi"])

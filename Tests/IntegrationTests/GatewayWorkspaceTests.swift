@@ -1,0 +1,103 @@
+import DeckhandCore
+import DeckhandTesting
+import Foundation
+import Gateway
+import HTTPClient
+import Testing
+
+/// The workspace-file routes: AMQP request/reply from the gateway to the runtime workers, which ask the
+/// conversation's sandbox.
+@Suite struct GatewayWorkspaceTests {
+    @Test func filesAreListedReadUploadedAndZippedThroughTheRuntimeWorkers() async throws {
+        try await TestConversations.with { bed in
+            let model = "files-\(UUID().uuidString.prefix(8))"
+            bed.llm.register(
+                .init(steps: [
+                    .bash("mkdir -p src && printf 'print(1)\\n' > src/main.py && printf '\\x00\\x01\\x02' > blob.bin"),
+                    .reply("Done."),
+                ]),
+                model: model
+            )
+            try await running(try bed.makeRuntimeWorker(), bed.makeWorker()) {
+                try await bed.withGateway { gateway in
+                    let created = try await gateway.json(
+                        .post,
+                        "/api/conversations",
+                        body: ["initial_user_msg": "Make files.", "llm_model": .string(model)]
+                    )
+                    let id = try #require(created["conversation_id"]?.stringValue)
+                    _ = try await GatewayTests.waitForState(gateway, id, ["awaiting_user_input"])
+                    let base = "/api/conversations/\(id)"
+
+                    let root = try await gateway.json(.get, "\(base)/list-files")
+                    #expect(root == ["src/", "blob.bin"])
+                    #expect(try await gateway.json(.get, "\(base)/list-files?path=src") == ["main.py"])
+                    #expect(
+                        try await gateway.json(.get, "\(base)/select-file?file=src/main.py") == ["code": "print(1)\n"]
+                    )
+                    let binary = try await gateway.request(.get, "\(base)/select-file?file=blob.bin")
+                    #expect(binary.status == 415, "\(binary.text)")
+                    let missing = try await gateway.request(.get, "\(base)/select-file?file=nope.txt")
+                    #expect(missing.status == 404, "\(missing.text)")
+                    #expect(try await gateway.request(.get, "\(base)/select-file").status == 422)
+
+                    let form = MultipartFormData(parts: [
+                        .init(name: "files", filename: "a.txt", contentType: "text/plain", body: Array("alpha\n".utf8)),
+                        .init(name: "files", filename: "b.txt", contentType: "text/plain", body: Array("beta\n".utf8)),
+                    ]).encoded()
+                    let uploaded = try await gateway.http.execute(
+                        HTTPRequest(
+                            method: .post,
+                            url: gateway.baseURL + "\(base)/upload-files?path=docs",
+                            headers: ["Authorization": "Bearer \(gateway.key)", "Content-Type": form.contentType],
+                            body: form.body
+                        )
+                    )
+                    #expect(uploaded.status == 200, "\(uploaded.text)")
+                    #expect(
+                        try JSONValue(parsing: uploaded.body) == [
+                            "uploaded_files": ["a.txt", "b.txt"], "skipped_files": [],
+                        ]
+                    )
+                    #expect(try await gateway.json(.get, "\(base)/list-files?path=docs") == ["a.txt", "b.txt"])
+                    #expect(try await gateway.json(.get, "\(base)/select-file?file=docs/b.txt") == ["code": "beta\n"])
+                    let notMultipart = try await gateway.request(.post, "\(base)/upload-files", body: "{}")
+                    #expect(notMultipart.status == 415)
+
+                    let zip = try await gateway.request(.get, "\(base)/zip-directory")
+                    #expect(zip.status == 200)
+                    #expect(zip.headers["content-type"] == "application/zip")
+                    #expect(zip.body.starts(with: Array("PK".utf8)))
+                    #expect(zip.body.count > 100)
+
+                    let other = try await APIKeyStore(postgres: bed.runtime.postgres).create(user: "other-\(UUID())")
+                        .key
+                    for path in ["list-files", "select-file?file=src/main.py", "zip-directory"] {
+                        #expect(try await gateway.request(.get, "\(base)/\(path)", key: other).status == 404)
+                    }
+                }
+            }
+        }
+    }
+
+    @Test func aConversationWithoutASandboxIsA409AndNoWorkerIsA504() async throws {
+        try await TestConversations.with { bed in
+            let settings = TestConversations.gatewaySettings { $0.filesTimeout = .milliseconds(500) }
+            try await bed.withGateway(settings: settings) { gateway in
+                // No conversation worker: the conversation never asks for a sandbox.
+                let created = try await gateway.json(.post, "/api/conversations", body: ["initial_user_msg": "hi"])
+                let id = try #require(created["conversation_id"]?.stringValue)
+                let started = ContinuousClock.now
+                let timedOut = try await gateway.request(.get, "/api/conversations/\(id)/list-files")
+                #expect(timedOut.status == 504)
+                #expect(try JSONValue(parsing: timedOut.body)["code"] == "WORKSPACE$TIMEOUT")
+                #expect(ContinuousClock.now - started < .seconds(5))
+                try await running(try bed.makeRuntimeWorker()) {
+                    let conflict = try await gateway.request(.get, "/api/conversations/\(id)/list-files")
+                    #expect(conflict.status == 409, "\(conflict.text)")
+                    #expect(try JSONValue(parsing: conflict.body)["code"] == "SANDBOX$NOT_RUNNING")
+                }
+            }
+        }
+    }
+}
