@@ -4,6 +4,7 @@ import Gateway
 import HTTPClient
 import Logging
 import Messaging
+import Postgres
 import ServiceLifecycle
 import Synchronization
 
@@ -89,17 +90,19 @@ extension TestConversations {
         return settings
     }
 
-    /// Runs a gateway on this bed (its own connections when `bus` is given) for the length of `body`.
+    /// Runs a gateway on this bed (on other connections when `bus` or `postgres` is given) for the length of
+    /// `body`; the client it gets checks every response against the gateway's `/openapi.json`.
     public func withGateway<T: Sendable>(
         settings: GatewaySettings = TestConversations.gatewaySettings(),
         bus: CommandBus? = nil,
+        postgres: PostgresClient? = nil,
         _ body: @Sendable (TestGateway) async throws -> T
     ) async throws -> T {
         let key = try await APIKeyStore(postgres: runtime.postgres).create(userID: userID, name: "test").key
         let port = AsyncStream<Int>.makeStream()
         let gateway = Gateway(
             settings: settings,
-            postgres: runtime.postgres,
+            postgres: postgres ?? runtime.postgres,
             bus: bus ?? runtime.bus,
             deployment: runtime.namespace,
             logger: Logger(label: "test.gateway"),

@@ -305,4 +305,53 @@ import Testing
             await proxied.close()
         }
     }
+
+    @Test func aDatabaseOutageAnswers503AndTheGatewayRecovers() async throws {
+        try await TestConversations.with { bed in
+            let url = bed.runtime.postgresURL
+            let port = try #require(
+                url.firstRange(of: /:(\d+)\//).map { Int(url[$0].dropFirst().dropLast()) ?? 0 }
+            )
+            let proxy = try TCPProxy.start(targetHost: "127.0.0.1", targetPort: port)
+            defer { proxy.stop() }
+            let proxied = url.replacingOccurrences(of: ":\(port)/", with: ":\(proxy.port)/")
+            let postgres = PostgresClient(
+                url: proxied,
+                poolSize: 4,
+                acquireTimeout: .seconds(2),
+                connectTimeout: .seconds(2)
+            )
+            try await bed.withGateway(postgres: postgres) { gateway in
+                let created = try await gateway.json(.post, "/api/conversations", body: ["initial_user_msg": "hi"])
+                let id = try #require(created["conversation_id"]?.stringValue)
+                proxy.sever()
+                let refused = try await gateway.request(.get, "/api/conversations/\(id)")
+                #expect(refused.status == 503, "\(refused.text)")
+                #expect(refused.headers["retry-after"] == "2")
+                #expect(try JSONValue(parsing: refused.body)["code"] == "SERVICE$UNAVAILABLE")
+                #expect(!refused.text.contains("deckhand:deckhand"), "no connection detail leaks")
+                let notCreated = try await gateway.request(
+                    .post,
+                    "/api/conversations",
+                    body: #"{"initial_user_msg":"x"}"#
+                )
+                #expect(notCreated.status == 503)
+                let health = try await gateway.request(.get, "/health")
+                #expect(health.status == 503)
+                #expect(try JSONValue(parsing: health.body)["dependencies"]?["postgresql"]?["status"] == "unavailable")
+
+                proxy.restore()
+                let deadline = ContinuousClock.now + .seconds(30)
+                var status = 0
+                while status != 200 && ContinuousClock.now < deadline {
+                    status = try await gateway.request(.get, "/api/conversations/\(id)").status
+                    if status != 200 { try await Task.sleep(for: .milliseconds(100)) }
+                }
+                #expect(status == 200)
+                let listed = try await gateway.json(.get, "/api/conversations")
+                #expect(listed["results"].map { if case .array(let items) = $0 { items.count } else { 0 } } == 1)
+            }
+            await postgres.close()
+        }
+    }
 }
