@@ -219,8 +219,9 @@ let package = Package(
             name: "deckhand-bench",
             dependencies: [
                 "AMQP", "HTTPClient", "Postgres", "DeckhandCore", "DeckhandTesting", "DeckhandStore", "Messaging",
-                "RuntimeBackends", "RuntimeManager", "ConversationWorker",
+                "RuntimeBackends", "RuntimeManager", "ConversationWorker", "Gateway",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],

@@ -40,11 +40,14 @@ public enum HTTPBenchmark {
         let issued = Atomic<Int>(0)
     }
 
-    private static func drive(
+    /// Sends `requests` copies of `request` from `concurrency` tasks through `client`; fails on any answer but
+    /// `expect`. Returns each request's latency.
+    public static func drive(
         _ client: HTTPClient,
         _ request: HTTPRequest,
         concurrency: Int,
-        requests: Int
+        requests: Int,
+        expect: Int = 200
     ) async throws -> [Duration] {
         let counter = Counter()
         return try await withThrowingTaskGroup(of: [Duration].self) { group in
@@ -55,8 +58,11 @@ public enum HTTPBenchmark {
                     while counter.issued.wrappingAdd(1, ordering: .relaxed).oldValue < requests {
                         let sent = clock.now
                         let response = try await client.execute(request)
-                        guard response.status == 200 else {
-                            throw DeckhandError(.httpUnexpectedStatus, "benchmark got HTTP \(response.status)")
+                        guard response.status == expect else {
+                            throw DeckhandError(
+                                .httpUnexpectedStatus,
+                                "benchmark got HTTP \(response.status): \(response.text.prefix(200))"
+                            )
                         }
                         latencies.append(clock.now - sent)
                     }

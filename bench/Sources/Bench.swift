@@ -28,7 +28,7 @@ struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "deckhand-bench",
         abstract: "Deckhand's benchmarks against the local services (deploy/local/services.sh start first).",
-        subcommands: [Foundation.self, Sandbox.self, Runtime.self, Conversation.self]
+        subcommands: [Foundation.self, Sandbox.self, Runtime.self, Conversation.self, GatewayBench.self]
     )
 }
 
@@ -132,6 +132,36 @@ extension Bench {
                     throughputConversations: conversations,
                     throughputSteps: conversationSteps,
                     prefetch: prefetch
+                )
+            )
+        }
+    }
+}
+
+extension Bench {
+    struct GatewayBench: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "gateway",
+            abstract:
+                "The gateway: POST …/message ingest, a two-step conversation end to end, idle WebSocket memory, fan-out."
+        )
+
+        @Option(help: "Messages posted in the ingest run.") var requests = 50_000
+        @Option(help: "Concurrent HTTP requests in the ingest run.") var concurrency = 64
+        @Option(help: "Conversations timed end to end.") var runs = 20
+        @Option(help: "Idle WebSocket clients.") var idleClients = 1000
+        @Option(help: "WebSocket subscribers of one conversation in the fan-out run.") var subscribers = 100
+        @Option(help: "Events published in the fan-out run.") var events = 2000
+
+        func run() async throws {
+            report(
+                try await GatewayBenchmark.run(
+                    requests: requests,
+                    concurrency: concurrency,
+                    endToEndRuns: runs,
+                    idleClients: idleClients,
+                    subscribers: subscribers,
+                    events: events
                 )
             )
         }
