@@ -61,6 +61,19 @@ public struct TestGateway: Sendable {
         return response
     }
 
+    /// Creates a conversation through the API with `message` (and the scripted `model`, when given) and
+    /// returns its id.
+    public func createConversation(_ message: String? = "Go.", model: String? = nil) async throws -> String {
+        var body: [String: JSONValue] = [:]
+        if let message { body["initial_user_msg"] = .string(message) }
+        if let model { body["llm_model"] = .string(model) }
+        let created = try await json(.post, "/api/conversations", body: .object(body))
+        guard let id = created["conversation_id"]?.stringValue else {
+            throw DeckhandError(.protocolViolation, "no conversation_id in \(created.serialized)")
+        }
+        return id
+    }
+
     /// Sends a request and parses the JSON answer; fails unless the status is `expect`.
     public func json(
         _ method: HTTPRequest.Method,
@@ -81,6 +94,13 @@ public struct TestGateway: Sendable {
 }
 
 extension TestConversations {
+    /// Registers `steps` with the fake model under a new model name, and returns the name.
+    public func scripted(_ steps: [FakeLLM.Step]) -> String {
+        let model = "script-\(UUID().uuidString.prefix(8).lowercased())"
+        llm.register(.init(steps: steps), model: model)
+        return model
+    }
+
     /// Gateway settings for tests: any free port, short key cache.
     public static func gatewaySettings(_ configure: (inout GatewaySettings) -> Void = { _ in }) -> GatewaySettings {
         var settings = GatewaySettings()

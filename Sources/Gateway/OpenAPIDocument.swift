@@ -195,6 +195,13 @@ enum OpenAPIDocument {
 
     /// The answers of a workspace-file request besides success: the sandbox is not running (409), it failed
     /// (502), no worker answered in time (504).
+    static let workspaceDirectory = parameter(
+        "path",
+        in: "query",
+        string,
+        "A directory relative to the workspace (default: its root)."
+    )
+
     static let workspaceErrors = ["401", "404", "409", "422", "502", "503", "504"]
 
     static let paths: [String: JSONValue] = [
@@ -333,12 +340,7 @@ enum OpenAPIDocument {
                 ok: array(string),
                 parameters: [
                     conversationID,
-                    parameter(
-                        "path",
-                        in: "query",
-                        string,
-                        "A directory relative to the workspace (default: its root)."
-                    ),
+                    workspaceDirectory,
                 ],
                 errors: workspaceErrors
             )
@@ -371,12 +373,7 @@ enum OpenAPIDocument {
                 bodyType: "multipart/form-data",
                 parameters: [
                     conversationID,
-                    parameter(
-                        "path",
-                        in: "query",
-                        string,
-                        "A directory relative to the workspace (default: its root)."
-                    ),
+                    workspaceDirectory,
                 ],
                 errors: workspaceErrors + ["400", "413", "415"]
             )
@@ -389,12 +386,7 @@ enum OpenAPIDocument {
                 okType: "application/zip",
                 parameters: [
                     conversationID,
-                    parameter(
-                        "path",
-                        in: "query",
-                        string,
-                        "A directory relative to the workspace (default: its root)."
-                    ),
+                    workspaceDirectory,
                 ],
                 errors: workspaceErrors + ["413"]
             )

@@ -75,11 +75,21 @@ extension AMQPDelivery {
 
 /// W3C trace-context `traceparent` values.
 public enum Traceparent {
-    /// A new trace: `00-<32 hex trace id>-<16 hex span id>-01`.
+    /// A new trace: `00-<32 hex trace id>-<16 hex span id>-01`. Three draws from the system's generator
+    /// (one `getrandom` each), not one per digit: the gateway makes one per command.
     public static func make() -> String {
-        func hex(_ count: Int) -> String {
-            (0..<count).map { _ in String(UInt8.random(in: 0...15), radix: 16) }.joined()
+        var generator = SystemRandomNumberGenerator()
+        let words: [UInt64] = [generator.next(), generator.next(), generator.next()]
+        let digits = Array("0123456789abcdef".utf8)
+        var text = Array("00-".utf8)
+        text.reserveCapacity(55)
+        for (index, word) in words.enumerated() {
+            if index == 2 { text.append(UInt8(ascii: "-")) }
+            for shift in stride(from: 60, through: 0, by: -4) {
+                text.append(digits[Int((word >> UInt64(shift)) & 0xf)])
+            }
         }
-        return "00-\(hex(32))-\(hex(16))-01"
+        text += Array("-01".utf8)
+        return String(decoding: text, as: UTF8.self)
     }
 }

@@ -26,19 +26,10 @@ import Testing
 
     @Test func streamsReplayThenGoLiveInOrderAndResumeWhereTheClientLeftOff() async throws {
         try await TestConversations.with(latency: .milliseconds(100)) { bed in
-            let model = "stream-\(UUID().uuidString.prefix(8))"
-            bed.llm.register(
-                .init(steps: [.bash("echo one"), .bash("echo two"), .finish("Done."), .reply("Yes?")]),
-                model: model
-            )
+            let model = bed.scripted([.bash("echo one"), .bash("echo two"), .finish("Done."), .reply("Yes?")])
             try await running(try bed.makeRuntimeWorker(), bed.makeWorker()) {
                 try await bed.withGateway { gateway in
-                    let created = try await gateway.json(
-                        .post,
-                        "/api/conversations",
-                        body: ["initial_user_msg": "Go.", "llm_model": .string(model)]
-                    )
-                    let id = try #require(created["conversation_id"]?.stringValue)
+                    let id = try await gateway.createConversation("Go.", model: model)
                     // Connected while the agent runs: part replay, part live.
                     let live = try await gateway.webSocket(id, until: Self.isFinished)
                     let stored = try await Self.storedIDs(gateway, id)
@@ -243,12 +234,7 @@ import Testing
             let bus = CommandBus(connection: proxied, topology: bed.runtime.topology)
             try await running(try bed.makeRuntimeWorker(), bed.makeWorker()) {
                 try await bed.withGateway(bus: bus) { gateway in
-                    let created = try await gateway.json(
-                        .post,
-                        "/api/conversations",
-                        body: ["initial_user_msg": "m0", "llm_model": .string(model)]
-                    )
-                    let id = try #require(created["conversation_id"]?.stringValue)
+                    let id = try await gateway.createConversation("m0", model: model)
                     _ = try await GatewayTests.waitForState(gateway, id, ["awaiting_user_input"])
                     let before = try await Self.storedIDs(gateway, id)
                     let watcher = Task {
@@ -322,8 +308,7 @@ import Testing
                 connectTimeout: .seconds(2)
             )
             try await bed.withGateway(postgres: postgres) { gateway in
-                let created = try await gateway.json(.post, "/api/conversations", body: ["initial_user_msg": "hi"])
-                let id = try #require(created["conversation_id"]?.stringValue)
+                let id = try await gateway.createConversation("hi")
                 proxy.sever()
                 let refused = try await gateway.request(.get, "/api/conversations/\(id)")
                 #expect(refused.status == 503, "\(refused.text)")

@@ -4,6 +4,7 @@ import Foundation
 import Gateway
 import HTTPClient
 import Messaging
+import Postgres
 import Testing
 
 /// The gateway's HTTP API against real RabbitMQ, PostgreSQL, workers and process sandboxes.
@@ -32,11 +33,7 @@ import Testing
 
     @Test func aConversationCreatedOverHTTPRunsAndReadsBack() async throws {
         try await TestConversations.with { bed in
-            let model = "gw-\(UUID().uuidString.prefix(8))"
-            bed.llm.register(
-                .init(steps: [.bash("echo from-the-sandbox"), .finish("Done."), .reply("Anything else?")]),
-                model: model
-            )
+            let model = bed.scripted([.bash("echo from-the-sandbox"), .finish("Done."), .reply("Anything else?")])
             try await running(try bed.makeRuntimeWorker(), bed.makeWorker()) {
                 try await bed.withGateway { gateway in
                     let created = try await gateway.json(
@@ -123,8 +120,7 @@ import Testing
 
     @Test func deckhandDevRunsTheWholeStackAndPrintsAKey() async throws {
         try await TestConversations.with { bed in
-            let model = "dev-\(UUID().uuidString.prefix(8))"
-            bed.llm.register(.init(steps: [.bash("echo from-dev"), .finish("Done.")]), model: model)
+            let model = bed.scripted([.bash("echo from-dev"), .finish("Done.")])
             let output = bed.runtime.processRoot + "-dev.out"
             let log = bed.runtime.processRoot + "-dev.log"
             let process = try bed.runtime.launchDeckhand(
@@ -154,12 +150,7 @@ import Testing
             )
             let key = try #require(banner.split(separator: " ").first { $0.hasPrefix("dh_") && $0.count >= 67 })
             let gateway = TestGateway(baseURL: url, key: String(key.prefix(67)), http: bed.runtime.http)
-            let created = try await gateway.json(
-                .post,
-                "/api/conversations",
-                body: ["initial_user_msg": "Go.", "llm_model": .string(model)]
-            )
-            let id = try #require(created["conversation_id"]?.stringValue)
+            let id = try await gateway.createConversation("Go.", model: model)
             let finished = try await Self.waitForState(gateway, id, ["finished", "error"])
             #expect(finished["agent_state"] == "finished")
             #expect(!logged.contains(String(key.prefix(67))), "the key is printed once, never logged")
@@ -175,8 +166,7 @@ import Testing
     @Test func metricsCountRequestsCommandsAndQueues() async throws {
         try await TestConversations.with { bed in
             try await bed.withGateway { gateway in
-                let created = try await gateway.json(.post, "/api/conversations", body: ["initial_user_msg": "hi"])
-                let id = try #require(created["conversation_id"]?.stringValue)
+                let id = try await gateway.createConversation("hi")
                 _ = try await gateway.json(.get, "/api/conversations/\(id)")
                 _ = try await gateway.request(.get, "/api/conversations/\(id)", key: "")
                 let response = try await gateway.request(.get, "/metrics", key: "")
@@ -221,8 +211,7 @@ import Testing
                         "/metrics", "/openapi.json",
                     ]
                 )
-                let created = try await gateway.json(.post, "/api/conversations", body: ["initial_user_msg": "hi"])
-                let id = try #require(created["conversation_id"]?.stringValue)
+                let id = try await gateway.createConversation("hi")
                 let info = try await gateway.request(.get, "/api/conversations/\(id)")
                 let path = "/api/conversations/\(id)"
                 func problem(_ body: JSONValue, status: Int = 200) -> String? {
@@ -260,8 +249,7 @@ import Testing
     @Test func everyRouteNeedsAKeyAndOnlyTheOwnerSeesAConversation() async throws {
         try await TestConversations.with { bed in
             try await bed.withGateway { gateway in
-                let created = try await gateway.json(.post, "/api/conversations", body: ["initial_user_msg": "hi"])
-                let id = try #require(created["conversation_id"]?.stringValue)
+                let id = try await gateway.createConversation("hi")
                 let other = try await APIKeyStore(postgres: bed.runtime.postgres).create(user: "other-\(UUID())").key
 
                 let routes: [(HTTPRequest.Method, String, String?)] = [
@@ -307,6 +295,28 @@ import Testing
                 #expect(try await keys.revoke(String(gateway.key.prefix(12))))
                 try await Task.sleep(for: .milliseconds(300))
                 #expect(try await gateway.request(.get, "/api/conversations/\(id)").status == 401)
+            }
+        }
+    }
+
+    @Test func singleUserModeNeedsNoKey() async throws {
+        try await TestConversations.with { bed in
+            let user = "solo-\(UUID().uuidString.prefix(8))"
+            let settings = TestConversations.gatewaySettings {
+                $0.auth = .singleUser
+                $0.singleUser = user
+            }
+            try await bed.withGateway(settings: settings) { gateway in
+                let id = try await gateway.createConversation("hi")
+                let listed = try await gateway.json(.get, "/api/conversations", key: "")
+                #expect(
+                    listed["results"] == .array([try await gateway.json(.get, "/api/conversations/\(id)", key: "")])
+                )
+                let owner = try await bed.runtime.postgres.query(
+                    "SELECT u.name FROM conversations c JOIN users u ON u.id = c.user_id WHERE c.id = $1",
+                    [.uuid(try #require(UUID(uuidString: id)))]
+                )
+                #expect(try owner.first?.decode(String.self, "name") == user)
             }
         }
     }
@@ -362,8 +372,7 @@ import Testing
                         #expect(error["message"]?.stringValue?.contains(mention) == true, "\(response.text)")
                     }
                 }
-                let created = try await gateway.json(.post, "/api/conversations", body: ["initial_user_msg": "ok"])
-                let id = try #require(created["conversation_id"]?.stringValue)
+                let id = try await gateway.createConversation("ok")
                 for (path, mention) in [
                     ("events?limit=101", "limit"), ("events?start_id=-1", "start_id"),
                     ("events?reverse=maybe", "reverse"),

@@ -10,22 +10,13 @@ import Testing
 @Suite struct GatewayWorkspaceTests {
     @Test func filesAreListedReadUploadedAndZippedThroughTheRuntimeWorkers() async throws {
         try await TestConversations.with { bed in
-            let model = "files-\(UUID().uuidString.prefix(8))"
-            bed.llm.register(
-                .init(steps: [
-                    .bash("mkdir -p src && printf 'print(1)\\n' > src/main.py && printf '\\x00\\x01\\x02' > blob.bin"),
-                    .reply("Done."),
-                ]),
-                model: model
-            )
+            let model = bed.scripted([
+                .bash("mkdir -p src && printf 'print(1)\\n' > src/main.py && printf '\\x00\\x01\\x02' > blob.bin"),
+                .reply("Done."),
+            ])
             try await running(try bed.makeRuntimeWorker(), bed.makeWorker()) {
                 try await bed.withGateway { gateway in
-                    let created = try await gateway.json(
-                        .post,
-                        "/api/conversations",
-                        body: ["initial_user_msg": "Make files.", "llm_model": .string(model)]
-                    )
-                    let id = try #require(created["conversation_id"]?.stringValue)
+                    let id = try await gateway.createConversation("Make files.", model: model)
                     _ = try await GatewayTests.waitForState(gateway, id, ["awaiting_user_input"])
                     let base = "/api/conversations/\(id)"
 
@@ -85,8 +76,7 @@ import Testing
             let settings = TestConversations.gatewaySettings { $0.filesTimeout = .milliseconds(500) }
             try await bed.withGateway(settings: settings) { gateway in
                 // No conversation worker: the conversation never asks for a sandbox.
-                let created = try await gateway.json(.post, "/api/conversations", body: ["initial_user_msg": "hi"])
-                let id = try #require(created["conversation_id"]?.stringValue)
+                let id = try await gateway.createConversation("hi")
                 let started = ContinuousClock.now
                 let timedOut = try await gateway.request(.get, "/api/conversations/\(id)/list-files")
                 #expect(timedOut.status == 504)

@@ -78,7 +78,16 @@ enum GatewayBenchmark {
                 }
                 try await Task.sleep(for: .milliseconds(50))
             }
-            var results = try await ingest(gateway, bed: bed, requests: requests, concurrency: concurrency)
+            try await Task.sleep(for: .seconds(1))
+            var results = [
+                BenchmarkResult(
+                    name: "gateway.rss.started",
+                    value: Double(SandboxBenchmark.residentMemory(pid: process.processIdentifier)) / 1_048_576,
+                    unit: "MiB",
+                    target: nil
+                )
+            ]
+            results += try await ingest(gateway, bed: bed, requests: requests, concurrency: concurrency)
             results += try await fanOut(gateway, bed: bed, subscribers: subscribers, events: events)
             results += try await idle(gateway, bed: bed, pid: process.processIdentifier, clients: idleClients)
             return results
@@ -94,7 +103,12 @@ enum GatewayBenchmark {
     }
 
     /// `POST …/message` from `concurrency` tasks, each answered once the command is confirmed.
-    static func ingest(_ gateway: TestGateway, bed: TestConversations, requests: Int, concurrency: Int) async throws
+    static func ingest(
+        _ gateway: TestGateway,
+        bed: TestConversations,
+        requests: Int,
+        concurrency: Int
+    ) async throws
         -> [BenchmarkResult]
     {
         let id = try await createConversation(gateway)
@@ -170,7 +184,11 @@ enum GatewayBenchmark {
         }
     }
 
-    static func waitFor(_ what: String, timeout: Duration = .seconds(120), _ condition: () async throws -> Bool)
+    static func waitFor(
+        _ what: String,
+        timeout: Duration = .seconds(120),
+        _ condition: () async throws -> Bool
+    )
         async throws
     {
         let deadline = ContinuousClock.now + timeout
@@ -182,7 +200,12 @@ enum GatewayBenchmark {
 
     /// `subscribers` WebSocket clients on one conversation; `events` events published in order on the events
     /// exchange (as a worker publishes them); the time until every client has every event.
-    static func fanOut(_ gateway: TestGateway, bed: TestConversations, subscribers: Int, events: Int) async throws
+    static func fanOut(
+        _ gateway: TestGateway,
+        bed: TestConversations,
+        subscribers: Int,
+        events: Int
+    ) async throws
         -> [BenchmarkResult]
     {
         let id = try await createConversation(gateway)
@@ -231,7 +254,12 @@ enum GatewayBenchmark {
     }
 
     /// The gateway's memory with `clients` idle WebSocket clients (ten per conversation).
-    static func idle(_ gateway: TestGateway, bed: TestConversations, pid: Int32, clients: Int) async throws
+    static func idle(
+        _ gateway: TestGateway,
+        bed: TestConversations,
+        pid: Int32,
+        clients: Int
+    ) async throws
         -> [BenchmarkResult]
     {
         try await Task.sleep(for: .seconds(1))
@@ -251,7 +279,7 @@ enum GatewayBenchmark {
         for task in tasks { task.cancel() }
         return [
             BenchmarkResult(
-                name: "gateway.rss.idle",
+                name: "gateway.rss.after_load",
                 value: Double(before) / 1_048_576,
                 unit: "MiB",
                 target: nil
