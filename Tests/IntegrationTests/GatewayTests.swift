@@ -149,7 +149,13 @@ import Testing
                 "no URL in: \(banner) \(logged)"
             )
             let key = try #require(banner.split(separator: " ").first { $0.hasPrefix("dh_") && $0.count >= 67 })
-            let gateway = TestGateway(baseURL: url, key: String(key.prefix(67)), http: bed.runtime.http)
+            let document = try await bed.runtime.http.execute(HTTPRequest(url: url + "/openapi.json"))
+            let gateway = TestGateway(
+                baseURL: url,
+                key: String(key.prefix(67)),
+                http: bed.runtime.http,
+                validator: try OpenAPIValidator(document: try JSONValue(parsing: document.body))
+            )
             let id = try await gateway.createConversation("Go.", model: model)
             let finished = try await Self.waitForState(gateway, id, ["finished", "error"])
             #expect(finished["agent_state"] == "finished")
