@@ -28,8 +28,9 @@ final class EventHub: Sendable {
 
     private struct State {
         var entries: [UUID: Entry] = [:]
-        /// Unbinds still in flight, which a new first subscriber waits for before it binds again.
-        var unbinding: [UUID: Task<Void, Never>] = [:]
+        /// Unbinds still in flight, which a new first subscriber waits for before it binds again; each removes
+        /// itself when done (keyed by its subscriber id, so a later unbind is not removed by an earlier one).
+        var unbinding: [UUID: (id: Int, task: Task<Void, Never>)] = [:]
         var nextID = 0
     }
 
@@ -125,7 +126,7 @@ final class EventHub: Sendable {
             state.nextID += 1
             let id = state.nextID
             if state.entries[conversation] == nil {
-                let pending = state.unbinding[conversation]
+                let pending = state.unbinding[conversation]?.task
                 let binding = AMQPBinding(queue: queue, exchange: exchange, routingKey: Self.routingKey(conversation))
                 let connection = connection
                 state.entries[conversation] = Entry(
@@ -164,16 +165,24 @@ final class EventHub: Sendable {
                 state.entries[conversation] = nil
                 let bound = entry.bound
                 let binding = AMQPBinding(queue: queue, exchange: exchange, routingKey: Self.routingKey(conversation))
-                let connection = connection
-                let logger = logger
-                state.unbinding[conversation] = Task {
-                    guard (try? await bound.value) != nil else { return }
-                    do {
-                        try await connection.unbind(binding)
-                    } catch {
-                        logger.warning("cannot unbind a conversation", metadata: [LogKey.error.rawValue: "\(error)"])
+                state.unbinding[conversation] = (
+                    id,
+                    Task {
+                        if (try? await bound.value) != nil {
+                            do {
+                                try await self.connection.unbind(binding)
+                            } catch {
+                                self.logger.warning(
+                                    "cannot unbind a conversation",
+                                    metadata: [LogKey.error.rawValue: "\(error)"]
+                                )
+                            }
+                        }
+                        self.state.withLock { state in
+                            if state.unbinding[conversation]?.id == id { state.unbinding[conversation] = nil }
+                        }
                     }
-                }
+                )
             } else {
                 state.entries[conversation] = entry
             }
@@ -193,9 +202,6 @@ final class EventHub: Sendable {
     func subscribers(of conversation: UUID) -> Int {
         state.withLock { $0.entries[conversation]?.subscribers.count ?? 0 }
     }
-
-    /// Clients on this gateway.
-    var totalSubscribers: Int { state.withLock { $0.entries.values.reduce(0) { $0 + $1.subscribers.count } } }
 }
 
 /// One client's view of a conversation's live events. Close it when the client leaves.
