@@ -140,13 +140,11 @@ public final class ConversationWorker: Service, Sendable {
 
     /// Publishes stored events on `conversation.<id>` (after their commit; nobody need be listening).
     func publish(_ events: [Event], conversation: UUID) async throws {
-        let routingKey = "conversation.\(conversation.uuidString.lowercased())"
         for event in events {
-            try await bus.publishEvent(
-                "event",
-                body: Array(event.json.serialized.utf8),
-                routingKey: routingKey,
-                messageID: "\(conversation.uuidString.lowercased()):\(event.id ?? -1)"
+            try await bus.publishConversationEvent(
+                conversation,
+                event: event.id ?? -1,
+                json: Array(event.json.serialized.utf8)
             )
         }
     }

@@ -35,7 +35,11 @@ public final class TestConversations: Sendable {
             AMQPQueue(name: queue, kind: .classic, durable: false, exclusive: true, autoDelete: true)
         )
         try await runtime.connection.bind(
-            AMQPBinding(queue: queue, exchange: runtime.topology.eventsExchange, routingKey: "conversation.#")
+            AMQPBinding(
+                queue: queue,
+                exchange: runtime.topology.eventsExchange,
+                routingKey: ConversationEvents.everyConversation
+            )
         )
         published = try await runtime.connection.consume(queue: queue, prefetch: 1000)
         let published = published
@@ -44,9 +48,7 @@ public final class TestConversations: Sendable {
             do {
                 for try await delivery in published {
                     if let event = try? JSONValue(parsing: delivery.message.body),
-                        let key = delivery.routingKey.split(separator: ".").last.flatMap({
-                            UUID(uuidString: String($0))
-                        })
+                        let key = ConversationEvents.identify(delivery)?.conversation
                     {
                         collected.events.withLock { $0[key, default: []].append(event) }
                     }

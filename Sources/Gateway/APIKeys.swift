@@ -124,7 +124,11 @@ public struct APIKeyStore: Sendable {
     /// The principal of `key`, or nil when it is unknown, malformed or revoked. Records when it was used.
     public func authenticate(_ key: String) async throws -> Principal? {
         guard Self.isWellFormed(key) else { return nil }
-        let presented = Self.hash(key)
+        return try await authenticate(key, hash: Self.hash(key))
+    }
+
+    /// ``authenticate(_:)`` of a well-formed key whose hash is `presented`.
+    func authenticate(_ key: String, hash presented: [UInt8]) async throws -> Principal? {
         let rows = try await postgres.query(
             "SELECT id, user_id, key_hash FROM api_keys WHERE key_prefix = $1 AND revoked_at IS NULL",
             [.text(String(key.prefix(Self.prefixLength)))]
@@ -156,13 +160,17 @@ public struct APIKeyStore: Sendable {
 public final class Authenticator: Sendable {
     let store: APIKeyStore
     let ttl: Duration
-    let capacity: Int
-    private let cache = Mutex<[[UInt8]: (principal: Principal, until: ContinuousClock.Instant)]>([:])
+    private let cache: BoundedCache<[UInt8], Trusted>
+
+    private struct Trusted: Sendable {
+        var principal: Principal
+        var until: ContinuousClock.Instant
+    }
 
     public init(store: APIKeyStore, ttl: Duration, capacity: Int = 10_000) {
         self.store = store
         self.ttl = ttl
-        self.capacity = capacity
+        self.cache = BoundedCache(capacity: capacity)
     }
 
     /// The principal of `key`, or nil when it is not a live key.
@@ -170,15 +178,12 @@ public final class Authenticator: Sendable {
         guard APIKeyStore.isWellFormed(key) else { return nil }
         let hash = APIKeyStore.hash(key)
         let now = ContinuousClock.now
-        if let cached = cache.withLock({ $0[hash] }), cached.until > now { return cached.principal }
-        guard let principal = try await store.authenticate(key) else {
-            _ = cache.withLock { $0.removeValue(forKey: hash) }
+        if let cached = cache[hash], cached.until > now { return cached.principal }
+        guard let principal = try await store.authenticate(key, hash: hash) else {
+            cache.remove(hash)
             return nil
         }
-        cache.withLock { entries in
-            if entries.count >= capacity { entries.removeAll(keepingCapacity: true) }
-            entries[hash] = (principal, now.advanced(by: ttl))
-        }
+        cache.set(Trusted(principal: principal, until: now.advanced(by: ttl)), for: hash)
         return principal
     }
 }

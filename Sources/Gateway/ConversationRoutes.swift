@@ -72,9 +72,9 @@ struct ConversationRoutes: Sendable {
             }
             new.runtime = backend
         }
-        try requireBroker()
+        try bus.requireConnected()
         try await conversations.create(new)
-        store.owners.remember(new.id, owner: user)
+        store.owners.set(user, for: new.id)
         do {
             try await send(.start, start, user: user)
         } catch {
@@ -255,15 +255,17 @@ struct ConversationRoutes: Sendable {
         let limit = try Self.int(query.get("limit"), "limit", range: 1...100) ?? 20
         let reverse = try Self.bool(query.get("reverse"), "reverse") ?? false
         try await store.requireOwner(user, id)
-        let page = try await store.events(id, from: start, through: end, reverse: reverse, limit: limit)
-        return rawJSON("{\"events\":[\(page.events.joined(separator: ","))],\"has_more\":\(page.hasMore)}")
+        // One more than asked for says whether there are more.
+        let events = try await store.events(id, from: start, through: end, reverse: reverse, limit: limit + 1)
+        let page = events.prefix(limit).map(\.json).joined(separator: ",")
+        return rawJSON("{\"events\":[\(page)],\"has_more\":\(events.count > limit)}")
     }
 
     func trajectory(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
         let user = try context.requirePrincipal().userID
         let id = try Self.conversationID(context)
         try await store.requireOwner(user, id)
-        let events = try await store.events(id, after: -1, limit: Int(Int32.max))
+        let events = try await store.events(id, from: 0, limit: Int(Int32.max))
         return rawJSON("{\"trajectory\":[\(events.map(\.json).joined(separator: ","))]}")
     }
 
@@ -271,19 +273,13 @@ struct ConversationRoutes: Sendable {
 
     /// Publishes a conversation command; fails at once (503) while RabbitMQ is not connected.
     func send<Payload: Encodable>(_ command: ConversationCommand, _ payload: Payload, user: UUID) async throws {
-        try requireBroker()
+        try bus.requireConnected()
         do {
             try await bus.send(command.rawValue, payload, to: bus.topology.conversationQueue, userID: user.apiString)
             metrics.command(command.rawValue, confirmed: true)
         } catch {
             metrics.command(command.rawValue, confirmed: false)
             throw error
-        }
-    }
-
-    func requireBroker() throws {
-        guard bus.connection.status.connected else {
-            throw DeckhandError(.unavailable, "RabbitMQ is not connected")
         }
     }
 
@@ -325,4 +321,12 @@ func rawJSON(_ text: String, status: HTTPResponse.Status = .ok) -> Response {
         headers: [.contentType: "application/json"],
         body: ResponseBody(byteBuffer: ByteBuffer(string: text))
     )
+}
+
+extension CommandBus {
+    /// Throws `SERVICE$UNAVAILABLE` (a 503) while the broker connection is down, rather than letting a
+    /// publish wait for `amqp.publish_timeout`.
+    func requireConnected() throws {
+        guard connection.status.connected else { throw DeckhandError(.unavailable, "RabbitMQ is not connected") }
+    }
 }

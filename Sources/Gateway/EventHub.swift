@@ -52,8 +52,6 @@ final class EventHub: Sendable {
         self.logger = logger
     }
 
-    static func routingKey(_ conversation: UUID) -> String { "conversation.\(conversation.uuidString.lowercased())" }
-
     /// Declares the queue (exclusive to this connection, gone with it; declared again after a reconnect).
     func declare() async throws {
         _ = try await connection.declare(
@@ -95,10 +93,7 @@ final class EventHub: Sendable {
     }
 
     private func dispatch(_ delivery: AMQPDelivery) {
-        guard delivery.routingKey.hasPrefix("conversation."),
-            let conversation = UUID(uuidString: String(delivery.routingKey.dropFirst("conversation.".count))),
-            let id = delivery.properties.messageID?.split(separator: ":").last.flatMap({ Int($0) })
-        else { return }
+        guard let (conversation, id) = ConversationEvents.identify(delivery) else { return }
         send(.event(id, String(decoding: delivery.body, as: UTF8.self)), to: conversation)
     }
 
@@ -127,7 +122,11 @@ final class EventHub: Sendable {
             let id = state.nextID
             if state.entries[conversation] == nil {
                 let pending = state.unbinding[conversation]?.task
-                let binding = AMQPBinding(queue: queue, exchange: exchange, routingKey: Self.routingKey(conversation))
+                let binding = AMQPBinding(
+                    queue: queue,
+                    exchange: exchange,
+                    routingKey: ConversationEvents.routingKey(conversation)
+                )
                 let connection = connection
                 state.entries[conversation] = Entry(
                     bound: Task {
@@ -164,7 +163,11 @@ final class EventHub: Sendable {
             if entry.subscribers.isEmpty {
                 state.entries[conversation] = nil
                 let bound = entry.bound
-                let binding = AMQPBinding(queue: queue, exchange: exchange, routingKey: Self.routingKey(conversation))
+                let binding = AMQPBinding(
+                    queue: queue,
+                    exchange: exchange,
+                    routingKey: ConversationEvents.routingKey(conversation)
+                )
                 state.unbinding[conversation] = (
                     id,
                     Task {

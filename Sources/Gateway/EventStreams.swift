@@ -49,11 +49,7 @@ struct EventStreams: Sendable {
     /// `latest_event_id` (or, for SSE, `Last-Event-ID`): the last id the client has; -1 (the default) for all.
     static func latestEventID(_ request: Request, header: Bool = false) throws -> Int {
         let text = (header ? request.headers[.lastEventID] : nil) ?? request.uri.queryParameters.get("latest_event_id")
-        guard let text, !text.isEmpty else { return -1 }
-        guard let value = Int(text), value >= -1 else {
-            throw APIError.invalidField("`latest_event_id` must be an integer of at least -1")
-        }
-        return value
+        return try ConversationRoutes.int(text, "latest_event_id", range: -1...Int(Int32.max)) ?? -1
     }
 
     // MARK: The feed
@@ -72,7 +68,7 @@ struct EventStreams: Sendable {
             while true {
                 let batch = try await store.events(
                     subscription.conversation,
-                    after: last,
+                    from: last + 1,
                     through: end,
                     limit: Self.replayBatch
                 )

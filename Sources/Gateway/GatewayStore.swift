@@ -9,11 +9,12 @@ struct GatewayStore: Sendable {
     let postgres: PostgresClient
     /// Conversation → owner, for the commands that need only the ownership check (a conversation never
     /// changes hands, so entries only leave when the map is full).
-    let owners = OwnerCache(capacity: 100_000)
+    let owners = BoundedCache<UUID, UUID>(capacity: 100_000)
 
-    static let timestamp = #"to_char(%@ AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"#
-
-    static func utc(_ column: String) -> String { timestamp.replacingOccurrences(of: "%@", with: column) }
+    /// `column` (a timestamptz) as UTC ISO 8601 with microseconds, formatted by PostgreSQL.
+    static func utc(_ column: String) -> String {
+        #"to_char(\#(column) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"#
+    }
 
     static let infoColumns = """
         id, title, \(utc("created_at")) AS created, \(utc("updated_at")) AS updated, status, runtime_status,
@@ -23,10 +24,10 @@ struct GatewayStore: Sendable {
 
     /// Whether `user` owns `conversation` (a cached answer when it was yes before).
     func owns(_ user: UUID, _ conversation: UUID) async throws -> Bool {
-        if let owner = owners.owner(of: conversation) { return owner == user }
+        if let owner = owners[conversation] { return owner == user }
         let rows = try await postgres.query("SELECT user_id FROM conversations WHERE id = $1", [.uuid(conversation)])
         guard let owner = try rows.first?.decode(UUID.self, "user_id") else { return false }
-        owners.remember(conversation, owner: owner)
+        owners.set(owner, for: conversation)
         return owner == user
     }
 
@@ -110,45 +111,24 @@ struct GatewayStore: Sendable {
         ) > 0
     }
 
-    /// Events of a conversation with ids in `range`, in id order (descending when `reverse`), at most `limit`,
-    /// as their stored JSON text; and whether more match.
+    /// Events of a conversation with ids from `start` through `end` (inclusive), in id order (descending when
+    /// `reverse`), at most `limit`, with their stored JSON text.
     func events(
         _ conversation: UUID,
         from start: Int,
-        through end: Int?,
-        reverse: Bool,
+        through end: Int? = nil,
+        reverse: Bool = false,
         limit: Int
     ) async throws
-        -> (events: [String], hasMore: Bool)
+        -> [(id: Int, json: String)]
     {
-        var bindings: [PostgresValue] = [.uuid(conversation), .int(Int64(start)), .int(Int64(limit + 1))]
-        var sql = "SELECT payload::text AS payload FROM events WHERE conversation_id = $1 AND id >= $2"
+        var bindings: [PostgresValue] = [.uuid(conversation), .int(Int64(start)), .int(Int64(limit))]
+        var sql = "SELECT id, payload::text AS payload FROM events WHERE conversation_id = $1 AND id >= $2"
         if let end {
             sql += " AND id <= $4"
             bindings.append(.int(Int64(end)))
         }
         sql += " ORDER BY id \(reverse ? "DESC" : "ASC") LIMIT $3"
-        let rows = try await postgres.query(sql, bindings)
-        let payloads = try rows.prefix(limit).map { try $0.decode(String.self, "payload") }
-        return (payloads, rows.count > limit)
-    }
-
-    /// Every event of a conversation after `after`, in order, with their ids (the replay of a stream).
-    func events(
-        _ conversation: UUID,
-        after: Int,
-        through end: Int? = nil,
-        limit: Int
-    ) async throws
-        -> [(id: Int, json: String)]
-    {
-        var bindings: [PostgresValue] = [.uuid(conversation), .int(Int64(after)), .int(Int64(limit))]
-        var sql = "SELECT id, payload::text AS payload FROM events WHERE conversation_id = $1 AND id > $2"
-        if let end {
-            sql += " AND id <= $4"
-            bindings.append(.int(Int64(end)))
-        }
-        sql += " ORDER BY id LIMIT $3"
         return try await postgres.query(sql, bindings).map {
             (try $0.decode(Int.self, "id"), try $0.decode(String.self, "payload"))
         }
@@ -184,23 +164,6 @@ struct PageCursor: Equatable {
         else { return nil }
         self.createdAt = String(parts[0])
         self.id = id
-    }
-}
-
-/// A bounded map of conversation owners.
-final class OwnerCache: Sendable {
-    private let entries = Mutex<[UUID: UUID]>([:])
-    let capacity: Int
-
-    init(capacity: Int) { self.capacity = capacity }
-
-    func owner(of conversation: UUID) -> UUID? { entries.withLock { $0[conversation] } }
-
-    func remember(_ conversation: UUID, owner: UUID) {
-        entries.withLock { entries in
-            if entries.count >= capacity { entries.removeAll(keepingCapacity: true) }
-            entries[conversation] = owner
-        }
     }
 }
 

@@ -65,7 +65,7 @@ struct WorkspaceRoutes: Sendable {
             throw APIError.invalidField("`path` is not a usable path")
         }
         try await store.requireOwner(user, id)
-        guard bus.connection.status.connected else { throw DeckhandError(.unavailable, "RabbitMQ is not connected") }
+        try bus.requireConnected()
         let request = WorkspaceRequest(conversationID: id, operation: operation, path: path)
         var message = AMQPMessage(body: body)
         message.properties.contentType = contentType

@@ -144,13 +144,7 @@ import Testing
     }
 
     static func publish(_ bed: TestConversations, _ conversation: UUID, id: Int, body: String) async throws {
-        let key = conversation.uuidString.lowercased()
-        try await bed.runtime.bus.publishEvent(
-            "event",
-            body: Array(body.utf8),
-            routingKey: "conversation.\(key)",
-            messageID: "\(key):\(id)"
-        )
+        try await bed.runtime.bus.publishConversationEvent(conversation, event: id, json: Array(body.utf8))
     }
 
     @Test func aHoleInTheLiveFeedIsFilledFromPostgreSQLAndCopiesAreDropped() async throws {

@@ -217,18 +217,17 @@ enum GatewayBenchmark {
             try await gateway.json(.get, "/api/conversations/\(id)")["num_connections"]?.intValue == subscribers
         }
         let padding = String(repeating: "x", count: 400)
-        let key = id.lowercased()
+        guard let conversation = UUID(uuidString: id) else { throw DeckhandError(.protocolViolation, "bad id \(id)") }
         let started = ContinuousClock.now
         for event in 0..<events {
             let body: JSONValue = [
                 "id": .number(Double(event)), "source": "agent", "action": "think", "message": "",
                 "args": ["thought": .string(padding)], "timestamp": "2026-11-28T12:00:00",
             ]
-            try await bed.runtime.bus.publishEvent(
-                "event",
-                body: Array(body.serialized.utf8),
-                routingKey: "conversation.\(key)",
-                messageID: "\(key):\(event)"
+            try await bed.runtime.bus.publishConversationEvent(
+                conversation,
+                event: event,
+                json: Array(body.serialized.utf8)
             )
         }
         let published = ContinuousClock.now - started
