@@ -1,8 +1,6 @@
 import ArgumentParser
-import ConversationWorker
 import DeckhandCore
 import Logging
-import Messaging
 
 /// `deckhand conversation-worker`: runs the agent, one step per message (DESIGN §1, §4).
 struct ConversationWorkerCommand: AsyncParsableCommand {
@@ -31,7 +29,6 @@ struct ConversationWorkerCommand: AsyncParsableCommand {
     func run() async throws {
         var configuration = try options.loadConfiguration()
         let logger = Logger(label: "deckhand.conversation")
-        let deployment = namespace.isEmpty ? "default" : namespace
         // Each step in flight holds a connection (its lock); the other commands need a few more.
         configuration.postgres.poolSize = max(configuration.postgres.poolSize, configuration.amqp.prefetch + 4)
 
@@ -41,22 +38,7 @@ struct ConversationWorkerCommand: AsyncParsableCommand {
             namespace: namespace,
             logger: logger
         ) { resources in
-            var workerConfiguration = ConversationWorker.Configuration(
-                agent: configuration.agent,
-                llm: configuration.llm,
-                prefetch: configuration.amqp.prefetch,
-                sandboxBackend: sandboxBackend
-            )
-            if let workerID { workerConfiguration.workerID = workerID }
-            return [
-                ConversationWorker(
-                    configuration: workerConfiguration,
-                    bus: CommandBus(connection: resources.amqp, topology: resources.topology),
-                    store: ConversationStore(postgres: resources.postgres, deployment: deployment),
-                    http: resources.http,
-                    logger: logger
-                )
-            ]
+            [resources.conversationWorker(workerID: workerID, sandboxBackend: sandboxBackend, logger: logger)]
         }
     }
 }

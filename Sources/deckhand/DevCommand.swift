@@ -1,10 +1,8 @@
 import ArgumentParser
-import ConversationWorker
 import DeckhandCore
 import Foundation
 import Gateway
 import Logging
-import Messaging
 import RuntimeManager
 
 /// `deckhand dev`: the whole stack in one process against the local services (DESIGN §1).
@@ -39,7 +37,6 @@ struct DevCommand: AsyncParsableCommand {
         configuration.postgres.poolSize = max(configuration.postgres.poolSize, configuration.amqp.prefetch + 12)
         let metrics = bootstrapMetrics()
         let logger = Logger(label: "deckhand.dev")
-        let deployment = namespace.isEmpty ? "default" : namespace
         let user = user
         let host = configuration.gateway.host
 
@@ -49,58 +46,24 @@ struct DevCommand: AsyncParsableCommand {
             namespace: namespace,
             logger: logger
         ) { resources in
-            let bus = CommandBus(connection: resources.amqp, topology: resources.topology)
-            let (backends, defaultBackend) = try await BackendSelection.make(
-                configuration: configuration,
-                deployment: deployment,
-                http: resources.http,
-                logger: Logger(label: "deckhand.runtime")
-            )
+            let runtime = try await resources.runtimeWorker(logger: Logger(label: "deckhand.runtime"))
+            let sandboxes = runtime.configuration.defaultBackend.rawValue
             let key = try await APIKeyStore(postgres: resources.postgres).create(user: user, name: "deckhand dev")
-            let runtime = RuntimeWorker(
-                configuration: .init(
-                    settings: configuration.runtime,
-                    defaultBackend: defaultBackend,
-                    prefetch: configuration.amqp.prefetch
-                ),
-                bus: bus,
-                store: SandboxStore(postgres: resources.postgres, deployment: deployment),
-                backends: backends,
-                http: resources.http,
-                logger: Logger(label: "deckhand.runtime")
-            )
-            let conversations = ConversationWorker(
-                configuration: .init(
-                    agent: configuration.agent,
-                    llm: configuration.llm,
-                    prefetch: configuration.amqp.prefetch
-                ),
-                bus: bus,
-                store: ConversationStore(postgres: resources.postgres, deployment: deployment),
-                http: resources.http,
-                logger: Logger(label: "deckhand.conversation")
-            )
-            let gateway = Gateway(
-                settings: configuration.gateway,
-                postgres: resources.postgres,
-                bus: bus,
-                deployment: deployment,
-                metrics: metrics,
-                logger: Logger(label: "deckhand.gateway"),
-                onRunning: { port in
-                    let url = "http://\(host):\(port)"
-                    let banner = """
-                        Deckhand is running: \(url) (sandboxes: \(defaultBackend.rawValue))
-                        API key of user \(user) (shown once): \(key.key)
-                          export DECKHAND_URL=\(url) DECKHAND_KEY=\(key.key)
-                          curl -H "Authorization: Bearer $DECKHAND_KEY" $DECKHAND_URL/api/conversations
+            let gateway = resources.gateway(metrics: metrics, logger: Logger(label: "deckhand.gateway")) { port in
+                let url = "http://\(host):\(port)"
+                let banner = """
+                    Deckhand is running: \(url) (sandboxes: \(sandboxes))
+                    API key of user \(user) (shown once): \(key.key)
+                      export DECKHAND_URL=\(url) DECKHAND_KEY=\(key.key)
+                      curl -H "Authorization: Bearer $DECKHAND_KEY" $DECKHAND_URL/api/conversations
 
-                        """
-                    FileHandle.standardOutput.write(Data(banner.utf8))
-                }
-            )
+                    """
+                FileHandle.standardOutput.write(Data(banner.utf8))
+            }
             // Shut down in reverse: the gateway stops taking requests first, the runtime worker goes last.
-            return [runtime, conversations, gateway]
+            return [
+                runtime, resources.conversationWorker(logger: Logger(label: "deckhand.conversation")), gateway,
+            ]
         }
     }
 }

@@ -2,7 +2,6 @@ import ArgumentParser
 import DeckhandCore
 import Gateway
 import Logging
-import Messaging
 
 /// `deckhand gateway`: the HTTP API (DESIGN §6).
 struct GatewayCommand: AsyncParsableCommand {
@@ -30,23 +29,13 @@ struct GatewayCommand: AsyncParsableCommand {
         if let port { configuration.gateway.port = port }
         let metrics = bootstrapMetrics()
         let logger = Logger(label: "deckhand.gateway")
-        let deployment = namespace.isEmpty ? "default" : namespace
         try await runWorkerRole(
             name: "deckhand-gateway",
             configuration: configuration,
             namespace: namespace,
             logger: logger
         ) { resources in
-            [
-                Gateway(
-                    settings: configuration.gateway,
-                    postgres: resources.postgres,
-                    bus: CommandBus(connection: resources.amqp, topology: resources.topology),
-                    deployment: deployment,
-                    metrics: metrics,
-                    logger: logger
-                )
-            ]
+            [resources.gateway(metrics: metrics, logger: logger)]
         }
     }
 }

@@ -1,8 +1,6 @@
 import ArgumentParser
 import DeckhandCore
 import Logging
-import Messaging
-import RuntimeManager
 
 /// `deckhand runtime-worker`: provisions and looks after sandboxes (DESIGN §1, §7).
 struct RuntimeWorkerCommand: AsyncParsableCommand {
@@ -27,36 +25,13 @@ struct RuntimeWorkerCommand: AsyncParsableCommand {
     func run() async throws {
         let configuration = try options.loadConfiguration()
         let logger = Logger(label: "deckhand.runtime")
-        let deployment = namespace.isEmpty ? "default" : namespace
-
         try await runWorkerRole(
             name: "deckhand-runtime-worker",
             configuration: configuration,
             namespace: namespace,
             logger: logger
         ) { resources in
-            let (backends, defaultBackend) = try await BackendSelection.make(
-                configuration: configuration,
-                deployment: deployment,
-                http: resources.http,
-                logger: logger
-            )
-            var workerConfiguration = RuntimeWorker.Configuration(
-                settings: configuration.runtime,
-                defaultBackend: defaultBackend,
-                prefetch: configuration.amqp.prefetch
-            )
-            if let workerID { workerConfiguration.workerID = workerID }
-            return [
-                RuntimeWorker(
-                    configuration: workerConfiguration,
-                    bus: CommandBus(connection: resources.amqp, topology: resources.topology),
-                    store: SandboxStore(postgres: resources.postgres, deployment: deployment),
-                    backends: backends,
-                    http: resources.http,
-                    logger: logger
-                )
-            ]
+            [try await resources.runtimeWorker(workerID: workerID, logger: logger)]
         }
     }
 }

@@ -1,20 +1,92 @@
 import AMQP
 import ArgumentParser
+import ConversationWorker
 import DeckhandCore
 import DeckhandStore
+import Gateway
 import HTTPClient
 import Logging
 import Messaging
 import Postgres
+import RuntimeManager
 import ServiceLifecycle
 import UnixSignals
 
-/// What a worker role needs: PostgreSQL (migrated), an HTTP client, RabbitMQ with the topology declared.
+/// What a worker role needs: PostgreSQL (migrated), an HTTP client, RabbitMQ with the topology declared,
+/// and the configuration and deployment name they were opened with.
 struct WorkerResources: Sendable {
+    let configuration: DeckhandConfiguration
+    /// The deployment's name in lock keys and sandbox labels: the namespace, or `default`.
+    let deployment: String
     let postgres: PostgresClient
     let http: HTTPClient
     let amqp: AMQPConnection
     let topology: Topology
+
+    var bus: CommandBus { CommandBus(connection: amqp, topology: topology) }
+
+    /// A runtime worker on the backends the configuration selects (`deckhand runtime-worker`, `deckhand dev`).
+    func runtimeWorker(workerID: String? = nil, logger: Logger) async throws -> RuntimeWorker {
+        let (backends, defaultBackend) = try await BackendSelection.make(
+            configuration: configuration,
+            deployment: deployment,
+            http: http,
+            logger: logger
+        )
+        var settings = RuntimeWorker.Configuration(
+            settings: configuration.runtime,
+            defaultBackend: defaultBackend,
+            prefetch: configuration.amqp.prefetch
+        )
+        if let workerID { settings.workerID = workerID }
+        return RuntimeWorker(
+            configuration: settings,
+            bus: bus,
+            store: SandboxStore(postgres: postgres, deployment: deployment),
+            backends: backends,
+            http: http,
+            logger: logger
+        )
+    }
+
+    /// A conversation worker on the configuration's model and agent settings.
+    func conversationWorker(
+        workerID: String? = nil,
+        sandboxBackend: RuntimeSettings.Backend? = nil,
+        logger: Logger
+    ) -> ConversationWorker {
+        var settings = ConversationWorker.Configuration(
+            agent: configuration.agent,
+            llm: configuration.llm,
+            prefetch: configuration.amqp.prefetch,
+            sandboxBackend: sandboxBackend
+        )
+        if let workerID { settings.workerID = workerID }
+        return ConversationWorker(
+            configuration: settings,
+            bus: bus,
+            store: ConversationStore(postgres: postgres, deployment: deployment),
+            http: http,
+            logger: logger
+        )
+    }
+
+    /// A gateway on the configuration's `gateway.*` settings.
+    func gateway(
+        metrics: GatewayMetrics,
+        logger: Logger,
+        onRunning: @escaping @Sendable (Int) async -> Void = { _ in }
+    ) -> Gateway {
+        Gateway(
+            settings: configuration.gateway,
+            postgres: postgres,
+            bus: bus,
+            deployment: deployment,
+            metrics: metrics,
+            logger: logger,
+            onRunning: onRunning
+        )
+    }
 }
 
 /// Runs a worker role: opens its resources, runs the services `makeServices` builds until SIGTERM or SIGINT
@@ -41,7 +113,14 @@ func runWorkerRole(
         let topology = Topology(namespace: namespace)
         try await topology.declare(on: amqp)
         let services = try await makeServices(
-            WorkerResources(postgres: postgres, http: http, amqp: amqp, topology: topology)
+            WorkerResources(
+                configuration: configuration,
+                deployment: namespace.isEmpty ? "default" : namespace,
+                postgres: postgres,
+                http: http,
+                amqp: amqp,
+                topology: topology
+            )
         )
         let group = ServiceGroup(
             configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
