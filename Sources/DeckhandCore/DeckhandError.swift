@@ -53,3 +53,11 @@ extension DeckhandError.Code {
     /// A bug or an unexpected state: logged, never shown in detail to a user.
     public static let internalError: Self = "INTERNAL$ERROR"
 }
+
+extension JSONValue {
+    /// The body of every error the HTTP API answers: `{"status":"error","code":…,"message":…}` (the gateway's
+    /// own, and those the runtime workers reply to workspace requests with).
+    public static func apiError(code: String, message: String) -> JSONValue {
+        ["status": "error", "code": .string(code), "message": .string(message)]
+    }
+}

@@ -29,7 +29,7 @@ public struct APIError: Error, HTTPResponseError, Sendable, Equatable {
     public var response: Response {
         var headers: HTTPFields = [.contentType: "application/json"]
         if let retryAfter { headers[.retryAfter] = String(retryAfter) }
-        let body: JSONValue = ["status": "error", "code": .string(code), "message": .string(message)]
+        let body = JSONValue.apiError(code: code, message: message)
         return Response(
             status: status,
             headers: headers,

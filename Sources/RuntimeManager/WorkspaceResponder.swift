@@ -29,7 +29,7 @@ struct WorkspaceResponder: Sendable {
         }
 
         static func error(_ status: Int, _ code: String, _ message: String) -> Answer {
-            .json(["status": "error", "code": .string(code), "message": .string(message)], status: status)
+            .json(.apiError(code: code, message: message), status: status)
         }
     }
 
@@ -121,11 +121,9 @@ struct WorkspaceResponder: Sendable {
         case .uploadFiles:
             return try await upload(request, body: body, contentType: contentType ?? "", url: url, headers: headers)
         case .zipDirectory:
-            var target = URLComponents()
-            target.queryItems = [URLQueryItem(name: "path", value: request.path)]
             let response = try await http.execute(
                 HTTPRequest(
-                    url: url + "/download_files" + (target.percentEncodedQuery.map { "?" + $0 } ?? ""),
+                    url: url + "/download_files" + Self.query(["path": request.path]),
                     headers: headers,
                     timeout: .seconds(120)
                 )
@@ -154,10 +152,7 @@ struct WorkspaceResponder: Sendable {
         }
         var uploaded: [JSONValue] = []
         var skipped: [JSONValue] = []
-        var target = URLComponents()
-        target.queryItems = [
-            URLQueryItem(name: "destination", value: request.path), URLQueryItem(name: "recursive", value: "false"),
-        ]
+        let query = Self.query(["destination": request.path, "recursive": "false"])
         for part in form.parts {
             guard let filename = part.filename else { continue }
             let name = (filename as NSString).lastPathComponent
@@ -173,7 +168,7 @@ struct WorkspaceResponder: Sendable {
             let response = try await http.execute(
                 HTTPRequest(
                     method: .post,
-                    url: url + "/upload_file" + (target.percentEncodedQuery.map { "?" + $0 } ?? ""),
+                    url: url + "/upload_file" + query,
                     headers: fields,
                     body: single.body,
                     timeout: .seconds(120)
@@ -188,6 +183,13 @@ struct WorkspaceResponder: Sendable {
             }
         }
         return .json(["uploaded_files": .array(uploaded), "skipped_files": .array(skipped)])
+    }
+
+    /// `?name=value&…`, percent-encoded, in name order.
+    static func query(_ items: [String: String]) -> String {
+        var components = URLComponents()
+        components.queryItems = items.sorted { $0.key < $1.key }.map { URLQueryItem(name: $0.key, value: $0.value) }
+        return components.percentEncodedQuery.map { "?" + $0 } ?? ""
     }
 
     /// A sandbox answer passed on: its JSON when it succeeded, else an error naming its status.
