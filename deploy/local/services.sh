@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Local services for Deckhand: RabbitMQ, PostgreSQL and dockerd as plain processes, state in a
-# git-ignored folder, listening on loopback only.
+# git-ignored folder, listening on loopback only. Sandboxes share this machine's loopback (process
+# sandboxes its network), so both services demand credentials that only the platform holds: a password for
+# the PostgreSQL role `deckhand` (SCRAM, not a superuser, owner of the database `deckhand`) and for the
+# RabbitMQ user `deckhand` (`guest` is removed), generated once into $DECKHAND_STATE_DIR/credentials/.
 #
 #   deploy/local/services.sh start     install what is missing, start what is not running, wait, print URLs
 #   deploy/local/services.sh stop      stop only the processes this script started
 #   deploy/local/services.sh status    say what runs
-#   deploy/local/services.sh env       print the URLs as shell exports
+#   deploy/local/services.sh env       print the URLs (with the generated credentials) as shell exports
 #   deploy/local/services.sh rabbitmqctl ARGS...   run rabbitmqctl against the local broker
 #
 # Environment (all optional):
@@ -32,7 +35,7 @@ wants() { [[ " $services " == *" $1 "* ]]; }
 # ---------------------------------------------------------------- packages
 install_packages() {
   local missing=()
-  local pkgs=(pkgconf librabbitmq-dev libcurl4-openssl-dev libpq-dev postgresql-15 rabbitmq-server docker.io zip unzip nghttp2-server curl debootstrap binutils)
+  local pkgs=(pkgconf librabbitmq-dev libcurl4-openssl-dev libpq-dev postgresql-15 rabbitmq-server docker.io zip unzip nghttp2-server curl debootstrap binutils bubblewrap util-linux)
   for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
   done
@@ -65,6 +68,17 @@ wait_for() { # name seconds command...
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# ---------------------------------------------------------------- credentials
+# One secret per service, made once from the system's random source and kept (0600) in the state folder.
+secret() { # name
+  local dir=$state/credentials file=$state/credentials/$1
+  if [[ ! -s $file ]]; then
+    mkdir -p "$dir"; chmod 700 "$dir"
+    (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$file")
+  fi
+  cat "$file"
+}
+
 # ---------------------------------------------------------------- RabbitMQ
 rabbit_env() {
   export HOME=$state/rabbitmq
@@ -86,18 +100,38 @@ rabbitmqctl() { (rabbit_env; "$rabbit_bin/rabbitmqctl" -n "$rabbit_node" "$@"); 
 
 start_rabbitmq() {
   rabbit_env
-  if pid_alive "$state/rabbitmq/pid"; then log "rabbitmq already running"; return; fi
+  if pid_alive "$state/rabbitmq/pid"; then log "rabbitmq already running"; secure_rabbitmq; return; fi
   port_busy "$amqp_port" && die "port $amqp_port is taken by another process; set DECKHAND_AMQP_PORT"
   mkdir -p "$state/rabbitmq/log" "$state/rabbitmq/mnesia"
   [[ -f $state/rabbitmq/enabled_plugins ]] || echo '[].' >"$state/rabbitmq/enabled_plugins"
+  # A new node starts with the user deckhand and no guest; an older one is brought in line below.
   cat >"$state/rabbitmq/rabbitmq.conf" <<CONF
 listeners.tcp.1 = 127.0.0.1:$amqp_port
-loopback_users = none
+default_user = deckhand
+default_pass = $(secret rabbitmq-password)
+default_permissions.configure = .*
+default_permissions.read = .*
+default_permissions.write = .*
 CONF
+  chmod 600 "$state/rabbitmq/rabbitmq.conf"
   log "starting rabbitmq on 127.0.0.1:$amqp_port"
   setsid "$rabbit_bin/rabbitmq-server" >"$state/rabbitmq/log/stdout.log" 2>&1 </dev/null &
   echo $! >"$state/rabbitmq/pid"
   wait_for rabbitmq 90 "$rabbit_bin/rabbitmqctl" -n "$rabbit_node" await_startup --timeout 2
+  secure_rabbitmq
+}
+
+# The user deckhand with the generated password, and no guest (a node made before credentials existed).
+secure_rabbitmq() {
+  local users; users=$("$rabbit_bin/rabbitmqctl" -n "$rabbit_node" list_users -q --no-table-headers 2>/dev/null | awk '{print $1}')
+  if ! grep -qx deckhand <<<"$users"; then
+    "$rabbit_bin/rabbitmqctl" -n "$rabbit_node" add_user deckhand "$(secret rabbitmq-password)" >/dev/null
+    "$rabbit_bin/rabbitmqctl" -n "$rabbit_node" set_permissions -p / deckhand '.*' '.*' '.*' >/dev/null
+  fi
+  if grep -qx guest <<<"$users"; then
+    log "removing the rabbitmq user guest"
+    "$rabbit_bin/rabbitmqctl" -n "$rabbit_node" delete_user guest >/dev/null
+  fi
 }
 
 stop_rabbitmq() {
@@ -129,32 +163,65 @@ start_postgres() {
   chmod o+x "$state"  # postgres (not root) must be able to reach its folder
   local home; home=$(pg_home)
   local data=$home/data
+  local running=0
   if [[ -f $data/postmaster.pid ]] && kill -0 "$(head -1 "$data/postmaster.pid")" 2>/dev/null; then
-    log "postgres already running"; return
+    running=1
+  else
+    port_busy "$pg_port" && die "port $pg_port is taken by another process; set DECKHAND_PG_PORT"
   fi
-  port_busy "$pg_port" && die "port $pg_port is taken by another process; set DECKHAND_PG_PORT"
   mkdir -p "$home"
   chown postgres: "$home"
   if [[ ! -f $data/PG_VERSION ]]; then
     log "initdb $data"
-    pg "$pg_bin/initdb" -D "$data" -U postgres -A trust -E UTF8 >"$home/initdb.log"
+    pg "$pg_bin/initdb" -D "$data" -U postgres --auth-local=peer --auth-host=scram-sha-256 -E UTF8 >"$home/initdb.log"
     cat >>"$data/postgresql.conf" <<CONF
 listen_addresses = '127.0.0.1'
 port = $pg_port
-unix_socket_directories = ''
 max_connections = 300
 fsync = on
 shared_buffers = 256MB
 CONF
   fi
-  log "starting postgres on 127.0.0.1:$pg_port"
-  pg "$pg_bin/pg_ctl" -D "$data" -l "$home/server.log" -w -t 60 start >/dev/null
-  touch "$home/started-by-us"
+  # Over TCP every role needs its SCRAM password; the superuser postgres only logs in as the OS user
+  # postgres through the socket in the data folder (this script's own administration). Rewritten at every
+  # start, so a cluster made with trust before is brought in line.
+  cat >"$data/pg_hba.conf" <<HBA
+local all postgres peer
+host all all 127.0.0.1/32 scram-sha-256
+host all all ::1/128 scram-sha-256
+HBA
+  cat >"$data/deckhand.conf" <<CONF
+unix_socket_directories = '$data'
+unix_socket_permissions = 0700
+password_encryption = scram-sha-256
+CONF
+  grep -q "^include_if_exists = 'deckhand.conf'" "$data/postgresql.conf" ||
+    echo "include_if_exists = 'deckhand.conf'" >>"$data/postgresql.conf"
+  chown postgres: "$data/pg_hba.conf" "$data/deckhand.conf"
+  if ((running)) && [[ -S $data/.s.PGSQL.$pg_port ]]; then
+    log "postgres already running"
+    pg "$pg_bin/pg_ctl" -D "$data" reload >/dev/null
+  elif ((running)); then
+    log "restarting postgres to apply its authentication settings"
+    pg "$pg_bin/pg_ctl" -D "$data" -l "$home/server.log" -m fast -w -t 60 restart >/dev/null
+  else
+    log "starting postgres on 127.0.0.1:$pg_port"
+    pg "$pg_bin/pg_ctl" -D "$data" -l "$home/server.log" -w -t 60 start >/dev/null
+    touch "$home/started-by-us"
+  fi
   wait_for postgres 60 "$pg_bin/pg_isready" -h 127.0.0.1 -p "$pg_port"
-  pg "$pg_bin/psql" -h 127.0.0.1 -p "$pg_port" -d postgres -qAt -c \
-    "DO \$\$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'deckhand') THEN CREATE ROLE deckhand LOGIN SUPERUSER PASSWORD 'deckhand'; END IF; END \$\$;" >/dev/null
-  pg "$pg_bin/psql" -h 127.0.0.1 -p "$pg_port" -d postgres -qAt -c "SELECT 1 FROM pg_database WHERE datname = 'deckhand'" | grep -q 1 ||
-    pg "$pg_bin/createdb" -h 127.0.0.1 -p "$pg_port" -O deckhand deckhand
+  # The role deckhand: a password, no superuser (so no COPY … TO PROGRAM, no reading other roles' data),
+  # owner of its own database only. ALTER on every start brings an older superuser role in line.
+  local password; password=$(secret postgres-password)
+  pg "$pg_bin/psql" -h "$data" -p "$pg_port" -d postgres -qAt -v ON_ERROR_STOP=1 -v pw="$password" >/dev/null <<'SQL'
+SELECT format('CREATE ROLE deckhand LOGIN PASSWORD %L', :'pw') WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'deckhand')
+\gexec
+SELECT format('ALTER ROLE deckhand LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD %L', :'pw')
+\gexec
+SQL
+  pg "$pg_bin/psql" -h "$data" -p "$pg_port" -d postgres -qAt -c "SELECT 1 FROM pg_database WHERE datname = 'deckhand'" | grep -q 1 ||
+    pg "$pg_bin/createdb" -h "$data" -p "$pg_port" -O deckhand deckhand
+  pg "$pg_bin/psql" -h "$data" -p "$pg_port" -d deckhand -qAt -c "REVOKE ALL ON DATABASE deckhand FROM PUBLIC; ALTER SCHEMA public OWNER TO deckhand" >/dev/null
 }
 
 stop_postgres() {
@@ -194,8 +261,8 @@ stop_docker() {
 
 # ---------------------------------------------------------------- commands
 print_env() {
-  wants rabbitmq && echo "export DECKHAND_AMQP_URL=amqp://guest:guest@127.0.0.1:$amqp_port/"
-  wants postgres && echo "export DECKHAND_POSTGRES_URL=postgresql://deckhand:deckhand@127.0.0.1:$pg_port/deckhand"
+  wants rabbitmq && echo "export DECKHAND_AMQP_URL=amqp://deckhand:$(secret rabbitmq-password)@127.0.0.1:$amqp_port/"
+  wants postgres && echo "export DECKHAND_POSTGRES_URL=postgresql://deckhand:$(secret postgres-password)@127.0.0.1:$pg_port/deckhand"
   wants docker && echo "export DECKHAND_DOCKER_SOCKET=$docker_sock"
   # This dockerd runs without a bridge (--bridge=none): sandboxes use the host network on 127.0.0.1.
   wants docker && echo "export DECKHAND_DOCKER_NETWORK=host"
