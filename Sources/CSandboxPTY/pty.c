@@ -5,6 +5,8 @@
 #include <pty.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
@@ -64,4 +66,13 @@ int deckhand_file_status(const char *path, int follow, unsigned int *mode, long 
     *mode = (unsigned int)info.st_mode;
     *modified = (long long)info.st_mtim.tv_sec;
     return 0;
+}
+
+int deckhand_make_undumpable(void) {
+    return prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0 ? 0 : -errno;
+}
+
+int deckhand_limit_processes(unsigned long limit) {
+    struct rlimit bounds = {.rlim_cur = limit, .rlim_max = limit};
+    return setrlimit(RLIMIT_NPROC, &bounds) == 0 ? 0 : -errno;
 }

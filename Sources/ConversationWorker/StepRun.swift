@@ -191,11 +191,19 @@ struct StepRun: Sendable {
     /// trajectory) and stores the answer before any action runs. Nil when the step ended the conversation.
     func decide(_ record: ConversationRecord, lastPromptTokens: Int?, masker: SecretMasker) async throws -> Decision? {
         let id = self.id
-        if record.iteration >= record.maxIterations {
-            try await endWithError("The agent reached its limit of \(record.maxIterations) iterations.", masker: masker)
+        // The operator's caps hold whatever the row says (a row written before a cap was lowered included).
+        let limits = UserLimits(agent: worker.configuration.agent, llm: worker.configuration.llm)
+        let maxIterations = min(record.maxIterations, limits.maxIterations)
+        if record.iteration >= maxIterations {
+            try await endWithError("The agent reached its limit of \(maxIterations) iterations.", masker: masker)
             return nil
         }
-        let budget = record.maxBudget ?? (agent.maxBudget > 0 ? agent.maxBudget : nil)
+        let pricedModel = record.llmModel ?? worker.configuration.llm.model
+        let budget = limits.budget(conversation: record.maxBudget)
+        if budget != nil, !record.hasReplay, limits.price(of: pricedModel) == nil {
+            try await endWithError(UserLimits.unpriced(pricedModel) + ".", masker: masker)
+            return nil
+        }
         if let budget, record.metrics.accumulatedCost >= budget {
             let spent = String(format: "%.4f", record.metrics.accumulatedCost)
             try await endWithError(
@@ -260,11 +268,10 @@ struct StepRun: Sendable {
                 answer = .model(completion.response)
                 usage = completion.response.usage
                 attempts = completion.attempts
-                cost = worker.configuration.llm.prices.cost(
-                    model: endpoint.model,
-                    promptTokens: usage.promptTokens,
-                    completionTokens: usage.completionTokens
-                )
+                cost =
+                    limits.price(of: endpoint.model).map {
+                        PriceTable.cost($0, promptTokens: usage.promptTokens, completionTokens: usage.completionTokens)
+                    } ?? 0
             } catch let failure as LLMFailure {
                 logger.warning("the model failed", metadata: [LogKey.error.rawValue: "\(failure)"])
                 try await endWithError(

@@ -29,13 +29,23 @@ public struct GatewaySettings: Sendable {
     public var keyCacheTTL: Duration = .seconds(10)
     /// `gateway.retry_after`: the `Retry-After` seconds of a 503 while RabbitMQ or PostgreSQL is down.
     public var retryAfterSeconds: Int = 2
+    /// `gateway.max_running_conversations`: conversations one user may have at work (loading or running) at
+    /// once; a new one beyond it is a 429 (0: no limit).
+    public var maxRunningConversations: Int = 10
+    /// `gateway.max_live_sandboxes`: sandboxes (starting, running or paused) one user's conversations may hold;
+    /// creating or starting a conversation beyond it is a 429 (0: no limit).
+    public var maxLiveSandboxes: Int = 10
+    /// `gateway.allowed_origins`: the web origins (`https://app.example.com`) whose pages may call the API;
+    /// a request or WebSocket upgrade with any other `Origin` is refused (403). Empty: no page may.
+    public var allowedOrigins: Set<String> = []
 
     public init() {}
 
     static let keys: Set<String> = [
         "gateway.host", "gateway.port", "gateway.auth", "gateway.single_user", "gateway.max_body",
         "gateway.max_upload", "gateway.stream_buffer", "gateway.files_timeout", "gateway.key_cache_ttl",
-        "gateway.retry_after",
+        "gateway.retry_after", "gateway.max_running_conversations", "gateway.max_live_sandboxes",
+        "gateway.allowed_origins",
     ]
 
     public init(reader: ConfigurationReader) throws(DeckhandError) {
@@ -57,6 +67,41 @@ public struct GatewaySettings: Sendable {
         filesTimeout = try reader.duration("gateway.files_timeout", default: filesTimeout, minimum: .milliseconds(10))
         keyCacheTTL = try reader.duration("gateway.key_cache_ttl", default: keyCacheTTL)
         retryAfterSeconds = try reader.int("gateway.retry_after", default: retryAfterSeconds, range: 1...3600)
+        maxRunningConversations = try reader.int(
+            "gateway.max_running_conversations",
+            default: maxRunningConversations,
+            range: 0...1_000_000
+        )
+        maxLiveSandboxes = try reader.int("gateway.max_live_sandboxes", default: maxLiveSandboxes, range: 0...1_000_000)
+        if let text = reader.optionalString("gateway.allowed_origins") {
+            var origins: Set<String> = []
+            for item in text.split(separator: ",") {
+                let origin = String(item.trimmingWhitespace())
+                guard !origin.isEmpty else { continue }
+                guard origin.hasPrefix("http://") || origin.hasPrefix("https://"), !origin.dropFirst(8).contains("/")
+                else {
+                    throw reader.invalid(
+                        "gateway.allowed_origins",
+                        expected: "a comma-separated list of origins such as https://app.example.com (no path)",
+                        got: text
+                    )
+                }
+                origins.insert(origin)
+            }
+            allowedOrigins = origins
+        }
+        if auth == .singleUser, !Self.isLoopback(host) {
+            throw reader.invalid(
+                "gateway.host",
+                expected: "a loopback address (127.0.0.1, ::1 or localhost) with gateway.auth = single_user",
+                got: host
+            )
+        }
+    }
+
+    /// Whether `host` is a loopback address.
+    public static func isLoopback(_ host: String) -> Bool {
+        host == "localhost" || host == "::1" || host == "[::1]" || host.hasPrefix("127.")
     }
 
     private static func size(

@@ -20,12 +20,17 @@ public struct LLMSettings: Sendable {
     public var temperature: Double? = nil
     /// `llm.prices`: USD per million prompt and completion tokens, per model.
     public var prices: PriceTable = .init()
+    /// `llm.default_price`: the price of a model `llm.prices` does not list; nil: such a model cannot run
+    /// under a budget (it is refused rather than counted as free).
+    public var defaultPrice: PriceTable.Price? = nil
+    /// `llm.user_models`: the models a caller may name besides `llm.model` (`*`: any).
+    public var userModels: [String] = []
 
     public init() {}
 
     static let keys: Set<String> = [
         "llm.base_url", "llm.api_key", "llm.model", "llm.connect_timeout", "llm.timeout", "llm.max_attempts",
-        "llm.retry_min", "llm.retry_max", "llm.temperature", "llm.prices",
+        "llm.retry_min", "llm.retry_max", "llm.temperature", "llm.prices", "llm.default_price", "llm.user_models",
     ]
 
     public init(reader: ConfigurationReader) throws(DeckhandError) {
@@ -59,6 +64,19 @@ public struct LLMSettings: Sendable {
             }
             prices = table
         }
+        if let text = reader.optionalString("llm.default_price") {
+            guard let price = PriceTable.Price(parsing: text) else {
+                throw reader.invalid(
+                    "llm.default_price",
+                    expected: "prompt/completion USD per million tokens, such as `5/15`",
+                    got: text
+                )
+            }
+            defaultPrice = price
+        }
+        if let text = reader.optionalString("llm.user_models") {
+            userModels = text.split(separator: ",").map { String($0.trimmingWhitespace()) }.filter { !$0.isEmpty }
+        }
     }
 }
 
@@ -71,6 +89,16 @@ public struct PriceTable: Sendable, Equatable {
         public init(promptPerMillion: Double, completionPerMillion: Double) {
             self.promptPerMillion = promptPerMillion
             self.completionPerMillion = completionPerMillion
+        }
+
+        /// Parses `2.5/10` (prompt/completion USD per million tokens).
+        public init?<S: StringProtocol>(parsing text: S) {
+            let parts = text.split(separator: "/")
+            guard parts.count == 2, let prompt = Double(parts[0].trimmingWhitespace()),
+                let completion = Double(parts[1].trimmingWhitespace()), prompt >= 0, completion >= 0,
+                prompt.isFinite, completion.isFinite
+            else { return nil }
+            self.init(promptPerMillion: prompt, completionPerMillion: completion)
         }
     }
 
@@ -87,21 +115,20 @@ public struct PriceTable: Sendable, Equatable {
             let entry = item.trimmingWhitespace()
             guard let equals = entry.lastIndex(of: "=") else { return nil }
             let model = entry[..<equals].trimmingWhitespace()
-            let parts = entry[entry.index(after: equals)...].split(separator: "/")
-            guard !model.isEmpty, parts.count == 2, let prompt = Double(parts[0].trimmingWhitespace()),
-                let completion = Double(parts[1].trimmingWhitespace()), prompt >= 0, completion >= 0
-            else { return nil }
-            prices[model] = Price(promptPerMillion: prompt, completionPerMillion: completion)
+            guard !model.isEmpty, let price = Price(parsing: entry[entry.index(after: equals)...]) else { return nil }
+            prices[String(model)] = price
         }
         self.prices = prices
     }
 
-    /// The cost in USD of one call; a model without a price costs 0. A model `provider/name` also matches
-    /// a price for `name`.
-    public func cost(model: String, promptTokens: Int, completionTokens: Int) -> Double {
-        let price = prices[model] ?? model.split(separator: "/").last.flatMap { prices[String($0)] }
-        guard let price else { return 0 }
-        return (Double(promptTokens) * price.promptPerMillion + Double(completionTokens) * price.completionPerMillion)
+    /// The price of `model`; a model `provider/name` also matches a price for `name`.
+    public func price(of model: String) -> Price? {
+        prices[model] ?? model.split(separator: "/").last.flatMap { prices[String($0)] }
+    }
+
+    /// The cost in USD of one call at `price`.
+    public static func cost(_ price: Price, promptTokens: Int, completionTokens: Int) -> Double {
+        (Double(promptTokens) * price.promptPerMillion + Double(completionTokens) * price.completionPerMillion)
             / 1_000_000
     }
 }

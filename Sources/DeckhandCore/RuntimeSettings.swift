@@ -18,6 +18,16 @@ public struct RuntimeSettings: Sendable {
         }
     }
 
+    /// How process sandboxes are confined (`runtime.process_isolation`).
+    public enum ProcessIsolation: String, Sendable, CaseIterable {
+        /// bubblewrap: own user, mount, PID, IPC and UTS namespaces, a read-only system, the workspace as the
+        /// only writable place besides small `/tmp` and home tmpfs, and (when the worker is root) a uid of
+        /// the sandbox's own.
+        case bwrap
+        /// None: the sandbox runs as the worker's user and sees what it sees. Development on a trusted machine only.
+        case none
+    }
+
     /// `runtime.backend`: `docker`, `process`, or `auto` (nil here: Docker when `docker.socket` is set).
     public var backend: Backend? = nil
     /// `runtime.image`: the Docker image of a sandbox.
@@ -26,6 +36,17 @@ public struct RuntimeSettings: Sendable {
     public var sandboxBinary: String? = nil
     /// `runtime.workspace_root`: where process sandboxes get their folders.
     public var workspaceRoot: String = "/var/tmp/deckhand/sandboxes"
+    /// `runtime.user_backends`: the backends a caller may name for a conversation (besides the operator's
+    /// `runtime.backend` when it is not `auto`); empty: callers cannot choose.
+    public var userBackends: [Backend] = []
+    /// `runtime.process_isolation`: how process sandboxes are confined.
+    public var processIsolation: ProcessIsolation = .bwrap
+    /// `runtime.process_max_processes`: the processes one isolated process sandbox may run (its uid's
+    /// `RLIMIT_NPROC`; applies when the worker is root and each sandbox has a uid of its own).
+    public var processMaxProcesses: Int = 1024
+    /// `runtime.process_tmp_size`: the size of an isolated process sandbox's `/tmp`, and of its home, in bytes
+    /// (memory-backed).
+    public var processTmpBytes: Int = 256 << 20
     /// `runtime.warm_pool`: the warm-pool targets.
     public var warmPool: [PoolTarget] = []
     /// `runtime.alive_timeout`: how long a new sandbox may take to answer `/alive`.
@@ -52,6 +73,8 @@ public struct RuntimeSettings: Sendable {
         "runtime.backend", "runtime.image", "runtime.sandbox_binary", "runtime.workspace_root", "runtime.warm_pool",
         "runtime.alive_timeout", "runtime.lease", "runtime.maintenance_interval", "runtime.idle_pause_after",
         "runtime.idle_stop_after", "runtime.idle_destroy_after", "runtime.shutdown_timeout", "runtime.environment",
+        "runtime.process_isolation", "runtime.process_max_processes", "runtime.process_tmp_size",
+        "runtime.user_backends",
     ]
 
     public init(reader: ConfigurationReader) throws(DeckhandError) {
@@ -64,6 +87,42 @@ public struct RuntimeSettings: Sendable {
                 throw reader.invalid("runtime.workspace_root", expected: "an absolute path", got: path)
             }
             workspaceRoot = path
+        }
+        if let text = reader.optionalString("runtime.user_backends") {
+            var backends: [Backend] = []
+            for name in text.split(separator: ",").map({ $0.trimmingWhitespace() }) where !name.isEmpty {
+                guard let backend = Backend(rawValue: String(name)) else {
+                    throw reader.invalid(
+                        "runtime.user_backends",
+                        expected:
+                            "a comma-separated list of \(Backend.allCases.map(\.rawValue).joined(separator: ", "))",
+                        got: text
+                    )
+                }
+                if !backends.contains(backend) { backends.append(backend) }
+            }
+            userBackends = backends
+        }
+        let isolation = try reader.choice(
+            "runtime.process_isolation",
+            default: processIsolation.rawValue,
+            choices: ProcessIsolation.allCases.map(\.rawValue)
+        )
+        processIsolation = ProcessIsolation(rawValue: isolation) ?? .bwrap
+        processMaxProcesses = try reader.int(
+            "runtime.process_max_processes",
+            default: processMaxProcesses,
+            range: 16...1_000_000
+        )
+        if let text = reader.optionalString("runtime.process_tmp_size") {
+            guard let bytes = DockerSettings.parseBytes(text), bytes >= 1 << 20 else {
+                throw reader.invalid(
+                    "runtime.process_tmp_size",
+                    expected: "a size of at least 1m, such as 256m",
+                    got: text
+                )
+            }
+            processTmpBytes = bytes
         }
         if let text = reader.optionalString("runtime.warm_pool") {
             guard let targets = Self.parsePool(text, defaultImage: image) else {

@@ -39,3 +39,28 @@ public struct WorkspaceRequest: Codable, Sendable, Equatable {
         case operation, path
     }
 }
+
+/// The paths users give the workspace routes: inside the workspace, or refused. A sandbox confines its own
+/// server, but a request must not even ask it for `/proc/…/environ`, `/home/…` or `../../…`.
+public enum WorkspacePath {
+    /// Where OpenHands' sandboxes (and Deckhand's Docker and isolated process sandboxes) mount the workspace;
+    /// clients send paths under it as well as relative ones.
+    public static let mount = "/workspace"
+
+    /// `path` relative to the workspace, with `.` and empty components removed (`""` for its root); nil when it
+    /// leaves the workspace: absolute outside `/workspace`, a `..` component, a NUL, or over 4,096 bytes.
+    public static func relative(_ path: String) -> String? {
+        guard path.utf8.count <= 4096, !path.contains("\0") else { return nil }
+        var rest = Substring(path)
+        if rest.hasPrefix("/") {
+            guard rest == Substring(mount) || rest.hasPrefix(mount + "/") else { return nil }
+            rest = rest.dropFirst(mount.count)
+        }
+        var parts: [Substring] = []
+        for part in rest.split(separator: "/", omittingEmptySubsequences: true) where part != "." {
+            if part == ".." { return nil }
+            parts.append(part)
+        }
+        return parts.joined(separator: "/")
+    }
+}

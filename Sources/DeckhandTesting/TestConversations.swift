@@ -250,11 +250,16 @@ public final class TestConversations: Sendable {
         collected.events.withLock { $0[conversation] ?? [] }
     }
 
-    /// A folder for files the scripts write, removed with the test bed's sandboxes.
-    public var scratch: String {
-        let path = runtime.processRoot + "-scratch"
-        try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-        return path
+    /// Where a script's `/workspace/<name>` is on this machine: in the workspace of the conversation's process
+    /// sandbox (an isolated sandbox sees nothing else of the host). Waits until the conversation has one.
+    public func workspaceFile(_ conversation: UUID, _ name: String) async throws -> String {
+        let folder = Mutex<String?>(nil)
+        try await runtime.eventually("the conversation has a sandbox", timeout: .seconds(60)) {
+            let reference = try await runtime.store.liveSandbox(conversation: conversation)?.reference
+            folder.withLock { $0 = reference }
+            return reference != nil
+        }
+        return (folder.withLock { $0 } ?? "") + "/workspace/" + name
     }
 }
 

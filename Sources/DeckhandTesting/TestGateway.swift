@@ -37,7 +37,9 @@ public struct TestGateway: Sendable {
         var fields = headers
         let key = key ?? self.key
         if !key.isEmpty { fields.append(("Authorization", "Bearer \(key)")) }
-        if body != nil { fields.append(("Content-Type", "application/json")) }
+        if body != nil, !fields.contains(where: { $0.0.lowercased() == "content-type" }) {
+            fields.append(("Content-Type", "application/json"))
+        }
         let response = try await http.execute(
             HTTPRequest(
                 method: method,
@@ -110,10 +112,20 @@ extension TestConversations {
         return settings
     }
 
+    /// Limits for tests: any model (each script is a model of its own) and any backend, no per-user caps.
+    public static func userLimits(_ configure: (inout UserLimits) -> Void = { _ in }) -> UserLimits {
+        var limits = UserLimits()
+        limits.userModels = ["*"]
+        limits.userBackends = RuntimeSettings.Backend.allCases
+        configure(&limits)
+        return limits
+    }
+
     /// Runs a gateway on this bed (on other connections when `bus` or `postgres` is given) for the length of
     /// `body`; the client it gets checks every response against the gateway's `/openapi.json`.
     public func withGateway<T: Sendable>(
         settings: GatewaySettings = TestConversations.gatewaySettings(),
+        limits: UserLimits = TestConversations.userLimits(),
         bus: CommandBus? = nil,
         postgres: PostgresClient? = nil,
         _ body: @Sendable (TestGateway) async throws -> T
@@ -122,6 +134,7 @@ extension TestConversations {
         let port = AsyncStream<Int>.makeStream()
         let gateway = Gateway(
             settings: settings,
+            limits: limits,
             postgres: postgres ?? runtime.postgres,
             bus: bus ?? runtime.bus,
             deployment: runtime.namespace,

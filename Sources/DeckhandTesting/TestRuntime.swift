@@ -135,13 +135,14 @@ public final class TestRuntime: Sendable {
 
     public func makeBackends(
         _ kinds: [RuntimeSettings.Backend],
+        settings: RuntimeSettings = TestRuntime.settings(),
         dockerSocket: String = TestEnvironment.dockerSocket
     ) throws -> [any SandboxBackend] {
         let logger = Logger(label: "test.runtime")
         return try kinds.map { kind -> any SandboxBackend in
             switch kind {
             case .process:
-                return try ProcessBackend(root: processRoot, logger: logger)
+                return try ProcessBackend(root: processRoot, settings: settings, logger: logger)
             case .docker:
                 return DockerBackend(
                     socket: dockerSocket,
@@ -187,7 +188,7 @@ public final class TestRuntime: Sendable {
             configuration: configuration,
             bus: CommandBus(connection: connection ?? self.connection, topology: topology),
             store: store ?? self.store,
-            backends: try makeBackends(kinds, dockerSocket: dockerSocket),
+            backends: try makeBackends(kinds, settings: settings, dockerSocket: dockerSocket),
             http: http,
             logger: Logger(label: "test.runtime.worker")
         )

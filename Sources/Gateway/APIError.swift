@@ -50,6 +50,11 @@ extension APIError {
     )
     static let conversationNotFound = APIError(.notFound, "CONVERSATION$NOT_FOUND", "conversation not found")
 
+    /// A choice outside the operator's limits (422, the limit's code).
+    static func refused(_ refusal: UserLimits.Refusal) -> APIError {
+        APIError(.unprocessableContent, refusal.code, refusal.message)
+    }
+
     /// Maps any error thrown while answering a request to what the client sees. Errors that are not the
     /// client's to know about become a 500 that says nothing more (the caller logs them).
     init(_ error: any Error, retryAfter: Int) {

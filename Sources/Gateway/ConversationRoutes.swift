@@ -12,6 +12,8 @@ import NIOCore
 /// (or, for a new conversation, the row committed and its `start` confirmed).
 struct ConversationRoutes: Sendable {
     let settings: GatewaySettings
+    /// What callers may choose (backends, models, iterations, budget) and hold at once.
+    let limits: UserLimits
     let store: GatewayStore
     let conversations: ConversationStore
     let bus: CommandBus
@@ -52,27 +54,32 @@ struct ConversationRoutes: Sendable {
             replayJSON: try Self.replay(body),
             conversationInstructions: try body.string("conversation_instructions", maxLength: 100_000)
         )
+        let asked = UserLimits.Request(
+            backend: try body.string("runtime", maxLength: 20),
+            model: try body.string("llm_model", maxLength: 200),
+            maxIterations: try body.int("max_iterations", range: 1...100_000),
+            maxBudget: try body.double("max_budget_per_task", range: 0...1_000_000)
+        )
+        let granted: UserLimits.Granted
+        switch limits.grant(asked) {
+        case .success(let grant): granted = grant
+        case .failure(let refusal): throw APIError.refused(refusal)
+        }
         var new = ConversationStore.NewConversation(
             id: start.conversationID,
             userID: user,
             title: "Conversation \(start.conversationID.apiString.prefix(5))",
-            llmModel: try body.string("llm_model", maxLength: 200),
-            maxIterations: try body.int("max_iterations", range: 1...100_000) ?? 100,
-            maxBudget: try body.double("max_budget_per_task", range: 0...1_000_000),
+            llmModel: granted.model,
+            maxIterations: granted.maxIterations,
+            maxBudget: granted.maxBudget,
             trigger: "openhands_api",
             selectedRepository: try body.string("repository", maxLength: 500),
             selectedBranch: try body.string("selected_branch", maxLength: 250),
             gitProvider: try body.string("git_provider", maxLength: 50)
         )
-        if let runtime = try body.string("runtime", maxLength: 20) {
-            guard let backend = RuntimeSettings.Backend(rawValue: runtime) else {
-                throw APIError.invalidField(
-                    "`runtime` must be one of \(RuntimeSettings.Backend.allCases.map(\.rawValue).joined(separator: ", ")) in this deployment"
-                )
-            }
-            new.runtime = backend
-        }
+        new.runtime = granted.backend
         try bus.requireConnected()
+        try await requireCapacity(user)
         try await conversations.create(new)
         store.owners.set(user, for: new.id)
         do {
@@ -86,6 +93,29 @@ struct ConversationRoutes: Sendable {
             "status": "ok", "conversation_id": .string(new.id.apiString), "conversation_status": "STARTING",
             "message": .null,
         ])
+    }
+
+    /// Throws a 429 when `user` already holds as many working conversations or live sandboxes as the
+    /// operator allows (`gateway.max_running_conversations`, `gateway.max_live_sandboxes`).
+    func requireCapacity(_ user: UUID) async throws {
+        guard limits.maxRunningConversations > 0 || limits.maxLiveSandboxes > 0 else { return }
+        let usage = try await store.usage(user)
+        if limits.maxRunningConversations > 0, usage.running >= limits.maxRunningConversations {
+            throw APIError(
+                .tooManyRequests,
+                "LIMIT$RUNNING_CONVERSATIONS",
+                "you have \(usage.running) conversations at work, the most this deployment allows "
+                    + "(gateway.max_running_conversations): stop or finish one first"
+            )
+        }
+        if limits.maxLiveSandboxes > 0, usage.sandboxes >= limits.maxLiveSandboxes {
+            throw APIError(
+                .tooManyRequests,
+                "LIMIT$LIVE_SANDBOXES",
+                "your conversations hold \(usage.sandboxes) running sandboxes, the most this deployment allows "
+                    + "(gateway.max_live_sandboxes): stop a conversation first"
+            )
+        }
     }
 
     /// `replay_json`: OpenHands sends the trajectory as a JSON string; an array (or `{"trajectory": […]}`) is
@@ -116,6 +146,9 @@ struct ConversationRoutes: Sendable {
         _ = try await JSONBody(request, limit: settings.maxBodyBytes, allowed: [])
         guard let info = try await store.info(id, user: user, connections: connections(id)) else {
             throw APIError.conversationNotFound
+        }
+        if command == .start, info["agent_state"]?.stringValue == "stopped" || info["status"] == "STOPPED" {
+            try await requireCapacity(user)
         }
         if command == .start {
             try await send(.start, ConversationStart(conversationID: id), user: user)

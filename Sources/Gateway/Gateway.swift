@@ -16,6 +16,8 @@ import Synchronization
 /// Stateless apart from its live streams: any number run side by side, and a client may use any of them.
 public struct Gateway: Service {
     public let settings: GatewaySettings
+    /// What callers may choose and hold (the operator's limits).
+    public let limits: UserLimits
     public let postgres: PostgresClient
     public let bus: CommandBus
     /// The deployment's name in advisory-lock keys (as the conversation workers have it).
@@ -28,6 +30,7 @@ public struct Gateway: Service {
 
     public init(
         settings: GatewaySettings,
+        limits: UserLimits = UserLimits(),
         postgres: PostgresClient,
         bus: CommandBus,
         deployment: String = "default",
@@ -37,6 +40,7 @@ public struct Gateway: Service {
         onRunning: @escaping @Sendable (Int) async -> Void = { _ in }
     ) {
         self.settings = settings
+        self.limits = limits
         self.postgres = postgres
         self.bus = bus
         self.deployment = deployment
@@ -49,17 +53,18 @@ public struct Gateway: Service {
     /// Serves until the service group shuts down gracefully (requests in flight are answered first).
     public func run() async throws {
         let keys = APIKeyStore(postgres: postgres)
-        let authentication: Authentication
-        switch settings.auth {
-        case .apiKey:
-            authentication = .apiKeys(Authenticator(store: keys, ttl: settings.keyCacheTTL))
-        case .singleUser:
-            let user = try await keys.ensureUser(named: settings.singleUser)
-            authentication = .singleUser(Principal(userID: user))
-            logger.warning(
-                "single-user mode: every request is \(settings.singleUser), with no key; keep the port private"
-            )
+        if settings.auth == .singleUser {
+            // Any page the user visits could reach a port on this machine: loopback only, and keys still.
+            guard GatewaySettings.isLoopback(settings.host) else {
+                throw DeckhandError(
+                    .invalidConfiguration,
+                    "gateway.auth = single_user serves loopback only, but gateway.host is \(settings.host)"
+                )
+            }
+            _ = try await keys.ensureUser(named: settings.singleUser)
+            logger.notice("single-user mode: loopback only; requests need the key of \(settings.singleUser)")
         }
+        let authentication = Authentication.apiKeys(Authenticator(store: keys, ttl: settings.keyCacheTTL))
         let hub = EventHub(
             connection: bus.connection,
             topology: bus.topology,
@@ -111,6 +116,7 @@ public struct Gateway: Service {
     {
         let middleware = GatewayMiddleware(
             authentication: authentication,
+            allowedOrigins: settings.allowedOrigins,
             retryAfter: settings.retryAfterSeconds,
             metrics: metrics
         )
@@ -134,6 +140,7 @@ public struct Gateway: Service {
         let store = GatewayStore(postgres: postgres)
         let routes = ConversationRoutes(
             settings: settings,
+            limits: limits,
             store: store,
             conversations: ConversationStore(postgres: postgres, deployment: deployment),
             bus: bus,

@@ -9,6 +9,8 @@ struct GatewayMiddleware: RouterMiddleware {
     typealias Context = GatewayRequestContext
 
     let authentication: Authentication
+    /// `gateway.allowed_origins`: the only web origins whose pages may call (CORS is answered for them).
+    let allowedOrigins: Set<String>
     let retryAfter: Int
     let metrics: GatewayMetrics
 
@@ -22,7 +24,11 @@ struct GatewayMiddleware: RouterMiddleware {
     ) async throws -> Response {
         var context = context
         let started = ContinuousClock.now
-        let response = await answer(request, &context, next: next)
+        var response = await answer(request, &context, next: next)
+        if let origin = request.headers[.origin], allowedOrigins.contains(origin) {
+            response.headers[.accessControlAllowOrigin] = origin
+            response.headers[.vary] = "Origin"
+        }
         metrics.request(
             route: context.endpointPath ?? "unmatched",
             method: request.method.rawValue,
@@ -39,6 +45,18 @@ struct GatewayMiddleware: RouterMiddleware {
     ) async -> Response {
         do {
             let path = request.uri.path
+            if let origin = request.headers[.origin] {
+                // A browser says which page sent the request (HTTP and WebSocket upgrades alike): a page of any
+                // other site must not drive the API, whatever it holds.
+                guard !Self.isForeignPage(origin, allowed: allowedOrigins) else {
+                    throw APIError(
+                        .forbidden,
+                        "REQUEST$FORBIDDEN_ORIGIN",
+                        "requests from web pages of \(origin) are not allowed (gateway.allowed_origins)"
+                    )
+                }
+                if request.method == .options { return Self.preflight }
+            }
             if !Self.openPaths.contains(path) {
                 context.principal = try await authentication.principal(for: request, path: path)
             }
@@ -61,10 +79,30 @@ struct GatewayMiddleware: RouterMiddleware {
     }
 }
 
-/// How the gateway decides who a request is (``GatewaySettings/AuthMode``).
+extension GatewayMiddleware {
+    /// Whether `origin` is a web page the operator did not allow. Browsers send the page's `http(s)://` origin
+    /// (or `null` for sandboxed frames and files); other clients that send one use other schemes (a WebSocket
+    /// client's `ws://host`) and are not pages. The gateway serves no pages, so no origin is its own.
+    static func isForeignPage(_ origin: String, allowed: Set<String>) -> Bool {
+        if allowed.contains(origin) { return false }
+        let lowered = origin.lowercased()
+        return lowered == "null" || lowered.hasPrefix("http://") || lowered.hasPrefix("https://")
+    }
+
+    /// The answer to a CORS preflight from an allowed origin.
+    static let preflight = Response(
+        status: .noContent,
+        headers: [
+            .accessControlAllowMethods: "GET, POST, PATCH, DELETE, OPTIONS",
+            .accessControlAllowHeaders: "Authorization, Content-Type, Last-Event-ID, X-Session-API-Key",
+            .accessControlMaxAge: "600",
+        ]
+    )
+}
+
+/// How the gateway decides who a request is: an API key, in both ``GatewaySettings/AuthMode``s.
 enum Authentication: Sendable {
     case apiKeys(Authenticator)
-    case singleUser(Principal)
 
     /// Whether `path` is a live stream, where browsers may pass the key as `api_key` in the query (they cannot
     /// set headers on a WebSocket or an EventSource).
@@ -77,8 +115,6 @@ enum Authentication: Sendable {
     /// frame). A missing or bad key elsewhere is a 401.
     func principal(for request: Request, path: String) async throws -> Principal? {
         switch self {
-        case .singleUser(let principal):
-            return principal
         case .apiKeys(let authenticator):
             var key = Self.bearer(request.headers[.authorization])
             if key == nil, Self.isStream(path) { key = request.uri.queryParameters.get("api_key") }
@@ -94,7 +130,6 @@ enum Authentication: Sendable {
     /// The principal of a key sent some other way (a WebSocket's first frame); nil when it is not a live key.
     func principal(forKey key: String) async throws -> Principal? {
         switch self {
-        case .singleUser(let principal): return principal
         case .apiKeys(let authenticator): return try await authenticator.principal(for: key)
         }
     }

@@ -31,6 +31,23 @@ struct GatewayStore: Sendable {
         return owner == user
     }
 
+    /// What `user` holds now: conversations at work (loading or running) and live sandboxes (starting or
+    /// running), for the per-user limits.
+    func usage(_ user: UUID) async throws -> (running: Int, sandboxes: Int) {
+        let rows = try await postgres.query(
+            """
+            SELECT
+                (SELECT count(*) FROM conversations
+                 WHERE user_id = $1 AND agent_state IN ('loading', 'running')) AS running,
+                (SELECT count(*) FROM sandboxes s JOIN conversations c ON c.id = s.conversation_id
+                 WHERE c.user_id = $1 AND s.status IN ('starting', 'running')) AS sandboxes
+            """,
+            [.uuid(user)]
+        )
+        guard let row = rows.first else { return (0, 0) }
+        return (try row.decode(Int.self, "running"), try row.decode(Int.self, "sandboxes"))
+    }
+
     /// Throws a 404 unless `user` owns `conversation`.
     func requireOwner(_ user: UUID, _ conversation: UUID) async throws {
         guard try await owns(user, conversation) else { throw APIError.conversationNotFound }

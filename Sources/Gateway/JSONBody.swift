@@ -14,6 +14,15 @@ struct JSONBody {
             fields = [:]
             return
         }
+        // A page of any site can POST text/plain without asking (no CORS preflight); only a JSON content type
+        // proves the caller could set headers, which a foreign page cannot without the gateway's consent.
+        guard Self.isJSON(request.headers[.contentType]) else {
+            throw APIError(
+                .unsupportedMediaType,
+                "REQUEST$NOT_JSON",
+                "send the body as JSON with `Content-Type: application/json`"
+            )
+        }
         let value: JSONValue
         do {
             value = try JSONValue(parsing: buffer.readableBytesView)
@@ -29,6 +38,14 @@ struct JSONBody {
             )
         }
         self.fields = fields
+    }
+
+    /// Whether a `Content-Type` is JSON: `application/json` (parameters allowed) or a `+json` type.
+    static func isJSON(_ contentType: String?) -> Bool {
+        guard let contentType else { return false }
+        let type = (contentType.split(separator: ";", maxSplits: 1).first ?? "").lowercased()
+            .filter { $0 != " " && $0 != "\t" }
+        return type == "application/json" || type.hasSuffix("+json")
     }
 
     /// The value of `key`, nil when absent or null.

@@ -63,7 +63,11 @@ enum OpenAPIDocument {
         var responses: [String: JSONValue] = [
             okStatus: ["description": "Success", "content": content(ok, type: okType)]
         ]
-        for status in errors { responses[status] = errorResponse }
+        // Any route: a request from a web page of an origin the operator did not allow is refused (403); a body
+        // that is not sent as JSON is refused (415).
+        var statuses = Set(errors + ["403"])
+        if errors.contains("400") { statuses.insert("415") }
+        for status in statuses { responses[status] = errorResponse }
         var operation: [String: JSONValue] = [
             "summary": .string(summary), "operationId": .string(id), "responses": .object(responses),
         ]
@@ -211,7 +215,7 @@ enum OpenAPIDocument {
                 id: "createConversation",
                 ok: ref("ConversationCreated"),
                 body: ref("NewConversation"),
-                errors: ["400", "401", "413", "422", "503"]
+                errors: ["400", "401", "413", "422", "429", "503"]
             ),
             "get": operation(
                 "List the caller's conversations, newest first",
@@ -253,7 +257,7 @@ enum OpenAPIDocument {
                 ok: ref("ConversationResponse"),
                 body: object([:]),
                 parameters: [conversationID],
-                errors: ["400", "401", "404", "413", "422", "503"]
+                errors: ["400", "401", "404", "413", "422", "429", "503"]
             )
         ],
         "/api/conversations/{id}/stop": [

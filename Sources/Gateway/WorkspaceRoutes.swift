@@ -61,8 +61,13 @@ struct WorkspaceRoutes: Sendable {
     ) async throws -> Response {
         let user = try context.requirePrincipal().userID
         let id = try ConversationRoutes.conversationID(context)
-        guard path.count <= 4096, !path.contains("\0") else {
-            throw APIError.invalidField("`path` is not a usable path")
+        guard let path = WorkspacePath.relative(path) else {
+            throw APIError.invalidField(
+                "the path must stay inside the workspace: relative (no `..`) or under \(WorkspacePath.mount)/"
+            )
+        }
+        if operation == .selectFile, path.isEmpty {
+            throw APIError.invalidField("`file` must name a file in the workspace")
         }
         try await store.requireOwner(user, id)
         try bus.requireConnected()

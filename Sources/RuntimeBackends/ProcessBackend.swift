@@ -10,7 +10,8 @@ import Glibc
 #endif
 
 /// Sandboxes as `deckhand-sandbox` child processes on this machine: the embedded default where no Docker
-/// engine answers, and the backend of most tests. Not isolated: the agent's commands run as this user.
+/// engine answers, and the backend of most tests. Each is confined by ``ProcessJail`` (bubblewrap namespaces
+/// and, under a root worker, a uid of its own) unless `runtime.process_isolation = none`.
 ///
 /// A sandbox is a folder `<workspace_root>/<id>` (its reference) holding `workspace/`, the server's log, the
 /// port it listens on (it picks a free one, so two workers never share a port) and its pid with the process's
@@ -20,9 +21,19 @@ import Glibc
 public struct ProcessBackend: SandboxBackend {
     public let root: String
     public let binary: String
+    /// How sandboxes are confined; nil: not at all (`runtime.process_isolation = none`).
+    public let jail: ProcessJail?
     let logger: Logger
 
-    public init(root: String, binary: String? = nil, logger: Logger) throws {
+    /// `settings` gives `runtime.process_*`: isolation (bubblewrap unless `none`), process and `/tmp` limits.
+    public init(
+        root: String,
+        binary: String? = nil,
+        settings: RuntimeSettings = RuntimeSettings(),
+        logger: Logger
+    )
+        throws
+    {
         self.root = root
         self.binary = binary ?? Self.defaultBinary
         self.logger = logger
@@ -34,6 +45,29 @@ public struct ProcessBackend: SandboxBackend {
             )
         }
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        switch settings.processIsolation {
+        case .bwrap:
+            jail = try ProcessJail.prepare(binary: self.binary, settings: settings)
+            // Sandbox uids must pass through the root to reach their workspaces (never list it).
+            if jail?.separateUIDs == true { Self.allowTraversal(to: root) }
+        case .none:
+            jail = nil
+            logger.warning(
+                "process sandboxes are NOT isolated (runtime.process_isolation = none): the agent's commands run as this user and see this machine"
+            )
+        }
+    }
+
+    /// Lets every user pass through `path` and its parents (`o+x`), without letting them list any of them.
+    static func allowTraversal(to path: String) {
+        var current = path
+        while current.count > 1 {
+            var status = stat()
+            if stat(current, &status) == 0, status.st_mode & 0o001 == 0 {
+                chmod(current, mode_t(status.st_mode & 0o7777) | 0o001)
+            }
+            current = (current as NSString).deletingLastPathComponent
+        }
     }
 
     /// `deckhand-sandbox` beside the running executable.
@@ -53,6 +87,10 @@ public struct ProcessBackend: SandboxBackend {
         var portFile: String { folder + "/port" }
         var pidFile: String { folder + "/pid" }
         var log: String { folder + "/sandbox.log" }
+        /// Mounted at `/run/deckhand` in an isolated sandbox: the session key's way in.
+        var run: String { folder + "/run" }
+        var passwd: String { folder + "/passwd" }
+        var group: String { folder + "/group" }
     }
 
     func paths(_ reference: String) throws -> Paths {
@@ -70,9 +108,27 @@ public struct ProcessBackend: SandboxBackend {
     public func create(_ spec: SandboxSpec) async throws -> String {
         let reference = root + "/" + spec.id.uuidString.lowercased()
         let paths = try paths(reference)
+        let jail = jail
         try await blocking {
             try FileManager.default.createDirectory(atPath: paths.workspace, withIntermediateDirectories: true)
-            chmod(paths.folder, 0o700)
+            guard let jail else {
+                chmod(paths.folder, 0o700)
+                return
+            }
+            try FileManager.default.createDirectory(atPath: paths.run, withIntermediateDirectories: true)
+            let uid = jail.separateUIDs ? try SandboxUIDs.claim(for: paths.folder) : getuid()
+            let accounts = ProcessJail.accounts(uid: uid)
+            try Data(accounts.passwd.utf8).write(to: URL(fileURLWithPath: paths.passwd))
+            try Data(accounts.group.utf8).write(to: URL(fileURLWithPath: paths.group))
+            // The sandbox's uid may pass through its folder to the workspace and the key's folder, which are
+            // its own; the log, pid and account files stay the worker's.
+            chmod(paths.folder, jail.separateUIDs ? 0o711 : 0o700)
+            chmod(paths.passwd, 0o644)
+            chmod(paths.group, 0o644)
+            for folder in [paths.workspace, paths.run] {
+                chown(folder, uid, uid)
+                chmod(folder, 0o700)
+            }
         }
         return reference
     }
@@ -87,11 +143,19 @@ public struct ProcessBackend: SandboxBackend {
             await process.terminate(grace: .seconds(5))
         }
         try? FileManager.default.removeItem(atPath: paths.portFile)
+        // The server announces its port on its output, which goes to the log: read what comes after this.
+        let logStart =
+            (try? FileManager.default.attributesOfItem(atPath: paths.log)[.size] as? NSNumber)??.intValue ?? 0
         let process = try await blocking { try self.spawn(paths: paths, spec: spec) }
         let deadline = ContinuousClock.now + .seconds(30)
         while ContinuousClock.now < deadline {
-            let (port, alive) = try await blocking { (Self.readPort(paths.portFile), process.isAlive) }
-            if let port { return "http://127.0.0.1:\(port)" }
+            let (port, alive) = try await blocking { (Self.announcedPort(paths.log, from: logStart), process.isAlive) }
+            if let port {
+                try await blocking {
+                    try Data("\(port)\n".utf8).write(to: URL(fileURLWithPath: paths.portFile), options: .atomic)
+                }
+                return "http://127.0.0.1:\(port)"
+            }
             if !alive {
                 let log = (try? String(contentsOfFile: paths.log, encoding: .utf8)) ?? ""
                 throw DeckhandError(
@@ -105,17 +169,51 @@ public struct ProcessBackend: SandboxBackend {
         throw DeckhandError(.runtimeNotAlive, "deckhand-sandbox reported no port within 30 s")
     }
 
+    /// The port in the first `deckhand-sandbox port <n>` line of `log` after byte `offset`.
+    static func announcedPort(_ log: String, from offset: Int) -> Int? {
+        guard let handle = FileHandle(forReadingAtPath: log) else { return nil }
+        defer { try? handle.close() }
+        guard (try? handle.seek(toOffset: UInt64(offset))) != nil, let data = try? handle.readToEnd() else {
+            return nil
+        }
+        let prefix = "deckhand-sandbox port "
+        for line in String(decoding: data, as: UTF8.self).split(separator: "\n") where line.hasPrefix(prefix) {
+            if let port = Int(line.dropFirst(prefix.count)) { return port }
+        }
+        return nil
+    }
+
+    /// What runs: the server itself (unconfined), or the jail's command around it. The session key goes to an
+    /// isolated server as a file it deletes once read (an environment can be read by its children and, through
+    /// `/proc`, by anything else of its user).
+    private func launch(paths: Paths, spec: SandboxSpec) throws -> (arguments: [String], environment: [String: String])
+    {
+        let server = ["--host", "127.0.0.1", "--port", "0", "--announce-port", "--lifeline-fd", "3"]
+        guard let jail else {
+            let inherited = ProcessInfo.processInfo.environment
+            var environment: [String: String] = [:]
+            for key in ["PATH", "HOME", "LANG", "USER", "TMPDIR"] { environment[key] = inherited[key] }
+            environment["PATH"] = environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
+            environment.merge(spec.environment) { _, new in new }
+            environment["SESSION_API_KEY"] = spec.sessionAPIKey
+            return ([binary] + server + ["--working-dir", paths.workspace], environment)
+        }
+        let uid: uid_t? = jail.separateUIDs ? try SandboxUIDs.claim(for: paths.folder) : nil
+        let keyFile = paths.run + "/session-key"
+        let fd = open(keyFile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard fd >= 0 else {
+            throw DeckhandError(.runtimeBackend, "cannot write \(keyFile): \(String(cString: strerror(errno)))")
+        }
+        let key = Array(spec.sessionAPIKey.utf8)
+        let written = write(fd, key, key.count)
+        if let uid { fchown(fd, uid, uid) }
+        close(fd)
+        guard written == key.count else { throw DeckhandError(.runtimeBackend, "cannot write \(keyFile)") }
+        return (jail.command(folder: paths, uid: uid, serverArguments: server), jail.environment(spec.environment))
+    }
+
     private func spawn(paths: Paths, spec: SandboxSpec) throws -> SandboxProcess {
-        let inherited = ProcessInfo.processInfo.environment
-        var environment: [String: String] = [:]
-        for key in ["PATH", "HOME", "LANG", "USER", "TMPDIR"] { environment[key] = inherited[key] }
-        environment["PATH"] = environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
-        environment.merge(spec.environment) { _, new in new }
-        environment["SESSION_API_KEY"] = spec.sessionAPIKey
-        let arguments = [
-            binary, "--host", "127.0.0.1", "--port", "0", "--port-file", paths.portFile, "--working-dir",
-            paths.workspace, "--lifeline-fd", "3",
-        ]
+        let (arguments, environment) = try launch(paths: paths, spec: spec)
         let log = open(paths.log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
         let null = open("/dev/null", O_RDONLY | O_CLOEXEC)
         defer {
@@ -126,18 +224,23 @@ public struct ProcessBackend: SandboxBackend {
             throw DeckhandError(.runtimeBackend, "cannot open \(paths.log): \(String(cString: strerror(errno)))")
         }
         var pid: pid_t = 0
+        let executable = arguments[0]
         let result = withCStringArray(arguments) { argv in
             withCStringArray(environment.map { "\($0.key)=\($0.value)" }) { envp in
-                deckhand_spawn_process(binary, argv, envp, null, log, log, Lifeline.readEnd, &pid)
+                deckhand_spawn_process(executable, argv, envp, null, log, log, Lifeline.readEnd, &pid)
             }
         }
         guard result == 0 else {
             throw DeckhandError(
                 .runtimeBackend,
-                "cannot start \(binary): \(String(cString: strerror(-result)))"
+                "cannot start \(executable): \(String(cString: strerror(-result)))"
             )
         }
-        let process = SandboxProcess(pid: pid, startTime: SandboxProcess.startTime(of: pid) ?? 0)
+        let process = SandboxProcess(
+            pid: pid,
+            startTime: SandboxProcess.startTime(of: pid) ?? 0,
+            jailed: jail != nil
+        )
         try process.write(paths.pidFile)
         Reaper.watch(pid)
         return process
@@ -174,7 +277,10 @@ public struct ProcessBackend: SandboxBackend {
     public func destroy(_ reference: String) async throws {
         let paths = try paths(reference)
         try await stop(reference)
-        try await blocking { try? FileManager.default.removeItem(atPath: paths.folder) }
+        try await blocking {
+            SandboxUIDs.release(for: paths.folder)
+            try? FileManager.default.removeItem(atPath: paths.folder)
+        }
     }
 
     public func inspect(_ reference: String) async throws -> SandboxBackendState {
@@ -210,10 +316,12 @@ public struct ProcessBackend: SandboxBackend {
     }
 }
 
-/// A sandbox server process, named by its pid and the kernel's start time for it.
+/// A sandbox server process, named by its pid and the kernel's start time for it. A jailed one is bubblewrap's
+/// outer process: the server runs below it, and it ends when the server does.
 struct SandboxProcess {
     let pid: pid_t
     let startTime: UInt64
+    var jailed = false
 
     /// The sandbox's server, if its pid file names a live process.
     static func running(_ paths: ProcessBackend.Paths) -> SandboxProcess? {
@@ -224,12 +332,17 @@ struct SandboxProcess {
     static func read(_ path: String) -> SandboxProcess? {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
         let fields = text.split(whereSeparator: \.isWhitespace)
-        guard fields.count == 2, let pid = pid_t(fields[0]), let start = UInt64(fields[1]) else { return nil }
-        return SandboxProcess(pid: pid, startTime: start)
+        guard fields.count == 2 || fields.count == 3, let pid = pid_t(fields[0]), let start = UInt64(fields[1]) else {
+            return nil
+        }
+        return SandboxProcess(pid: pid, startTime: start, jailed: fields.count == 3 && fields[2] == "jailed")
     }
 
     func write(_ path: String) throws {
-        try Data("\(pid) \(startTime)\n".utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
+        try Data("\(pid) \(startTime)\(jailed ? " jailed" : "")\n".utf8).write(
+            to: URL(fileURLWithPath: path),
+            options: .atomic
+        )
     }
 
     /// `/proc/<pid>/stat` after the command name: state is field 3, start time field 22.
@@ -285,12 +398,18 @@ struct SandboxProcess {
         for member in tree() { kill(member, signal) }
     }
 
-    /// SIGTERM (the server ends its shell), then SIGKILL to whatever is left after `grace`.
+    /// SIGTERM (the server ends its shell), then SIGKILL to whatever is left after `grace`. In a jail the
+    /// signal goes to the processes below bubblewrap (whose outer process would just die, and whose init in
+    /// the sandbox's PID namespace ignores it): the server ends, and bubblewrap with it.
     func terminate(grace: Duration) async {
         guard isAlive else { return }
         let process = self
         let members = (try? await NIOThreadPool.singleton.runIfActive { process.tree() }) ?? [pid]
-        kill(pid, SIGTERM)
+        if jailed {
+            for member in members.dropFirst() { kill(member, SIGTERM) }
+        } else {
+            kill(pid, SIGTERM)
+        }
         let deadline = ContinuousClock.now + grace
         while isAlive, ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(5)) }
         for member in members { kill(member, SIGKILL) }

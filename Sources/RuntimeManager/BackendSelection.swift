@@ -32,6 +32,7 @@ public enum BackendSelection {
             try ProcessBackend(
                 root: runtime.workspaceRoot + "/" + deployment,
                 binary: runtime.sandboxBinary,
+                settings: runtime,
                 logger: logger
             )
         }

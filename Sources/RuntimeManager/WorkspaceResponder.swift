@@ -68,6 +68,10 @@ struct WorkspaceResponder: Sendable {
     }
 
     func answer(_ request: WorkspaceRequest, body: [UInt8], contentType: String?) async throws -> Answer {
+        // The gateway already refused such paths; a request from anywhere else is refused here too.
+        guard WorkspacePath.relative(request.path) == request.path else {
+            return .error(422, "REQUEST$INVALID_FIELD", "the path must stay inside the workspace")
+        }
         guard let sandbox = try await store.liveSandbox(conversation: request.conversationID),
             sandbox.status == .running,
             let url = sandbox.url

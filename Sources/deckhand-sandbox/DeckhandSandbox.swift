@@ -39,6 +39,17 @@ struct DeckhandSandbox: AsyncParsableCommand {
             "A descriptor to watch: when it reads end-of-file (the process that started the server died), shut down."
     )
     var lifelineFd: Int32?
+    @Option(
+        help:
+            "Read the session key from this file and delete it (instead of SESSION_API_KEY, which the processes of a sandbox could read)."
+    )
+    var sessionKeyFile: String?
+    @Option(
+        help:
+            "Once the session key is read, run the server (and so the shell) as this user, with no capability left (a container's root starts it)."
+    )
+    var runAs: String?
+    @Option(help: "Cap the processes of the server's user (RLIMIT_NPROC), the shell's included.") var maxProcesses: Int?
 
     func run() async throws {
         let level = Logger.Level(rawValue: logLevel) ?? .info
@@ -58,7 +69,13 @@ struct DeckhandSandbox: AsyncParsableCommand {
         if let seconds = noChangeTimeout ?? environment["NO_CHANGE_TIMEOUT_SECONDS"].flatMap(Int.init) {
             configuration.noChangeTimeout = .seconds(seconds)
         }
-        if let key = environment["SESSION_API_KEY"], !key.isEmpty {
+        // Before anything else runs here: nothing of this user may read the key from this process.
+        try ProcessHardening.protectMemory()
+        unsetenv("SESSION_API_KEY")
+        if let maxProcesses { try ProcessHardening.limitProcesses(maxProcesses) }
+        if let sessionKeyFile {
+            configuration.sessionAPIKey = try ProcessHardening.takeSessionKey(from: sessionKeyFile)
+        } else if let key = environment["SESSION_API_KEY"], !key.isEmpty {
             configuration.sessionAPIKey = key
         } else if noAuth {
             logger.critical(
@@ -73,6 +90,7 @@ struct DeckhandSandbox: AsyncParsableCommand {
             )
             throw ExitCode(2)
         }
+        if let runAs { try ProcessHardening.drop(to: runAs) }
         if let lifelineFd {
             Lifeline.watch(descriptor: lifelineFd, logger: logger)
         }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import DeckhandCore
+import Foundation
 import Gateway
 import Logging
 
@@ -10,7 +11,8 @@ struct GatewayCommand: AsyncParsableCommand {
         abstract: "Serve the OpenHands-compatible HTTP API: commands to RabbitMQ, reads from PostgreSQL.",
         discussion: """
             Listens on gateway.host:gateway.port. Requests need Authorization: Bearer <key> (deckhand keys \
-            create) unless gateway.auth = single_user. Applies the database migrations and declares the \
+            create); with gateway.auth = single_user the gateway listens on loopback only and prints a new key \
+            of gateway.single_user at start. Applies the database migrations and declares the \
             RabbitMQ topology first; SIGTERM or SIGINT stops taking connections, answers the requests in \
             flight and exits 0. Run as many as the traffic needs, behind any load balancer.
             """
@@ -35,7 +37,22 @@ struct GatewayCommand: AsyncParsableCommand {
             namespace: namespace,
             logger: logger
         ) { resources in
-            [resources.gateway(metrics: metrics, logger: logger)]
+            guard configuration.gateway.auth == .singleUser else {
+                return [resources.gateway(metrics: metrics, logger: logger)]
+            }
+            let user = configuration.gateway.singleUser
+            let host = configuration.gateway.host
+            let key = try await APIKeyStore(postgres: resources.postgres).create(user: user, name: "deckhand gateway")
+            return [
+                resources.gateway(metrics: metrics, logger: logger) { port in
+                    let banner = """
+                        Deckhand gateway (single user): http://\(host):\(port)
+                        API key of user \(user) (shown once): \(key.key)
+
+                        """
+                    FileHandle.standardOutput.write(Data(banner.utf8))
+                }
+            ]
         }
     }
 }

@@ -79,6 +79,7 @@ struct WorkerResources: Sendable {
     ) -> Gateway {
         Gateway(
             settings: configuration.gateway,
+            limits: UserLimits(configuration: configuration),
             postgres: postgres,
             bus: bus,
             deployment: deployment,

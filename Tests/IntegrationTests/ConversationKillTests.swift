@@ -40,9 +40,9 @@ import Glibc
                 var conversations: [(id: UUID, file: String, tag: String)] = []
                 for index in 0..<count {
                     let tag = "c\(index)"
-                    let file = bed.scratch + "/\(tag).log"
-                    let script = Self.lineScript(file: file, tag: tag, steps: steps, latency: 200)
-                    conversations.append((try await bed.start(script: script), file, tag))
+                    let script = Self.lineScript(file: "/workspace/\(tag).log", tag: tag, steps: steps, latency: 200)
+                    let id = try await bed.start(script: script)
+                    conversations.append((id, try await bed.workspaceFile(id, "\(tag).log"), tag))
                 }
                 // Three times: let the work get going, then SIGKILL a worker mid-flight and start a new one.
                 var kills: [(sent: Date, died: Date)] = []
@@ -132,7 +132,7 @@ import Glibc
         try await TestConversations.with { bed in
             let worker = try bed.launchWorkerProcess(name: "drained")
             defer { if worker.isRunning { kill(worker.processIdentifier, SIGKILL) } }
-            let file = bed.scratch + "/drain.log"
+            let file = "/workspace/drain.log"
             try await running(try bed.makeRuntimeWorker()) {
                 let id = try await bed.start(script: Self.lineScript(file: file, tag: "d", steps: 6, latency: 400))
                 try await bed.waitFor(id, [.running])
@@ -149,7 +149,7 @@ import Glibc
                 }
                 let events = try await bed.events(id)
                 #expect(!events.contains { $0.extras["error_id"] == "AGENT_ERROR$INTERRUPTED" })
-                #expect(Self.lines(file) == (0..<6).map { "d-\($0)" })
+                #expect(Self.lines(try await bed.workspaceFile(id, "drain.log")) == (0..<6).map { "d-\($0)" })
             }
         }
     }

@@ -11,7 +11,7 @@ import Testing
 @Suite struct ConversationWorkerTests {
     @Test func createCatFinishThenAFollowUpInTheSameSandbox() async throws {
         try await TestConversations.with { bed in
-            let file = bed.scratch + "/notes.txt"
+            let file = "/workspace/notes.txt"
             let script = FakeLLM.Script(steps: [
                 FakeLLM.Step(
                     content: "I will write the file.",
@@ -64,7 +64,10 @@ import Testing
                 let waiting = try await bed.waitFor(id, [.awaitingUserInput, .error])
                 #expect(waiting.agentState == .awaitingUserInput, "\(waiting.lastError ?? "")")
                 #expect(waiting.sandboxID == sandbox)
-                #expect(try String(contentsOfFile: file, encoding: .utf8) == "hello deckhand\nagain\n")
+                #expect(
+                    try String(contentsOfFile: try await bed.workspaceFile(id, "notes.txt"), encoding: .utf8)
+                        == "hello deckhand\nagain\n"
+                )
                 let all = try await bed.events(id)
                 #expect(all.map(\.id) == Array(0..<all.count).map { $0 })
                 #expect(all.last?.announcedState == .awaitingUserInput)
@@ -114,9 +117,9 @@ func eventually(_ condition: () async throws -> Bool) async throws {
 
     @Test func pauseResumeAndStopMidRun() async throws {
         try await TestConversations.with { bed in
-            let file = bed.scratch + "/paused.txt"
             try await running(try bed.makeRuntimeWorker(), bed.makeWorker()) {
-                let id = try await bed.start(script: Self.slowScript(file: file, count: 8))
+                let id = try await bed.start(script: Self.slowScript(file: "/workspace/paused.txt", count: 8))
+                let file = try await bed.workspaceFile(id, "paused.txt")
                 try await bed.waitFor(id, [.running])
                 try await eventually { Self.lines(file).count >= 2 }
                 try await bed.send(.pause, ConversationTarget(conversationID: id))
@@ -137,8 +140,8 @@ func eventually(_ condition: () async throws -> Bool) async throws {
                 #expect(states == [.loading, .running, .paused, .running, .finished])
 
                 // Stop mid-run: the agent stops and so does the sandbox.
-                let other = bed.scratch + "/stopped.txt"
-                let second = try await bed.start(script: Self.slowScript(file: other, count: 8))
+                let second = try await bed.start(script: Self.slowScript(file: "/workspace/stopped.txt", count: 8))
+                let other = try await bed.workspaceFile(second, "stopped.txt")
                 try await eventually { Self.lines(other).count >= 1 }
                 try await bed.send(.stop, ConversationTarget(conversationID: second))
                 let stopped = try await bed.waitFor(second, [.stopped])
@@ -156,12 +159,12 @@ func eventually(_ condition: () async throws -> Bool) async throws {
 
     @Test func maxIterationsEndsInErrorWithTheReason() async throws {
         try await TestConversations.with { bed in
-            let file = bed.scratch + "/limit.txt"
             try await running(try bed.makeRuntimeWorker(), bed.makeWorker()) {
                 let id = try await bed.start(
-                    script: Self.slowScript(file: file, count: 10, latency: 0),
+                    script: Self.slowScript(file: "/workspace/limit.txt", count: 10, latency: 0),
                     maxIterations: 3
                 )
+                let file = try await bed.workspaceFile(id, "limit.txt")
                 let ended = try await bed.waitFor(id, [.error, .finished])
                 #expect(ended.agentState == .error)
                 #expect(ended.iteration == 3)
@@ -295,7 +298,7 @@ func eventually(_ condition: () async throws -> Bool) async throws {
 
     @Test func replayJSONPlaysATrajectoryWithoutAModel() async throws {
         try await TestConversations.with { bed in
-            let file = bed.scratch + "/replayed.txt"
+            let file = "/workspace/replayed.txt"
             let trajectory: JSONValue = [
                 ["id": 0, "source": "user", "action": "message", "args": ["content": "replay me"]],
                 ["id": 1, "source": "agent", "action": "run", "args": ["command": .string("echo replayed > \(file)")]],
@@ -306,7 +309,10 @@ func eventually(_ condition: () async throws -> Bool) async throws {
                 let id = try await bed.start(script: FakeLLM.Script(steps: []), replay: trajectory)
                 let finished = try await bed.waitFor(id, [.finished, .error])
                 #expect(finished.agentState == .finished, "\(finished.lastError ?? "")")
-                #expect(try String(contentsOfFile: file, encoding: .utf8) == "replayed\n")
+                #expect(
+                    try String(contentsOfFile: try await bed.workspaceFile(id, "replayed.txt"), encoding: .utf8)
+                        == "replayed\n"
+                )
                 #expect(bed.llm.requests(model: try await bed.model(of: id)).isEmpty)
                 let events = try await bed.events(id)
                 #expect(events.contains { $0.action == "finish" && $0.args["final_thought"] == "Replayed." })

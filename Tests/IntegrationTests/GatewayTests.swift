@@ -131,6 +131,8 @@ import Testing
                         .deletingLastPathComponent().path,
                     "DECKHAND_LLM_BASE_URL": bed.llmBaseURL,
                     "DECKHAND_LLM_API_KEY": "sk-test-dev-key",
+                    // Each script of the fake model is a model of its own.
+                    "DECKHAND_LLM_USER_MODELS": "*",
                     "DECKHAND_LOG_LEVEL": "notice",
                 ],
                 log: log,
@@ -305,7 +307,7 @@ import Testing
         }
     }
 
-    @Test func singleUserModeNeedsNoKey() async throws {
+    @Test func singleUserModeStillNeedsAKeyAndServesLoopbackOnly() async throws {
         try await TestConversations.with { bed in
             let user = "solo-\(UUID().uuidString.prefix(8))"
             let settings = TestConversations.gatewaySettings {
@@ -313,16 +315,26 @@ import Testing
                 $0.singleUser = user
             }
             try await bed.withGateway(settings: settings) { gateway in
+                // A page the user visits can reach 127.0.0.1 too: without the key nothing is served.
+                #expect(try await gateway.request(.get, "/api/conversations", key: "").status == 401)
+                let created = try await gateway.request(
+                    .post,
+                    "/api/conversations",
+                    body: #"{"initial_user_msg": "hi"}"#,
+                    key: ""
+                )
+                #expect(created.status == 401)
                 let id = try await gateway.createConversation("hi")
-                let listed = try await gateway.json(.get, "/api/conversations", key: "")
-                #expect(
-                    listed["results"] == .array([try await gateway.json(.get, "/api/conversations/\(id)", key: "")])
-                )
-                let owner = try await bed.runtime.postgres.query(
-                    "SELECT u.name FROM conversations c JOIN users u ON u.id = c.user_id WHERE c.id = $1",
-                    [.uuid(try #require(UUID(uuidString: id)))]
-                )
-                #expect(try owner.first?.decode(String.self, "name") == user)
+                #expect(try await gateway.request(.get, "/api/conversations/\(id)").status == 200)
+                let made = try await bed.runtime.postgres.query("SELECT 1 FROM users WHERE name = $1", [.text(user)])
+                #expect(made.count == 1, "the single user is made at start")
+            }
+            let exposed = TestConversations.gatewaySettings {
+                $0.auth = .singleUser
+                $0.host = "0.0.0.0"
+            }
+            await #expect(throws: DeckhandError.self, "single_user refuses a non-loopback address") {
+                try await bed.withGateway(settings: exposed) { _ in }
             }
         }
     }
@@ -346,7 +358,7 @@ import Testing
                         "POST", "/api/conversations", #"{"max_iterations":0}"#, 422, "REQUEST$INVALID_FIELD",
                         "max_iterations"
                     ),
-                    ("POST", "/api/conversations", #"{"runtime":"modal"}"#, 422, "REQUEST$INVALID_FIELD", "runtime"),
+                    ("POST", "/api/conversations", #"{"runtime":"modal"}"#, 422, "LIMIT$BACKEND", "runtime"),
                     (
                         "POST", "/api/conversations", #"{"replay_json":"{}"}"#, 422, "REQUEST$INVALID_FIELD",
                         "replay_json"

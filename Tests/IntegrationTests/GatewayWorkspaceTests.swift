@@ -61,6 +61,32 @@ import Testing
                     #expect(zip.body.starts(with: Array("PK".utf8)))
                     #expect(zip.body.count > 100)
 
+                    // Paths that leave the workspace are refused before any sandbox is asked.
+                    #expect(
+                        try await gateway.json(.get, "\(base)/select-file?file=/workspace/src/main.py")
+                            == ["code": "print(1)\n"]
+                    )
+                    for probe in [
+                        "select-file?file=/proc/self/environ", "select-file?file=/etc/shadow",
+                        "select-file?file=../../../../etc/passwd", "select-file?file=src/../../x",
+                        "zip-directory?path=/home", "zip-directory?path=..", "list-files?path=/root",
+                        "list-files?path=/workspace/../etc",
+                    ] {
+                        let refused = try await gateway.request(.get, "\(base)/\(probe)")
+                        #expect(refused.status == 422, "\(probe): \(refused.status) \(refused.text)")
+                    }
+                    for destination in ["/tmp", "../outside", "/workspace/../etc"] {
+                        let escaped = try await gateway.http.execute(
+                            HTTPRequest(
+                                method: .post,
+                                url: gateway.baseURL + "\(base)/upload-files?path=\(destination)",
+                                headers: ["Authorization": "Bearer \(gateway.key)", "Content-Type": form.contentType],
+                                body: form.body
+                            )
+                        )
+                        #expect(escaped.status == 422, "upload into \(destination): \(escaped.status)")
+                    }
+
                     let other = try await APIKeyStore(postgres: bed.runtime.postgres).create(user: "other-\(UUID())")
                         .key
                     for path in ["list-files", "select-file?file=src/main.py", "zip-directory"] {

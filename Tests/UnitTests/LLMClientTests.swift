@@ -134,9 +134,11 @@ import Testing
 
     @Test func pricesParseAndCost() throws {
         let table = try #require(PriceTable(parsing: "gpt-4o=2.5/10, fake=1/2"))
-        #expect(table.cost(model: "gpt-4o", promptTokens: 1_000_000, completionTokens: 100_000) == 3.5)
-        #expect(table.cost(model: "openai/gpt-4o", promptTokens: 1_000_000, completionTokens: 0) == 2.5)
-        #expect(table.cost(model: "unknown", promptTokens: 5, completionTokens: 5) == 0)
+        let gpt = try #require(table.price(of: "gpt-4o"))
+        #expect(PriceTable.cost(gpt, promptTokens: 1_000_000, completionTokens: 100_000) == 3.5)
+        let routed = try #require(table.price(of: "openai/gpt-4o"))
+        #expect(PriceTable.cost(routed, promptTokens: 1_000_000, completionTokens: 0) == 2.5)
+        #expect(table.price(of: "unknown") == nil, "an unlisted model has no price (never a free one)")
         #expect(PriceTable(parsing: "gpt-4o=2.5") == nil)
         #expect(PriceTable(parsing: "=1/2") == nil)
     }

@@ -65,7 +65,11 @@ enum GatewayBenchmark {
             let port = try TestEnvironment.freePort()
             let process = try bed.runtime.launchDeckhand(
                 ["gateway", "--namespace", bed.runtime.namespace, "--port", String(port)],
-                variables: ["DECKHAND_LOG_LEVEL": "warning"],
+                // Load from one user: no per-user caps.
+                variables: [
+                    "DECKHAND_LOG_LEVEL": "warning", "DECKHAND_GATEWAY_MAX_RUNNING_CONVERSATIONS": "0",
+                    "DECKHAND_GATEWAY_MAX_LIVE_SANDBOXES": "0", "DECKHAND_LLM_USER_MODELS": "*",
+                ],
                 log: bed.runtime.processRoot + "-gateway.log"
             )
             defer { if process.isRunning { process.terminate() } }

@@ -10,10 +10,16 @@ enum RuntimeBenchmark {
         try await TestRuntime.with { runtime in
             var results: [BenchmarkResult] = []
 
-            let processWorker = try runtime.makeWorker()
-            try await running(processWorker) {
-                let cold = try await provisionTimes(runtime, count: coldProcess, backend: .process)
-                results += percentiles("runtime.cold.process", cold, p99Target: nil)
+            // Process sandboxes confined by bubblewrap (the default), then unconfined, for comparison.
+            for (isolation, suffix) in [(RuntimeSettings.ProcessIsolation.bwrap, ""), (.none, "-unconfined")] {
+                let processWorker = try runtime.makeWorker(
+                    settings: TestRuntime.settings { $0.processIsolation = isolation }
+                )
+                try await running(processWorker) {
+                    let cold = try await provisionTimes(runtime, count: coldProcess, backend: .process)
+                    results += percentiles("runtime.cold.process" + suffix, cold, p99Target: nil)
+                    results.append(try await idleRSS(runtime, name: "runtime.process.rss" + suffix))
+                }
             }
 
             let docker = TestDocker(client: runtime.http)
@@ -73,6 +79,52 @@ enum RuntimeBenchmark {
             try await runtime.send(.destroy, sandbox: try await sandboxID(runtime, conversation))
         }
         return times
+    }
+
+    /// The resident memory of one idle process sandbox: every process of its tree (bubblewrap's two, the server
+    /// and its shell), after one command has run.
+    static func idleRSS(_ runtime: TestRuntime, name: String) async throws -> BenchmarkResult {
+        let conversation = UUID()
+        try await runtime.provision(conversation, backend: .process)
+        guard let ready = try await runtime.reply(for: conversation).ready,
+            let folder = try await runtime.store.sandbox(id: ready.sandboxID)?.reference
+        else { throw DeckhandError(.internalError, "a provision failed") }
+        _ = try await runtime.run("true", in: ready)
+        try await Task.sleep(for: .milliseconds(200))
+        let pidText = try String(contentsOfFile: folder + "/pid", encoding: .utf8)
+        guard let root = Int32(pidText.split(separator: " ").first ?? "") else {
+            throw DeckhandError(.internalError, "no pid in \(folder)/pid")
+        }
+        var parents: [Int32: [Int32]] = [:]
+        for entry in try FileManager.default.contentsOfDirectory(atPath: "/proc") {
+            guard let pid = Int32(entry),
+                let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
+                let close = stat.lastIndex(of: ")")
+            else { continue }
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            if fields.count > 1, let parent = Int32(fields[1]) { parents[parent, default: []].append(pid) }
+        }
+        var tree = [root]
+        var index = 0
+        while index < tree.count {
+            tree += parents[tree[index]] ?? []
+            index += 1
+        }
+        var kilobytes = 0
+        for pid in tree {
+            let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+            for line in status.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+                kilobytes += Int(line.split(whereSeparator: \.isWhitespace).dropFirst().first ?? "") ?? 0
+            }
+        }
+        try await runtime.send(.destroy, sandbox: ready.sandboxID)
+        return BenchmarkResult(
+            name: name + " (\(tree.count) processes)",
+            value: Double(kilobytes) / 1024,
+            unit: "MiB",
+            target: nil,
+            lowerIsBetter: true
+        )
     }
 
     static func sandboxID(_ runtime: TestRuntime, _ conversation: UUID) async throws -> UUID {

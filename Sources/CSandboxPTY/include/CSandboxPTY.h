@@ -20,4 +20,13 @@ int deckhand_spawn_pty(const char *path, char *const argv[], char *const envp[],
 /// or -errno. (Reading `struct stat` from Swift trips MemberImportVisibility when Dispatch's C module owns it.)
 int deckhand_file_status(const char *path, int follow, unsigned int *mode, long long *modified);
 
+/// Makes this process non-dumpable (`prctl(PR_SET_DUMPABLE, 0)`): processes of the same user (the agent's shell)
+/// can then neither read its `/proc/<pid>/environ` or memory nor trace it. Returns 0, or -errno. (`prctl` is
+/// variadic, so Swift cannot call it.)
+int deckhand_make_undumpable(void);
+
+/// Caps the processes of this process's user at `limit` (`setrlimit(RLIMIT_NPROC)`, soft and hard). Returns 0, or
+/// -errno. (`RLIMIT_NPROC` is a macro Swift does not see.)
+int deckhand_limit_processes(unsigned long limit);
+
 #endif

@@ -63,7 +63,8 @@ public final class BashSession: Sendable {
             createdDirectory = true
         }
         var shellEnvironment = ProcessInfo.processInfo.environment
-        for name in ["PS1", "PS2", "PS4", "PROMPT_COMMAND", "BASH_ENV", "ENV", "HISTFILE"] {
+        // The session key is the server's alone: the agent's shell never inherits it.
+        for name in ["PS1", "PS2", "PS4", "PROMPT_COMMAND", "BASH_ENV", "ENV", "HISTFILE", "SESSION_API_KEY"] {
             shellEnvironment[name] = nil
         }
         shellEnvironment["TERM"] = "dumb"

@@ -1,0 +1,305 @@
+import DeckhandCore
+import DeckhandTesting
+import Foundation
+import RuntimeBackends
+import RuntimeManager
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What code inside a sandbox can reach (issue "Sandbox isolation"): each probe runs as the agent's shell
+/// would run it, and prints `DENIED` when the platform held, `BREACH …` when it did not.
+@Suite struct SandboxIsolationTests {
+    /// One attempt from inside a sandbox.
+    struct Probe: Sendable {
+        var name: String
+        var command: String
+    }
+
+    /// Logs into PostgreSQL (cleartext, MD5 or SCRAM-SHA-256) or RabbitMQ (AMQP 0-9-1, PLAIN) with a user and
+    /// password: `python3 login.py postgres|rabbitmq PORT USER PASSWORD` prints `BREACH …` when it got in.
+    static let loginScript = #"""
+        import base64, hashlib, hmac, os, socket, struct, sys
+
+        def recvn(s, n):
+            data = b""
+            while len(data) < n:
+                chunk = s.recv(n - len(data))
+                if not chunk:
+                    raise EOFError
+                data += chunk
+            return data
+
+        def postgres(port, user, password):
+            s = socket.create_connection(("127.0.0.1", port), timeout=3)
+            params = b"user\0" + user.encode() + b"\0database\0deckhand\0\0"
+            s.sendall(struct.pack("!II", 8 + len(params), 196608) + params)
+            def message():
+                kind = recvn(s, 1)
+                length = struct.unpack("!I", recvn(s, 4))[0]
+                return kind, recvn(s, length - 4)
+            def send(kind, body):
+                s.sendall(kind + struct.pack("!I", len(body) + 4) + body)
+            nonce = base64.b64encode(os.urandom(18)).decode()
+            bare = "n=,r=" + nonce
+            while True:
+                kind, body = message()
+                if kind == b"E":
+                    return False
+                if kind != b"R":
+                    continue
+                code = struct.unpack("!I", body[:4])[0]
+                if code == 0:
+                    return True
+                if code == 3:
+                    send(b"p", password.encode() + b"\0")
+                elif code == 5:
+                    inner = hashlib.md5(password.encode() + user.encode()).hexdigest()
+                    send(b"p", b"md5" + hashlib.md5(inner.encode() + body[4:8]).hexdigest().encode() + b"\0")
+                elif code == 10:
+                    first = ("n,," + bare).encode()
+                    send(b"p", b"SCRAM-SHA-256\0" + struct.pack("!I", len(first)) + first)
+                elif code == 11:
+                    server_first = body[4:].decode()
+                    fields = dict(item.split("=", 1) for item in server_first.split(","))
+                    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(fields["s"]), int(fields["i"]))
+                    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+                    stored = hashlib.sha256(client_key).digest()
+                    without_proof = "c=biws,r=" + fields["r"]
+                    signature = hmac.new(stored, (bare + "," + server_first + "," + without_proof).encode(), hashlib.sha256).digest()
+                    proof = bytes(a ^ b for a, b in zip(client_key, signature))
+                    send(b"p", (without_proof + ",p=" + base64.b64encode(proof).decode()).encode())
+                elif code == 12:
+                    continue
+                else:
+                    return False
+
+        def rabbitmq(port, user, password):
+            s = socket.create_connection(("127.0.0.1", port), timeout=3)
+            s.sendall(b"AMQP\x00\x00\x09\x01")
+            def frame():
+                kind, channel, size = struct.unpack("!BHI", recvn(s, 7))
+                payload = recvn(s, size)
+                recvn(s, 1)
+                return kind, payload
+            kind, payload = frame()
+            if struct.unpack("!HH", payload[:4]) != (10, 10):
+                return False
+            response = ("\0" + user + "\0" + password).encode()
+            args = struct.pack("!I", 0) + bytes([5]) + b"PLAIN" + struct.pack("!I", len(response)) + response + bytes([5]) + b"en_US"
+            body = struct.pack("!HH", 10, 11) + args
+            s.sendall(struct.pack("!BHI", 1, 0, len(body)) + body + b"\xce")
+            kind, payload = frame()
+            return struct.unpack("!HH", payload[:4]) == (10, 30)
+
+        service, port, user, password = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+        try:
+            ok = (postgres if service == "postgres" else rabbitmq)(port, user, password)
+        except Exception as error:
+            ok = False
+        print(("BREACH" if ok else "DENIED") + " " + service + " " + user)
+        """#
+
+    /// Users and passwords anyone would try: none, the names, the old local defaults.
+    static let guessedLogins: [(service: String, user: String, password: String)] = [
+        ("postgres", "deckhand", ""), ("postgres", "deckhand", "deckhand"), ("postgres", "postgres", ""),
+        ("postgres", "postgres", "postgres"), ("rabbitmq", "guest", "guest"), ("rabbitmq", "deckhand", "deckhand"),
+        ("rabbitmq", "deckhand", ""),
+    ]
+
+    /// The probe that tries `logins` on the test services' ports.
+    static func loginProbe(_ logins: [(service: String, user: String, password: String)]) -> Probe {
+        let ports = [
+            "postgres": URLComponents(string: TestEnvironment.postgresURL)?.port ?? 5432,
+            "rabbitmq": URLComponents(string: TestEnvironment.amqpURL)?.port ?? 5672,
+        ]
+        let attempts = logins.map { login in
+            "python3 /tmp/login.py \(login.service) \(ports[login.service] ?? 0) '\(login.user)' '\(login.password)'"
+        }
+        return Probe(
+            name: "PostgreSQL and RabbitMQ refuse every login a sandbox can make",
+            command: "cat > /tmp/login.py <<'PY'\n\(loginScript)\nPY\n" + attempts.joined(separator: "\n")
+                + "\nrm -f /tmp/login.py\necho DENIED"
+        )
+    }
+
+    /// The probes every backend must pass. `other` is the host path of another sandbox's workspace, holding
+    /// `other-secret.txt`.
+    static func probes(otherWorkspace: String, repository: String, dockerSocket: String) -> [Probe] {
+        [
+            loginProbe(guessedLogins),
+            Probe(
+                name: "the session key is not in the shell's environment",
+                command: #"env | grep -q '^SESSION_API_KEY=' && echo BREACH || echo DENIED"#
+            ),
+            Probe(
+                name: "no process's environment shows a platform variable",
+                command: #"""
+                    found=$(for f in /proc/[0-9]*/environ; do { tr '\0' '\n' < "$f"; } 2>/dev/null; done | grep -E '^(SESSION_API_KEY|DECKHAND_[A-Z_]+)=' | cut -d= -f1 | sort -u | tr '\n' ' ')
+                    [ -n "$found" ] && echo "BREACH $found" || echo DENIED
+                    """#
+            ),
+            Probe(
+                name: "the host's processes are not visible",
+                command: #"""
+                    seen=$(cat /proc/[0-9]*/comm 2>/dev/null | grep -E '^(postgres|beam\.smp|dockerd|containerd|deckhand|swift-test|deckhandPackage.*|xctest|systemd|init)$' | sort -u | tr '\n' ' ')
+                    [ -n "$seen" ] && echo "BREACH $seen" || echo DENIED
+                    """#
+            ),
+            Probe(
+                name: "/etc/shadow cannot be read",
+                command: #"cat /etc/shadow >/dev/null 2>&1 && echo BREACH || echo DENIED"#
+            ),
+            Probe(
+                name: "/root cannot be listed",
+                command: #"ls /root >/dev/null 2>&1 && echo BREACH || echo DENIED"#
+            ),
+            Probe(
+                name: "no Docker socket is reachable",
+                command: """
+                    for s in /var/run/docker.sock /run/docker.sock '\(dockerSocket)'; do [ -S "$s" ] && echo "BREACH $s"; done
+                    found=$(find / -path /proc -prune -o -path /sys -prune -o -path /usr -prune -o -type s -name '*docker*' -print 2>/dev/null | head -3)
+                    [ -n "$found" ] && echo "BREACH $found"
+                    echo DENIED
+                    """
+            ),
+            Probe(
+                name: "another sandbox's workspace cannot be read",
+                command: """
+                    cat '\(otherWorkspace)/other-secret.txt' 2>/dev/null && echo BREACH
+                    ls '\(otherWorkspace)' >/dev/null 2>&1 && echo BREACH-LIST
+                    found=$(find / -path /proc -prune -o -path /sys -prune -o -path /usr -prune -o -name other-secret.txt -print 2>/dev/null | head -3)
+                    [ -n "$found" ] && echo "BREACH $found"
+                    echo DENIED
+                    """
+            ),
+            Probe(
+                name: "the host's files outside the image are not visible",
+                command: """
+                    [ -e '\(repository)/Package.swift' ] && echo "BREACH repository"
+                    for d in /work /var/lib/postgresql /var/lib/rabbitmq /var/lib/deckhand; do [ -e "$d" ] && echo "BREACH $d"; done
+                    echo DENIED
+                    """
+            ),
+            Probe(
+                name: "the system is read-only",
+                command: #"""
+                    for f in /usr/bin/deckhand-probe /etc/deckhand-probe /deckhand-probe /opt/deckhand/deckhand-probe; do
+                      (echo x > "$f") 2>/dev/null && echo "BREACH $f" && rm -f "$f"
+                    done
+                    echo DENIED
+                    """#
+            ),
+        ]
+    }
+
+    /// Runs every probe in `sandbox` and returns what each printed.
+    static func attempt(
+        _ sandbox: SandboxReady,
+        runtime: TestRuntime,
+        otherWorkspace: String
+    ) async throws -> [(probe: Probe, output: String)] {
+        let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().path
+        let probes = Self.probes(
+            otherWorkspace: otherWorkspace,
+            repository: repository,
+            dockerSocket: TestEnvironment.dockerSocket
+        )
+        var results: [(probe: Probe, output: String)] = []
+        for probe in probes {
+            // One command line, as the shell takes one command per call.
+            let script = Data(probe.command.utf8).base64EncodedString()
+            results.append((probe, try await runtime.run("echo \(script) | base64 -d | bash", in: sandbox)))
+        }
+        return results
+    }
+
+    /// Runs every probe in `sandbox` and checks each printed `DENIED` and nothing that says `BREACH`.
+    static func expectContained(
+        _ sandbox: SandboxReady,
+        runtime: TestRuntime,
+        otherWorkspace: String
+    ) async throws {
+        for (probe, output) in try await attempt(sandbox, runtime: runtime, otherWorkspace: otherWorkspace) {
+            #expect(
+                output.contains("DENIED") && !output.contains("BREACH"),
+                "\(sandbox.backend) sandbox: \(probe.name): \(output)"
+            )
+        }
+    }
+
+    @Test func aProcessSandboxReachesOnlyItsWorkspace() async throws {
+        try await TestRuntime.with { runtime in
+            let worker = try runtime.makeWorker()
+            try await running(worker) {
+                let first = UUID()
+                let second = UUID()
+                try await runtime.provision(first)
+                try await runtime.provision(second)
+                let a = try #require(try await runtime.reply(for: first).ready)
+                let b = try #require(try await runtime.reply(for: second).ready)
+                _ = try await runtime.run("echo the-secret-of-a > other-secret.txt", in: a)
+                let folderA = try #require(try await runtime.store.sandbox(id: a.sandboxID)?.reference)
+                #expect(
+                    FileManager.default.fileExists(atPath: folderA + "/workspace/other-secret.txt"),
+                    "the probe's target exists on the host"
+                )
+                try await Self.expectContained(b, runtime: runtime, otherWorkspace: folderA + "/workspace")
+
+                // Work still works: the workspace and /tmp are writable, the tools are there.
+                let work = try await runtime.run(
+                    "pwd; echo ok > here.txt && cat here.txt; echo t > /tmp/t && cat /tmp/t; git --version | cut -c1-3; python3 -c 'print(6*7)'",
+                    in: b
+                )
+                #expect(work.contains("/workspace"))
+                #expect(work.contains("ok\nt\ngit\n42"), "\(work)")
+                if geteuid() == 0 {
+                    let uidA = try await runtime.run("id -u", in: a).trimmingCharacters(in: .whitespacesAndNewlines)
+                    let uidB = try await runtime.run("id -u", in: b).trimmingCharacters(in: .whitespacesAndNewlines)
+                    #expect(uidA != "0" && uidB != "0" && uidA != uidB, "uids \(uidA) and \(uidB)")
+                }
+            }
+        }
+    }
+
+    /// The probes can fail: in an unconfined process sandbox (`runtime.process_isolation = none`, the old
+    /// default) they see the host's processes, another sandbox's files and the repository.
+    @Test func theProbesCatchAnUnconfinedSandbox() async throws {
+        try await TestRuntime.with { runtime in
+            let worker = try runtime.makeWorker(settings: TestRuntime.settings { $0.processIsolation = .none })
+            try await running(worker) {
+                let first = UUID()
+                let second = UUID()
+                try await runtime.provision(first)
+                try await runtime.provision(second)
+                let a = try #require(try await runtime.reply(for: first).ready)
+                let b = try #require(try await runtime.reply(for: second).ready)
+                _ = try await runtime.run("echo the-secret-of-a > other-secret.txt", in: a)
+                let folderA = try #require(try await runtime.store.sandbox(id: a.sandboxID)?.reference)
+                let results = try await Self.attempt(b, runtime: runtime, otherWorkspace: folderA + "/workspace")
+                let breached = Set(results.filter { $0.output.contains("BREACH") }.map(\.probe.name))
+                for name in [
+                    "the host's processes are not visible", "another sandbox's workspace cannot be read",
+                    "the host's files outside the image are not visible", "/etc/shadow cannot be read",
+                    "no process's environment shows a platform variable",
+                ] {
+                    #expect(breached.contains(name), "unconfined, \(name) should have been breached: \(results)")
+                }
+                // The login probe gets in when it is given the real credentials (which no sandbox has).
+                guard let postgres = URLComponents(string: TestEnvironment.postgresURL),
+                    let amqp = URLComponents(string: TestEnvironment.amqpURL)
+                else { throw DeckhandError(.invalidConfiguration, "the test services' URLs do not parse") }
+                let known = Self.loginProbe([
+                    ("postgres", postgres.user ?? "", postgres.password ?? ""),
+                    ("rabbitmq", amqp.user ?? "", amqp.password ?? ""),
+                ])
+                let script = Data(known.command.utf8).base64EncodedString()
+                let output = try await runtime.run("echo \(script) | base64 -d | bash", in: b)
+                #expect(output.contains("BREACH postgres") && output.contains("BREACH rabbitmq"), "\(output)")
+            }
+        }
+    }
+}
