@@ -145,7 +145,8 @@ public struct PostgresSettings: Sendable {
 public struct DockerSettings: Sendable {
     /// How a Docker sandbox's server is reached.
     public enum Network: String, Sendable {
-        /// The container's port 8000 published on 127.0.0.1 at a port Docker picks.
+        /// On the bridge network `docker.bridge_network` (made when missing), away from the host's network;
+        /// the container's port 8000 published on 127.0.0.1 at a port Docker picks.
         case bridge
         /// The host's network; each sandbox listens on 127.0.0.1 at a port the kernel picks.
         case host
@@ -161,11 +162,22 @@ public struct DockerSettings: Sendable {
     public var cpus: Double = 2
     /// `docker.pids_limit`: the most processes in a sandbox (0: none).
     public var pidsLimit: Int = 2048
+    /// `docker.bridge_network`: the network of bridge-networked sandboxes (`bridge`: Docker's default one).
+    public var bridgeNetwork: String = "deckhand-sandboxes"
+    /// `docker.bridge_subnet`: the addresses of `docker.bridge_network` when Deckhand makes it.
+    public var bridgeSubnet: String = "198.18.0.0/24"
+    /// `docker.user`: the image's unprivileged user the sandbox server (and the agent's shell) runs as once
+    /// it has read its key; empty: root (an image without such a user).
+    public var user: String = "sandbox"
+    /// `docker.tmp_size`: the size of a sandbox's `/tmp` and of its home (memory-backed; the root file system
+    /// is read-only).
+    public var tmpBytes: Int = 256 << 20
 
     public init() {}
 
     static let keys: Set<String> = [
         "docker.socket", "docker.network", "docker.memory", "docker.cpus", "docker.pids_limit",
+        "docker.bridge_network", "docker.bridge_subnet", "docker.user", "docker.tmp_size",
     ]
 
     public init(reader: ConfigurationReader) throws(DeckhandError) {
@@ -189,6 +201,25 @@ public struct DockerSettings: Sendable {
             cpus = value
         }
         pidsLimit = try reader.int("docker.pids_limit", default: pidsLimit, range: 0...4_194_304)
+        bridgeNetwork = reader.string("docker.bridge_network", default: bridgeNetwork)
+        if bridgeNetwork.isEmpty || bridgeNetwork == "host" || bridgeNetwork == "none" {
+            throw reader.invalid("docker.bridge_network", expected: "the name of a bridge network", got: bridgeNetwork)
+        }
+        bridgeSubnet = reader.string("docker.bridge_subnet", default: bridgeSubnet)
+        if !bridgeSubnet.contains("/") {
+            throw reader.invalid(
+                "docker.bridge_subnet",
+                expected: "an address range such as 198.18.0.0/24",
+                got: bridgeSubnet
+            )
+        }
+        user = reader.string("docker.user", default: user)
+        if let text = reader.optionalString("docker.tmp_size") {
+            guard let bytes = Self.parseBytes(text), bytes >= 1 << 20 else {
+                throw reader.invalid("docker.tmp_size", expected: "a size of at least 1m, such as 256m", got: text)
+            }
+            tmpBytes = bytes
+        }
     }
 
     /// Parses `1048576`, `512k`, `512m`, `4g` into bytes.

@@ -117,11 +117,14 @@ public final class TestRuntime: Sendable {
 
     // MARK: Backends and workers
 
-    /// Docker settings for tests: host networking (the test dockerd has no bridge), small limits.
+    /// Docker settings for tests: Deckhand's own bridge network on 198.18.1.0/24 (the test dockerd has no
+    /// default bridge), small limits.
     public static var dockerSettings: DockerSettings {
         var settings = DockerSettings()
         settings.socket = TestEnvironment.dockerSocket
-        settings.network = .host
+        settings.network = .bridge
+        settings.bridgeNetwork = "deckhand-test-sandboxes"
+        settings.bridgeSubnet = "198.18.1.0/24"
         settings.memoryBytes = 512 << 20
         settings.cpus = 1
         settings.pidsLimit = 256

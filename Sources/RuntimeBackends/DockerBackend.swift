@@ -5,13 +5,18 @@ import Logging
 
 /// Sandboxes as Docker containers, driven through the Docker Engine API (v1.41) over its unix socket.
 ///
-/// Each container runs the image's `deckhand-sandbox` with the session key in its environment, carries the
-/// labels `deckhand.sandbox=<id>` and `deckhand.managed=true`, has memory, CPU and process limits, is never
-/// privileged, gets no Docker socket, keeps only the capabilities a root shell that installs packages and
-/// switches users needs, and cannot gain privileges through set-uid programs. Its server is reached either on
-/// a port Docker publishes on 127.0.0.1 (bridge) or, on the host's network, at a port the kernel picks when the
-/// server binds port 0 (so no two sandboxes, of any worker, ever share one); the server announces it on its
-/// standard output, which the backend reads back from the container's log.
+/// Each container runs the image's `deckhand-sandbox`, carries the labels `deckhand.sandbox=<id>` and
+/// `deckhand.managed=true`, has memory, CPU and process limits, is never privileged and gets no Docker socket.
+/// Its root file system is read-only: the workspace is a volume of its own (removed with the container), `/tmp`,
+/// the home and `/run` are small memory-backed file systems. The server starts as root with only the
+/// capabilities it needs to drop to the image's unprivileged user (`docker.user`), reads its key from its
+/// environment, and becomes that user, non-dumpable, before the agent's shell starts: the shell cannot read the
+/// key (the container's init, which has it in its environment, is root's) and no process of the agent holds a
+/// capability or can gain one (`no-new-privileges`). Its server is reached on a port Docker publishes on
+/// 127.0.0.1 from a bridge network of Deckhand's own (`docker.bridge_network`: the host's loopback services are
+/// out of reach), or, on the host's network, at a port the kernel picks when the server binds port 0 (so no two
+/// sandboxes, of any worker, ever share one); the server announces it on its standard output, which the
+/// backend reads back from the container's log.
 public struct DockerBackend: SandboxBackend {
     public let socket: String
     public let settings: DockerSettings
@@ -23,9 +28,12 @@ public struct DockerBackend: SandboxBackend {
 
     /// The port the sandbox server listens on inside a bridge-networked container.
     static let containerPort = 8000
-    /// The capabilities a sandbox keeps: file ownership and permissions (package installs), process
-    /// signalling, and switching users. Everything else Docker grants by default is dropped.
-    static let capabilities = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID"]
+    /// The capabilities a sandbox's root processes keep: switching to the unprivileged user (the server, once)
+    /// and signalling it (the container's init forwards `docker stop`). The agent's processes have none.
+    static let capabilities = ["KILL", "SETGID", "SETUID"]
+    /// Without an unprivileged user (`docker.user` empty) the shell is root's, and keeps what a root shell
+    /// that installs packages needs.
+    static let rootCapabilities = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID"]
 
     public init(socket: String, settings: DockerSettings, deployment: String, client: HTTPClient, logger: Logger) {
         self.socket = socket
@@ -84,13 +92,23 @@ public struct DockerBackend: SandboxBackend {
     public func create(_ spec: SandboxSpec) async throws -> String {
         var environment = spec.environment
         environment["SESSION_API_KEY"] = spec.sessionAPIKey
+        let unprivileged = !settings.user.isEmpty
+        let tmp = "rw,nosuid,nodev,size=\(settings.tmpBytes)"
         var hostConfig: [String: JSONValue] = [
             "Privileged": false,
             "CapDrop": ["ALL"],
-            "CapAdd": .array(Self.capabilities.map { .string($0) }),
+            "CapAdd": .array((unprivileged ? Self.capabilities : Self.rootCapabilities).map { .string($0) }),
             "SecurityOpt": ["no-new-privileges"],
             "Init": true,
         ]
+        if unprivileged {
+            hostConfig["ReadonlyRootfs"] = true
+            hostConfig["Tmpfs"] = [
+                "/tmp": .string(tmp + ",mode=1777"),
+                "/home/\(settings.user)": .string(tmp + ",mode=0700,uid=\(Self.sandboxUID),gid=\(Self.sandboxUID)"),
+                "/run": "rw,nosuid,nodev,size=16m,mode=0755",
+            ]
+        }
         if settings.memoryBytes > 0 { hostConfig["Memory"] = .number(Double(settings.memoryBytes)) }
         if settings.cpus > 0 { hostConfig["NanoCpus"] = .number((settings.cpus * 1e9).rounded()) }
         if settings.pidsLimit > 0 { hostConfig["PidsLimit"] = .number(Double(settings.pidsLimit)) }
@@ -99,19 +117,24 @@ public struct DockerBackend: SandboxBackend {
         case .host:
             hostConfig["NetworkMode"] = "host"
         case .bridge:
-            hostConfig["NetworkMode"] = "bridge"
+            try await ensureNetwork()
+            hostConfig["NetworkMode"] = .string(settings.bridgeNetwork)
             hostConfig["PortBindings"] = [
                 "\(Self.containerPort)/tcp": [["HostIp": "127.0.0.1", "HostPort": ""]]
             ]
             exposed = ["\(Self.containerPort)/tcp": [:]]
         }
         let (host, port) = settings.network == .host ? ("127.0.0.1", 0) : ("0.0.0.0", Self.containerPort)
+        var command: [JSONValue] = [
+            "--host", .string(host), "--port", .string(String(port)), "--working-dir", "/workspace",
+            "--announce-port",
+        ]
+        if unprivileged { command += ["--run-as", .string(settings.user)] }
         let body: JSONValue = [
             "Image": .string(spec.image),
-            "Cmd": [
-                "--host", .string(host), "--port", .string(String(port)), "--working-dir", "/workspace",
-                "--announce-port",
-            ],
+            "Cmd": .array(command),
+            // The workspace outlives the container's runs on a volume of its own (the root is read-only).
+            "Volumes": ["/workspace": [:]],
             "Env": .array(environment.sorted { $0.key < $1.key }.map { .string("\($0.key)=\($0.value)") }),
             "Labels": [
                 "deckhand.sandbox": .string(spec.id.uuidString.lowercased()), "deckhand.managed": "true",
@@ -142,6 +165,30 @@ public struct DockerBackend: SandboxBackend {
             return existing.reference
         default:
             throw fail("create the sandbox container", response)
+        }
+    }
+
+    /// The uid of `docker.user` in Deckhand's sandbox image (its home's tmpfs is made for it).
+    static let sandboxUID = 1000
+
+    /// Makes `docker.bridge_network` when it does not exist (Docker's own `bridge` always does). Two workers
+    /// making it at once is fine: the second is told it exists.
+    func ensureNetwork() async throws {
+        let name = settings.bridgeNetwork
+        guard name != "bridge" else { return }
+        let encoded = name.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(["/"])) ?? name
+        if try await call(.get, "/networks/\(encoded)").status == 200 { return }
+        let body: JSONValue = [
+            "Name": .string(name), "Driver": "bridge", "CheckDuplicate": true,
+            "IPAM": ["Config": [["Subnet": .string(settings.bridgeSubnet)]]],
+            // No traffic between sandboxes (where dockerd manages iptables; each server demands its own key
+            // anyway).
+            "Options": ["com.docker.network.bridge.enable_icc": "false"],
+            "Labels": ["deckhand.managed": "true"],
+        ]
+        let response = try await call(.post, "/networks/create", body: body)
+        guard response.status == 201 || response.status == 409 else {
+            throw fail("make the sandbox network \(name) (\(settings.bridgeSubnet))", response)
         }
     }
 

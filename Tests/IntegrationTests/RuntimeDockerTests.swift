@@ -10,8 +10,8 @@ import Testing
 import Glibc
 #endif
 
-/// Runtime-manager workers on the Docker backend, against the dockerd the test command starts (host
-/// networking, the sandbox image that scripts/test.sh builds).
+/// Runtime-manager workers on the Docker backend, against the dockerd the test command starts (Deckhand's own
+/// bridge network, the sandbox image that scripts/test.sh builds).
 @Suite struct RuntimeDockerTests {
     /// Fails (never skips) when the image is missing, saying how to build it.
     func requireImage(_ runtime: TestRuntime) async throws {
@@ -81,7 +81,16 @@ import Glibc
                 #expect(host["SecurityOpt"] == ["no-new-privileges"])
                 #expect(labels["deckhand.sandbox"]?.stringValue == ready.sandboxID.uuidString.lowercased())
                 #expect(labels["deckhand.managed"]?.stringValue == "true")
-                #expect(object["Mounts"] == [], "no Docker socket or other mount")
+                #expect(host["ReadonlyRootfs"] == .bool(true))
+                #expect(host["CapAdd"] == ["KILL", "SETGID", "SETUID"], "only what the drop to the user needs")
+                #expect(host["NetworkMode"] == .string(TestRuntime.dockerSettings.bridgeNetwork))
+                // The workspace volume is the one mount: no Docker socket, nothing of the host.
+                guard case .array(let mounts)? = object["Mounts"] else {
+                    Issue.record("no Mounts in the inspect answer")
+                    return
+                }
+                #expect(mounts.map { $0["Destination"] } == ["/workspace"])
+                #expect(mounts.map { $0["Type"] } == ["volume"])
                 // The session key reaches the sandbox but the sandbox refuses a request without it.
                 var unauthenticated = HTTPRequest(method: .post, url: ready.url + "/execute_action")
                 unauthenticated.body = Array(#"{"action":{"action":"run","args":{"command":"id"}}}"#.utf8)

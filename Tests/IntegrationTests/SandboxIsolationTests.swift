@@ -1,6 +1,7 @@
 import DeckhandCore
 import DeckhandTesting
 import Foundation
+import HTTPClient
 import RuntimeBackends
 import RuntimeManager
 import Testing
@@ -32,8 +33,8 @@ import Glibc
                 data += chunk
             return data
 
-        def postgres(port, user, password):
-            s = socket.create_connection(("127.0.0.1", port), timeout=3)
+        def postgres(host, port, user, password):
+            s = socket.create_connection((host, port), timeout=3)
             params = b"user\0" + user.encode() + b"\0database\0deckhand\0\0"
             s.sendall(struct.pack("!II", 8 + len(params), 196608) + params)
             def message():
@@ -76,8 +77,8 @@ import Glibc
                 else:
                     return False
 
-        def rabbitmq(port, user, password):
-            s = socket.create_connection(("127.0.0.1", port), timeout=3)
+        def rabbitmq(host, port, user, password):
+            s = socket.create_connection((host, port), timeout=3)
             s.sendall(b"AMQP\x00\x00\x09\x01")
             def frame():
                 kind, channel, size = struct.unpack("!BHI", recvn(s, 7))
@@ -94,12 +95,24 @@ import Glibc
             kind, payload = frame()
             return struct.unpack("!HH", payload[:4]) == (10, 30)
 
+        def gateway():
+            # The default route's next hop: the host, seen from a sandbox on a bridge network.
+            try:
+                for line in open("/proc/net/route").read().splitlines()[1:]:
+                    fields = line.split()
+                    if fields[1] == "00000000":
+                        return socket.inet_ntoa(struct.pack("<I", int(fields[2], 16)))
+            except OSError:
+                pass
+            return None
+
         service, port, user, password = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-        try:
-            ok = (postgres if service == "postgres" else rabbitmq)(port, user, password)
-        except Exception as error:
-            ok = False
-        print(("BREACH" if ok else "DENIED") + " " + service + " " + user)
+        for host in ["127.0.0.1"] + [address for address in [gateway()] if address and address != "0.0.0.0"]:
+            try:
+                ok = (postgres if service == "postgres" else rabbitmq)(host, port, user, password)
+            except Exception as error:
+                ok = False
+            print(("BREACH" if ok else "DENIED") + " " + service + " " + user + " at " + host)
         """#
 
     /// Users and passwords anyone would try: none, the names, the old local defaults.
@@ -299,6 +312,52 @@ import Glibc
                 let script = Data(known.command.utf8).base64EncodedString()
                 let output = try await runtime.run("echo \(script) | base64 -d | bash", in: b)
                 #expect(output.contains("BREACH postgres") && output.contains("BREACH rabbitmq"), "\(output)")
+            }
+        }
+    }
+
+    /// A Docker sandbox (the test image, Deckhand's bridge network, the unprivileged user) passes the same
+    /// probes; another container's workspace volume is the other sandbox.
+    @Test func aDockerSandboxReachesOnlyItsWorkspace() async throws {
+        try await TestRuntime.with { runtime in
+            guard try await TestDocker(client: runtime.http).imageExists(TestRuntime.sandboxImage) else {
+                throw DeckhandError(
+                    .unavailable,
+                    "the sandbox image \(TestRuntime.sandboxImage) does not exist: run deploy/sandbox/build-offline.sh (scripts/test.sh does)"
+                )
+            }
+            let worker = try runtime.makeWorker(backends: [.docker])
+            try await running(worker) {
+                let first = UUID()
+                let second = UUID()
+                try await runtime.provision(first, backend: .docker)
+                try await runtime.provision(second, backend: .docker)
+                let a = try #require(try await runtime.reply(for: first).ready, "a Docker sandbox")
+                let b = try #require(try await runtime.reply(for: second).ready, "a Docker sandbox")
+                _ = try await runtime.run("echo the-secret-of-a > other-secret.txt", in: a)
+                let container = try #require(try await runtime.store.sandbox(id: a.sandboxID)?.reference)
+                let inspected = try await runtime.http.execute(
+                    HTTPRequest(
+                        url: "http://localhost/v1.41/containers/\(container)/json",
+                        unixSocketPath: TestEnvironment.dockerSocket
+                    )
+                )
+                guard case .array(let mounts)? = try JSONValue(parsing: inspected.body)["Mounts"],
+                    let volume = mounts.first(where: { $0["Destination"] == "/workspace" })?["Source"]?.stringValue
+                else { throw DeckhandError(.protocolViolation, "the container has no workspace volume") }
+                #expect(FileManager.default.fileExists(atPath: volume + "/other-secret.txt"))
+                try await Self.expectContained(b, runtime: runtime, otherWorkspace: volume)
+
+                let identity = try await runtime.run("id -u; id -G; cat /proc/self/status | grep CapEff", in: b)
+                #expect(identity.hasPrefix("1000\n1000\n"), "the agent's shell is the unprivileged user: \(identity)")
+                #expect(identity.contains("CapEff:\t0000000000000000"), "and holds no capability: \(identity)")
+                let work = try await runtime.run(
+                    "pwd; echo ok > here.txt && cat here.txt; echo t > /tmp/t && cat /tmp/t; touch ~/.x && echo home",
+                    in: b
+                )
+                #expect(work.contains("/workspace\nok\nt\nhome"), "\(work)")
+                let network = try await runtime.run("cat /proc/net/route | awk 'NR==2{print $1}'", in: b)
+                #expect(!network.contains("lo"), "the container has a network of its own: \(network)")
             }
         }
     }

@@ -264,8 +264,9 @@ print_env() {
   wants rabbitmq && echo "export DECKHAND_AMQP_URL=amqp://deckhand:$(secret rabbitmq-password)@127.0.0.1:$amqp_port/"
   wants postgres && echo "export DECKHAND_POSTGRES_URL=postgresql://deckhand:$(secret postgres-password)@127.0.0.1:$pg_port/deckhand"
   wants docker && echo "export DECKHAND_DOCKER_SOCKET=$docker_sock"
-  # This dockerd runs without a bridge (--bridge=none): sandboxes use the host network on 127.0.0.1.
-  wants docker && echo "export DECKHAND_DOCKER_NETWORK=host"
+  # This dockerd has no default bridge (--bridge=none): sandboxes get Deckhand's own bridge network
+  # (docker.bridge_network, on 198.18.0.0/24), with their servers' ports published on 127.0.0.1.
+  wants docker && echo "export DECKHAND_DOCKER_NETWORK=bridge"
   return 0
 }
 

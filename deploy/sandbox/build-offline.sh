@@ -52,7 +52,9 @@ log "building deckhand-sandbox (release, static Swift standard library)"
 swift build -c release --static-swift-stdlib --product deckhand-sandbox >&2
 binary=$(swift build -c release --static-swift-stdlib --show-bin-path)/deckhand-sandbox
 
-build=$( (cat "$rootfs.sha256" 2>/dev/null || sha256sum "$rootfs" | tee "$rootfs.sha256") | cut -c1-16)-$(sha256sum "$binary" | cut -c1-16)
+# The layer's own version: bump it when what is added on top of the root file system changes.
+layer=user-v1
+build=$( (cat "$rootfs.sha256" 2>/dev/null || sha256sum "$rootfs" | tee "$rootfs.sha256") | cut -c1-16)-$(sha256sum "$binary" | cut -c1-16)-$layer
 current=$(docker image inspect --format '{{index .Config.Labels "deckhand.sandbox.build"}}' "$image" 2>/dev/null || true)
 if [[ $current == "$build" ]]; then
   log "$image is up to date"
@@ -66,6 +68,21 @@ else
   strip -o "$work/add/usr/local/bin/deckhand-sandbox" "$binary"
   chmod 0755 "$work/add/usr/local/bin/deckhand-sandbox"
   tar --numeric-owner --owner=0 --group=0 -C "$work/add" -rf "$work/image.tar" ./usr/local/bin/deckhand-sandbox
+  # The unprivileged user the server drops to (uid 1000, as docker.user = sandbox expects), owner of the
+  # workspace and of its home (both mount points: the root file system is read-only at run time).
+  tar -C "$work/add" -xf "$rootfs" ./etc/passwd ./etc/group ./etc/shadow
+  grep -q '^sandbox:' "$work/add/etc/passwd" || {
+    echo 'sandbox:x:1000:1000:Deckhand sandbox:/home/sandbox:/bin/bash' >>"$work/add/etc/passwd"
+    echo 'sandbox:x:1000:' >>"$work/add/etc/group"
+    echo 'sandbox:!:19000:0:99999:7:::' >>"$work/add/etc/shadow"
+  }
+  mkdir -p "$work/add/home/sandbox" "$work/add/workspace"
+  # docker import refuses an archive that names a path twice: the root file system's copies go first.
+  tar --delete -f "$work/image.tar" ./etc/passwd ./etc/group ./etc/shadow ./workspace
+  tar --numeric-owner --owner=0 --group=0 -C "$work/add" -rf "$work/image.tar" ./etc/passwd ./etc/group
+  tar --numeric-owner --owner=0 --group=42 --mode=0640 -C "$work/add" -rf "$work/image.tar" ./etc/shadow
+  tar --numeric-owner --owner=1000 --group=1000 --mode=0750 --no-recursion -C "$work/add" -rf "$work/image.tar" \
+    ./home/sandbox ./workspace
   docker import \
     --change 'ENTRYPOINT ["/usr/local/bin/deckhand-sandbox"]' \
     --change 'CMD ["--host", "0.0.0.0", "--port", "8000", "--working-dir", "/workspace"]' \
