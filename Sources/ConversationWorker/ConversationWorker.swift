@@ -24,6 +24,8 @@ public final class ConversationWorker: Service, Sendable {
         public var maxAttempts: Int
         /// The sandbox backend asked of the runtime workers (nil: their default).
         public var sandboxBackend: RuntimeSettings.Backend?
+        /// Values every sandbox has in its environment (`runtime.environment`): masked in every event.
+        public var sandboxSecrets: [String] = []
 
         public init(
             agent: AgentSettings = AgentSettings(),
@@ -189,8 +191,11 @@ public final class ConversationWorker: Service, Sendable {
         )
     }
 
-    /// The masker of a conversation's secrets.
+    /// The masker of a conversation's secrets: the model keys, the sandbox's session key and the values of the
+    /// sandboxes' environment (`runtime.environment`).
     func masker(for record: ConversationRecord?, sandbox: SandboxEndpoint? = nil) -> SecretMasker {
-        SecretMasker([configuration.llm.apiKey, record?.llmAPIKey, sandbox?.sessionAPIKey])
+        SecretMasker(
+            [configuration.llm.apiKey, record?.llmAPIKey, sandbox?.sessionAPIKey] + configuration.sandboxSecrets
+        )
     }
 }

@@ -109,15 +109,18 @@ public final class TestConversations: Sendable {
         llm: LLMSettings? = nil,
         prefetch: Int = 32,
         sandboxBackend: RuntimeSettings.Backend = .process,
+        sandboxSecrets: [String] = [],
         connection: AMQPConnection? = nil
     ) -> ConversationWorker {
-        ConversationWorker(
-            configuration: .init(
-                agent: agent,
-                llm: llm ?? llmSettings(),
-                prefetch: prefetch,
-                sandboxBackend: sandboxBackend
-            ),
+        var configuration = ConversationWorker.Configuration(
+            agent: agent,
+            llm: llm ?? llmSettings(),
+            prefetch: prefetch,
+            sandboxBackend: sandboxBackend
+        )
+        configuration.sandboxSecrets = sandboxSecrets
+        return ConversationWorker(
+            configuration: configuration,
             bus: CommandBus(connection: connection ?? runtime.connection, topology: runtime.topology),
             store: store,
             http: runtime.http,
@@ -125,10 +128,12 @@ public final class TestConversations: Sendable {
         )
     }
 
-    /// A runtime worker with process sandboxes (and a warm pool of `warm`).
-    public func makeRuntimeWorker(warm: Int = 0) throws -> RuntimeWorker {
+    /// A runtime worker with process sandboxes (and a warm pool of `warm`); `environment` is every sandbox's
+    /// `runtime.environment`.
+    public func makeRuntimeWorker(warm: Int = 0, environment: [String: String] = [:]) throws -> RuntimeWorker {
         let settings = TestRuntime.settings { settings in
             if warm > 0 { settings.warmPool = [.init(backend: .process, image: "deckhand-sandbox", size: warm)] }
+            settings.environment = environment
         }
         return try runtime.makeWorker(settings: settings, backends: [.process])
     }

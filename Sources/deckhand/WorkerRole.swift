@@ -61,6 +61,7 @@ struct WorkerResources: Sendable {
             prefetch: configuration.amqp.prefetch,
             sandboxBackend: sandboxBackend
         )
+        settings.sandboxSecrets = Array(configuration.runtime.environment.values)
         if let workerID { settings.workerID = workerID }
         return ConversationWorker(
             configuration: settings,

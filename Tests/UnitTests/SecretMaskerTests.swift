@@ -1,5 +1,6 @@
 import ConversationWorker
 import DeckhandCore
+import Foundation
 import Testing
 
 @Suite struct SecretMaskerTests {
@@ -28,5 +29,45 @@ import Testing
     @Test func aMaskerWithoutSecretsChangesNothing() {
         let event = Event.userMessage("hello")
         #expect(SecretMasker([nil, ""]).mask(event) == event)
+    }
+
+    /// The encodings a shell makes of a secret without trying: base64 (alone or inside a longer stream, at each
+    /// offset, standard or URL-safe), percent-encoding, hex.
+    @Test func encodedSecretsAreHiddenToo() throws {
+        let secret = "tok-3f9a/7Q+zz-SECRET-value"
+        let masker = SecretMasker([secret])
+        func decodesToSecret(_ text: String) -> Bool {
+            for word in text.split(whereSeparator: { " \n:=<>".contains($0) }) {
+                let standard = word.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+                var padded = standard
+                while padded.count % 4 != 0 { padded += "=" }
+                if let data = Data(base64Encoded: padded), String(decoding: data, as: UTF8.self).contains(secret) {
+                    return true
+                }
+            }
+            return false
+        }
+        for prefix in ["", "a", "ab", "abc", "PATH=/usr/bin\nTOKEN="] {
+            for suffix in ["", "\n", "\nHOME=/root\n"] {
+                let stream = Data((prefix + secret + suffix).utf8)
+                for encoded in [
+                    stream.base64EncodedString(),
+                    stream.base64EncodedString().replacingOccurrences(of: "+", with: "-")
+                        .replacingOccurrences(of: "/", with: "_"),
+                ] {
+                    #expect(decodesToSecret(encoded), "the check itself sees the secret in \(encoded)")
+                    let masked = masker.mask("output: \(encoded) done")
+                    #expect(!decodesToSecret(masked), "\(prefix.debugDescription): \(masked)")
+                    #expect(masked.contains(SecretMasker.placeholder))
+                }
+            }
+        }
+        let hex = Array(secret.utf8).map { String(format: "%02x", $0) }.joined()
+        #expect(!masker.mask("hex \(hex)").contains(hex))
+        #expect(!masker.mask("HEX \(hex.uppercased())").contains(hex.uppercased()))
+        let percent = try #require(secret.addingPercentEncoding(withAllowedCharacters: .alphanumerics))
+        #expect(!masker.mask("url ?t=\(percent)").contains(percent))
+        let ordinary = "aGVsbG8gd29ybGQsIHRoaXMgaXMgbm90IGEgc2VjcmV0 and 68656c6c6f"
+        #expect(masker.mask(ordinary) == ordinary, "text without the secret is left alone")
     }
 }
