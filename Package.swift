@@ -246,6 +246,7 @@ let package = Package(
             dependencies: [
                 "AMQP", "HTTPClient", "Postgres", "DeckhandStore", "DeckhandCore", "DeckhandTesting", "SandboxServer",
                 "Messaging", "RuntimeBackends", "RuntimeManager", "LLM", "Agent", "ConversationWorker", "Gateway",
+                .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],

@@ -35,6 +35,12 @@ public struct GatewaySettings: Sendable {
     /// `gateway.max_live_sandboxes`: sandboxes (starting, running or paused) one user's conversations may hold;
     /// creating or starting a conversation beyond it is a 429 (0: no limit).
     public var maxLiveSandboxes: Int = 10
+    /// `gateway.max_streams_per_user`: WebSocket and SSE streams one user may hold open on one gateway (0: no
+    /// limit).
+    public var maxStreamsPerUser: Int = 50
+    /// `gateway.auth_failure_limit`: wrong keys one client address may present in a minute before its
+    /// unknown keys are refused with 429 for the rest of it (0: no limit).
+    public var authFailureLimit: Int = 30
     /// `gateway.allowed_origins`: the web origins (`https://app.example.com`) whose pages may call the API;
     /// a request or WebSocket upgrade with any other `Origin` is refused (403). Empty: no page may.
     public var allowedOrigins: Set<String> = []
@@ -45,7 +51,7 @@ public struct GatewaySettings: Sendable {
         "gateway.host", "gateway.port", "gateway.auth", "gateway.single_user", "gateway.max_body",
         "gateway.max_upload", "gateway.stream_buffer", "gateway.files_timeout", "gateway.key_cache_ttl",
         "gateway.retry_after", "gateway.max_running_conversations", "gateway.max_live_sandboxes",
-        "gateway.allowed_origins",
+        "gateway.allowed_origins", "gateway.max_streams_per_user", "gateway.auth_failure_limit",
     ]
 
     public init(reader: ConfigurationReader) throws(DeckhandError) {
@@ -73,6 +79,12 @@ public struct GatewaySettings: Sendable {
             range: 0...1_000_000
         )
         maxLiveSandboxes = try reader.int("gateway.max_live_sandboxes", default: maxLiveSandboxes, range: 0...1_000_000)
+        maxStreamsPerUser = try reader.int(
+            "gateway.max_streams_per_user",
+            default: maxStreamsPerUser,
+            range: 0...1_000_000
+        )
+        authFailureLimit = try reader.int("gateway.auth_failure_limit", default: authFailureLimit, range: 0...1_000_000)
         if let text = reader.optionalString("gateway.allowed_origins") {
             var origins: Set<String> = []
             for item in text.split(separator: ",") {

@@ -298,9 +298,33 @@ struct ConversationRoutes: Sendable {
         let user = try context.requirePrincipal().userID
         let id = try Self.conversationID(context)
         try await store.requireOwner(user, id)
-        let events = try await store.events(id, from: 0, limit: Int(Int32.max))
-        return rawJSON("{\"trajectory\":[\(events.map(\.json).joined(separator: ","))]}")
+        // Written in batches as they are read: a long conversation never sits in the gateway's memory whole.
+        let store = store
+        return Response(
+            status: .ok,
+            headers: [.contentType: "application/json"],
+            body: ResponseBody { writer in
+                try await writer.write(ByteBuffer(string: "{\"trajectory\":["))
+                var next = 0
+                var separator = ""
+                while true {
+                    let batch = try await store.events(id, from: next, limit: Self.trajectoryBatch)
+                    var text = ""
+                    for event in batch {
+                        text += separator + event.json
+                        separator = ","
+                    }
+                    if !text.isEmpty { try await writer.write(ByteBuffer(string: text)) }
+                    guard batch.count == Self.trajectoryBatch, let last = batch.last else { break }
+                    next = last.id + 1
+                }
+                try await writer.write(ByteBuffer(string: "]}"))
+                try await writer.finish(nil)
+            }
+        )
     }
+
+    static let trajectoryBatch = 500
 
     // MARK: Helpers
 

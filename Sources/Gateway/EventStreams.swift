@@ -6,6 +6,7 @@ import HummingbirdWebSocket
 import Logging
 import NIOCore
 import NIOWebSocket
+import Synchronization
 
 /// The live event streams: WebSocket `/sockets/events/{id}?latest_event_id=N` and Server-Sent Events at
 /// `GET /api/conversations/{id}/events/stream` (honouring `Last-Event-ID`).
@@ -21,6 +22,8 @@ struct EventStreams: Sendable {
     let routes: ConversationRoutes
     let metrics: GatewayMetrics
     let logger: Logger
+    /// The streams each user holds open on this gateway (`gateway.max_streams_per_user`).
+    let open: OpenStreams
 
     /// How long a WebSocket client without a key in its request has to send `{"type":"auth","api_key":…}`.
     static let authenticationWindow: Duration = .seconds(10)
@@ -104,15 +107,19 @@ struct EventStreams: Sendable {
         let id = try ConversationRoutes.conversationID(context)
         let after = try Self.latestEventID(request, header: true)
         try await store.requireOwner(user, id)
+        try open.requireRoom(for: user)
         let subscription = try await hub.subscribe(id)
         let logger = logger
+        let open = open
         return Response(
             status: .ok,
             headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"],
             body: ResponseBody { [self] writer in
                 metrics.streamOpened("sse")
+                open.opened(by: user)
                 defer {
                     subscription.close()
+                    open.closed(by: user)
                     metrics.streamClosed("sse")
                 }
                 do {
@@ -145,6 +152,7 @@ struct EventStreams: Sendable {
         static let unauthorized = WebSocketErrorCode(codeNumber: 4001)
         static let notFound = WebSocketErrorCode(codeNumber: 4004)
         static let tooSlow = WebSocketErrorCode(codeNumber: 4008)
+        static let tooMany = WebSocketErrorCode(codeNumber: 4029)
     }
 
     /// Sends a close frame, giving up after a few seconds (the connection is then torn down).
@@ -175,7 +183,9 @@ struct EventStreams: Sendable {
                     let frame = try? JSONValue(parsing: text)
                     guard let user = principal?.userID else {
                         let key = frame?["type"] == "auth" ? frame?["api_key"]?.stringValue : nil
-                        principal = try await key.asyncFlatMap { try await authentication.principal(forKey: $0) }
+                        principal = try await key.asyncFlatMap {
+                            try await authentication.principal(forKey: $0, from: requestContext.clientAddress)
+                        }
                         // A refusal is answered by the events task (it closes the socket, which ends this loop).
                         granted.yield(principal)
                         continue
@@ -215,10 +225,16 @@ struct EventStreams: Sendable {
                     try await Self.close(outbound, CloseCode.notFound, reason: "conversation not found")
                     return
                 }
+                guard (try? open.requireRoom(for: principal.userID)) != nil else {
+                    try await Self.close(outbound, CloseCode.tooMany, reason: OpenStreams.refusal)
+                    return
+                }
+                open.opened(by: principal.userID)
                 let subscription = try await hub.subscribe(conversation)
                 metrics.streamOpened("websocket")
                 defer {
                     subscription.close()
+                    open.closed(by: principal.userID)
                     metrics.streamClosed("websocket")
                 }
                 do {
@@ -253,6 +269,33 @@ struct EventStreams: Sendable {
                 granted.finish()
             }
             try await group.next()
+        }
+    }
+}
+
+/// The live streams each user holds open on one gateway, against `gateway.max_streams_per_user`: a client
+/// that opens streams without end is refused (429, or a WebSocket closed with 4029) instead of holding the
+/// gateway's memory and bindings. Checked before a stream opens and counted once it runs, so two streams
+/// opened at the same instant may both pass.
+final class OpenStreams: Sendable {
+    let limit: Int
+    private let counts = Mutex<[UUID: Int]>([:])
+
+    static let refusal = "too many open streams for this user (gateway.max_streams_per_user): close one first"
+
+    init(limit: Int) { self.limit = limit }
+
+    func requireRoom(for user: UUID) throws {
+        guard limit > 0, counts.withLock({ $0[user] ?? 0 }) >= limit else { return }
+        throw APIError(.tooManyRequests, "STREAM$TOO_MANY", Self.refusal)
+    }
+
+    func opened(by user: UUID) { counts.withLock { $0[user, default: 0] += 1 } }
+
+    func closed(by user: UUID) {
+        counts.withLock { counts in
+            let left = (counts[user] ?? 1) - 1
+            counts[user] = left > 0 ? left : nil
         }
     }
 }

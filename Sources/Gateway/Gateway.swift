@@ -64,7 +64,9 @@ public struct Gateway: Service {
             _ = try await keys.ensureUser(named: settings.singleUser)
             logger.notice("single-user mode: loopback only; requests need the key of \(settings.singleUser)")
         }
-        let authentication = Authentication.apiKeys(Authenticator(store: keys, ttl: settings.keyCacheTTL))
+        let authentication = Authentication.apiKeys(
+            Authenticator(store: keys, ttl: settings.keyCacheTTL, failureLimit: settings.authFailureLimit)
+        )
         let hub = EventHub(
             connection: bus.connection,
             topology: bus.topology,
@@ -126,16 +128,21 @@ public struct Gateway: Service {
         webSockets.add(middleware: middleware)
         router.get("alive") { _, _ in json(["status": "ok"]) }
         router.get("openapi.json") { _, _ in rawJSON(OpenAPIDocument.json) }
+        // Open to anyone, and each asks the dependencies: answered from an answer at most a second old.
         let health = Health(postgres: postgres, amqp: bus.connection)
-        router.get("health") { _, _ in await health.response() }
+        let healthAnswer = CachedAnswer()
+        router.get("health") { _, _ in await healthAnswer.response { await health.answer() } }
         let metrics = metrics
         let bus = bus
+        let metricsAnswer = CachedAnswer()
         router.get("metrics") { _, _ in
-            Response(
-                status: .ok,
-                headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                body: ResponseBody(byteBuffer: ByteBuffer(bytes: await metrics.exposition(bus: bus)))
-            )
+            await metricsAnswer.response {
+                CachedAnswer.Answer(
+                    status: .ok,
+                    contentType: "text/plain; version=0.0.4; charset=utf-8",
+                    body: await metrics.exposition(bus: bus)
+                )
+            }
         }
         let store = GatewayStore(postgres: postgres)
         let routes = ConversationRoutes(
@@ -155,7 +162,8 @@ public struct Gateway: Service {
             authentication: authentication,
             routes: routes,
             metrics: metrics,
-            logger: logger
+            logger: logger,
+            open: OpenStreams(limit: settings.maxStreamsPerUser)
         )
         .add(to: router, webSockets: webSockets)
         return (router, webSockets)
@@ -173,7 +181,7 @@ struct Health: Sendable {
     let postgres: PostgresClient
     let amqp: AMQPConnection
 
-    func response() async -> Response {
+    func answer() async -> CachedAnswer.Answer {
         let broker = amqp.status
         var rabbit: [String: JSONValue] = ["status": broker.connected ? "ok" : "unavailable"]
         if let version = broker.serverVersion { rabbit["version"] = .string(version) }
@@ -194,12 +202,14 @@ struct Health: Sendable {
             database = ["status": "unavailable", "error": .string(reason)]
         }
         let healthy = broker.connected && database["status"] == "ok"
-        return json(
-            [
-                "status": healthy ? "ok" : "unavailable",
-                "dependencies": ["rabbitmq": .object(rabbit), "postgresql": .object(database)],
-            ],
-            status: healthy ? .ok : .serviceUnavailable
+        let body: JSONValue = [
+            "status": healthy ? "ok" : "unavailable",
+            "dependencies": ["rabbitmq": .object(rabbit), "postgresql": .object(database)],
+        ]
+        return CachedAnswer.Answer(
+            status: healthy ? .ok : .serviceUnavailable,
+            contentType: "application/json",
+            body: Array(body.serialized.utf8)
         )
     }
 }

@@ -58,7 +58,11 @@ struct GatewayMiddleware: RouterMiddleware {
                 if request.method == .options { return Self.preflight }
             }
             if !Self.openPaths.contains(path) {
-                context.principal = try await authentication.principal(for: request, path: path)
+                context.principal = try await authentication.principal(
+                    for: request,
+                    path: path,
+                    from: context.clientAddress
+                )
             }
             return try await next(request, context)
         } catch {
@@ -113,7 +117,7 @@ enum Authentication: Sendable {
 
     /// The request's principal; nil only for a WebSocket that sent no key (it may authenticate with its first
     /// frame). A missing or bad key elsewhere is a 401.
-    func principal(for request: Request, path: String) async throws -> Principal? {
+    func principal(for request: Request, path: String, from address: String?) async throws -> Principal? {
         switch self {
         case .apiKeys(let authenticator):
             var key = Self.bearer(request.headers[.authorization])
@@ -122,15 +126,17 @@ enum Authentication: Sendable {
                 if path.hasPrefix("/sockets/events/") { return nil }
                 throw APIError.unauthorized
             }
-            guard let principal = try await authenticator.principal(for: key) else { throw APIError.unauthorized }
+            guard let principal = try await authenticator.principal(for: key, from: address) else {
+                throw APIError.unauthorized
+            }
             return principal
         }
     }
 
     /// The principal of a key sent some other way (a WebSocket's first frame); nil when it is not a live key.
-    func principal(forKey key: String) async throws -> Principal? {
+    func principal(forKey key: String, from address: String? = nil) async throws -> Principal? {
         switch self {
-        case .apiKeys(let authenticator): return try await authenticator.principal(for: key)
+        case .apiKeys(let authenticator): return try await authenticator.principal(for: key, from: address)
         }
     }
 

@@ -10,10 +10,13 @@ public struct GatewayRequestContext: RequestContext, WebSocketRequestContext {
     /// Set by ``GatewayMiddleware`` from the request's key (nil on the open routes, and on a stream whose
     /// client authenticates with its first frame).
     public var principal: Principal?
+    /// The client's IP address (the per-address limit of wrong keys).
+    public let clientAddress: String?
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
         self.webSocket = .init()
+        self.clientAddress = source.channel.remoteAddress?.ipAddress
     }
 
     /// The principal, or a 401 when the request has none.

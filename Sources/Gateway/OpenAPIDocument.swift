@@ -67,6 +67,8 @@ enum OpenAPIDocument {
         // that is not sent as JSON is refused (415).
         var statuses = Set(errors + ["403"])
         if errors.contains("400") { statuses.insert("415") }
+        // A client address past its limit of wrong keys is refused before its key is looked at.
+        if errors.contains("401") { statuses.insert("429") }
         for status in statuses { responses[status] = errorResponse }
         var operation: [String: JSONValue] = [
             "summary": .string(summary), "operationId": .string(id), "responses": .object(responses),

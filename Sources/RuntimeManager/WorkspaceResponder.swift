@@ -125,18 +125,25 @@ struct WorkspaceResponder: Sendable {
         case .uploadFiles:
             return try await upload(request, body: body, contentType: contentType ?? "", url: url, headers: headers)
         case .zipDirectory:
-            let response = try await http.execute(
+            // Read as it comes, and given up past the cap: a workspace of any size never sits in memory whole.
+            let response = try await http.stream(
                 HTTPRequest(
                     url: url + "/download_files" + Self.query(["path": request.path]),
                     headers: headers,
                     timeout: .seconds(120)
                 )
             )
-            guard response.status == 200 else { return relay(response) }
-            guard response.body.count <= Self.maxZipBytes else {
-                return .error(413, "WORKSPACE$TOO_LARGE", "the zip is larger than \(Self.maxZipBytes >> 20) MiB")
+            var body: [UInt8] = []
+            for try await chunk in response.body {
+                guard body.count + chunk.count <= Self.maxZipBytes else {
+                    return .error(413, "WORKSPACE$TOO_LARGE", "the zip is larger than \(Self.maxZipBytes >> 20) MiB")
+                }
+                body += chunk
             }
-            return Answer(status: 200, contentType: "application/zip", body: response.body)
+            guard response.status == 200 else {
+                return relay(HTTPResponse(status: response.status, headers: response.headers, body: body))
+            }
+            return Answer(status: 200, contentType: "application/zip", body: body)
         }
     }
 

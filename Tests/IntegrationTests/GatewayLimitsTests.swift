@@ -18,21 +18,29 @@ import Testing
         return try rows.first?.decode(Int.self, "n") ?? -1
     }
 
-    /// The status of a WebSocket upgrade request from a page of `origin`, sent by curl on a new connection.
+    /// The status of a WebSocket upgrade request from a page of `origin`, sent on a new connection (the server
+    /// upgrades only a connection's first request) by bash, which reads the status line and hangs up.
     static func upgradeStatus(_ url: String, origin: String) throws -> Int {
+        guard let parsed = URLComponents(string: url), let port = parsed.port else { return -1 }
+        let target = parsed.percentEncodedPath + (parsed.percentEncodedQuery.map { "?" + $0 } ?? "")
+        let request = [
+            "GET \(target) HTTP/1.1", "Host: 127.0.0.1:\(port)", "Origin: \(origin)", "Connection: Upgrade",
+            "Upgrade: websocket", "Sec-WebSocket-Version: 13", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "", "",
+        ].joined(separator: "\r\n")
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
         process.arguments = [
-            "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "2", "-H", "Origin: \(origin)",
-            "-H", "Connection: Upgrade", "-H", "Upgrade: websocket", "-H", "Sec-WebSocket-Version: 13",
-            "-H", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", url,
+            "20", "/bin/bash", "-c",
+            "exec 3<>/dev/tcp/127.0.0.1/\(port) && printf '%s' \"$1\" >&3 && head -n 1 <&3", "bash", request,
         ]
         let pipe = Pipe()
         process.standardOutput = pipe
         try process.run()
         let output = pipe.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
-        return Int(String(decoding: output, as: UTF8.self).trimmingCharacters(in: .whitespaces)) ?? -1
+        // "HTTP/1.1 101 Switching Protocols"
+        let fields = String(decoding: output, as: UTF8.self).split(separator: " ")
+        return fields.count > 1 ? Int(fields[1]) ?? -1 : -1
     }
 
     @Test func callersChooseWithinTheOperatorsLimits() async throws {
