@@ -244,17 +244,26 @@ import Glibc
         }
     }
 
+    /// Two sandboxes of `backend`; the first holds `other-secret.txt` in its workspace, for the second to try.
+    static func pair(
+        _ runtime: TestRuntime,
+        backend: RuntimeSettings.Backend? = nil
+    ) async throws -> (SandboxReady, SandboxReady) {
+        let first = UUID()
+        let second = UUID()
+        try await runtime.provision(first, backend: backend)
+        try await runtime.provision(second, backend: backend)
+        let a = try #require(try await runtime.reply(for: first).ready, "a sandbox")
+        let b = try #require(try await runtime.reply(for: second).ready, "a sandbox")
+        _ = try await runtime.run("echo the-secret-of-a > other-secret.txt", in: a)
+        return (a, b)
+    }
+
     @Test func aProcessSandboxReachesOnlyItsWorkspace() async throws {
         try await TestRuntime.with { runtime in
             let worker = try runtime.makeWorker()
             try await running(worker) {
-                let first = UUID()
-                let second = UUID()
-                try await runtime.provision(first)
-                try await runtime.provision(second)
-                let a = try #require(try await runtime.reply(for: first).ready)
-                let b = try #require(try await runtime.reply(for: second).ready)
-                _ = try await runtime.run("echo the-secret-of-a > other-secret.txt", in: a)
+                let (a, b) = try await Self.pair(runtime)
                 let folderA = try #require(try await runtime.store.sandbox(id: a.sandboxID)?.reference)
                 #expect(
                     FileManager.default.fileExists(atPath: folderA + "/workspace/other-secret.txt"),
@@ -284,13 +293,7 @@ import Glibc
         try await TestRuntime.with { runtime in
             let worker = try runtime.makeWorker(settings: TestRuntime.settings { $0.processIsolation = .none })
             try await running(worker) {
-                let first = UUID()
-                let second = UUID()
-                try await runtime.provision(first)
-                try await runtime.provision(second)
-                let a = try #require(try await runtime.reply(for: first).ready)
-                let b = try #require(try await runtime.reply(for: second).ready)
-                _ = try await runtime.run("echo the-secret-of-a > other-secret.txt", in: a)
+                let (a, b) = try await Self.pair(runtime)
                 let folderA = try #require(try await runtime.store.sandbox(id: a.sandboxID)?.reference)
                 let results = try await Self.attempt(b, runtime: runtime, otherWorkspace: folderA + "/workspace")
                 let breached = Set(results.filter { $0.output.contains("BREACH") }.map(\.probe.name))
@@ -328,13 +331,7 @@ import Glibc
             }
             let worker = try runtime.makeWorker(backends: [.docker])
             try await running(worker) {
-                let first = UUID()
-                let second = UUID()
-                try await runtime.provision(first, backend: .docker)
-                try await runtime.provision(second, backend: .docker)
-                let a = try #require(try await runtime.reply(for: first).ready, "a Docker sandbox")
-                let b = try #require(try await runtime.reply(for: second).ready, "a Docker sandbox")
-                _ = try await runtime.run("echo the-secret-of-a > other-secret.txt", in: a)
+                let (a, b) = try await Self.pair(runtime, backend: .docker)
                 let container = try #require(try await runtime.store.sandbox(id: a.sandboxID)?.reference)
                 let inspected = try await runtime.http.execute(
                     HTTPRequest(
