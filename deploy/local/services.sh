@@ -35,7 +35,7 @@ wants() { [[ " $services " == *" $1 "* ]]; }
 # ---------------------------------------------------------------- packages
 install_packages() {
   local missing=()
-  local pkgs=(pkgconf librabbitmq-dev libcurl4-openssl-dev libpq-dev postgresql-15 rabbitmq-server docker.io zip unzip nghttp2-server curl debootstrap binutils bubblewrap util-linux)
+  local pkgs=(pkgconf librabbitmq-dev libcurl4-openssl-dev libpq-dev postgresql-15 rabbitmq-server docker.io zip unzip nghttp2-server curl debootstrap binutils bubblewrap util-linux iproute2)
   for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
   done
@@ -237,8 +237,21 @@ stop_postgres() {
 # ---------------------------------------------------------------- dockerd
 docker_sock=$state/docker/docker.sock
 
+# A dockerd that stops (or is killed with the session that ran it) leaves its networks' bridges behind. One of
+# another state folder on the same 198.18.0.0/15 subnet would win the route over the new dockerd's own, and
+# its sandboxes' published ports would lead nowhere: remove such bridges while no container is on them.
+remove_stale_bridges() {
+  local link
+  for link in $(ip -o -4 addr show 2>/dev/null | awk '$2 ~ /^br-/ && $4 ~ /^198\.1[89]\./ { print $2 }' | sort -u); do
+    [[ -z $(ip -o link show master "$link" 2>/dev/null) ]] || continue
+    log "removing the stale sandbox bridge $link"
+    ip link delete "$link" 2>/dev/null || true
+  done
+}
+
 start_docker() {
   if pid_alive "$state/docker/pid"; then log "dockerd already running"; return; fi
+  remove_stale_bridges
   mkdir -p "$state/docker"
   log "starting dockerd on unix://$docker_sock"
   setsid dockerd --iptables=false --ip6tables=false --bridge=none \
@@ -256,6 +269,7 @@ stop_docker() {
   for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
   # dockerd leaves its network-namespace mount behind; without this the state folder cannot be removed.
   awk -v root="$state/docker/" 'index($2, root) == 1 { print $2 }' /proc/mounts | sort -r | xargs -r umount -l
+  remove_stale_bridges
   rm -f "$state/docker/pid"
 }
 
