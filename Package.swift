@@ -120,6 +120,7 @@ let package = Package(
             name: "ConversationWorker",
             dependencies: [
                 "AMQP", "Agent", "DeckhandCore", "HTTPClient", "LLM", "Messaging", "Postgres",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -11,10 +11,13 @@ public struct ConversationStore: Sendable {
     public let postgres: PostgresClient
     /// Names the deployment in advisory-lock keys (advisory locks are database-wide; schemas are not).
     public let deployment: String
+    /// Seals the model keys stored per conversation (`llm.key_secret`); nil: none may be stored.
+    public let sealer: StoredKeySealer?
 
-    public init(postgres: PostgresClient, deployment: String) {
+    public init(postgres: PostgresClient, deployment: String, sealer: StoredKeySealer? = nil) {
         self.postgres = postgres
         self.deployment = deployment
+        self.sealer = sealer
     }
 
     /// The session advisory-lock key of a conversation's step chain (FNV-1a of deployment and id).
@@ -181,6 +184,16 @@ public struct ConversationStore: Sendable {
 
     public func create(_ new: NewConversation) async throws {
         func text(_ value: String?) -> PostgresValue { value.map(PostgresValue.text) ?? .null }
+        var sealedKey: String?
+        if let key = new.llmAPIKey {
+            guard let sealer else {
+                throw DeckhandError(
+                    .invalidConfiguration,
+                    "a conversation's own model key is stored only encrypted: set llm.key_secret"
+                )
+            }
+            sealedKey = try sealer.seal(key)
+        }
         try await postgres.execute(
             """
             INSERT INTO conversations (id, user_id, title, llm_model, llm_base_url, llm_api_key, max_iterations,
@@ -189,7 +202,7 @@ public struct ConversationStore: Sendable {
             """,
             [
                 .uuid(new.id), .uuid(new.userID), .text(new.title), text(new.llmModel), text(new.llmBaseURL),
-                text(new.llmAPIKey), .int(Int64(new.maxIterations)), .optional(new.maxBudget.map(PostgresValue.double)),
+                text(sealedKey), .int(Int64(new.maxIterations)), .optional(new.maxBudget.map(PostgresValue.double)),
                 text(new.trigger), text(new.selectedRepository), text(new.selectedBranch), text(new.gitProvider),
                 text(new.runtime?.rawValue),
             ]

@@ -49,6 +49,7 @@ public final class ConversationWorker: Service, Sendable {
     let store: ConversationStore
     let llm: LLMClient
     let sandboxes: SandboxClient
+    let sealer: StoredKeySealer?
     let logger: Logger
 
     static let consumerName = "conversation-worker"
@@ -68,6 +69,20 @@ public final class ConversationWorker: Service, Sendable {
         self.logger = logger
         self.llm = LLMClient(http: http, settings: configuration.llm, logger: logger)
         self.sandboxes = SandboxClient(http: http)
+        self.sealer = configuration.llm.keySecret.flatMap { try? StoredKeySealer(secret: $0) }
+    }
+
+    /// The conversation's own model key, opened from its sealed form; nil when it has none (`llm.api_key`
+    /// applies). Fails when it has one this worker cannot open: never the operator's key in its place.
+    func modelKey(of record: ConversationRecord) throws -> String? {
+        guard let stored = record.llmAPIKey else { return nil }
+        guard let sealer else {
+            throw DeckhandError(
+                .invalidConfiguration,
+                "the conversation has its own model key, which this worker cannot open without llm.key_secret"
+            )
+        }
+        return try sealer.open(stored)
     }
 
     /// `<host>-<pid>-<random>`.
@@ -195,7 +210,8 @@ public final class ConversationWorker: Service, Sendable {
     /// sandboxes' environment (`runtime.environment`).
     func masker(for record: ConversationRecord?, sandbox: SandboxEndpoint? = nil) -> SecretMasker {
         SecretMasker(
-            [configuration.llm.apiKey, record?.llmAPIKey, sandbox?.sessionAPIKey] + configuration.sandboxSecrets
+            [configuration.llm.apiKey, record.flatMap { try? modelKey(of: $0) }, sandbox?.sessionAPIKey]
+                + configuration.sandboxSecrets
         )
     }
 }

@@ -217,9 +217,16 @@ struct StepRun: Sendable {
             try await endWithError("The agent is stuck: \(reason).", masker: masker)
             return nil
         }
+        let conversationKey: String?
+        do {
+            conversationKey = try worker.modelKey(of: record)
+        } catch let error as DeckhandError {
+            try await endWithError("The model could not be used: \(error.message)", masker: masker)
+            return nil
+        }
         let endpoint = LLMEndpoint(
             baseURL: record.llmBaseURL ?? worker.configuration.llm.baseURL,
-            apiKey: record.llmAPIKey ?? worker.configuration.llm.apiKey,
+            apiKey: conversationKey ?? worker.configuration.llm.apiKey,
             model: record.llmModel ?? worker.configuration.llm.model
         )
         let history = HistoryBuilder(observationMaxChars: agent.observationMaxChars)

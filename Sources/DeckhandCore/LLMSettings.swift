@@ -25,12 +25,16 @@ public struct LLMSettings: Sendable {
     public var defaultPrice: PriceTable.Price? = nil
     /// `llm.user_models`: the models a caller may name besides `llm.model` (`*`: any).
     public var userModels: [String] = []
+    /// `llm.key_secret`: 32 bytes (64 hex digits) that encrypt the model keys stored per conversation; nil: no
+    /// such key may be stored. A secret: never logged.
+    public var keySecret: [UInt8]? = nil
 
     public init() {}
 
     static let keys: Set<String> = [
         "llm.base_url", "llm.api_key", "llm.model", "llm.connect_timeout", "llm.timeout", "llm.max_attempts",
         "llm.retry_min", "llm.retry_max", "llm.temperature", "llm.prices", "llm.default_price", "llm.user_models",
+        "llm.key_secret",
     ]
 
     public init(reader: ConfigurationReader) throws(DeckhandError) {
@@ -74,8 +78,44 @@ public struct LLMSettings: Sendable {
             }
             defaultPrice = price
         }
+        if let text = reader.optionalString("llm.key_secret") {
+            guard let bytes = Self.hexBytes(text), bytes.count == 32 else {
+                // A secret: name the key and the shape only.
+                throw DeckhandError(
+                    .invalidConfiguration,
+                    "llm.key_secret: expected 64 hex digits (32 bytes; `head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'`); the value is not shown"
+                )
+            }
+            keySecret = bytes
+        }
         if let text = reader.optionalString("llm.user_models") {
             userModels = text.split(separator: ",").map { String($0.trimmingWhitespace()) }.filter { !$0.isEmpty }
+        }
+    }
+}
+
+extension LLMSettings {
+    /// The bytes of a hex string, nil when it is not one.
+    static func hexBytes(_ text: String) -> [UInt8]? {
+        let digits = Array(text.utf8)
+        guard digits.count % 2 == 0 else { return nil }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(digits.count / 2)
+        var index = 0
+        while index < digits.count {
+            guard let high = Self.nibble(digits[index]), let low = Self.nibble(digits[index + 1]) else { return nil }
+            bytes.append(high << 4 | low)
+            index += 2
+        }
+        return bytes
+    }
+
+    private static func nibble(_ digit: UInt8) -> UInt8? {
+        switch digit {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): digit - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): digit - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): digit - UInt8(ascii: "A") + 10
+        default: nil
         }
     }
 }

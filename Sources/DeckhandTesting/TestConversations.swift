@@ -27,7 +27,11 @@ public final class TestConversations: Sendable {
         self.runtime = runtime
         self.llm = llm
         self.llmBaseURL = llmBaseURL
-        store = ConversationStore(postgres: runtime.postgres, deployment: runtime.namespace)
+        store = ConversationStore(
+            postgres: runtime.postgres,
+            deployment: runtime.namespace,
+            sealer: try? StoredKeySealer(secret: Self.keySecret)
+        )
         userID = UUID()
         try await store.ensureUser(userID, name: "test")
         let queue = "\(runtime.namespace).test-events"
@@ -99,9 +103,14 @@ public final class TestConversations: Sendable {
         settings.retryMin = .milliseconds(20)
         settings.retryMax = .milliseconds(500)
         settings.timeout = .seconds(30)
+        settings.keySecret = Self.keySecret
         configure(&settings)
         return settings
     }
+
+    /// The `llm.key_secret` of test beds: the stored per-conversation model keys are sealed with it.
+    public static let keySecret: [UInt8] = Array(0..<32)
+    public static var keySecretHex: String { keySecret.map { String(format: "%02x", $0) }.joined() }
 
     /// A conversation worker in this process.
     public func makeWorker(
@@ -150,6 +159,7 @@ public final class TestConversations: Sendable {
             variables: [
                 "DECKHAND_LLM_BASE_URL": llmBaseURL,
                 "DECKHAND_LLM_API_KEY": "sk-test-worker-key",
+                "DECKHAND_LLM_KEY_SECRET": Self.keySecretHex,
                 "DECKHAND_LLM_RETRY_MIN": "20ms",
                 "DECKHAND_LLM_RETRY_MAX": "500ms",
                 "DECKHAND_AGENT_STEP_LOCK_WAIT": "20s",

@@ -66,7 +66,11 @@ struct WorkerResources: Sendable {
         return ConversationWorker(
             configuration: settings,
             bus: bus,
-            store: ConversationStore(postgres: postgres, deployment: deployment),
+            store: ConversationStore(
+                postgres: postgres,
+                deployment: deployment,
+                sealer: configuration.llm.keySecret.flatMap { try? StoredKeySealer(secret: $0) }
+            ),
             http: http,
             logger: logger
         )

@@ -242,6 +242,13 @@ func eventually(_ condition: () async throws -> Bool) async throws {
                 #expect(!text.contains("sk-a-wrong-key-123"))
                 #expect(!(ended.lastError ?? "").contains("sk-a-wrong-key-123"))
                 #expect(ended.lastError?.contains("authentication") == true)
+                // At rest the key is sealed with llm.key_secret (the worker opened it to send it).
+                let rows = try await bed.runtime.postgres.query(
+                    "SELECT llm_api_key FROM conversations WHERE id = $1",
+                    [.uuid(id)]
+                )
+                let stored = try #require(try rows.first?.decode(String?.self, "llm_api_key"))
+                #expect(stored.hasPrefix("v1:") && !stored.contains("sk-a-wrong-key"), "\(stored)")
             }
         }
     }

@@ -70,4 +70,16 @@ import Testing
         let ordinary = "aGVsbG8gd29ybGQsIHRoaXMgaXMgbm90IGEgc2VjcmV0 and 68656c6c6f"
         #expect(masker.mask(ordinary) == ordinary, "text without the secret is left alone")
     }
+
+    @Test func storedModelKeysAreSealedAndOpenOnlyWithTheirSecret() throws {
+        let sealer = try StoredKeySealer(secret: Array(repeating: 7, count: 32))
+        let stored = try sealer.seal("sk-live-abcdef123456")
+        #expect(stored.hasPrefix("v1:") && !stored.contains("sk-live"))
+        #expect(try sealer.seal("sk-live-abcdef123456") != stored, "a fresh nonce each time")
+        #expect(try sealer.open(stored) == "sk-live-abcdef123456")
+        let other = try StoredKeySealer(secret: Array(repeating: 8, count: 32))
+        #expect(throws: DeckhandError.self) { try other.open(stored) }
+        #expect(throws: DeckhandError.self) { try sealer.open("sk-live-abcdef123456") }
+        #expect(throws: DeckhandError.self) { try StoredKeySealer(secret: [1, 2, 3]) }
+    }
 }
