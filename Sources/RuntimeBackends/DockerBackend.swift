@@ -235,10 +235,7 @@ public struct DockerBackend: SandboxBackend {
             if response.status == 404 { throw DeckhandError(.runtimeLost, "the sandbox's container is gone") }
             throw fail("read the sandbox container's log", response)
         }
-        return Self.demultiplex(response.body).split(separator: "\n").compactMap { line in
-            guard line.hasPrefix("deckhand-sandbox port ") else { return nil }
-            return Int(line.dropFirst("deckhand-sandbox port ".count))
-        }
+        return PortAnnouncement.ports(in: Self.demultiplex(response.body))
     }
 
     /// The text of a log without a TTY: frames of an 8-byte header (stream, 0, 0, 0, big-endian length) and

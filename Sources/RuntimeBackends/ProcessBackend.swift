@@ -176,11 +176,7 @@ public struct ProcessBackend: SandboxBackend {
         guard (try? handle.seek(toOffset: UInt64(offset))) != nil, let data = try? handle.readToEnd() else {
             return nil
         }
-        let prefix = "deckhand-sandbox port "
-        for line in String(decoding: data, as: UTF8.self).split(separator: "\n") where line.hasPrefix(prefix) {
-            if let port = Int(line.dropFirst(prefix.count)) { return port }
-        }
-        return nil
+        return PortAnnouncement.ports(in: String(decoding: data, as: UTF8.self)).first
     }
 
     /// What runs: the server itself (unconfined), or the jail's command around it. The session key goes to an

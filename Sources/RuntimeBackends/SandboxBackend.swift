@@ -12,6 +12,19 @@ extension DeckhandError.Code {
     public static let runtimeLost: Self = "RUNTIME$LOST"
 }
 
+/// The line `deckhand-sandbox --announce-port` prints once listening: how a backend learns the port the
+/// kernel picked (from a container's log, or a process sandbox's).
+public enum PortAnnouncement {
+    static let prefix = "deckhand-sandbox port "
+
+    /// The ports announced in `output`, oldest first (one per start).
+    public static func ports<S: StringProtocol>(in output: S) -> [Int] {
+        output.split(separator: "\n").compactMap { line in
+            line.hasPrefix(prefix) ? Int(line.dropFirst(prefix.count)) : nil
+        }
+    }
+}
+
 /// What a backend needs to create and start one sandbox.
 public struct SandboxSpec: Sendable {
     /// Deckhand's id of the sandbox (its `deckhand.sandbox` label).

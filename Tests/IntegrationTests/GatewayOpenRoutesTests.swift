@@ -17,7 +17,6 @@ import Testing
         let answer = CachedAnswer(maxAge: .seconds(30))
         let compute: @Sendable () async -> CachedAnswer.Answer = {
             computed.add(1, ordering: .relaxed)
-            try? await Task.sleep(for: .milliseconds(50))
             return .init(status: .ok, contentType: "text/plain", body: Array("fine".utf8))
         }
         await withTaskGroup(of: Void.self) { group in

@@ -90,7 +90,6 @@ enum RuntimeBenchmark {
             let folder = try await runtime.store.sandbox(id: ready.sandboxID)?.reference
         else { throw DeckhandError(.internalError, "a provision failed") }
         _ = try await runtime.run("true", in: ready)
-        try await Task.sleep(for: .milliseconds(200))
         let pidText = try String(contentsOfFile: folder + "/pid", encoding: .utf8)
         guard let root = Int32(pidText.split(separator: " ").first ?? "") else {
             throw DeckhandError(.internalError, "no pid in \(folder)/pid")
