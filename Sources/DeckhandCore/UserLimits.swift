@@ -149,6 +149,62 @@ public struct UserLimits: Sendable {
         prices.price(of: model) ?? defaultPrice
     }
 
+    // MARK: Per-user caps
+
+    /// Whether any per-user cap is set (`gateway.max_running_conversations`, `gateway.max_live_sandboxes`).
+    public var capsUsers: Bool { maxRunningConversations > 0 || maxLiveSandboxes > 0 }
+
+    /// What one user holds at once: conversations at work (loading or running) and live sandboxes (starting or
+    /// running).
+    public struct Usage: Sendable, Equatable {
+        public var running: Int
+        public var sandboxes: Int
+
+        public init(running: Int, sandboxes: Int) {
+            self.running = running
+            self.sandboxes = sandboxes
+        }
+    }
+
+    /// Whether `command` can put a conversation to work at all (`start`, `message`, `resume`).
+    public static func mayWake(_ command: ConversationCommand) -> Bool {
+        command == .start || command == .message || command == .resume
+    }
+
+    /// Whether `command` puts a conversation whose agent is in `state` to work, as the conversation workers
+    /// handle it: a `start` of any conversation not at work, a `message` to an idle or stopped one (a chain
+    /// starts, or a sandbox is asked for), a `resume` of a paused one. A new conversation is a `start` from
+    /// no state.
+    public static func wakes(_ command: ConversationCommand, from state: AgentState?) -> Bool {
+        guard mayWake(command) else { return false }
+        guard let state else { return command == .start }
+        switch command {
+        case .start: return state != .loading && state != .running
+        case .message: return state == .stopped || AgentState.idle.contains(state)
+        default: return state == .paused
+        }
+    }
+
+    /// Why a conversation may not go to work while its user holds `usage` (nil: it may). `addsSandbox`: it
+    /// holds no live sandbox, so waking it starts one.
+    public func capacityRefusal(_ usage: Usage, addsSandbox: Bool) -> Refusal? {
+        if maxRunningConversations > 0, usage.running >= maxRunningConversations {
+            return Refusal(
+                code: "LIMIT$RUNNING_CONVERSATIONS",
+                message: "you have \(usage.running) conversations at work, the most this deployment allows "
+                    + "(gateway.max_running_conversations): stop or finish one first"
+            )
+        }
+        if addsSandbox, maxLiveSandboxes > 0, usage.sandboxes >= maxLiveSandboxes {
+            return Refusal(
+                code: "LIMIT$LIVE_SANDBOXES",
+                message: "your conversations hold \(usage.sandboxes) running sandboxes, the most this deployment "
+                    + "allows (gateway.max_live_sandboxes): stop a conversation first"
+            )
+        }
+        return nil
+    }
+
     /// Why a model without a price cannot run under a budget.
     public static func unpriced(_ model: String) -> String {
         "the model \(model) has no price in llm.prices and there is no llm.default_price: its cost could not be counted against the budget"

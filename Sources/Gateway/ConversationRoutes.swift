@@ -96,25 +96,28 @@ struct ConversationRoutes: Sendable {
     }
 
     /// Throws a 429 when `user` already holds as many working conversations or live sandboxes as the
-    /// operator allows (`gateway.max_running_conversations`, `gateway.max_live_sandboxes`).
+    /// operator allows (`gateway.max_running_conversations`, `gateway.max_live_sandboxes`): before a new
+    /// conversation.
     func requireCapacity(_ user: UUID) async throws {
-        guard limits.maxRunningConversations > 0 || limits.maxLiveSandboxes > 0 else { return }
-        let usage = try await store.usage(user)
-        if limits.maxRunningConversations > 0, usage.running >= limits.maxRunningConversations {
-            throw APIError(
-                .tooManyRequests,
-                "LIMIT$RUNNING_CONVERSATIONS",
-                "you have \(usage.running) conversations at work, the most this deployment allows "
-                    + "(gateway.max_running_conversations): stop or finish one first"
-            )
+        guard limits.capsUsers else { return }
+        if let refusal = limits.capacityRefusal(try await store.usage(user), addsSandbox: true) {
+            throw APIError(.tooManyRequests, refusal.code, refusal.message)
         }
-        if limits.maxLiveSandboxes > 0, usage.sandboxes >= limits.maxLiveSandboxes {
-            throw APIError(
-                .tooManyRequests,
-                "LIMIT$LIVE_SANDBOXES",
-                "your conversations hold \(usage.sandboxes) running sandboxes, the most this deployment allows "
-                    + "(gateway.max_live_sandboxes): stop a conversation first"
-            )
+    }
+
+    /// Throws a 404 unless `user` owns `conversation`, and a 429 when `command` would put it to work while
+    /// `user` already holds as much as the operator allows: a message or a resume wakes a conversation as a
+    /// start does, so each is held to the same caps.
+    func requireRoom(_ command: ConversationCommand, _ conversation: UUID, user: UUID) async throws {
+        guard limits.capsUsers, UserLimits.mayWake(command) else {
+            return try await store.requireOwner(user, conversation)
+        }
+        guard let standing = try await store.standing(conversation, user: user) else {
+            throw APIError.conversationNotFound
+        }
+        guard UserLimits.wakes(command, from: standing.agentState) else { return }
+        if let refusal = limits.capacityRefusal(standing.usage, addsSandbox: !standing.holdsSandbox) {
+            throw APIError(.tooManyRequests, refusal.code, refusal.message)
         }
     }
 
@@ -147,9 +150,7 @@ struct ConversationRoutes: Sendable {
         guard let info = try await store.info(id, user: user, connections: connections(id)) else {
             throw APIError.conversationNotFound
         }
-        if command == .start, info["agent_state"]?.stringValue == "stopped" || info["status"] == "STOPPED" {
-            try await requireCapacity(user)
-        }
+        if command == .start { try await requireRoom(.start, id, user: user) }
         if command == .start {
             try await send(.start, ConversationStart(conversationID: id), user: user)
         } else {
@@ -177,7 +178,7 @@ struct ConversationRoutes: Sendable {
         guard let text = try body.string("message", maxLength: 500_000) else {
             throw APIError.invalidField("`message` is required")
         }
-        try await store.requireOwner(user, id)
+        try await requireRoom(.message, id, user: user)
         try await send(.message, UserMessage(conversationID: id, content: text), user: user)
         return json(["success": true])
     }
@@ -190,13 +191,17 @@ struct ConversationRoutes: Sendable {
         let action = try body.string("action", maxLength: 50)
         let args = try body.object("args") ?? [:]
         let command = try Self.command(action: action, args: args, conversation: id)
-        try await store.requireOwner(user, id)
         try await perform(command, conversation: id, user: user)
         return json(["success": true])
     }
 
-    /// Publishes what a user action asks for (the caller checked that `user` owns the conversation).
+    /// Publishes what a user action asks for, once `user` is known to own the conversation and to have room
+    /// for it at work.
     func perform(_ command: UserCommand, conversation: UUID, user: UUID) async throws {
+        switch command {
+        case .message: try await requireRoom(.message, conversation, user: user)
+        case .control(let command): try await requireRoom(command, conversation, user: user)
+        }
         switch command {
         case .message(let message): try await send(.message, message, user: user)
         case .control(let command):

@@ -31,21 +31,54 @@ struct GatewayStore: Sendable {
         return owner == user
     }
 
-    /// What `user` holds now: conversations at work (loading or running) and live sandboxes (starting or
-    /// running), for the per-user limits.
-    func usage(_ user: UUID) async throws -> (running: Int, sandboxes: Int) {
+    /// `user`'s conversations at work (loading or running) and live sandboxes (starting or running), as
+    /// columns `running` and `sandboxes` of a select that binds the user as `$<parameter>`.
+    static func usageColumns(user parameter: Int) -> String {
+        """
+        (SELECT count(*) FROM conversations
+         WHERE user_id = $\(parameter) AND agent_state IN ('loading', 'running')) AS running,
+        (SELECT count(*) FROM sandboxes s JOIN conversations o ON o.id = s.conversation_id
+         WHERE o.user_id = $\(parameter) AND s.status IN ('starting', 'running')) AS sandboxes
+        """
+    }
+
+    static func usage(_ row: PostgresRow) throws -> UserLimits.Usage {
+        UserLimits.Usage(running: try row.decode(Int.self, "running"), sandboxes: try row.decode(Int.self, "sandboxes"))
+    }
+
+    /// What `user` holds now, for the per-user limits.
+    func usage(_ user: UUID) async throws -> UserLimits.Usage {
+        let rows = try await postgres.query("SELECT \(Self.usageColumns(user: 1))", [.uuid(user)])
+        guard let row = rows.first else { return UserLimits.Usage(running: 0, sandboxes: 0) }
+        return try Self.usage(row)
+    }
+
+    /// Where `conversation` stands before a command that may put it to work: its agent's state, whether it
+    /// holds a live sandbox, and what its user holds — one query. Nil when `user` has no such conversation.
+    struct Standing {
+        var agentState: AgentState?
+        var holdsSandbox: Bool
+        var usage: UserLimits.Usage
+    }
+
+    func standing(_ conversation: UUID, user: UUID) async throws -> Standing? {
         let rows = try await postgres.query(
             """
-            SELECT
-                (SELECT count(*) FROM conversations
-                 WHERE user_id = $1 AND agent_state IN ('loading', 'running')) AS running,
-                (SELECT count(*) FROM sandboxes s JOIN conversations c ON c.id = s.conversation_id
-                 WHERE c.user_id = $1 AND s.status IN ('starting', 'running')) AS sandboxes
+            SELECT c.agent_state,
+                EXISTS (SELECT 1 FROM sandboxes s
+                        WHERE s.conversation_id = c.id AND s.status IN ('starting', 'running')) AS holds_sandbox,
+                \(Self.usageColumns(user: 2))
+            FROM conversations c WHERE c.id = $1 AND c.user_id = $2
             """,
-            [.uuid(user)]
+            [.uuid(conversation), .uuid(user)]
         )
-        guard let row = rows.first else { return (0, 0) }
-        return (try row.decode(Int.self, "running"), try row.decode(Int.self, "sandboxes"))
+        guard let row = rows.first else { return nil }
+        owners.set(user, for: conversation)
+        return Standing(
+            agentState: AgentState(rawValue: try row.decode(String.self, "agent_state")),
+            holdsSandbox: try row.decode(Bool.self, "holds_sandbox"),
+            usage: try Self.usage(row)
+        )
     }
 
     /// Throws a 404 unless `user` owns `conversation`.

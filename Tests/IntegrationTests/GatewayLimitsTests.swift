@@ -128,6 +128,73 @@ import Testing
         }
     }
 
+    /// A message, a resume or a start wakes a conversation as a new one would start: each is held to the same
+    /// cap, on every path a client has (REST, a user action, a WebSocket frame); a command that wakes nothing
+    /// is not.
+    @Test func aWakeIsHeldToTheSameCaps() async throws {
+        try await TestConversations.with { bed in
+            let limits = TestConversations.userLimits { $0.maxRunningConversations = 1 }
+            // No conversation worker: states are set in the table, as a worker would have left them.
+            try await bed.withGateway(limits: limits) { gateway in
+                let asleep = try await gateway.createConversation("one")
+                try await Self.setState(bed, asleep, "stopped")
+                let busy = try await gateway.createConversation("two")
+                let refused: [(String, String)] = [
+                    ("/api/conversations/\(asleep)/message", #"{"message": "wake up"}"#),
+                    ("/api/conversations/\(asleep)/events", #"{"action": "message", "args": {"content": "hi"}}"#),
+                    ("/api/conversations/\(asleep)/start", "{}"),
+                ]
+                for (path, body) in refused {
+                    let answer = try await gateway.request(.post, path, body: body)
+                    #expect(answer.status == 429, "\(path): \(answer.status) \(answer.text)")
+                    #expect(Self.code(answer) == "LIMIT$RUNNING_CONVERSATIONS", "\(path): \(answer.text)")
+                }
+                let frame = #"{"action": "message", "args": {"content": "over the socket"}}"#
+                let socket = try await gateway.webSocket(asleep, frames: [frame], timeout: .seconds(20)) { seen in
+                    seen.other.contains { $0["type"] == "error" }
+                }
+                let error = try #require(socket.other.first { $0["type"] == "error" })
+                #expect(error["code"] == "LIMIT$RUNNING_CONVERSATIONS", "\(error)")
+
+                try await Self.setState(bed, asleep, "paused")
+                let resume = try await gateway.request(
+                    .post,
+                    "/api/conversations/\(asleep)/events",
+                    body: #"{"action": "change_agent_state", "args": {"agent_state": "running"}}"#
+                )
+                #expect(resume.status == 429, "resuming a paused conversation: \(resume.text)")
+
+                // What wakes nothing passes: a message to the conversation at work, a stop.
+                let toBusy = try await gateway.request(
+                    .post,
+                    "/api/conversations/\(busy)/message",
+                    body: #"{"message": "more"}"#
+                )
+                #expect(toBusy.status == 200, "\(toBusy.text)")
+                let stop = try await gateway.request(.post, "/api/conversations/\(asleep)/stop", body: "{}")
+                #expect(stop.status == 200, "\(stop.text)")
+
+                // Once the other conversation rests, the first may wake.
+                try await Self.setState(bed, busy, "awaiting_user_input")
+                let woken = try await gateway.request(
+                    .post,
+                    "/api/conversations/\(asleep)/message",
+                    body: #"{"message": "now"}"#
+                )
+                #expect(woken.status == 200, "\(woken.text)")
+            }
+        }
+    }
+
+    /// Sets a conversation's agent state in its row.
+    static func setState(_ bed: TestConversations, _ id: String, _ state: String) async throws {
+        let updated = try await bed.runtime.postgres.execute(
+            "UPDATE conversations SET agent_state = $2 WHERE id = $1",
+            [.uuid(try #require(UUID(uuidString: id))), .text(state)]
+        )
+        #expect(updated == 1)
+    }
+
     @Test func aUsersLiveSandboxesAreCapped() async throws {
         try await TestConversations.with { bed in
             let limits = TestConversations.userLimits { $0.maxLiveSandboxes = 1 }

@@ -25,6 +25,42 @@ import Testing
         #expect(throws: UserLimits.Refusal.self) { try Self.limits.grant(.init(maxBudget: 3.01)).get() }
     }
 
+    @Test func whatWakesAConversationIsHeldToTheCaps() {
+        // What puts a conversation to work, by command and the agent's state.
+        #expect(UserLimits.wakes(.start, from: nil), "a new conversation")
+        for state in [AgentState.stopped, .awaitingUserInput, .finished, .error, .paused] {
+            #expect(UserLimits.wakes(.start, from: state), "start from \(state)")
+        }
+        for state in [AgentState.loading, .running] {
+            #expect(!UserLimits.wakes(.start, from: state) && !UserLimits.wakes(.message, from: state))
+        }
+        for state in [AgentState.stopped, .awaitingUserInput, .finished, .error, .rejected] {
+            #expect(UserLimits.wakes(.message, from: state), "message to \(state)")
+        }
+        #expect(!UserLimits.wakes(.message, from: .paused), "a message to a paused agent waits for resume")
+        #expect(UserLimits.wakes(.resume, from: .paused) && !UserLimits.wakes(.resume, from: .finished))
+        for command in [ConversationCommand.stop, .pause, .delete] {
+            #expect(!UserLimits.mayWake(command) && !UserLimits.wakes(command, from: .stopped), "\(command)")
+        }
+
+        var limits = UserLimits()
+        #expect(!limits.capsUsers)
+        #expect(limits.capacityRefusal(.init(running: 1000, sandboxes: 1000), addsSandbox: true) == nil)
+        limits.maxRunningConversations = 2
+        limits.maxLiveSandboxes = 3
+        #expect(limits.capsUsers)
+        #expect(limits.capacityRefusal(.init(running: 1, sandboxes: 2), addsSandbox: true) == nil)
+        #expect(
+            limits.capacityRefusal(.init(running: 2, sandboxes: 0), addsSandbox: false)?.code
+                == "LIMIT$RUNNING_CONVERSATIONS"
+        )
+        #expect(
+            limits.capacityRefusal(.init(running: 0, sandboxes: 3), addsSandbox: true)?.code == "LIMIT$LIVE_SANDBOXES"
+        )
+        // A conversation that keeps its live sandbox adds none.
+        #expect(limits.capacityRefusal(.init(running: 0, sandboxes: 3), addsSandbox: false) == nil)
+    }
+
     @Test func backendsAndModelsComeFromTheOperatorsLists() throws {
         #expect(try Self.limits.grant(.init(backend: "process")).get().backend == .process)
         #expect(Self.refusal(.init(backend: "docker"))?.code == "LIMIT$BACKEND")
