@@ -188,6 +188,9 @@ public struct DockerBackend: SandboxBackend {
         ]
         let response = try await call(.post, "/networks/create", body: body)
         guard response.status == 201 || response.status == 409 else {
+            // Two provisions that both found no network race to make it; the loser is told that the address
+            // pool overlaps (not 409). The network is there: go on.
+            if try await call(.get, "/networks/\(encoded)").status == 200 { return }
             throw fail("make the sandbox network \(name) (\(settings.bridgeSubnet))", response)
         }
     }

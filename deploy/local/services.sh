@@ -239,11 +239,14 @@ docker_sock=$state/docker/docker.sock
 
 # A dockerd that stops (or is killed with the session that ran it) leaves its networks' bridges behind. One of
 # another state folder on the same 198.18.0.0/15 subnet would win the route over the new dockerd's own, and
-# its sandboxes' published ports would lead nowhere: remove such bridges while no container is on them.
+# its sandboxes' published ports would lead nowhere: remove such bridges while no container is on them —
+# or, when no dockerd runs at all, whatever is still attached (the ends of containers killed with their
+# dockerd, whose network namespaces outlived it).
 remove_stale_bridges() {
-  local link
+  local link orphaned=false
+  pgrep -x dockerd >/dev/null || orphaned=true
   for link in $(ip -o -4 addr show 2>/dev/null | awk '$2 ~ /^br-/ && $4 ~ /^198\.1[89]\./ { print $2 }' | sort -u); do
-    [[ -z $(ip -o link show master "$link" 2>/dev/null) ]] || continue
+    $orphaned || [[ -z $(ip -o link show master "$link" 2>/dev/null) ]] || continue
     log "removing the stale sandbox bridge $link"
     ip link delete "$link" 2>/dev/null || true
   done
