@@ -5,6 +5,8 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /// A copy of `fd` numbered 10 or above (close-on-exec), so that placing one descriptor at 0–3 in the child
@@ -58,6 +60,67 @@ int deckhand_spawn_process(const char *path, char *const argv[], char *const env
     posix_spawnattr_destroy(&attributes);
     posix_spawn_file_actions_destroy(&actions);
     if (error != 0) result = -error;
+
+done:
+    for (int i = 0; i < 4; i++) {
+        if (lifted[i] >= 0) close(lifted[i]);
+    }
+    return result;
+}
+
+int deckhand_spawn_process_as(const char *path, char *const argv[], char *const envp[], int stdin_fd,
+                              int stdout_fd, int stderr_fd, int lifeline_fd, uid_t uid, gid_t gid, pid_t *pid) {
+    int sources[4] = {stdin_fd, stdout_fd, stderr_fd, lifeline_fd};
+    int lifted[4] = {-1, -1, -1, -1};
+    int result = 0;
+    for (int i = 0; i < 4; i++) {
+        if (sources[i] < 0) continue;
+        lifted[i] = lift(sources[i]);
+        if (lifted[i] < 0) {
+            result = -errno;
+            goto done;
+        }
+    }
+
+    // No signal handler of this process may run in the child while it shares this process's memory.
+    sigset_t all, previous;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &previous);
+    volatile int child_error = 0;
+    pid_t child = vfork();
+    if (child == 0) {
+        // The child: its own descriptor and signal tables, this process's memory until it execs.
+        struct sigaction standard = {0};
+        standard.sa_handler = SIG_DFL;
+        for (int number = 1; number < _NSIG; number++) {
+            if (number != SIGKILL && number != SIGSTOP) sigaction(number, &standard, NULL);
+        }
+        for (int target = 0; target < 4; target++) {
+            if (lifted[target] >= 0 && dup2(lifted[target], target) < 0) goto failed;
+        }
+        closefrom(lifted[3] >= 0 ? 4 : 3);
+        if (setsid() < 0) goto failed;
+        if (syscall(SYS_setgroups, 0, NULL) != 0) goto failed;
+        if (syscall(SYS_setresgid, gid, gid, gid) != 0) goto failed;
+        if (syscall(SYS_setresuid, uid, uid, uid) != 0) goto failed;
+        sigset_t none;
+        sigemptyset(&none);
+        syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, _NSIG / 8);
+        execve(path, argv, envp);
+    failed:
+        child_error = errno;
+        _exit(127);
+    }
+    int spawn_error = errno;
+    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    if (child < 0) {
+        result = -spawn_error;
+    } else if (child_error != 0) {
+        result = -child_error;
+        while (waitpid(child, NULL, 0) < 0 && errno == EINTR) {}
+    } else {
+        *pid = child;
+    }
 
 done:
     for (int i = 0; i < 4; i++) {

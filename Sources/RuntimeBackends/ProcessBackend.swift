@@ -47,7 +47,7 @@ public struct ProcessBackend: SandboxBackend {
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         switch settings.processIsolation {
         case .bwrap:
-            jail = try ProcessJail.prepare(binary: self.binary, settings: settings)
+            jail = try ProcessJail.prepare(binary: self.binary, root: root, settings: settings)
             // Sandbox uids must pass through the root to reach their workspaces (never list it).
             if jail?.separateUIDs == true { Self.allowTraversal(to: root) }
         case .none:
@@ -87,10 +87,9 @@ public struct ProcessBackend: SandboxBackend {
         var portFile: String { folder + "/port" }
         var pidFile: String { folder + "/pid" }
         var log: String { folder + "/sandbox.log" }
-        /// Mounted at `/run/deckhand` in an isolated sandbox: the session key's way in.
+        /// Mounted at `/run/deckhand` in an isolated sandbox: the session key's way in, and the sandbox's
+        /// accounts (its `/etc/passwd` and `/etc/group` link there).
         var run: String { folder + "/run" }
-        var passwd: String { folder + "/passwd" }
-        var group: String { folder + "/group" }
     }
 
     func paths(_ reference: String) throws -> Paths {
@@ -117,14 +116,9 @@ public struct ProcessBackend: SandboxBackend {
             }
             try FileManager.default.createDirectory(atPath: paths.run, withIntermediateDirectories: true)
             let uid = jail.separateUIDs ? try SandboxUIDs.claim(for: paths.folder) : getuid()
-            let accounts = ProcessJail.accounts(uid: uid)
-            try Data(accounts.passwd.utf8).write(to: URL(fileURLWithPath: paths.passwd))
-            try Data(accounts.group.utf8).write(to: URL(fileURLWithPath: paths.group))
-            // The sandbox's uid may pass through its folder to the workspace and the key's folder, which are
-            // its own; the log, pid and account files stay the worker's.
+            // The sandbox's uid may pass through its folder to the workspace and the run folder, which are
+            // its own; the log and pid files stay the worker's.
             chmod(paths.folder, jail.separateUIDs ? 0o711 : 0o700)
-            chmod(paths.passwd, 0o644)
-            chmod(paths.group, 0o644)
             for folder in [paths.workspace, paths.run] {
                 chown(folder, uid, uid)
                 chmod(folder, 0o700)
@@ -182,8 +176,10 @@ public struct ProcessBackend: SandboxBackend {
     /// What runs: the server itself (unconfined), or the jail's command around it. The session key goes to an
     /// isolated server as a file it deletes once read (an environment can be read by its children and, through
     /// `/proc`, by anything else of its user).
-    private func launch(paths: Paths, spec: SandboxSpec) throws -> (arguments: [String], environment: [String: String])
-    {
+    private func launch(
+        paths: Paths,
+        spec: SandboxSpec
+    ) throws -> (arguments: [String], environment: [String: String], uid: uid_t?) {
         let server = ["--host", "127.0.0.1", "--port", "0", "--announce-port", "--lifeline-fd", "3"]
         guard let jail else {
             let inherited = ProcessInfo.processInfo.environment
@@ -192,24 +188,38 @@ public struct ProcessBackend: SandboxBackend {
             environment["PATH"] = environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
             environment.merge(spec.environment) { _, new in new }
             environment["SESSION_API_KEY"] = spec.sessionAPIKey
-            return ([binary] + server + ["--working-dir", paths.workspace], environment)
+            return ([binary] + server + ["--working-dir", paths.workspace], environment, nil)
         }
         let uid: uid_t? = jail.separateUIDs ? try SandboxUIDs.claim(for: paths.folder) : nil
-        let keyFile = paths.run + "/session-key"
-        let fd = open(keyFile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        let accounts = ProcessJail.accounts(uid: uid ?? getuid())
+        try Self.writeNew(paths.run + "/session-key", spec.sessionAPIKey, mode: 0o600, owner: uid)
+        try Self.writeNew(paths.run + "/passwd", accounts.passwd, mode: 0o644, owner: nil)
+        try Self.writeNew(paths.run + "/group", accounts.group, mode: 0o644, owner: nil)
+        let etc = try jail.systemFiles.etc()
+        return (
+            jail.command(folder: paths, etc: etc, serverArguments: server), jail.environment(spec.environment), uid
+        )
+    }
+
+    /// Writes `contents` to a new file at `path` in a folder the sandbox owns: whatever the sandbox left there
+    /// (a link to a host file, say) is removed first and never followed.
+    static func writeNew(_ path: String, _ contents: String, mode: mode_t, owner: uid_t?) throws {
+        unlink(path)
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
         guard fd >= 0 else {
-            throw DeckhandError(.runtimeBackend, "cannot write \(keyFile): \(String(cString: strerror(errno)))")
+            throw DeckhandError(.runtimeBackend, "cannot write \(path): \(String(cString: strerror(errno)))")
         }
-        let key = Array(spec.sessionAPIKey.utf8)
-        let written = write(fd, key, key.count)
-        if let uid { fchown(fd, uid, uid) }
-        close(fd)
-        guard written == key.count else { throw DeckhandError(.runtimeBackend, "cannot write \(keyFile)") }
-        return (jail.command(folder: paths, uid: uid, serverArguments: server), jail.environment(spec.environment))
+        defer { close(fd) }
+        let bytes = Array(contents.utf8)
+        guard write(fd, bytes, bytes.count) == bytes.count else {
+            throw DeckhandError(.runtimeBackend, "cannot write \(path)")
+        }
+        fchmod(fd, mode)
+        if let owner { fchown(fd, owner, owner) }
     }
 
     private func spawn(paths: Paths, spec: SandboxSpec) throws -> SandboxProcess {
-        let (arguments, environment) = try launch(paths: paths, spec: spec)
+        let (arguments, environment, uid) = try launch(paths: paths, spec: spec)
         let log = open(paths.log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
         let null = open("/dev/null", O_RDONLY | O_CLOEXEC)
         defer {
@@ -223,7 +233,11 @@ public struct ProcessBackend: SandboxBackend {
         let executable = arguments[0]
         let result = withCStringArray(arguments) { argv in
             withCStringArray(environment.map { "\($0.key)=\($0.value)" }) { envp in
-                deckhand_spawn_process(executable, argv, envp, null, log, log, Lifeline.readEnd, &pid)
+                if let uid {
+                    deckhand_spawn_process_as(executable, argv, envp, null, log, log, Lifeline.readEnd, uid, uid, &pid)
+                } else {
+                    deckhand_spawn_process(executable, argv, envp, null, log, log, Lifeline.readEnd, &pid)
+                }
             }
         }
         guard result == 0 else {

@@ -12,15 +12,16 @@ import Glibc
 /// PID, IPC and UTS namespaces. Inside it sees a read-only `/usr` and a few files of `/etc`, its workspace at
 /// `/workspace` (the only writable place on disk), a small memory-backed `/tmp` and home, its own `/proc` and a
 /// minimal `/dev` — no other sandbox, no host process, no file of the platform. When the worker is root, each
-/// sandbox also runs as a uid of its own (``SandboxUIDs``), dropped before bubblewrap starts, so the kernel
+/// sandbox also runs as a uid of its own (``SandboxUIDs``), dropped in the spawn itself before bubblewrap
+/// starts (`deckhand_spawn_process_as`: no helper to exec), so the kernel
 /// itself keeps sandboxes and the host's files apart; a worker that is not root runs its sandboxes as itself,
 /// and the namespaces alone separate them. The network is the host's (the worker reaches the server on
 /// 127.0.0.1): services on the host must demand credentials, which no sandbox holds.
 public struct ProcessJail: Sendable {
     /// `bwrap`'s path.
     let bubblewrap: String
-    /// `setpriv`'s path, when the worker is root and drops to the sandbox's uid with it.
-    let setpriv: String?
+    /// Whether sandboxes get uids of their own (the worker is root).
+    let separateUIDs: Bool
     /// The `deckhand-sandbox` the sandboxes run, where every sandbox uid can read it.
     let binary: String
     /// Folders of shared libraries the binary needs outside `/usr` (a debug build's Swift runtime).
@@ -29,6 +30,8 @@ public struct ProcessJail: Sendable {
     let tmpBytes: Int
     /// The processes one sandbox uid may run.
     let maxProcesses: Int
+    /// The `/etc` the sandboxes see.
+    let systemFiles: SystemFiles
 
     /// Where the server finds itself, its key and its workspace inside the sandbox.
     static let binaryInside = "/opt/deckhand/deckhand-sandbox"
@@ -47,10 +50,10 @@ public struct ProcessJail: Sendable {
         "python3.11", "os-release", "debian_version", "terminfo", "magic", "environment", "login.defs",
     ]
 
-    /// Finds bubblewrap (and `setpriv` for a root worker), stages `binary` where sandbox uids can reach it, and
-    /// reads which library folders it needs (once per binary and process). Fails, naming what is missing, rather than run
+    /// Finds bubblewrap, stages `binary` where sandbox uids can reach it (for a root worker), and reads which
+    /// library folders it needs (once per binary and process). Fails, naming what is missing, rather than run
     /// sandboxes unconfined.
-    static func prepare(binary: String, settings: RuntimeSettings) throws -> ProcessJail {
+    static func prepare(binary: String, root: String, settings: RuntimeSettings) throws -> ProcessJail {
         guard let bubblewrap = Self.find("bwrap") else {
             throw DeckhandError(
                 .invalidConfiguration,
@@ -58,53 +61,38 @@ public struct ProcessJail: Sendable {
                     + "runtime.process_isolation = none runs process sandboxes unconfined, for development on a trusted machine only"
             )
         }
-        var setpriv: String?
-        if geteuid() == 0 {
-            guard let path = Self.find("setpriv") else {
-                throw DeckhandError(
-                    .invalidConfiguration,
-                    "process sandboxes drop to a uid of their own with setpriv, which is not installed (apt-get install util-linux)"
-                )
-            }
-            setpriv = path
-        }
-        let root = setpriv != nil
+        let isRoot = geteuid() == 0
         let (staged, libraries) = try prepared.withLock { known in
             if let done = known[binary] { return done }
-            let done = (root ? try Self.stage(binary) : binary, Self.libraryFolders(of: binary))
+            let done = (isRoot ? try Self.stage(binary) : binary, Self.libraryFolders(of: binary))
             known[binary] = done
             return done
         }
+        let systemFiles = SystemFiles(root: root)
+        _ = try systemFiles.etc()
         return ProcessJail(
             bubblewrap: bubblewrap,
-            setpriv: setpriv,
+            separateUIDs: isRoot,
             binary: staged,
             libraryFolders: libraries,
             tmpBytes: settings.processTmpBytes,
-            maxProcesses: settings.processMaxProcesses
+            maxProcesses: settings.processMaxProcesses,
+            systemFiles: systemFiles
         )
     }
 
-    /// Whether sandboxes get uids of their own (the worker is root).
-    var separateUIDs: Bool { setpriv != nil }
-
-    /// The command that starts the server of the sandbox in `folder` as `uid`, with `serverArguments` after
-    /// the server's path (the caller adds the port announcement and the lifeline).
-    func command(folder: ProcessBackend.Paths, uid: uid_t?, serverArguments: [String]) -> [String] {
-        var command: [String] = []
-        if let setpriv, let uid {
-            command += [setpriv, "--reuid", String(uid), "--regid", String(uid), "--clear-groups", "--"]
-        }
-        command += [
+    /// The command that starts the server of the sandbox in `folder` with `etc` (``SystemFiles``) as its
+    /// `/etc`, and `serverArguments` after the server's path (the caller adds the port announcement and the
+    /// lifeline, and drops to the sandbox's uid).
+    func command(folder: ProcessBackend.Paths, etc: String, serverArguments: [String]) -> [String] {
+        var command = [
             bubblewrap, "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
             "--disable-userns", "--new-session", "--hostname", "sandbox",
         ]
         command += Self.systemMounts()
         for folder in libraryFolders { command += ["--ro-bind", folder, folder] }
-        command += ["--dir", "/etc"]
-        for entry in Self.etcEntries { command += ["--ro-bind-try", "/etc/" + entry, "/etc/" + entry] }
         command += [
-            "--ro-bind", folder.passwd, "/etc/passwd", "--ro-bind", folder.group, "/etc/group",
+            "--ro-bind", etc, "/etc",
             "--proc", "/proc", "--dev", "/dev",
             "--size", String(tmpBytes), "--tmpfs", "/tmp",
             "--size", String(tmpBytes), "--tmpfs", "/home", "--dir", Self.home,
@@ -117,7 +105,7 @@ public struct ProcessJail: Sendable {
         ]
         command += serverArguments
         command += ["--working-dir", Self.workspaceInside, "--session-key-file", Self.keyInside]
-        if uid != nil { command += ["--max-processes", String(maxProcesses)] }
+        if separateUIDs { command += ["--max-processes", String(maxProcesses)] }
         return command
     }
 
@@ -292,5 +280,121 @@ enum SandboxUIDs {
         else { return }
         let path = registry + "/\(uid)"
         if (try? String(contentsOfFile: path, encoding: .utf8)) == folder { unlink(path) }
+    }
+}
+
+/// The `/etc` process sandboxes see: a copy of the host's ``ProcessJail/etcEntries`` (what every user may read
+/// of them, never a private key) staged once under `<workspace_root>/.system/etc-<fingerprint>` and bound into
+/// each sandbox as one read-only folder — one mount where there were thirty, each of which bubblewrap pays for
+/// by reading the mount table again. Its `passwd` and `group` are links to `/run/deckhand/`, where each sandbox
+/// finds its own accounts. The host's entries are looked at again at most every two seconds, and a change
+/// stages a new copy; older copies stay for the sandboxes that still have them mounted.
+final class SystemFiles: Sendable {
+    let folder: String
+    /// How long a staged copy is used without looking at the host's `/etc` again.
+    static let recheck: Duration = .seconds(2)
+    private let state = Mutex<(staged: String, checked: ContinuousClock.Instant)?>(nil)
+
+    init(root: String) {
+        folder = root + "/.system"
+    }
+
+    /// The staged `/etc` for the host's entries as they are now.
+    func etc() throws -> String {
+        let now = ContinuousClock.now
+        if let state = state.withLock({ $0 }), now - state.checked < Self.recheck { return state.staged }
+        let staged = folder + "/etc-" + String(Self.fingerprint(), radix: 16)
+        if !FileManager.default.fileExists(atPath: staged) { try stage(at: staged) }
+        state.withLock { $0 = (staged, now) }
+        return staged
+    }
+
+    /// What is copied: `/etc/<entry>` and what it holds, without anything other users may not read.
+    static func walk(_ visit: (_ relative: String, _ status: stat) -> Void) {
+        func descend(_ relative: String) {
+            var status = stat()
+            guard lstat("/etc/" + relative, &status) == 0, Self.copies(relative, status) else { return }
+            visit(relative, status)
+            guard status.st_mode & S_IFMT == S_IFDIR,
+                let names = try? FileManager.default.contentsOfDirectory(atPath: "/etc/" + relative)
+            else { return }
+            for name in names.sorted() { descend(relative + "/" + name) }
+        }
+        for entry in ProcessJail.etcEntries where entry != "passwd" && entry != "group" { descend(entry) }
+    }
+
+    /// Links always; folders and files only when every user may read them, and never a folder named `private`.
+    static func copies(_ relative: String, _ status: stat) -> Bool {
+        switch status.st_mode & S_IFMT {
+        case S_IFLNK: return true
+        case S_IFDIR: return status.st_mode & 0o005 == 0o005 && !relative.hasSuffix("/private")
+        case S_IFREG: return status.st_mode & 0o004 != 0
+        default: return false
+        }
+    }
+
+    /// FNV-1a over every copied entry's path, type, mode, size and modification time.
+    static func fingerprint() -> UInt64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        func mix(_ text: String) {
+            for byte in text.utf8 {
+                hash ^= UInt64(byte)
+                hash &*= 0x0000_0100_0000_01b3
+            }
+        }
+        walk { relative, status in
+            mix("\(relative)\0\(status.st_mode) \(status.st_size) \(status.st_mtim.tv_sec).\(status.st_mtim.tv_nsec)\0")
+        }
+        return hash
+    }
+
+    /// Copies `/etc/<relative>` into `folder` (a link as a link, a folder empty, a file readable by all); what
+    /// failed, or nil.
+    static func copy(_ relative: String, _ status: stat, into folder: String) -> String? {
+        let source = "/etc/" + relative
+        let copy = folder + "/" + relative
+        switch status.st_mode & S_IFMT {
+        case S_IFLNK:
+            guard let link = try? FileManager.default.destinationOfSymbolicLink(atPath: source),
+                symlink(link, copy) == 0
+            else { return "cannot copy the link \(source)" }
+        case S_IFDIR:
+            guard mkdir(copy, 0o755) == 0 else { return "cannot make \(copy)" }
+        default:
+            guard let data = FileManager.default.contents(atPath: source),
+                FileManager.default.createFile(atPath: copy, contents: data)
+            else { return "cannot copy \(source)" }
+            chmod(copy, 0o644)
+        }
+        return nil
+    }
+
+    /// Copies the entries into a new folder beside `target`, then renames it into place (a worker that staged
+    /// the same copy first wins; this one's is removed).
+    private func stage(at target: String) throws {
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        chmod(folder, 0o755)
+        let temporary = target + ".\(getpid()).\(UInt32.random(in: 0...UInt32.max)).tmp"
+        try FileManager.default.createDirectory(atPath: temporary, withIntermediateDirectories: false)
+        defer { try? FileManager.default.removeItem(atPath: temporary) }
+        var failures: [String] = []
+        Self.walk { relative, status in
+            if failures.isEmpty, let failure = Self.copy(relative, status, into: temporary) { failures.append(failure) }
+        }
+        if let failure = failures.first {
+            throw DeckhandError(.runtimeBackend, "staging the sandboxes' /etc: \(failure)")
+        }
+        for name in ["passwd", "group"] {
+            guard symlink(ProcessJail.runInside + "/" + name, temporary + "/" + name) == 0 else {
+                throw DeckhandError(.runtimeBackend, "staging the sandboxes' /etc: cannot link \(name)")
+            }
+        }
+        chmod(temporary, 0o755)
+        if rename(temporary, target) != 0, !FileManager.default.fileExists(atPath: target) {
+            throw DeckhandError(
+                .runtimeBackend,
+                "cannot stage the sandboxes' /etc at \(target): \(String(cString: strerror(errno)))"
+            )
+        }
     }
 }

@@ -2,9 +2,10 @@ import DeckhandCore
 import DeckhandTesting
 import Foundation
 import HTTPClient
-import RuntimeBackends
 import RuntimeManager
 import Testing
+
+@testable import RuntimeBackends
 
 #if canImport(Glibc)
 import Glibc
@@ -173,7 +174,7 @@ import Glibc
                 name: "no Docker socket is reachable",
                 command: """
                     for s in /var/run/docker.sock /run/docker.sock '\(dockerSocket)'; do [ -S "$s" ] && echo "BREACH $s"; done
-                    found=$(find / -path /proc -prune -o -path /sys -prune -o -path /usr -prune -o -type s -name '*docker*' -print 2>/dev/null | head -3)
+                    found=$(timeout 5 find / -path /proc -prune -o -path /sys -prune -o -path /usr -prune -o -type s -name '*docker*' -print 2>/dev/null | head -3)
                     [ -n "$found" ] && echo "BREACH $found"
                     echo DENIED
                     """
@@ -183,7 +184,7 @@ import Glibc
                 command: """
                     cat '\(otherWorkspace)/other-secret.txt' 2>/dev/null && echo BREACH
                     ls '\(otherWorkspace)' >/dev/null 2>&1 && echo BREACH-LIST
-                    found=$(find / -path /proc -prune -o -path /sys -prune -o -path /usr -prune -o -name other-secret.txt -print 2>/dev/null | head -3)
+                    found=$(timeout 5 find / -path /proc -prune -o -path /sys -prune -o -path /usr -prune -o -name other-secret.txt -print 2>/dev/null | head -3)
                     [ -n "$found" ] && echo "BREACH $found"
                     echo DENIED
                     """
@@ -282,8 +283,36 @@ import Glibc
                     let uidA = try await runtime.run("id -u", in: a).trimmingCharacters(in: .whitespacesAndNewlines)
                     let uidB = try await runtime.run("id -u", in: b).trimmingCharacters(in: .whitespacesAndNewlines)
                     #expect(uidA != "0" && uidB != "0" && uidA != uidB, "uids \(uidA) and \(uidB)")
+                    // The spawn dropped every id: the group is the uid's own and no other is kept.
+                    let groups = try await runtime.run("id -g; id -G; id -un", in: b)
+                    #expect(groups.trimmingCharacters(in: .whitespacesAndNewlines) == "\(uidB)\n\(uidB)\nsandbox")
                 }
             }
+        }
+    }
+
+    /// The `/etc` of process sandboxes is one staged copy of what every user may read of the host's entries:
+    /// the same bytes, no private key, accounts linked to the sandbox's own, staged again only when the host's
+    /// entries change.
+    @Test func processSandboxesSeeAStagedCopyOfEtc() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("etc-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let files = SystemFiles(root: root)
+        let etc = try files.etc()
+        #expect(etc.hasPrefix(root + "/.system/etc-"))
+        #expect(try files.etc() == etc, "looked at again within two seconds: the same copy")
+        #expect(try SystemFiles(root: root).etc() == etc, "the same host entries: the same folder")
+        for entry in ["hosts", "nsswitch.conf", "ld.so.cache"] {
+            let host = FileManager.default.contents(atPath: "/etc/" + entry)
+            #expect(host == nil || FileManager.default.contents(atPath: etc + "/" + entry) == host, "\(entry) as it is")
+        }
+        #expect(!FileManager.default.fileExists(atPath: etc + "/ssl/private"), "never a private key")
+        #expect(!FileManager.default.fileExists(atPath: etc + "/shadow"))
+        #expect(try FileManager.default.destinationOfSymbolicLink(atPath: etc + "/passwd") == "/run/deckhand/passwd")
+        #expect(try FileManager.default.destinationOfSymbolicLink(atPath: etc + "/group") == "/run/deckhand/group")
+        if let certificates = try? FileManager.default.contentsOfDirectory(atPath: "/etc/ssl/certs") {
+            let copied = try FileManager.default.contentsOfDirectory(atPath: etc + "/ssl/certs")
+            #expect(Set(copied) == Set(certificates), "links are copied as links")
         }
     }
 

@@ -16,6 +16,14 @@
 int deckhand_spawn_process(const char *path, char *const argv[], char *const envp[], int stdin_fd, int stdout_fd,
                            int stderr_fd, int lifeline_fd, pid_t *pid);
 
+/// `deckhand_spawn_process`, and the child also becomes `uid`:`gid` with no supplementary groups before it
+/// execs (the caller must be root). Saves the exec of a helper such as `setpriv`: the child is made with
+/// vfork and drops its ids with the raw system calls (glibc's wrappers would change every thread of this
+/// process, whose memory the child shares until it execs), as glibc's posix_spawn does for its own
+/// attributes. Returns 0 and sets `*pid`, or -errno of the first step that failed (the child is reaped).
+int deckhand_spawn_process_as(const char *path, char *const argv[], char *const envp[], int stdin_fd,
+                              int stdout_fd, int stderr_fd, int lifeline_fd, uid_t uid, gid_t gid, pid_t *pid);
+
 /// A pipe with both ends close-on-exec (`pipe2(O_CLOEXEC)`, which Swift's Glibc module does not export).
 /// Returns 0, or -errno.
 int deckhand_pipe_cloexec(int fds[2]);
