@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Runs every test: starts the local services (installing what is missing), builds the sandbox image,
-# builds with warnings as errors, then runs the unit and integration tests against the real RabbitMQ,
-# PostgreSQL and dockerd.
+# Runs every test: checks the formatting, starts the local services (installing what is missing), builds the
+# sandbox image and OpenHands' parsers, builds with warnings as errors, then runs the unit and integration
+# tests against the real RabbitMQ, PostgreSQL and dockerd.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# The code reads one way: the project's .swift-format, strictly (it fails in seconds, before anything else).
+swift format lint --strict --recursive Sources Tests bench Package.swift
 
 deploy/local/services.sh start
 eval "$(deploy/local/services.sh env)"
@@ -13,6 +16,11 @@ export DOCKER_HOST=unix://$DECKHAND_DOCKER_SOCKET
 # clone (/var/cache/deckhand) and the image is re-imported only when the binary changed.
 DECKHAND_SANDBOX_IMAGE=$(deploy/sandbox/build-offline.sh | tail -n 1)
 export DECKHAND_SANDBOX_IMAGE
+
+# OpenHands' own classes, which the contract tests parse Deckhand's events with: a virtual environment cached
+# outside the clone, made only when missing.
+DECKHAND_OPENHANDS_PYTHON=$(scripts/openhands/venv.sh | tail -n 1)
+export DECKHAND_OPENHANDS_PYTHON
 
 swift build --build-tests -Xswiftc -warnings-as-errors
 if [ $# -gt 0 ]; then

@@ -87,12 +87,15 @@ public struct HistoryBuilder: Sendable {
                         flush()
                         group = Group(step: stored.step)
                     }
-                    group?.addThought(event.extras["thought"]?.stringValue ?? "")
+                    // From the response kept in the metadata; events stored before it was kept had the call's
+                    // arguments and thought in their extras.
+                    let thought = metadata.isFirstCall ? metadata.responseText : nil
+                    group?.addThought(thought ?? event.extras["thought"]?.stringValue ?? "")
                     group?.calls.append(
                         ToolCall(
                             id: metadata.toolCallID,
                             name: metadata.functionName,
-                            arguments: event.extras["arguments"]?.stringValue ?? ""
+                            arguments: metadata.arguments ?? event.extras["arguments"]?.stringValue ?? ""
                         )
                     )
                 }

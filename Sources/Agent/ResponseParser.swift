@@ -29,11 +29,13 @@ public enum ResponseParser {
             return [.action(message)]
         }
         var thoughtPending = text
+        let modelResponse = Self.modelResponse(response)
         return response.toolCalls.map { call -> PlannedAction in
             let metadata = ToolCallMetadata(
                 functionName: call.name,
                 toolCallID: call.id,
-                totalCallsInResponse: response.toolCalls.count
+                totalCallsInResponse: response.toolCalls.count,
+                modelResponse: modelResponse
             )
             switch action(for: call) {
             case .success(var event):
@@ -45,20 +47,43 @@ public enum ResponseParser {
                 event.llmMetrics = metrics
                 return .action(event)
             case .failure(let problem):
-                var error = Event.errorObservation(
+                let error = Event.errorObservation(
                     "\(problem.message) Check the tool's parameters and call it again.",
                     errorID: badActionErrorID,
                     toolCallMetadata: metadata
                 )
-                // What the model wrote, so that its next prompt shows the call this error answers.
-                error.extras["arguments"] = .string(call.arguments)
-                if !thoughtPending.isEmpty {
-                    error.extras["thought"] = .string(thoughtPending)
-                    thoughtPending = ""
-                }
+                // OpenHands' ErrorObservation has no other field: the call this error answers (for the model's
+                // next prompt) is read back from the response in the metadata.
+                thoughtPending = ""
                 return .invalid(error)
             }
         }
+    }
+
+    /// `response` in the Chat Completions shape, as OpenHands keeps it in `tool_call_metadata.model_response`.
+    public static func modelResponse(_ response: ChatResponse) -> JSONValue {
+        let calls: [JSONValue] = response.toolCalls.map { call in
+            [
+                "id": .string(call.id), "type": "function",
+                "function": ["name": .string(call.name), "arguments": .string(call.arguments)],
+            ]
+        }
+        return [
+            "id": .string(response.id), "object": "chat.completion", "model": .string(response.model),
+            "choices": [
+                [
+                    "index": 0, "finish_reason": JSONValue(response.finishReason),
+                    "message": [
+                        "role": "assistant", "content": JSONValue(response.content), "tool_calls": .array(calls),
+                    ],
+                ]
+            ],
+            "usage": [
+                "prompt_tokens": .number(Double(response.usage.promptTokens)),
+                "completion_tokens": .number(Double(response.usage.completionTokens)),
+                "total_tokens": .number(Double(response.usage.promptTokens + response.usage.completionTokens)),
+            ],
+        ]
     }
 
     struct Problem: Error {

@@ -87,22 +87,67 @@ public struct Event: Sendable, Equatable {
     }
 }
 
-/// OpenHands' `tool_call_metadata`.
+/// OpenHands' `tool_call_metadata`: which call of which model response an action (or its observation)
+/// belongs to. `model_response` is the whole response in the Chat Completions shape, as OpenHands keeps it
+/// (its client rebuilds the assistant's message from it, and its parser requires it).
 public struct ToolCallMetadata: Sendable, Equatable, Codable {
     public var functionName: String
     public var toolCallID: String
     public var totalCallsInResponse: Int
+    public var modelResponse: JSONValue
 
-    public init(functionName: String, toolCallID: String, totalCallsInResponse: Int) {
+    /// What an event stored before responses were kept carries: OpenHands reads it as an empty response.
+    public static let emptyResponse: JSONValue = [:]
+
+    public init(
+        functionName: String,
+        toolCallID: String,
+        totalCallsInResponse: Int,
+        modelResponse: JSONValue = ToolCallMetadata.emptyResponse
+    ) {
         self.functionName = functionName
         self.toolCallID = toolCallID
         self.totalCallsInResponse = totalCallsInResponse
+        self.modelResponse = modelResponse
     }
 
     enum CodingKeys: String, CodingKey {
         case functionName = "function_name"
         case toolCallID = "tool_call_id"
         case totalCallsInResponse = "total_calls_in_response"
+        case modelResponse = "model_response"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        functionName = try container.decode(String.self, forKey: .functionName)
+        toolCallID = try container.decode(String.self, forKey: .toolCallID)
+        totalCallsInResponse = try container.decodeIfPresent(Int.self, forKey: .totalCallsInResponse) ?? 1
+        modelResponse = try container.decodeIfPresent(JSONValue.self, forKey: .modelResponse) ?? Self.emptyResponse
+    }
+
+    /// The call's arguments as the model wrote them, from the response (nil when it was not kept).
+    public var arguments: String? {
+        call?["function"]?["arguments"]?.stringValue
+    }
+
+    /// Whether this is the response's first call (the one the response's text goes with).
+    public var isFirstCall: Bool {
+        guard case .array(let calls)? = message?["tool_calls"] else { return true }
+        return calls.first?["id"]?.stringValue == toolCallID
+    }
+
+    /// The text the model wrote beside its calls.
+    public var responseText: String? { message?["content"]?.stringValue }
+
+    private var message: JSONValue? {
+        guard case .array(let choices)? = modelResponse["choices"] else { return nil }
+        return choices.first?["message"]
+    }
+
+    private var call: JSONValue? {
+        guard case .array(let calls)? = message?["tool_calls"] else { return nil }
+        return calls.first { $0["id"]?.stringValue == toolCallID }
     }
 }
 
@@ -212,6 +257,7 @@ extension Event {
                 "function_name": .string(toolCallMetadata.functionName),
                 "tool_call_id": .string(toolCallMetadata.toolCallID),
                 "total_calls_in_response": .number(Double(toolCallMetadata.totalCallsInResponse)),
+                "model_response": toolCallMetadata.modelResponse,
             ]
         }
         if let llmMetrics { object["llm_metrics"] = llmMetrics.json }
@@ -239,7 +285,8 @@ extension Event {
             metadata = ToolCallMetadata(
                 functionName: name,
                 toolCallID: callID,
-                totalCallsInResponse: raw["total_calls_in_response"]?.intValue ?? 1
+                totalCallsInResponse: raw["total_calls_in_response"]?.intValue ?? 1,
+                modelResponse: raw["model_response"].flatMap { $0.isNull ? nil : $0 } ?? ToolCallMetadata.emptyResponse
             )
         }
         self.init(

@@ -53,7 +53,8 @@ struct ActionExecutor: Sendable {
                 try await files.write(path: path, content: content, start: start, end: end)
                 return [
                     "observation": "write", "content": "", "message": .string("I wrote to the file \(path)."),
-                    "extras": ["path": .string(path), "content": .string(content)],
+                    // OpenHands' FileWriteObservation: `content` is the top-level one only.
+                    "extras": ["path": .string(path)],
                 ]
             case .edit(let path, "view", _, _, _, _):
                 let content = try await files.view(path: path, viewRange: nil)

@@ -63,7 +63,7 @@ struct Browser: Sendable {
                 "trigger_by_action": "browse",
                 "error": .bool(error),
                 "screenshot": "",
-                "open_page_urls": .array([.string(url)]),
+                "open_pages_urls": .array([.string(url)]),
                 "active_page_index": 0,
                 "last_browser_action": "",
                 "last_browser_action_error": error ? .string(content) : "",

@@ -76,7 +76,7 @@ import Testing
         #expect(planned[0].event.source == .agent)
     }
 
-    @Test func unknownToolsAndBadArgumentsBecomeErrorObservations() {
+    @Test func unknownToolsAndBadArgumentsBecomeErrorObservations() throws {
         let planned = ResponseParser.plan(
             response(
                 "hmm",
@@ -101,7 +101,16 @@ import Testing
         }
         #expect(planned[0].event.content.contains("no tool named `launch_rocket`"))
         #expect(planned[2].event.content.contains("`command`"))
-        #expect(planned[0].event.extras["thought"] == "hmm")
+        // OpenHands' ErrorObservation has error_id only; the call and the text are in the kept response.
+        #expect(planned[0].event.extras == ["error_id": .string(ResponseParser.badActionErrorID)])
+        let metadata = try #require(planned[1].event.toolCallMetadata)
+        #expect(metadata.arguments == "{not json" && !metadata.isFirstCall)
+        #expect(planned[0].event.toolCallMetadata?.isFirstCall == true)
+        #expect(metadata.responseText == "hmm")
+        guard case .array(let choices)? = metadata.modelResponse["choices"] else {
+            throw DeckhandError(.protocolViolation, "no choices")
+        }
+        #expect(choices.count == 1)
     }
 
     // MARK: History
@@ -140,7 +149,7 @@ import Testing
 
     @Test func everyCallIsAnsweredAndBadCallsAreShownWithTheirError() throws {
         let planned = ResponseParser.plan(
-            response(nil, [("c1", "nope", #"{"x":1}"#), ("c2", "finish", #"{"message":"bye"}"#)]),
+            response("Let me try.", [("c1", "nope", #"{"x":1}"#), ("c2", "finish", #"{"message":"bye"}"#)]),
             metrics: LLMMetrics()
         ).map(\.event)
         let events = stored([
@@ -153,6 +162,18 @@ import Testing
         #expect(messages[2].toolCalls[0].arguments == #"{"x":1}"#)
         #expect(messages[3].content?.hasPrefix("Error: There is no tool named `nope`") == true)
         #expect(messages[4].content == "The task was marked as finished.")
+        #expect(messages[2].content == "Let me try.", "the response's text, kept in the metadata")
+
+        // An event stored before responses were kept has the call and the text in its extras.
+        var legacy = planned[0]
+        legacy.toolCallMetadata?.modelResponse = ToolCallMetadata.emptyResponse
+        legacy.extras["arguments"] = #"{"y":2}"#
+        legacy.extras["thought"] = "Earlier."
+        let old = HistoryBuilder(observationMaxChars: 1000).messages(
+            from: stored([(Event.system("S", tools: []), nil), (Event.userMessage("go"), nil), (legacy, 1)])
+        )
+        #expect(old[2].toolCalls.first?.arguments == #"{"y":2}"#)
+        #expect(old[2].content == "Earlier.")
     }
 
     @Test func longObservationsAreCutInTheMiddle() {
