@@ -234,7 +234,7 @@ let package = Package(
             name: "UnitTests",
             dependencies: [
                 "DeckhandCore", "LLM", "Agent", "AMQP", "HTTPClient", "Postgres", "DeckhandStore", "SandboxServer",
-                "Messaging", "RuntimeBackends", "RuntimeManager", "ConversationWorker",
+                "Messaging", "RuntimeBackends", "RuntimeManager", "ConversationWorker", "Gateway",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),

@@ -182,7 +182,9 @@ public struct ConversationStore: Sendable {
         }
     }
 
-    public func create(_ new: NewConversation) async throws {
+    /// Inserts the conversation; false when one with its id exists already (nothing is changed).
+    @discardableResult
+    public func create(_ new: NewConversation) async throws -> Bool {
         func text(_ value: String?) -> PostgresValue { value.map(PostgresValue.text) ?? .null }
         var sealedKey: String?
         if let key = new.llmAPIKey {
@@ -194,11 +196,12 @@ public struct ConversationStore: Sendable {
             }
             sealedKey = try sealer.seal(key)
         }
-        try await postgres.execute(
+        let inserted = try await postgres.execute(
             """
             INSERT INTO conversations (id, user_id, title, llm_model, llm_base_url, llm_api_key, max_iterations,
                 max_budget_per_task, trigger, selected_repository, selected_branch, git_provider, runtime)
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+            ON CONFLICT (id) DO NOTHING
             """,
             [
                 .uuid(new.id), .uuid(new.userID), .text(new.title), text(new.llmModel), text(new.llmBaseURL),
@@ -207,6 +210,7 @@ public struct ConversationStore: Sendable {
                 text(new.runtime?.rawValue),
             ]
         )
+        return inserted == 1
     }
 
     /// The sandbox backend the conversation asked for, if any.

@@ -1,8 +1,10 @@
+import AMQP
 import ConversationWorker
 import DeckhandCore
 import HTTPTypes
 import Hummingbird
 import NIOCore
+import Postgres
 
 /// An error answered to an API client: an HTTP status, a stable `code` and a human `message`, as the JSON
 /// body `{"status":"error","code":…,"message":…}`. Every failure of a request ends as one of these
@@ -13,6 +15,8 @@ public struct APIError: Error, HTTPResponseError, Sendable, Equatable {
     public var message: String
     /// Sent as `Retry-After` (seconds) on a 503.
     public var retryAfter: Int?
+    /// Sent as `Allow` on a 405: the methods the route has.
+    public var allow: [String] = []
 
     public init(_ status: HTTPResponse.Status, _ code: String, _ message: String, retryAfter: Int? = nil) {
         self.status = status
@@ -29,6 +33,7 @@ public struct APIError: Error, HTTPResponseError, Sendable, Equatable {
     public var response: Response {
         var headers: HTTPFields = [.contentType: "application/json"]
         if let retryAfter { headers[.retryAfter] = String(retryAfter) }
+        if !allow.isEmpty { headers[.allow] = allow.joined(separator: ", ") }
         let body = JSONValue.apiError(code: code, message: message)
         return Response(
             status: status,
@@ -63,7 +68,7 @@ extension APIError {
             self = error
         case let error as DeckhandError:
             switch error.code {
-            case .unavailable:
+            case let code where Self.transient.contains(code):
                 self = APIError(
                     .serviceUnavailable,
                     "SERVICE$UNAVAILABLE",
@@ -95,6 +100,23 @@ extension APIError {
         default:
             self = .serverFault
         }
+    }
+
+    /// Failures of a dependency that pass by themselves: the client is told to retry (503 with
+    /// `Retry-After`), not that the server is broken.
+    static let transient: Set<DeckhandError.Code> = [
+        .unavailable, .postgresPoolTimeout, .postgresClosed, .amqpRefused, .amqpNacked, .amqpUnroutable, .amqpClosed,
+    ]
+
+    /// A 405 for a route that exists with other methods.
+    static func methodNotAllowed(_ method: String, allow: [String]) -> APIError {
+        var error = APIError(
+            .methodNotAllowed,
+            "ROUTE$METHOD_NOT_ALLOWED",
+            "\(method) is not a method of this route (it has \(allow.joined(separator: ", ")))"
+        )
+        error.allow = allow
+        return error
     }
 
     static let tooLarge = APIError(.contentTooLarge, "REQUEST$TOO_LARGE", "the request body is too large")

@@ -21,11 +21,20 @@ struct ConversationRoutes: Sendable {
     /// This gateway's stream clients of a conversation (`num_connections`).
     let connections: @Sendable (UUID) -> Int
 
-    static let createFields: Set<String> = [
+    static let createFields = Set([
         "initial_user_msg", "image_urls", "repository", "selected_branch", "git_provider",
         "conversation_instructions", "replay_json", "runtime", "llm_model", "max_iterations",
-        "max_budget_per_task",
-    ]
+        "max_budget_per_task", "conversation_id",
+    ]).union(ignoredCreateFields)
+
+    /// Fields of OpenHands' `InitSessionRequest` that Deckhand accepts and does not use: a suggested task or a
+    /// microagent to create (OpenHands builds the first message from them; send `initial_user_msg`
+    /// instead) and an MCP configuration (Deckhand's agent has no MCP tools).
+    static let ignoredCreateFields: Set<String> = ["suggested_task", "create_microagent", "mcp_config"]
+
+    /// What `POST …/start` may carry: OpenHands' `ProvidersSetModel` (which git providers' tokens to pass to
+    /// the sandbox; Deckhand passes none, so it is accepted and ignored).
+    static let startFields: Set<String> = ["providers_set"]
 
     func add(to router: Router<GatewayRequestContext>) {
         let api = router.group("api/conversations")
@@ -47,8 +56,29 @@ struct ConversationRoutes: Sendable {
     func create(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
         let user = try context.requirePrincipal().userID
         let body = try await JSONBody(request, limit: settings.maxBodyBytes, allowed: Self.createFields)
+        guard body.hasBody else {
+            throw APIError(
+                .unprocessableContent,
+                "REQUEST$BODY_REQUIRED",
+                "send the conversation as a JSON object (`{}` at least)"
+            )
+        }
+        for name in Self.ignoredCreateFields {
+            guard let value = body.raw(name) else { continue }
+            switch value {
+            case .object, .null: continue
+            default: throw APIError.invalidField("`\(name)` must be an object or null")
+            }
+        }
+        var conversationID = UUID()
+        if let chosen = try body.string("conversation_id", maxLength: 36) {
+            guard let parsed = UUID(apiString: chosen) else {
+                throw APIError.invalidField("`conversation_id` must be a UUID (32 hex digits, or with dashes)")
+            }
+            conversationID = parsed
+        }
         let start = ConversationStart(
-            conversationID: UUID(),
+            conversationID: conversationID,
             initialUserMessage: try body.string("initial_user_msg", maxLength: 500_000),
             imageURLs: try body.strings("image_urls"),
             replayJSON: try Self.replay(body),
@@ -80,7 +110,9 @@ struct ConversationRoutes: Sendable {
         new.runtime = granted.backend
         try bus.requireConnected()
         try await requireCapacity(user)
-        try await conversations.create(new)
+        guard try await conversations.create(new) else {
+            throw APIError(.conflict, "CONVERSATION$EXISTS", "a conversation with the id \(new.id.apiString) exists")
+        }
         store.owners.set(user, for: new.id)
         do {
             try await send(.start, start, user: user)
@@ -146,7 +178,11 @@ struct ConversationRoutes: Sendable {
     {
         let user = try context.requirePrincipal().userID
         let id = try Self.conversationID(context)
-        _ = try await JSONBody(request, limit: settings.maxBodyBytes, allowed: [])
+        _ = try await JSONBody(
+            request,
+            limit: settings.maxBodyBytes,
+            allowed: command == .start ? Self.startFields : []
+        )
         guard let info = try await store.info(id, user: user, connections: connections(id)) else {
             throw APIError.conversationNotFound
         }
@@ -156,9 +192,10 @@ struct ConversationRoutes: Sendable {
         } else {
             try await send(command, ConversationTarget(conversationID: id), user: user)
         }
+        // The status as it stands: the command was only queued, and no worker has acted on it yet.
         return json([
             "status": "ok", "conversation_id": .string(id.apiString),
-            "conversation_status": command == .stop ? "STOPPED" : info["status"] ?? .null,
+            "conversation_status": info["status"] ?? .null,
             "message": .string(command == .stop ? "the conversation is stopping" : "the conversation is starting"),
         ])
     }
@@ -347,9 +384,8 @@ struct ConversationRoutes: Sendable {
 
     static func conversationID(_ context: GatewayRequestContext) throws -> UUID {
         let text = context.parameters.get("id") ?? ""
-        guard let id = UUID(apiString: text) else {
-            throw APIError(.unprocessableContent, "REQUEST$INVALID_ID", "`\(text.prefix(80))` is not a conversation id")
-        }
+        // Not an id this API could have made: no such conversation, as for any unknown id.
+        guard let id = UUID(apiString: text) else { throw APIError.conversationNotFound }
         return id
     }
 

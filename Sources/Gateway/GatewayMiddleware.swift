@@ -66,7 +66,12 @@ struct GatewayMiddleware: RouterMiddleware {
             }
             return try await next(request, context)
         } catch {
-            let answer = APIError(error, retryAfter: retryAfter)
+            var answer = APIError(error, retryAfter: retryAfter)
+            if answer.code == "ROUTE$NOT_FOUND" {
+                // A route that exists with other methods: 405 and the methods it has.
+                let allow = OpenAPIDocument.methods(of: request.uri.path)
+                if !allow.isEmpty { answer = .methodNotAllowed(request.method.rawValue, allow: allow) }
+            }
             if answer.isServerFault {
                 context.logger.error(
                     "request failed",

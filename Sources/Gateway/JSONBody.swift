@@ -7,13 +7,17 @@ import NIOCore
 /// only the `allowed` fields (422, naming the unknown one), each read with its type checked (422, naming it).
 struct JSONBody {
     let fields: [String: JSONValue]
+    /// Whether the request had a body at all (an empty one reads as no fields).
+    let hasBody: Bool
 
     init(_ request: Request, limit: Int, allowed: Set<String>) async throws {
         let buffer = try await request.body.collect(upTo: limit)
         guard buffer.readableBytes > 0 else {
             fields = [:]
+            hasBody = false
             return
         }
+        hasBody = true
         // A page of any site can POST text/plain without asking (no CORS preflight); only a JSON content type
         // proves the caller could set headers, which a foreign page cannot without the gateway's consent.
         guard Self.isJSON(request.headers[.contentType]) else {

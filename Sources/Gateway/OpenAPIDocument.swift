@@ -140,8 +140,15 @@ enum OpenAPIDocument {
                 "runtime": enumeration(RuntimeSettings.Backend.allCases.map(\.rawValue)),
                 "llm_model": string, "max_iterations": ["type": "integer", "minimum": 1, "maximum": 100_000],
                 "max_budget_per_task": ["type": "number", "minimum": 0],
+                "conversation_id": [
+                    "type": "string", "format": "uuid",
+                    "description": "The new conversation's id (32 hex digits or a dashed UUID); 409 if it exists.",
+                ],
+                "suggested_task": ["type": ["object", "null"], "description": "Accepted (OpenHands) and ignored."],
+                "create_microagent": ["type": ["object", "null"], "description": "Accepted (OpenHands) and ignored."],
+                "mcp_config": ["type": ["object", "null"], "description": "Accepted (OpenHands) and ignored."],
             ],
-            description: "Every field is optional; an unknown field is a 422."
+            description: "Every field is optional, but a body is required (`{}` at least); an unknown field is a 422."
         ),
         "ConversationCreated": object(
             [
@@ -210,6 +217,23 @@ enum OpenAPIDocument {
 
     static let workspaceErrors = ["401", "404", "409", "422", "502", "503", "504"]
 
+    /// The methods (upper case, sorted) the document gives the path `path` matches (`{name}` matches one
+    /// segment); empty when it matches none.
+    static func methods(of path: String) -> [String] {
+        let segments = path.split(separator: "/", omittingEmptySubsequences: false)
+        for (template, item) in paths {
+            let parts = template.split(separator: "/", omittingEmptySubsequences: false)
+            guard parts.count == segments.count,
+                zip(parts, segments).allSatisfy({ part, segment in
+                    part == segment || (part.hasPrefix("{") && part.hasSuffix("}") && !segment.isEmpty)
+                }),
+                case .object(let operations) = item
+            else { continue }
+            return operations.keys.map { $0.uppercased() }.sorted()
+        }
+        return []
+    }
+
     static let paths: [String: JSONValue] = [
         "/api/conversations": [
             "post": operation(
@@ -217,7 +241,7 @@ enum OpenAPIDocument {
                 id: "createConversation",
                 ok: ref("ConversationCreated"),
                 body: ref("NewConversation"),
-                errors: ["400", "401", "413", "422", "429", "503"]
+                errors: ["400", "401", "409", "413", "422", "429", "503"]
             ),
             "get": operation(
                 "List the caller's conversations, newest first",
@@ -257,7 +281,10 @@ enum OpenAPIDocument {
                 "Start (or wake) the conversation; idempotent",
                 id: "startConversation",
                 ok: ref("ConversationResponse"),
-                body: object([:]),
+                body: object(
+                    ["providers_set": ["type": ["array", "null"], "items": string]],
+                    description: "OpenHands' ProvidersSetModel: accepted and ignored (no git tokens reach a sandbox)."
+                ),
                 parameters: [conversationID],
                 errors: ["400", "401", "404", "413", "422", "429", "503"]
             )

@@ -368,7 +368,14 @@ import Testing
                         #"{"initial_user_msg":""# + String(repeating: "a", count: 4096) + "\"}", 413,
                         "REQUEST$TOO_LARGE", nil
                     ),
-                    ("GET", "/api/conversations/12345", nil, 422, "REQUEST$INVALID_ID", nil),
+                    // Not an id this API makes: no such conversation, like any unknown id.
+                    ("GET", "/api/conversations/12345", nil, 404, "CONVERSATION$NOT_FOUND", nil),
+                    ("POST", "/api/conversations", nil, 422, "REQUEST$BODY_REQUIRED", nil),
+                    (
+                        "POST", "/api/conversations", #"{"conversation_id":"xyz"}"#, 422, "REQUEST$INVALID_FIELD",
+                        "conversation_id"
+                    ),
+                    ("POST", "/api/conversations", #"{"mcp_config":[1]}"#, 422, "REQUEST$INVALID_FIELD", "mcp_config"),
                     ("GET", "/api/conversations/\(UUID())", nil, 404, "CONVERSATION$NOT_FOUND", nil),
                     (
                         "GET", "/api/conversations/\(UUID().uuidString.replacingOccurrences(of: "-", with: ""))", nil,
@@ -378,6 +385,10 @@ import Testing
                     ("GET", "/api/conversations?limit=101", nil, 422, "REQUEST$INVALID_FIELD", "limit"),
                     ("GET", "/api/conversations?page_id=bogus", nil, 422, "REQUEST$INVALID_FIELD", "page_id"),
                     ("GET", "/api/nothing-here", nil, 404, "ROUTE$NOT_FOUND", nil),
+                    // A route that exists with other methods: 405, naming them (and in `Allow`).
+                    ("PUT", "/api/conversations", "{}", 405, "ROUTE$METHOD_NOT_ALLOWED", "GET, POST"),
+                    ("TRACE", "/health", nil, 405, "ROUTE$METHOD_NOT_ALLOWED", "GET"),
+                    ("DELETE", "/api/conversations/\(UUID())/start", nil, 405, "ROUTE$METHOD_NOT_ALLOWED", "POST"),
                 ]
                 for (method, path, body, status, code, mention) in cases {
                     let response = try await gateway.request(method, path, body: body)
@@ -389,6 +400,7 @@ import Testing
                     if let mention {
                         #expect(error["message"]?.stringValue?.contains(mention) == true, "\(response.text)")
                     }
+                    if status == 405 { #expect(response.headers["allow"] == mention, "\(path)") }
                 }
                 let id = try await gateway.createConversation("ok")
                 for (path, mention) in [
@@ -408,6 +420,44 @@ import Testing
                 // Only the one good request created a conversation.
                 let listed = try await gateway.json(.get, "/api/conversations")
                 #expect(listed["results"].map { if case .array(let items) = $0 { items.count } else { -1 } } == 1)
+            }
+        }
+    }
+
+    /// What OpenHands' clients send is accepted: its frontend's `providers_set` on start, and every field of
+    /// its `InitSessionRequest` (the conversation's id chosen by the caller; the rest accepted and ignored).
+    @Test func openHandsRequestFieldsAreAccepted() async throws {
+        try await TestConversations.with { bed in
+            // No conversation worker: nothing acts on the commands, so answers show the state as it stands.
+            try await bed.withGateway { gateway in
+                let chosen = UUID()
+                let body: JSONValue = [
+                    "conversation_id": .string(chosen.uuidString.lowercased().replacingOccurrences(of: "-", with: "")),
+                    "initial_user_msg": "Fix the tests.",
+                    "suggested_task": [
+                        "git_provider": "github", "task_type": "FAILING_CHECKS", "repo": "a/b", "issue_number": 1,
+                        "title": "CI",
+                    ],
+                    "create_microagent": nil, "mcp_config": ["sse_servers": [], "stdio_servers": []],
+                ]
+                let created = try await gateway.json(.post, "/api/conversations", body: body)
+                #expect(created["conversation_id"]?.stringValue.flatMap(UUID.init(uuidString:)) == chosen)
+                let again = try await gateway.request(.post, "/api/conversations", body: body.serialized)
+                #expect(again.status == 409, "\(again.text)")
+                #expect((try? JSONValue(parsing: again.body))?["code"] == "CONVERSATION$EXISTS")
+
+                let id = try #require(created["conversation_id"]?.stringValue)
+                let started = try await gateway.json(
+                    .post,
+                    "/api/conversations/\(id)/start",
+                    body: ["providers_set": ["github"]]
+                )
+                #expect(started["status"] == "ok")
+                // Stop answers the status as it stands: the stop is queued, no worker has acted on it.
+                let stopped = try await gateway.json(.post, "/api/conversations/\(id)/stop", body: [:])
+                #expect(stopped["conversation_status"] == "STARTING", "\(stopped)")
+                let unknown = try await gateway.request(.post, "/api/conversations/\(id)/start", body: #"{"x": 1}"#)
+                #expect(unknown.status == 422, "unknown fields are still refused: \(unknown.text)")
             }
         }
     }
