@@ -229,6 +229,16 @@ struct StepRun: Sendable {
             apiKey: conversationKey ?? worker.configuration.llm.apiKey,
             model: record.llmModel ?? worker.configuration.llm.model
         )
+        if !record.hasReplay, endpoint.isUnconfigured {
+            // Without these the first call would go to api.openai.com with no key, and be retried for minutes.
+            try await endWithError(
+                "No model is configured: set llm.base_url, llm.api_key and llm.model (DECKHAND_LLM_BASE_URL, "
+                    + "DECKHAND_LLM_API_KEY, DECKHAND_LLM_MODEL), or create the conversation with replay_json.",
+                runtimeStatus: .errorLLMAuthentication,
+                masker: masker
+            )
+            return nil
+        }
         let history = HistoryBuilder(observationMaxChars: agent.observationMaxChars)
         var messages = history.messages(from: events)
         if !record.hasReplay,

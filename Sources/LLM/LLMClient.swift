@@ -19,6 +19,12 @@ public struct LLMEndpoint: Sendable, Equatable {
     public init(settings: LLMSettings) {
         self.init(baseURL: settings.baseURL, apiKey: settings.apiKey, model: settings.model)
     }
+
+    /// Whether nobody configured a model: the default provider (which demands a key) and no key. A server
+    /// of the operator's own (`llm.base_url`) may need none.
+    public var isUnconfigured: Bool {
+        (apiKey ?? "").isEmpty && baseURL == LLMSettings().baseURL
+    }
 }
 
 /// One successful completion and what it took.

@@ -253,6 +253,20 @@ func eventually(_ condition: () async throws -> Bool) async throws {
         }
     }
 
+    /// With no model configured (the default provider and no key), a conversation that needs the model ends at
+    /// once saying which settings to give, instead of retrying api.openai.com for minutes.
+    @Test func noModelConfiguredEndsAtOnceSayingWhatToSet() async throws {
+        try await TestConversations.with { bed in
+            try await running(try bed.makeRuntimeWorker(), bed.makeWorker(llm: LLMSettings())) {
+                let id = try await bed.start(script: FakeLLM.Script(steps: [.finish("never")]))
+                let ended = try await bed.waitFor(id, [.error, .finished])
+                #expect(ended.agentState == .error)
+                #expect(ended.runtimeStatus == RuntimeStatus.errorLLMAuthentication.rawValue)
+                #expect(ended.lastError?.contains("llm.api_key") == true, "\(ended.lastError ?? "")")
+            }
+        }
+    }
+
     @Test func aMessageDuringAStepIsReadByTheNextStepAndStartsNoSecondChain() async throws {
         try await TestConversations.with { bed in
             // The first answer is slow and asks the user a question; the user speaks while it is being written.
