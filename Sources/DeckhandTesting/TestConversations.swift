@@ -241,18 +241,23 @@ public final class TestConversations: Sendable {
         _ states: Set<AgentState>,
         timeout: Duration = .seconds(60)
     ) async throws -> ConversationRecord {
-        let deadline = ContinuousClock.now + timeout
-        var last: ConversationRecord?
-        while ContinuousClock.now < deadline {
-            last = try await store.conversation(conversation)
-            if let last, states.contains(last.agentState) { return last }
-            try await Task.sleep(for: .milliseconds(25))
+        let describe: () async -> String = {
+            let last = try? await self.store.conversation(conversation)
+            let kinds = (try? await self.events(conversation).map(\.typeName).joined(separator: ",")) ?? "?"
+            let state = last?.agentState.rawValue ?? "missing"
+            return "it is \(state); events: \(kinds); last error: \(last?.lastError ?? "-")"
         }
-        let kinds = (try? await events(conversation).map(\.typeName).joined(separator: ",")) ?? "?"
-        throw DeckhandError(
-            .timeout,
-            "conversation \(conversation) is \(last?.agentState.rawValue ?? "missing"), not \(states.map(\.rawValue)), after \(timeout); events: \(kinds); last error: \(last?.lastError ?? "-")"
-        )
+        return try await eventuallyValue(
+            "conversation \(conversation) in \(states.map(\.rawValue).sorted())",
+            timeout: timeout,
+            interval: .milliseconds(25),
+            describe: describe
+        ) {
+            guard let record = try await store.conversation(conversation), states.contains(record.agentState) else {
+                return nil
+            }
+            return record
+        }
     }
 
     /// The stored events of a conversation.

@@ -345,18 +345,13 @@ public final class TestRuntime: Sendable {
         return content
     }
 
-    /// Polls `condition` every 20 ms until it holds; fails after `timeout` with `what`.
+    /// Polls `condition` every 20 ms until it holds; fails after `timeout` with `what` (``eventually``).
     public func eventually(
         _ what: String,
         timeout: Duration = .seconds(30),
         _ condition: () async throws -> Bool
     ) async throws {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            if try await condition() { return }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        throw DeckhandError(.timeout, "\(what) did not happen within \(timeout)")
+        try await DeckhandTesting.eventually(what, timeout: timeout, condition)
     }
 }
 

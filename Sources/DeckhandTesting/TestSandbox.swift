@@ -98,11 +98,8 @@ public enum TestSandbox {
     }
 
     private static func waitUntilAlive(_ server: Server) async throws {
-        let deadline = ContinuousClock.now + .seconds(10)
-        while ContinuousClock.now < deadline {
-            if let response = try? await server.request(.get, "/alive"), response.text.contains("\"ok\"") { return }
-            try await Task.sleep(for: .milliseconds(5))
+        try await eventually("the sandbox server answering /alive", timeout: .seconds(10), interval: .milliseconds(5)) {
+            (try? await server.request(.get, "/alive"))?.text.contains("\"ok\"") == true
         }
-        throw DeckhandError(.timeout, "the sandbox server did not become ready within 10 s")
     }
 }

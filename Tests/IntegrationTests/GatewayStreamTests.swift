@@ -203,14 +203,12 @@ import Testing
     }
 
     static func waitForConnections(_ gateway: TestGateway, _ id: String, _ count: Int) async throws {
-        let deadline = ContinuousClock.now + .seconds(30)
-        var last: JSONValue? = nil
-        while ContinuousClock.now < deadline {
-            last = try await gateway.json(.get, "/api/conversations/\(id)")["num_connections"]
-            if last?.intValue == count { return }
-            try await Task.sleep(for: .milliseconds(50))
+        let describe: () async -> String = {
+            "\((try? await gateway.json(.get, "/api/conversations/\(id)"))?["num_connections"] ?? .null)"
         }
-        Issue.record("num_connections stayed \(last ?? .null), expected \(count)")
+        try await eventually("num_connections of \(id) at \(count)", interval: .milliseconds(50), describe: describe) {
+            try await gateway.json(.get, "/api/conversations/\(id)")["num_connections"]?.intValue == count
+        }
     }
 
     @Test func aBrokerOutageAnswers503AndLosesNoAcceptedCommand() async throws {

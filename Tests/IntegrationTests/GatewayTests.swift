@@ -16,14 +16,19 @@ import Testing
         _ states: Set<String>,
         timeout: Duration = .seconds(60)
     ) async throws -> JSONValue {
-        let deadline = ContinuousClock.now + timeout
-        var info: JSONValue = .null
-        while ContinuousClock.now < deadline {
-            info = try await gateway.json(.get, "/api/conversations/\(id)")
-            if let state = info["agent_state"]?.stringValue, states.contains(state) { return info }
-            try await Task.sleep(for: .milliseconds(25))
+        let describe: () async -> String = {
+            "\((try? await gateway.json(.get, "/api/conversations/\(id)"))?["agent_state"] ?? .null)"
         }
-        throw DeckhandError(.timeout, "conversation \(id) is \(info["agent_state"] ?? .null), not \(states)")
+        return try await eventuallyValue(
+            "conversation \(id) in \(states.sorted())",
+            timeout: timeout,
+            interval: .milliseconds(25),
+            describe: describe
+        ) {
+            let info = try await gateway.json(.get, "/api/conversations/\(id)")
+            guard let state = info["agent_state"]?.stringValue, states.contains(state) else { return nil }
+            return info
+        }
     }
 
     static func ids(_ events: JSONValue?) -> [Int] {

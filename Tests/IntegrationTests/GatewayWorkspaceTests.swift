@@ -106,7 +106,11 @@ import Testing
                 #expect(try JSONValue(parsing: timedOut.body)["code"] == "WORKSPACE$TIMEOUT")
                 #expect(ContinuousClock.now - started < .seconds(5))
                 try await running(try bed.makeRuntimeWorker()) {
-                    let conflict = try await gateway.request(.get, "/api/conversations/\(id)/list-files")
+                    // Once the worker consumes (until then the request times out as before).
+                    let conflict = try await eventuallyValue("a runtime worker's answer") {
+                        let answer = try await gateway.request(.get, "/api/conversations/\(id)/list-files")
+                        return answer.status == 504 ? nil : answer
+                    }
                     #expect(conflict.status == 409, "\(conflict.text)")
                     #expect(try JSONValue(parsing: conflict.body)["code"] == "SANDBOX$NOT_RUNNING")
                 }
