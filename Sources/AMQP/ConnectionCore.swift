@@ -215,7 +215,7 @@ final class ConnectionCore {
     private func reconnect() {
         do {
             try establish()
-            logger.info("AMQP connection re-established", metadata: ["amqp.generation": "\(generation)"])
+            logger.info("AMQP connection re-established", metadata: [LogKey.amqpGeneration.rawValue: "\(generation)"])
         } catch {
             teardown()
             shared.status.withLock { $0.lastError = error.message }

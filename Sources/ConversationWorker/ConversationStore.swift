@@ -97,7 +97,7 @@ public struct ConversationStore: Sendable {
             event.id = nil
             return event
         }
-        let condition = onlyAt == nil ? "" : " AND step_seq = $5 AND agent_state = 'running'"
+        let condition = onlyAt == nil ? "" : " AND step_seq = $5 AND agent_state = $6"
         let rows = try connection.query(
             """
             WITH c AS (
@@ -114,7 +114,7 @@ public struct ConversationStore: Sendable {
             [
                 .uuid(conversation), .jsonb(JSONValue.array(masked.map(\.json)).serialized), .int(Int64(events.count)),
                 step.map { .int(Int64($0)) } ?? .null,
-            ] + (onlyAt.map { [.int(Int64($0))] } ?? [])
+            ] + (onlyAt.map { [.int(Int64($0)), .text(AgentState.running.rawValue)] } ?? [])
         )
         guard let first = try rows.map({ try $0.decode(Int.self, "id") }).min() else { return nil }
         return masked.enumerated().map { offset, event in

@@ -16,24 +16,20 @@ struct CommandOutcome: Sendable {
 }
 
 extension ConversationWorker {
-    /// SQL list of the states from which a user message starts a chain.
-    static let idleStates = "(" + AgentState.idle.map { "'\($0.rawValue)'" }.joined(separator: ", ") + ")"
-
-    /// Moves an idle or paused agent to `running` with the next step number; returns that step (nil when
-    /// a chain runs already, or the agent is not in one of `from`).
-    static func startChain(
-        _ connection: PostgresConnection,
-        _ id: UUID,
-        from states: String = idleStates
-    ) throws -> Int? {
+    /// Moves an agent in one of `states` to `running` with the next step number; returns that step (nil when
+    /// the agent is in none of them: a chain runs already, or the command does not apply).
+    static func startChain(_ connection: PostgresConnection, _ id: UUID, from states: [AgentState]) throws -> Int? {
         try connection.query(
             """
-            UPDATE conversations SET agent_state = 'running', step_seq = step_seq + 1, resume_on_ready = false,
-                status = 'RUNNING', last_error = NULL, updated_at = now()
-            WHERE id = $1 AND agent_state IN \(states)
+            UPDATE conversations SET agent_state = $3, step_seq = step_seq + 1, resume_on_ready = false,
+                status = $4, last_error = NULL, updated_at = now()
+            WHERE id = $1 AND agent_state = ANY($2::text[])
             RETURNING step_seq
             """,
-            [.uuid(id)]
+            [
+                .uuid(id), .text(AgentStateMachine.sqlArray(states)), .text(AgentState.running.rawValue),
+                .text(ConversationStatus.running.rawValue),
+            ]
         ).first?.decode(Int.self, "step_seq")
     }
 
@@ -41,7 +37,7 @@ extension ConversationWorker {
     static func startChainRecorded(
         _ connection: PostgresConnection,
         _ id: UUID,
-        from states: String,
+        from states: [AgentState],
         masker: SecretMasker
     ) throws -> CommandOutcome? {
         guard let step = try startChain(connection, id, from: states) else { return nil }
@@ -97,23 +93,16 @@ extension ConversationWorker {
                 )
             }
             var outcome = CommandOutcome()
-            if record.agentState == .running {
+            guard let transition = AgentStateMachine.apply(.start, in: record.agentState) else {
                 // A chain runs: it asks for the sandbox itself when it needs one.
                 outcome.events = try ConversationStore.append(connection, id, events, step: nil, masker: masker)
                 return outcome
             }
             let pendingTask = (opening && !(command.initialUserMessage ?? "").isEmpty) || record.resumeOnReady
-            if opening || record.agentState != .loading { events.append(.stateChanged(.loading)) }
-            try connection.execute(
-                """
-                UPDATE conversations SET agent_state = 'loading', status = 'STARTING', runtime_status = $2,
-                    resume_on_ready = $3, updated_at = now()
-                WHERE id = $1
-                """,
-                [.uuid(id), .text(RuntimeStatus.startingRuntime.rawValue), .bool(pendingTask)]
-            )
+            if opening || record.agentState != transition.to { events.append(.stateChanged(transition.to)) }
+            try Self.moveToLoading(connection, id, resumeOnReady: pendingTask)
             outcome.events = try ConversationStore.append(connection, id, events, step: nil, masker: masker)
-            outcome.wantsSandbox = true
+            outcome.wantsSandbox = transition.effects.contains(.requestSandbox)
             return outcome
         }
         guard let outcome else {
@@ -140,25 +129,24 @@ extension ConversationWorker {
             }
             var events: [Event] = [.userMessage(command.content, imageURLs: command.imageURLs ?? [])]
             var outcome = CommandOutcome()
-            switch record.agentState {
-            case .loading:
-                try connection.execute("UPDATE conversations SET resume_on_ready = true WHERE id = $1", [.uuid(id)])
-            case .stopped:
-                events.append(.stateChanged(.loading))
-                try connection.execute(
-                    """
-                    UPDATE conversations SET agent_state = 'loading', status = 'STARTING', runtime_status = $2,
-                        resume_on_ready = true, updated_at = now()
-                    WHERE id = $1
-                    """,
-                    [.uuid(id), .text(RuntimeStatus.startingRuntime.rawValue)]
-                )
-                outcome.wantsSandbox = true
-            default:
-                if let step = try Self.startChain(connection, id) {
-                    events.append(.stateChanged(.running))
-                    outcome.startedStep = step
+            // Without a transition the message is only stored: a running chain reads it at its next step, a
+            // paused agent when it resumes.
+            if let transition = AgentStateMachine.apply(.message, in: record.agentState) {
+                if transition.effects.contains(.startChain) {
+                    if let step = try Self.startChain(connection, id, from: [record.agentState]) {
+                        events.append(.stateChanged(transition.to))
+                        outcome.startedStep = step
+                    }
+                } else if transition.to != record.agentState {
+                    events.append(.stateChanged(transition.to))
+                    try Self.moveToLoading(connection, id, resumeOnReady: true)
+                } else {
+                    try connection.execute(
+                        "UPDATE conversations SET resume_on_ready = true WHERE id = $1",
+                        [.uuid(id)]
+                    )
                 }
+                outcome.wantsSandbox = transition.effects.contains(.requestSandbox)
             }
             outcome.events = try ConversationStore.append(connection, id, events, step: nil, masker: masker)
             return outcome
@@ -169,6 +157,22 @@ extension ConversationWorker {
             return
         }
         try await follow(outcome, conversation: id)
+    }
+
+    /// Moves the agent to `loading` (waiting for its sandbox); `resumeOnReady`: its task goes on once the
+    /// sandbox answers.
+    static func moveToLoading(_ connection: PostgresConnection, _ id: UUID, resumeOnReady: Bool) throws {
+        try connection.execute(
+            """
+            UPDATE conversations SET agent_state = $2, status = $3, runtime_status = $4, resume_on_ready = $5,
+                updated_at = now()
+            WHERE id = $1
+            """,
+            [
+                .uuid(id), .text(AgentState.loading.rawValue), .text(ConversationStatus.starting.rawValue),
+                .text(RuntimeStatus.startingRuntime.rawValue), .bool(resumeOnReady),
+            ]
+        )
     }
 
     // MARK: pause, resume, stop, delete
@@ -184,14 +188,16 @@ extension ConversationWorker {
         -> [Event]?
     {
         let masker = self.masker(for: nil)
-        let states = "(" + from.map { "'\($0.rawValue)'" }.joined(separator: ", ") + ")"
         return try await store.postgres.transaction { connection -> [Event]? in
             let changed = try connection.execute(
                 """
                 UPDATE conversations SET agent_state = $2, status = coalesce($3, status), updated_at = now()
-                WHERE id = $1 AND agent_state IN \(states)
+                WHERE id = $1 AND agent_state = ANY($4::text[])
                 """,
-                [.uuid(id), .text(state.rawValue), .optional(status.map { .text($0.rawValue) })]
+                [
+                    .uuid(id), .text(state.rawValue), .optional(status.map { .text($0.rawValue) }),
+                    .text(AgentStateMachine.sqlArray(from)),
+                ]
             )
             guard changed == 1 else { return nil }
             return try ConversationStore.append(connection, id, [.stateChanged(state)], step: nil, masker: masker)
@@ -200,11 +206,7 @@ extension ConversationWorker {
 
     /// The agent stops after the action in progress; its step chain ends there.
     func pause(_ id: UUID) async throws {
-        let events = try await transition(
-            id,
-            from: [.running, .loading, .awaitingUserInput, .finished, .rateLimited],
-            to: .paused
-        )
+        let events = try await transition(id, from: AgentStateMachine.sources(of: .pause), to: .paused)
         try await publish(events ?? [], conversation: id)
     }
 
@@ -212,7 +214,8 @@ extension ConversationWorker {
     func resume(_ id: UUID) async throws {
         let masker = self.masker(for: nil)
         let outcome = try await store.postgres.transaction { connection -> CommandOutcome in
-            try Self.startChainRecorded(connection, id, from: "('paused')", masker: masker) ?? CommandOutcome()
+            try Self.startChainRecorded(connection, id, from: AgentStateMachine.sources(of: .resume), masker: masker)
+                ?? CommandOutcome()
         }
         try await follow(outcome, conversation: id)
         try await ensureChainPublished(id)
@@ -220,8 +223,12 @@ extension ConversationWorker {
 
     /// The agent stops and the sandbox is stopped (its files kept); `start` or a message wakes both.
     func stop(_ id: UUID) async throws {
-        let all = AgentState.allCases.filter { $0 != .stopped }
-        let events = try await transition(id, from: all, to: .stopped, status: .stopped)
+        let events = try await transition(
+            id,
+            from: AgentStateMachine.sources(of: .stop),
+            to: .stopped,
+            status: .stopped
+        )
         try await publish(events ?? [], conversation: id)
         try await bus.send(RuntimeCommand.stop.rawValue, SandboxTarget(conversationID: id), to: topology.runtimeQueue)
     }
@@ -253,20 +260,21 @@ extension ConversationWorker {
                 """,
                 [.uuid(id), .uuid(ready.sandboxID), .text(RuntimeStatus.ready.rawValue)]
             )
-            guard record.agentState == .loading else { return outcome }
-            if record.resumeOnReady,
-                let started = try Self.startChainRecorded(connection, id, from: "('loading')", masker: masker)
+            let input = AgentStateMachine.Input.sandboxReady(pendingTask: record.resumeOnReady)
+            guard let transition = AgentStateMachine.apply(input, in: record.agentState) else { return outcome }
+            if transition.effects.contains(.startChain),
+                let started = try Self.startChainRecorded(connection, id, from: [record.agentState], masker: masker)
             {
                 outcome = started
-            } else {
+            } else if !transition.effects.contains(.startChain) {
                 try connection.execute(
-                    "UPDATE conversations SET agent_state = 'awaiting_user_input' WHERE id = $1",
-                    [.uuid(id)]
+                    "UPDATE conversations SET agent_state = $2 WHERE id = $1",
+                    [.uuid(id), .text(transition.to.rawValue)]
                 )
                 outcome.events = try ConversationStore.append(
                     connection,
                     id,
-                    [.stateChanged(.awaitingUserInput)],
+                    [.stateChanged(transition.to)],
                     step: nil,
                     masker: masker
                 )
@@ -294,11 +302,15 @@ extension ConversationWorker {
         let events = try await store.postgres.transaction { connection -> [Event] in
             let changed = try connection.execute(
                 """
-                UPDATE conversations SET agent_state = 'error', status = 'ERROR', runtime_status = $2, last_error = $3,
+                UPDATE conversations SET agent_state = $4, status = $5, runtime_status = $2, last_error = $3,
                     updated_at = now()
-                WHERE id = $1 AND agent_state IN ('loading', 'running')
+                WHERE id = $1 AND agent_state = ANY($6::text[])
                 """,
-                [.uuid(id), .text(RuntimeStatus.error.rawValue), .text(reason)]
+                [
+                    .uuid(id), .text(RuntimeStatus.error.rawValue), .text(reason), .text(AgentState.error.rawValue),
+                    .text(ConversationStatus.error.rawValue),
+                    .text(AgentStateMachine.sqlArray(AgentStateMachine.sources(of: .sandboxFailed))),
+                ]
             )
             guard changed == 1 else { return [] }
             return try ConversationStore.append(

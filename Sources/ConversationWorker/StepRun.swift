@@ -374,7 +374,7 @@ struct StepRun: Sendable {
             return nil
         }
         try await worker.publish(stored, conversation: id)
-        logger.info("condensed the history", metadata: ["deckhand.forgotten": "\(plan.startID)-\(plan.endID)"])
+        logger.info("condensed the history", metadata: [LogKey.forgotten.rawValue: "\(plan.startID)-\(plan.endID)"])
         return stored.first
     }
 
@@ -477,10 +477,10 @@ struct StepRun: Sendable {
                 guard let record = try ConversationStore.conversation(connection, id, lock: true),
                     record.stepSeq == number, record.agentState == .running
                 else { return nil }
-                var state: AgentState?
+                let end: AgentStateMachine.StepEnd
                 switch outcome {
                 case .proceed, .superseded:
-                    state = nil
+                    end = .proceed
                 case .finished, .awaitingUser:
                     let newer =
                         try connection.query(
@@ -490,12 +490,17 @@ struct StepRun: Sendable {
                             """,
                             [.uuid(id), .int(Int64(historyEnd))]
                         ).first?.decode(Bool.self, "newer") ?? false
-                    state = newer ? nil : (outcome == .finished ? .finished : .awaitingUserInput)
+                    end = newer ? .userMessagePending : (outcome == .finished ? .finished : .awaitingUser)
                 case .sandboxLost:
-                    state = .loading
+                    end = .sandboxLost
                 }
+                let transition =
+                    AgentStateMachine.apply(.stepEnded(end), in: record.agentState)
+                    ?? AgentStateMachine.Transition(.running, [.nextStep])
                 var result = CommandOutcome()
-                if let state {
+                if !transition.effects.contains(.nextStep) {
+                    let state = transition.to
+                    let resumeOnReady = transition.effects.contains(.resumeOnReady)
                     try connection.execute(
                         """
                         UPDATE conversations SET agent_state = $3, step_seq = $2 + 1, updated_at = now(),
@@ -503,7 +508,7 @@ struct StepRun: Sendable {
                         WHERE id = $1
                         """,
                         [
-                            .uuid(id), .int(Int64(number)), .text(state.rawValue), .bool(state == .loading),
+                            .uuid(id), .int(Int64(number)), .text(state.rawValue), .bool(resumeOnReady),
                             .text(RuntimeStatus.startingRuntime.rawValue),
                         ]
                     )
@@ -514,7 +519,7 @@ struct StepRun: Sendable {
                         step: number,
                         masker: masker
                     )
-                    result.wantsSandbox = state == .loading
+                    result.wantsSandbox = transition.effects.contains(.requestSandbox)
                 } else {
                     try connection.execute(
                         "UPDATE conversations SET step_seq = $2 + 1, updated_at = now() WHERE id = $1",
@@ -537,13 +542,14 @@ struct StepRun: Sendable {
             try connection.transaction { connection -> [Event] in
                 let changed = try connection.execute(
                     """
-                    UPDATE conversations SET agent_state = 'error', step_seq = $2 + 1, last_error = $3,
+                    UPDATE conversations SET agent_state = $5, step_seq = $2 + 1, last_error = $3,
                         runtime_status = coalesce($4, runtime_status), updated_at = now()
-                    WHERE id = $1 AND step_seq = $2 AND agent_state = 'running'
+                    WHERE id = $1 AND step_seq = $2 AND agent_state = ANY($6::text[])
                     """,
                     [
                         .uuid(id), .int(Int64(number)), .text(reason),
-                        .optional(runtimeStatus.map { .text($0.rawValue) }),
+                        .optional(runtimeStatus.map { .text($0.rawValue) }), .text(AgentState.error.rawValue),
+                        .text(AgentStateMachine.sqlArray(AgentStateMachine.sources(of: .stepFailed))),
                     ]
                 )
                 guard changed == 1 else { return [] }

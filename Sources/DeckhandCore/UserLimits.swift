@@ -71,7 +71,7 @@ public struct UserLimits: Sendable {
 
     /// A choice outside the operator's limits: `code` names the limit, `message` says what is allowed.
     public struct Refusal: Error, Sendable, Equatable {
-        public var code: String
+        public var code: DeckhandError.Code
         public var message: String
     }
 
@@ -93,7 +93,7 @@ public struct UserLimits: Sendable {
                     ? "none: the operator's default applies" : allowed.map(\.rawValue).joined(separator: ", ")
                 return .failure(
                     Refusal(
-                        code: "LIMIT$BACKEND",
+                        code: .limitBackend,
                         message: "`runtime` may name only the backends this deployment allows: \(names)"
                     )
                 )
@@ -103,7 +103,7 @@ public struct UserLimits: Sendable {
         if let model = request.model, model != defaultModel {
             guard userModels.contains("*") || userModels.contains(model) else {
                 let names = ([defaultModel] + userModels).joined(separator: ", ")
-                return .failure(Refusal(code: "LIMIT$MODEL", message: "`llm_model` may be one of: \(names)"))
+                return .failure(Refusal(code: .limitModel, message: "`llm_model` may be one of: \(names)"))
             }
             granted.model = model
         }
@@ -111,7 +111,7 @@ public struct UserLimits: Sendable {
             guard iterations <= maxIterations else {
                 return .failure(
                     Refusal(
-                        code: "LIMIT$MAX_ITERATIONS",
+                        code: .limitMaxIterations,
                         message: "`max_iterations` may be at most \(maxIterations) (agent.max_iterations)"
                     )
                 )
@@ -121,7 +121,7 @@ public struct UserLimits: Sendable {
         if let budget = request.maxBudget, maxBudget > 0, budget > maxBudget {
             return .failure(
                 Refusal(
-                    code: "LIMIT$MAX_BUDGET",
+                    code: .limitMaxBudget,
                     message: "`max_budget_per_task` may be at most \(maxBudget) USD (agent.max_budget)"
                 )
             )
@@ -129,7 +129,7 @@ public struct UserLimits: Sendable {
         granted.maxBudget = budget(conversation: request.maxBudget)
         let model = granted.model ?? defaultModel
         if granted.maxBudget != nil, price(of: model) == nil {
-            return .failure(Refusal(code: "LIMIT$UNPRICED_MODEL", message: Self.unpriced(model)))
+            return .failure(Refusal(code: .limitUnpricedModel, message: Self.unpriced(model)))
         }
         return .success(granted)
     }
@@ -176,12 +176,11 @@ public struct UserLimits: Sendable {
     /// starts, or a sandbox is asked for), a `resume` of a paused one. A new conversation is a `start` from
     /// no state.
     public static func wakes(_ command: ConversationCommand, from state: AgentState?) -> Bool {
-        guard mayWake(command) else { return false }
-        guard let state else { return command == .start }
         switch command {
-        case .start: return state != .loading && state != .running
-        case .message: return state == .stopped || AgentState.idle.contains(state)
-        default: return state == .paused
+        case .start: AgentStateMachine.wakes(.start, from: state)
+        case .message: AgentStateMachine.wakes(.message, from: state)
+        case .resume: AgentStateMachine.wakes(.resume, from: state)
+        default: false
         }
     }
 
@@ -190,14 +189,14 @@ public struct UserLimits: Sendable {
     public func capacityRefusal(_ usage: Usage, addsSandbox: Bool) -> Refusal? {
         if maxRunningConversations > 0, usage.running >= maxRunningConversations {
             return Refusal(
-                code: "LIMIT$RUNNING_CONVERSATIONS",
+                code: .limitRunningConversations,
                 message: "you have \(usage.running) conversations at work, the most this deployment allows "
                     + "(gateway.max_running_conversations): stop or finish one first"
             )
         }
         if addsSandbox, maxLiveSandboxes > 0, usage.sandboxes >= maxLiveSandboxes {
             return Refusal(
-                code: "LIMIT$LIVE_SANDBOXES",
+                code: .limitLiveSandboxes,
                 message: "your conversations hold \(usage.sandboxes) running sandboxes, the most this deployment "
                     + "allows (gateway.max_live_sandboxes): stop a conversation first"
             )
@@ -209,4 +208,21 @@ public struct UserLimits: Sendable {
     public static func unpriced(_ model: String) -> String {
         "the model \(model) has no price in llm.prices and there is no llm.default_price: its cost could not be counted against the budget"
     }
+}
+
+extension DeckhandError.Code {
+    /// A caller chose a backend outside `runtime.user_backends`.
+    public static let limitBackend: Self = "LIMIT$BACKEND"
+    /// A caller chose a model outside `llm.user_models`.
+    public static let limitModel: Self = "LIMIT$MODEL"
+    /// A caller asked for more iterations than `agent.max_iterations`.
+    public static let limitMaxIterations: Self = "LIMIT$MAX_ITERATIONS"
+    /// A caller asked for a budget above `agent.max_budget`.
+    public static let limitMaxBudget: Self = "LIMIT$MAX_BUDGET"
+    /// A model without a price where a budget applies.
+    public static let limitUnpricedModel: Self = "LIMIT$UNPRICED_MODEL"
+    /// The user has `gateway.max_running_conversations` at work.
+    public static let limitRunningConversations: Self = "LIMIT$RUNNING_CONVERSATIONS"
+    /// The user's conversations hold `gateway.max_live_sandboxes`.
+    public static let limitLiveSandboxes: Self = "LIMIT$LIVE_SANDBOXES"
 }

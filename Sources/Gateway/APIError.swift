@@ -11,14 +11,19 @@ import Postgres
 /// (``APIError/init(_:)`` maps the rest in one place); a message never carries a secret or an internal detail.
 public struct APIError: Error, HTTPResponseError, Sendable, Equatable {
     public var status: HTTPResponse.Status
-    public var code: String
+    public var code: DeckhandError.Code
     public var message: String
     /// Sent as `Retry-After` (seconds) on a 503.
     public var retryAfter: Int?
     /// Sent as `Allow` on a 405: the methods the route has.
     public var allow: [String] = []
 
-    public init(_ status: HTTPResponse.Status, _ code: String, _ message: String, retryAfter: Int? = nil) {
+    public init(
+        _ status: HTTPResponse.Status,
+        _ code: DeckhandError.Code,
+        _ message: String,
+        retryAfter: Int? = nil
+    ) {
         self.status = status
         self.code = code
         self.message = message
@@ -34,7 +39,7 @@ public struct APIError: Error, HTTPResponseError, Sendable, Equatable {
         var headers: HTTPFields = [.contentType: "application/json"]
         if let retryAfter { headers[.retryAfter] = String(retryAfter) }
         if !allow.isEmpty { headers[.allow] = allow.joined(separator: ", ") }
-        let body = JSONValue.apiError(code: code, message: message)
+        let body = JSONValue.apiError(code: code.rawValue, message: message)
         return Response(
             status: status,
             headers: headers,
@@ -44,16 +49,16 @@ public struct APIError: Error, HTTPResponseError, Sendable, Equatable {
 }
 
 extension APIError {
-    static func badRequest(_ message: String) -> APIError { APIError(.badRequest, "REQUEST$INVALID", message) }
+    static func badRequest(_ message: String) -> APIError { APIError(.badRequest, .requestInvalid, message) }
     static func invalidField(_ message: String) -> APIError {
-        APIError(.unprocessableContent, "REQUEST$INVALID_FIELD", message)
+        APIError(.unprocessableContent, .requestInvalidField, message)
     }
     static let unauthorized = APIError(
         .unauthorized,
-        "AUTH$UNAUTHORIZED",
+        .authUnauthorized,
         "missing or invalid API key: send Authorization: Bearer <key>"
     )
-    static let conversationNotFound = APIError(.notFound, "CONVERSATION$NOT_FOUND", "conversation not found")
+    static let conversationNotFound = APIError(.notFound, .conversationNotFound, "conversation not found")
 
     /// A choice outside the operator's limits (422, the limit's code).
     static func refused(_ refusal: UserLimits.Refusal) -> APIError {
@@ -71,12 +76,12 @@ extension APIError {
             case let code where Self.transient.contains(code):
                 self = APIError(
                     .serviceUnavailable,
-                    "SERVICE$UNAVAILABLE",
+                    .unavailable,
                     "a service Deckhand depends on is unreachable; retry shortly",
                     retryAfter: retryAfter
                 )
             case .timeout:
-                self = APIError(.gatewayTimeout, "SERVICE$TIMEOUT", "the request did not finish in time")
+                self = APIError(.gatewayTimeout, .timeout, "the request did not finish in time")
             case .conversationNotFound:
                 self = .conversationNotFound
             default:
@@ -89,11 +94,11 @@ extension APIError {
             case .contentTooLarge:
                 self = .tooLarge
             case .notFound:
-                self = APIError(.notFound, "ROUTE$NOT_FOUND", "no such route")
+                self = APIError(.notFound, .routeNotFound, "no such route")
             case .methodNotAllowed:
-                self = APIError(.methodNotAllowed, "ROUTE$METHOD_NOT_ALLOWED", "method not allowed on this route")
+                self = APIError(.methodNotAllowed, .routeMethodNotAllowed, "method not allowed on this route")
             case let status where status.code < 500:
-                self = APIError(status, "REQUEST$INVALID", error.body ?? status.reasonPhrase)
+                self = APIError(status, .requestInvalid, error.body ?? status.reasonPhrase)
             default:
                 self = .serverFault
             }
@@ -112,16 +117,37 @@ extension APIError {
     static func methodNotAllowed(_ method: String, allow: [String]) -> APIError {
         var error = APIError(
             .methodNotAllowed,
-            "ROUTE$METHOD_NOT_ALLOWED",
+            .routeMethodNotAllowed,
             "\(method) is not a method of this route (it has \(allow.joined(separator: ", ")))"
         )
         error.allow = allow
         return error
     }
 
-    static let tooLarge = APIError(.contentTooLarge, "REQUEST$TOO_LARGE", "the request body is too large")
-    static let serverFault = APIError(.internalServerError, "INTERNAL$ERROR", "internal error")
+    static let tooLarge = APIError(.contentTooLarge, .requestTooLarge, "the request body is too large")
+    static let serverFault = APIError(.internalServerError, .internalError, "internal error")
 
     /// Whether the server should log this error (it is not the client's fault).
     var isServerFault: Bool { status.code >= 500 && status != .serviceUnavailable }
+}
+
+/// The codes of the gateway's own answers (the others are the modules' `DeckhandError` codes).
+extension DeckhandError.Code {
+    static let requestInvalid: Self = "REQUEST$INVALID"
+    static let requestInvalidField: Self = "REQUEST$INVALID_FIELD"
+    static let requestBodyRequired: Self = "REQUEST$BODY_REQUIRED"
+    static let requestMalformedJSON: Self = "REQUEST$MALFORMED_JSON"
+    static let requestNotJSON: Self = "REQUEST$NOT_JSON"
+    static let requestNotMultipart: Self = "REQUEST$NOT_MULTIPART"
+    static let requestTooLarge: Self = "REQUEST$TOO_LARGE"
+    static let requestForbiddenOrigin: Self = "REQUEST$FORBIDDEN_ORIGIN"
+    static let routeNotFound: Self = "ROUTE$NOT_FOUND"
+    static let routeMethodNotAllowed: Self = "ROUTE$METHOD_NOT_ALLOWED"
+    static let authUnauthorized: Self = "AUTH$UNAUTHORIZED"
+    static let authTooManyFailures: Self = "AUTH$TOO_MANY_FAILURES"
+    static let streamTooSlow: Self = "STREAM$TOO_SLOW"
+    static let streamTooMany: Self = "STREAM$TOO_MANY"
+    static let workspaceTimeout: Self = "WORKSPACE$TIMEOUT"
+    static let conversationExists: Self = "CONVERSATION$EXISTS"
+    static let agentNoConfirmationPending: Self = "AGENT$NO_CONFIRMATION_PENDING"
 }

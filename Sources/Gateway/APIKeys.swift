@@ -211,7 +211,7 @@ public final class Authenticator: Sendable {
         if let left {
             throw APIError(
                 .tooManyRequests,
-                "AUTH$TOO_MANY_FAILURES",
+                .authTooManyFailures,
                 "too many wrong keys from this address: try again later",
                 retryAfter: max(1, Int(left.components.seconds) + 1)
             )

@@ -59,7 +59,7 @@ struct ConversationRoutes: Sendable {
         guard body.hasBody else {
             throw APIError(
                 .unprocessableContent,
-                "REQUEST$BODY_REQUIRED",
+                .requestBodyRequired,
                 "send the conversation as a JSON object (`{}` at least)"
             )
         }
@@ -111,7 +111,7 @@ struct ConversationRoutes: Sendable {
         try bus.requireConnected()
         try await requireCapacity(user)
         guard try await conversations.create(new) else {
-            throw APIError(.conflict, "CONVERSATION$EXISTS", "a conversation with the id \(new.id.apiString) exists")
+            throw APIError(.conflict, .conversationExists, "a conversation with the id \(new.id.apiString) exists")
         }
         store.owners.set(user, for: new.id)
         do {
@@ -271,7 +271,7 @@ struct ConversationRoutes: Sendable {
             case "user_confirmed", "user_rejected":
                 throw APIError(
                     .conflict,
-                    "AGENT$NO_CONFIRMATION_PENDING",
+                    .agentNoConfirmationPending,
                     "no action awaits confirmation: Deckhand does not run in confirmation mode"
                 )
             default:

@@ -131,11 +131,14 @@ struct EventStreams: Sendable {
                 } catch Ending.tooSlow {
                     subscription.close()
                     metrics.streamCut()
-                    let reason: JSONValue = ["code": "STREAM$TOO_SLOW", "message": .string(Self.tooSlowMessage)]
+                    let reason: JSONValue = [
+                        "code": .string(DeckhandError.Code.streamTooSlow.rawValue),
+                        "message": .string(Self.tooSlowMessage),
+                    ]
                     try await writer.write(ByteBuffer(string: "event: error\ndata: \(reason.serialized)\n\n"))
                     logger.notice(
                         "stream cut off: the client fell behind",
-                        metadata: ["deckhand.conversation.id": "\(id)"]
+                        metadata: [LogKey.conversationID.rawValue: "\(id)"]
                     )
                 }
                 try await writer.finish(nil)
@@ -205,7 +208,7 @@ struct EventStreams: Sendable {
                     } catch {
                         let answer = APIError(error, retryAfter: routes.settings.retryAfterSeconds)
                         let reply: JSONValue = [
-                            "type": "error", "code": .string(answer.code), "message": .string(answer.message),
+                            "type": "error", "code": .string(answer.code.rawValue), "message": .string(answer.message),
                         ]
                         try await outbound.write(.text(reply.serialized))
                     }
@@ -287,7 +290,7 @@ final class OpenStreams: Sendable {
 
     func requireRoom(for user: UUID) throws {
         guard limit > 0, counts.withLock({ $0[user] ?? 0 }) >= limit else { return }
-        throw APIError(.tooManyRequests, "STREAM$TOO_MANY", Self.refusal)
+        throw APIError(.tooManyRequests, .streamTooMany, Self.refusal)
     }
 
     func opened(by user: UUID) { counts.withLock { $0[user, default: 0] += 1 } }

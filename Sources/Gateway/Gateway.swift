@@ -88,7 +88,7 @@ public struct Gateway: Service {
             ),
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? settings.port
-                logger.info("gateway listening", metadata: ["http.address": "\(settings.host):\(port)"])
+                logger.info("gateway listening", metadata: [LogKey.httpAddress.rawValue: "\(settings.host):\(port)"])
                 await onRunning(port)
             },
             logger: logger

@@ -51,7 +51,7 @@ struct GatewayMiddleware: RouterMiddleware {
                 guard !Self.isForeignPage(origin, allowed: allowedOrigins) else {
                     throw APIError(
                         .forbidden,
-                        "REQUEST$FORBIDDEN_ORIGIN",
+                        .requestForbiddenOrigin,
                         "requests from web pages of \(origin) are not allowed (gateway.allowed_origins)"
                     )
                 }
@@ -67,7 +67,7 @@ struct GatewayMiddleware: RouterMiddleware {
             return try await next(request, context)
         } catch {
             var answer = APIError(error, retryAfter: retryAfter)
-            if answer.code == "ROUTE$NOT_FOUND" {
+            if answer.code == .routeNotFound {
                 // A route that exists with other methods: 405 and the methods it has.
                 let allow = OpenAPIDocument.methods(of: request.uri.path)
                 if !allow.isEmpty { answer = .methodNotAllowed(request.method.rawValue, allow: allow) }
@@ -75,7 +75,10 @@ struct GatewayMiddleware: RouterMiddleware {
             if answer.isServerFault {
                 context.logger.error(
                     "request failed",
-                    metadata: [LogKey.error.rawValue: "\(error)", "http.path": "\(request.uri.path)"]
+                    metadata: [
+                        LogKey.error.rawValue: "\(error)", LogKey.httpMethod.rawValue: "\(request.method.rawValue)",
+                        LogKey.httpPath.rawValue: "\(request.uri.path)",
+                    ]
                 )
             } else if answer.status == .serviceUnavailable {
                 context.logger.warning(

@@ -34,12 +34,14 @@ struct GatewayStore: Sendable {
     /// `user`'s conversations at work (loading or running) and live sandboxes (starting or running), as
     /// columns `running` and `sandboxes` of a select that binds the user as `$<parameter>`.
     static func usageColumns(user parameter: Int) -> String {
-        """
-        (SELECT count(*) FROM conversations
-         WHERE user_id = $\(parameter) AND agent_state IN ('loading', 'running')) AS running,
-        (SELECT count(*) FROM sandboxes s JOIN conversations o ON o.id = s.conversation_id
-         WHERE o.user_id = $\(parameter) AND s.status IN ('starting', 'running')) AS sandboxes
-        """
+        // Constants of the enum, not input: written into the statement.
+        let atWork = AgentStateMachine.atWork.map { "'\($0.rawValue)'" }.sorted().joined(separator: ", ")
+        return """
+            (SELECT count(*) FROM conversations
+             WHERE user_id = $\(parameter) AND agent_state IN (\(atWork))) AS running,
+            (SELECT count(*) FROM sandboxes s JOIN conversations o ON o.id = s.conversation_id
+             WHERE o.user_id = $\(parameter) AND s.status IN ('starting', 'running')) AS sandboxes
+            """
     }
 
     static func usage(_ row: PostgresRow) throws -> UserLimits.Usage {

@@ -23,7 +23,7 @@ struct JSONBody {
         guard Self.isJSON(request.headers[.contentType]) else {
             throw APIError(
                 .unsupportedMediaType,
-                "REQUEST$NOT_JSON",
+                .requestNotJSON,
                 "send the body as JSON with `Content-Type: application/json`"
             )
         }
@@ -31,7 +31,7 @@ struct JSONBody {
         do {
             value = try JSONValue(parsing: buffer.readableBytesView)
         } catch {
-            throw APIError(.badRequest, "REQUEST$MALFORMED_JSON", "the body is not valid JSON: \(error.message)")
+            throw APIError(.badRequest, .requestMalformedJSON, "the body is not valid JSON: \(error.message)")
         }
         guard case .object(let fields) = value else {
             throw APIError.invalidField("the body must be a JSON object")

@@ -248,7 +248,12 @@ enum OpenAPIDocument {
                 id: "listConversations",
                 ok: ref("ConversationPage"),
                 parameters: [
-                    parameter("page_id", in: "query", string, "The next_page_id of the previous page."),
+                    parameter(
+                        "page_id",
+                        in: "query",
+                        ["type": "string", "pattern": "^[A-Za-z0-9_-]+$"],
+                        "The next_page_id of the previous page (opaque; any other value is a 422)."
+                    ),
                     parameter("limit", in: "query", ["type": "integer", "minimum": 1, "maximum": 100], "Default 20."),
                 ],
                 errors: ["401", "422", "503"]
@@ -334,7 +339,12 @@ enum OpenAPIDocument {
             "get": operation(
                 "The conversation's events as Server-Sent Events: every event after Last-Event-ID (or latest_event_id), then live ones",
                 id: "streamEvents",
-                ok: string,
+                ok: [
+                    "type": "string",
+                    "description":
+                        "A text/event-stream. Each stored or live event is one message `id: <event id>`, `event: event`, `data: <the Event as JSON>`; a client that falls too far behind gets one `event: error` message whose data is an Error (code STREAM$TOO_SLOW) and the stream ends; comment lines (`: keep-alive`) keep idle connections open.",
+                    "x-deckhand-messages": ["event": ref("Event"), "error": ref("Error")],
+                ],
                 okType: "text/event-stream",
                 parameters: [
                     conversationID,

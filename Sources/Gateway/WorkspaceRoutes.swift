@@ -30,7 +30,7 @@ struct WorkspaceRoutes: Sendable {
             guard type.lowercased().hasPrefix("multipart/form-data") else {
                 throw APIError(
                     .unsupportedMediaType,
-                    "REQUEST$NOT_MULTIPART",
+                    .requestNotMultipart,
                     "upload files as multipart/form-data (parts named files)"
                 )
             }
@@ -90,7 +90,7 @@ struct WorkspaceRoutes: Sendable {
         } catch let error as DeckhandError where error.code == .timeout {
             throw APIError(
                 .gatewayTimeout,
-                "WORKSPACE$TIMEOUT",
+                .workspaceTimeout,
                 "no runtime worker answered within \(settings.filesTimeout)"
             )
         }

@@ -86,7 +86,7 @@ public struct LLMClient: Sendable {
                         LogKey.llmModel.rawValue: "\(endpoint.model)",
                         LogKey.llmAttempt.rawValue: "\(attempt)",
                         LogKey.error.rawValue: "\(failure)",
-                        "llm.retry_in": "\(delay)",
+                        LogKey.llmRetryIn.rawValue: "\(delay)",
                     ]
                 )
                 try await sleep(delay)

@@ -42,7 +42,7 @@ public struct DrainingConsumer: Sendable {
                 let graceful = (try? await gracefulShutdown()) != nil
                 state.draining.withLock { $0 = true }
                 if graceful {
-                    logger.info("draining", metadata: ["deckhand.in_flight": "\(state.inFlight.withLock { $0 })"])
+                    logger.info("draining", metadata: [LogKey.inFlight.rawValue: "\(state.inFlight.withLock { $0 })"])
                     let deadline = ContinuousClock.now + shutdownTimeout
                     while state.inFlight.withLock({ $0 }) > 0, ContinuousClock.now < deadline, !Task.isCancelled {
                         try? await Task.sleep(for: .milliseconds(20))

@@ -23,8 +23,8 @@ extension RuntimeWorker {
             logger.info(
                 "refilling the warm pool",
                 metadata: [
-                    "deckhand.pool": "\(target.backend.rawValue):\(target.image)",
-                    "deckhand.starting": "\(reserved.count)",
+                    LogKey.warmPool.rawValue: "\(target.backend.rawValue):\(target.image)",
+                    LogKey.warmStarting.rawValue: "\(reserved.count)",
                 ]
             )
             try await withThrowingTaskGroup(of: Void.self) { group in
@@ -153,7 +153,8 @@ extension RuntimeWorker {
                 logger.notice(
                     "removing a sandbox the database does not know",
                     metadata: [
-                        LogKey.sandboxID.rawValue: "\(orphan.sandboxID)", "deckhand.reference": "\(orphan.reference)",
+                        LogKey.sandboxID.rawValue: "\(orphan.sandboxID)",
+                        LogKey.sandboxReference.rawValue: "\(orphan.reference)",
                     ]
                 )
                 try? await backend.destroy(orphan.reference)

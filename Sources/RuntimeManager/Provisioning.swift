@@ -324,7 +324,7 @@ extension RuntimeWorker {
     func markLost(_ record: SandboxRecord, reason: String, logger: Logger) async throws {
         logger.warning(
             "sandbox lost",
-            metadata: [LogKey.sandboxID.rawValue: "\(record.id)", "deckhand.reason": "\(reason)"]
+            metadata: [LogKey.sandboxID.rawValue: "\(record.id)", LogKey.reason.rawValue: "\(reason)"]
         )
         try await store.setStatus(id: record.id, .lost, reason: reason)
         if let backend = backends[record.backend], let reference = record.reference {

@@ -105,7 +105,7 @@ public final class RuntimeWorker: Service, Sendable {
             "runtime worker consuming",
             metadata: [
                 LogKey.amqpQueue.rawValue: "\(topology.runtimeQueue)",
-                "deckhand.backends": "\(backends.keys.map(\.rawValue).sorted().joined(separator: ","))",
+                LogKey.backends.rawValue: "\(backends.keys.map(\.rawValue).sorted().joined(separator: ","))",
             ]
         )
         try await DrainingConsumer(

@@ -141,7 +141,7 @@ final class SandboxState: Service, Sendable {
             browser: Browser(client: http)
         )
         parts.withLock { $0 = Parts(executor: executor, http: http) }
-        logger.info("sandbox ready", metadata: ["sandbox.workspace": "\(configuration.workingDirectory)"])
+        logger.info("sandbox ready", metadata: [LogKey.workspace.rawValue: "\(configuration.workingDirectory)"])
         try? await gracefulShutdown()
         parts.withLock { $0 = nil }
         await shell.close()

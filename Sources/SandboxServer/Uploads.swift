@@ -60,7 +60,7 @@ enum Uploads {
                 status: .internalServerError
             )
         }
-        state.logger.debug("upload stored", metadata: ["sandbox.upload": "\(name) → \(destination)"])
+        state.logger.debug("upload stored", metadata: [LogKey.upload.rawValue: "\(name) → \(destination)"])
         return SandboxHTTP.json([
             "filename": .string(name), "destination": .string(destination), "recursive": .bool(recursive),
         ])
