@@ -13,19 +13,37 @@
 /// can never overwrite another that is still to be placed. Returns -1 (errno set) on failure.
 static int lift(int fd) { return fcntl(fd, F_DUPFD_CLOEXEC, 10); }
 
-int deckhand_spawn_process(const char *path, char *const argv[], char *const envp[], int stdin_fd, int stdout_fd,
-                           int stderr_fd, int lifeline_fd, pid_t *pid) {
-    int sources[4] = {stdin_fd, stdout_fd, stderr_fd, lifeline_fd};
-    int lifted[4] = {-1, -1, -1, -1};
-    int result = 0;
+/// Lifts each of the four descriptors that is not negative into `lifted` (-1 for the others). Returns 0, or
+/// -errno with what was lifted so far closed.
+static int lift_all(const int sources[4], int lifted[4]) {
+    for (int i = 0; i < 4; i++) lifted[i] = -1;
     for (int i = 0; i < 4; i++) {
         if (sources[i] < 0) continue;
         lifted[i] = lift(sources[i]);
         if (lifted[i] < 0) {
-            result = -errno;
-            goto done;
+            int error = -errno;
+            for (int j = 0; j < i; j++) {
+                if (lifted[j] >= 0) close(lifted[j]);
+                lifted[j] = -1;
+            }
+            return error;
         }
     }
+    return 0;
+}
+
+static void close_all(const int lifted[4]) {
+    for (int i = 0; i < 4; i++) {
+        if (lifted[i] >= 0) close(lifted[i]);
+    }
+}
+
+int deckhand_spawn_process(const char *path, char *const argv[], char *const envp[], int stdin_fd, int stdout_fd,
+                           int stderr_fd, int lifeline_fd, pid_t *pid) {
+    const int sources[4] = {stdin_fd, stdout_fd, stderr_fd, lifeline_fd};
+    int lifted[4];
+    int result = lift_all(sources, lifted);
+    if (result != 0) return result;
 
     // posix_spawn clones with CLONE_VM | CLONE_VFORK: no copy of this (large, many-threaded) process's page
     // tables, unlike fork, and the caller waits only until the child has exec'd.
@@ -33,14 +51,14 @@ int deckhand_spawn_process(const char *path, char *const argv[], char *const env
     posix_spawnattr_t attributes;
     int error = posix_spawn_file_actions_init(&actions);
     if (error != 0) {
-        result = -error;
-        goto done;
+        close_all(lifted);
+        return -error;
     }
     error = posix_spawnattr_init(&attributes);
     if (error != 0) {
         posix_spawn_file_actions_destroy(&actions);
-        result = -error;
-        goto done;
+        close_all(lifted);
+        return -error;
     }
     for (int target = 0; target < 4 && error == 0; target++) {
         if (lifted[target] >= 0) error = posix_spawn_file_actions_adddup2(&actions, lifted[target], target);
@@ -61,26 +79,16 @@ int deckhand_spawn_process(const char *path, char *const argv[], char *const env
     posix_spawn_file_actions_destroy(&actions);
     if (error != 0) result = -error;
 
-done:
-    for (int i = 0; i < 4; i++) {
-        if (lifted[i] >= 0) close(lifted[i]);
-    }
+    close_all(lifted);
     return result;
 }
 
 int deckhand_spawn_process_as(const char *path, char *const argv[], char *const envp[], int stdin_fd,
                               int stdout_fd, int stderr_fd, int lifeline_fd, uid_t uid, gid_t gid, pid_t *pid) {
-    int sources[4] = {stdin_fd, stdout_fd, stderr_fd, lifeline_fd};
-    int lifted[4] = {-1, -1, -1, -1};
-    int result = 0;
-    for (int i = 0; i < 4; i++) {
-        if (sources[i] < 0) continue;
-        lifted[i] = lift(sources[i]);
-        if (lifted[i] < 0) {
-            result = -errno;
-            goto done;
-        }
-    }
+    const int sources[4] = {stdin_fd, stdout_fd, stderr_fd, lifeline_fd};
+    int lifted[4];
+    int result = lift_all(sources, lifted);
+    if (result != 0) return result;
 
     // No signal handler of this process may run in the child while it shares this process's memory.
     sigset_t all, previous;
@@ -122,10 +130,7 @@ int deckhand_spawn_process_as(const char *path, char *const argv[], char *const 
         *pid = child;
     }
 
-done:
-    for (int i = 0; i < 4; i++) {
-        if (lifted[i] >= 0) close(lifted[i]);
-    }
+    close_all(lifted);
     return result;
 }
 
