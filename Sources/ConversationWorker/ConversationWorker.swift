@@ -31,7 +31,7 @@ public final class ConversationWorker: Service, Sendable {
             agent: AgentSettings = AgentSettings(),
             llm: LLMSettings = LLMSettings(),
             prefetch: Int = 32,
-            workerID: String = ConversationWorker.makeWorkerID(),
+            workerID: String = makeWorkerID(),
             maxAttempts: Int = 5,
             sandboxBackend: RuntimeSettings.Backend? = nil
         ) {
@@ -65,7 +65,7 @@ public final class ConversationWorker: Service, Sendable {
         self.bus = bus
         self.store = store
         var logger = logger
-        logger[metadataKey: "deckhand.worker"] = "\(configuration.workerID)"
+        logger[metadataKey: LogKey.worker.rawValue] = "\(configuration.workerID)"
         self.logger = logger
         self.llm = LLMClient(http: http, settings: configuration.llm, logger: logger)
         self.sandboxes = SandboxClient(http: http)
@@ -83,11 +83,6 @@ public final class ConversationWorker: Service, Sendable {
             )
         }
         return try sealer.open(stored)
-    }
-
-    /// `<host>-<pid>-<random>`.
-    public static func makeWorkerID() -> String {
-        "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)-\(UUID().uuidString.prefix(8).lowercased())"
     }
 
     var topology: Topology { bus.topology }

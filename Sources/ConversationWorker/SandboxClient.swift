@@ -2,6 +2,7 @@ import Agent
 import DeckhandCore
 import Foundation
 import HTTPClient
+import Messaging
 
 /// Sends actions to a sandbox's `/execute_action` (PROTOCOL.md §C) and reads back the observation.
 struct SandboxClient: Sendable {
@@ -24,6 +25,8 @@ struct SandboxClient: Sendable {
         let limit = action.timeout.map { Duration.milliseconds(Int64($0 * 1000)) } ?? defaultTimeout
         var headers: HTTPHeaders = ["Content-Type": "application/json"]
         if let key = sandbox.sessionAPIKey { headers.add(name: "X-Session-API-Key", value: key) }
+        // The step's trace goes on into the sandbox server's request.
+        if let trace = Traceparent.current { headers.add(name: "traceparent", value: Traceparent.child(of: trace)) }
         let request = HTTPRequest(
             method: .post,
             url: url + "/execute_action",

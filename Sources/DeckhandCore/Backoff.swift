@@ -1,27 +1,34 @@
-/// Exponential back-off with jitter: attempt n waits between half and all of `min(maximum, minimum × 2ⁿ)`.
-struct Backoff: Sendable {
-    let minimum: Duration
-    let maximum: Duration
-    private(set) var attempt = 0
+/// Exponential back-off with jitter, the one Deckhand waits by between tries (AMQP reconnects, model calls):
+/// retry n (counted from 0) waits between half and all of `min(maximum, minimum × 2ⁿ)`.
+public struct Backoff: Sendable, Equatable {
+    public let minimum: Duration
+    public let maximum: Duration
+    /// The retries counted by ``next(using:)`` since the last ``reset()``.
+    public private(set) var attempt = 0
 
-    init(minimum: Duration, maximum: Duration) {
+    public init(minimum: Duration, maximum: Duration) {
         self.minimum = minimum
         self.maximum = max(minimum, maximum)
     }
 
-    /// The delay before the next attempt; advances the attempt count.
-    mutating func next<G: RandomNumberGenerator>(using generator: inout G) -> Duration {
-        let exponent = min(attempt, 30)
-        attempt += 1
+    /// The wait before retry `retry` (0 for the first).
+    public func delay<G: RandomNumberGenerator>(retry: Int, using generator: inout G) -> Duration {
+        let exponent = min(max(retry, 0), 30)
         let ceiling = min(maximum, minimum * (1 << exponent))
-        let fraction = Double.random(in: 0.5...1.0, using: &generator)
-        return ceiling * fraction
+        return ceiling * Double.random(in: 0.5...1.0, using: &generator)
     }
 
-    mutating func next() -> Duration {
+    /// The wait before the next retry; counts it.
+    public mutating func next<G: RandomNumberGenerator>(using generator: inout G) -> Duration {
+        defer { attempt += 1 }
+        return delay(retry: attempt, using: &generator)
+    }
+
+    public mutating func next() -> Duration {
         var generator = SystemRandomNumberGenerator()
         return next(using: &generator)
     }
 
-    mutating func reset() { attempt = 0 }
+    /// Starts counting again (the last try succeeded).
+    public mutating func reset() { attempt = 0 }
 }

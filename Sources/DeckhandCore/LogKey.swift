@@ -4,6 +4,10 @@ public enum LogKey: String, Sendable, CaseIterable {
     case sandboxID = "deckhand.sandbox.id"
     case step = "deckhand.step"
     case component = "deckhand.component"
+    /// The worker's id (``makeWorkerID()`` in Messaging).
+    case worker = "deckhand.worker"
+    /// The W3C trace id of the request or command the line belongs to.
+    case traceID = "trace.id"
     case errorCode = "deckhand.error.code"
     case error = "deckhand.error"
     case amqpMessageID = "amqp.message.id"

@@ -299,6 +299,11 @@ public final class TestRuntime: Sendable {
 
     /// The next reply for `conversation` (waiting at most `timeout`); resumes as soon as it arrives.
     public func reply(for conversation: UUID, timeout: Duration = .seconds(60)) async throws -> Reply {
+        try Self.decode(try await replyDelivery(for: conversation, timeout: timeout))
+    }
+
+    /// ``reply(for:timeout:)`` as the message it came in, with its properties and headers.
+    public func replyDelivery(for conversation: UUID, timeout: Duration = .seconds(60)) async throws -> AMQPDelivery {
         let delivery = try await withThrowingTaskGroup(of: AMQPDelivery?.self) { group in
             group.addTask { await self.inbox.next(conversation) }
             group.addTask {
@@ -312,7 +317,7 @@ public final class TestRuntime: Sendable {
         guard let delivery else {
             throw DeckhandError(.timeout, "no sandbox_ready or sandbox_failed for \(conversation) within \(timeout)")
         }
-        return try Self.decode(delivery)
+        return delivery
     }
 
     /// Every reply received so far, per conversation.

@@ -2,6 +2,7 @@ import DeckhandCore
 import HTTPTypes
 import Hummingbird
 import Logging
+import Messaging
 
 /// The middleware in front of every route: authenticates the request, then answers every error as JSON
 /// (``APIError``), logging those that are the server's fault.
@@ -13,6 +14,8 @@ struct GatewayMiddleware: RouterMiddleware {
     let allowedOrigins: Set<String>
     let retryAfter: Int
     let metrics: GatewayMetrics
+
+    static let traceparentField = HTTPField.Name("traceparent")!
 
     /// Routes anyone may call: liveness, health, metrics and the API description.
     static let openPaths: Set<String> = ["/alive", "/health", "/metrics", "/openapi.json"]
@@ -64,7 +67,12 @@ struct GatewayMiddleware: RouterMiddleware {
                     from: context.clientAddress
                 )
             }
-            return try await next(request, context)
+            // The request's trace: the caller's continued with a span of ours (a malformed one is a new trace),
+            // or a new one. The commands it sends carry it on to the workers.
+            let trace = request.headers[Self.traceparentField].map(Traceparent.child(of:)) ?? Traceparent.make()
+            context.logger[metadataKey: LogKey.traceID.rawValue] = "\(Traceparent.traceID(of: trace) ?? "-")"
+            let traced = context
+            return try await Traceparent.$current.withValue(trace) { try await next(request, traced) }
         } catch {
             var answer = APIError(error, retryAfter: retryAfter)
             if answer.code == .routeNotFound {

@@ -23,18 +23,15 @@ public struct RetryPolicy: Sendable, Equatable {
         RetryPolicy(maxAttempts: maxAttempts, minBackoff: minBackoff, maxBackoff: maxBackoff)
     }
 
-    /// The wait before the attempt after `attempt` (1-based): `retryAfter` when the server gave one, else
-    /// half of `minBackoff·2^(attempt-1)` plus a random part of the other half; never more than `maxBackoff`.
+    /// The wait before the attempt after `attempt` (1-based): `retryAfter` when the server gave one (up to
+    /// `maxBackoff`), else Deckhand's ``Backoff`` between `minBackoff` and `maxBackoff`.
     public func delay(
         afterAttempt attempt: Int,
         retryAfter: Duration?,
         using random: inout some RandomNumberGenerator
     ) -> Duration {
         if let retryAfter { return min(max(retryAfter, .zero), maxBackoff) }
-        let exponent = Double(min(max(attempt - 1, 0), 30))
-        let base = min(minBackoff.seconds * pow(2, exponent), maxBackoff.seconds)
-        let jittered = base / 2 + Double.random(in: 0...(base / 2), using: &random)
-        return .milliseconds(Int64((jittered * 1000).rounded()))
+        return Backoff(minimum: minBackoff, maximum: maxBackoff).delay(retry: attempt - 1, using: &random)
     }
 
     public func delay(afterAttempt attempt: Int, retryAfter: Duration?) -> Duration {

@@ -16,6 +16,7 @@ public struct CommandBus: Sendable {
 
     /// Publishes command `type` with `payload` to `queue` through the commands exchange and returns once the
     /// broker confirmed it. Published `mandatory`: a queue that does not exist is an error, not a silent drop.
+    /// Its `traceparent` continues the trace of the work in progress (``Traceparent/current``), or starts one.
     public func send<Payload: Encodable>(
         _ type: String,
         _ payload: Payload,
@@ -24,7 +25,8 @@ public struct CommandBus: Sendable {
         userID: String? = nil,
         traceparent: String? = nil
     ) async throws {
-        var headers: AMQPTable = ["x-attempt": 1, "traceparent": .string(traceparent ?? Traceparent.make())]
+        let trace = traceparent ?? Traceparent.current.map(Traceparent.child(of:)) ?? Traceparent.make()
+        var headers: AMQPTable = ["x-attempt": 1, "traceparent": .string(trace)]
         if let userID { headers["x-user-id"] = .string(userID) }
         let message = try AMQPMessage(encoding: payload, type: type, messageID: messageID, headers: headers)
         try await connection.publish(message, exchange: topology.commandsExchange, routingKey: queue, mandatory: true)
@@ -73,8 +75,34 @@ extension AMQPDelivery {
     public var traceparent: String? { properties.headers["traceparent"]?.stringValue }
 }
 
-/// W3C trace-context `traceparent` values.
+/// W3C trace-context `traceparent` values, and the one of the work in progress: a request's (the gateway
+/// continues a caller's or starts one) or a command's (a worker's handler runs within its delivery's). Every
+/// command sent within that work continues its trace with a span of its own, so one trace id follows a
+/// request through the gateway, the conversation worker's steps, the runtime worker and the sandbox.
 public enum Traceparent {
+    /// The trace context of the work this task does.
+    @TaskLocal public static var current: String?
+
+    /// The trace id of `traceparent` (32 hex digits), or nil when it is not a W3C `traceparent`.
+    public static func traceID(of traceparent: String) -> String? {
+        let fields = traceparent.split(separator: "-", omittingEmptySubsequences: false)
+        guard fields.count == 4, fields[0].count == 2, fields[1].count == 32, fields[2].count == 16,
+            fields[3].count == 2, fields.allSatisfy({ $0.allSatisfy(\.isHexDigit) }),
+            fields[1] != Substring(repeating: "0", count: 32), fields[0] != "ff"
+        else { return nil }
+        return fields[1].lowercased()
+    }
+
+    /// A span of `parent`'s trace: its trace id and flags, a new span id; a new trace when `parent` is not a
+    /// `traceparent`.
+    public static func child(of parent: String) -> String {
+        guard let trace = traceID(of: parent) else { return make() }
+        let fresh = make()
+        let span = fresh.split(separator: "-")[2]
+        let flags = parent.split(separator: "-")[3].lowercased()
+        return "00-\(trace)-\(span)-\(flags)"
+    }
+
     /// A new trace: `00-<32 hex trace id>-<16 hex span id>-01`. Three draws from the system's generator
     /// (one `getrandom` each), not one per digit: the gateway makes one per command.
     public static func make() -> String {

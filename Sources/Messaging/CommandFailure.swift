@@ -31,6 +31,9 @@ extension Logger {
         logger[metadataKey: LogKey.amqpMessageID.rawValue] = "\(delivery.properties.messageID ?? "-")"
         logger[metadataKey: LogKey.amqpMessageType.rawValue] = "\(delivery.properties.type ?? "-")"
         logger[metadataKey: LogKey.amqpAttempt.rawValue] = "\(delivery.attempt)"
+        if let trace = delivery.traceparent.flatMap(Traceparent.traceID(of:)) {
+            logger[metadataKey: LogKey.traceID.rawValue] = "\(trace)"
+        }
         return logger
     }
 }

@@ -1,11 +1,18 @@
 import AMQP
 import DeckhandCore
+import Foundation
 import Logging
 import ServiceLifecycle
 import Synchronization
 
+/// A worker's name in logs, leases and queues: `<host>-<pid>-<8 random hex digits>`, unique across restarts.
+public func makeWorkerID() -> String {
+    let process = ProcessInfo.processInfo
+    return "\(process.hostName)-\(process.processIdentifier)-\(UUID().uuidString.prefix(8).lowercased())"
+}
+
 /// The worker loop every consuming role shares: deliveries of one queue handled concurrently (bounded by
-/// the prefetch), until a graceful shutdown or cancellation.
+/// the prefetch), each within its trace (``Traceparent/current``), until a graceful shutdown or cancellation.
 ///
 /// On a graceful shutdown it takes no new delivery (those that still arrive go back to the queue), lets the
 /// handlers in flight finish within `shutdownTimeout`, then cancels the consumer, which ends the loop.
@@ -57,7 +64,8 @@ public struct DrainingConsumer: Sendable {
                 if state.draining.withLock({ $0 }) { continue }
                 state.inFlight.withLock { $0 += 1 }
                 group.addTask {
-                    await handle(delivery)
+                    // The handler's work, and every command it sends, belongs to the delivery's trace.
+                    await Traceparent.$current.withValue(delivery.traceparent) { await handle(delivery) }
                     state.inFlight.withLock { $0 -= 1 }
                 }
             }

@@ -30,7 +30,7 @@ public final class RuntimeWorker: Service, Sendable {
             settings: RuntimeSettings,
             defaultBackend: RuntimeSettings.Backend,
             prefetch: Int = 32,
-            workerID: String = RuntimeWorker.makeWorkerID(),
+            workerID: String = makeWorkerID(),
             maxAttempts: Int = 5
         ) {
             self.settings = settings
@@ -64,13 +64,8 @@ public final class RuntimeWorker: Service, Sendable {
         self.backends = Dictionary(backends.map { ($0.kind, $0) }, uniquingKeysWith: { first, _ in first })
         self.http = http
         var logger = logger
-        logger[metadataKey: "deckhand.worker"] = "\(configuration.workerID)"
+        logger[metadataKey: LogKey.worker.rawValue] = "\(configuration.workerID)"
         self.logger = logger
-    }
-
-    /// `<host>-<pid>-<random>`.
-    public static func makeWorkerID() -> String {
-        "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)-\(UUID().uuidString.prefix(8).lowercased())"
     }
 
     var settings: RuntimeSettings { configuration.settings }

@@ -1,3 +1,4 @@
+import DeckhandCore
 import Foundation
 import Testing
 

@@ -1,0 +1,61 @@
+import AMQP
+import DeckhandCore
+import DeckhandTesting
+import Foundation
+import HTTPClient
+import Messaging
+import Testing
+
+/// One trace follows the work: a caller's `traceparent` into the gateway's command, a command into what its
+/// handler sends (`Traceparent.current`), each hop a span of its own.
+@Suite struct TraceContextTests {
+    static let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+    /// The trace id and span id of `traceparent`.
+    static func parts(_ traceparent: String?) -> (trace: String, span: String)? {
+        guard let traceparent, let trace = Traceparent.traceID(of: traceparent) else { return nil }
+        return (trace, String(traceparent.split(separator: "-")[2]))
+    }
+
+    @Test func theGatewayContinuesTheCallersTraceIntoItsCommand() async throws {
+        try await TestConversations.with { bed in
+            // No conversation worker: the `start` command waits in the queue, where the test takes it.
+            try await bed.withGateway { gateway in
+                let created = try await gateway.request(
+                    .post,
+                    "/api/conversations",
+                    body: #"{"initial_user_msg": "hi"}"#,
+                    headers: [("traceparent", Self.caller)]
+                )
+                #expect(created.status == 200, "\(created.text)")
+                let consumer = try await bed.runtime.connection.consume(
+                    queue: bed.runtime.topology.conversationQueue,
+                    prefetch: 1
+                )
+                var iterator = consumer.makeAsyncIterator()
+                let start = try #require(try await iterator.next())
+                start.ack()
+                await consumer.cancel()
+                let sent = try #require(Self.parts(start.traceparent), "\(start.traceparent ?? "none")")
+                #expect(sent.trace == "4bf92f3577b34da6a3ce929d0e0e4736")
+                #expect(sent.span != "00f067aa0ba902b7", "a span of the gateway's own")
+            }
+        }
+    }
+
+    @Test func aWorkersCommandsContinueTheTraceOfTheCommandItHandles() async throws {
+        try await TestRuntime.with { runtime in
+            let worker = try runtime.makeWorker()
+            try await running(worker) {
+                let conversation = UUID()
+                let parent = Traceparent.make()
+                try await Traceparent.$current.withValue(parent) { _ = try await runtime.provision(conversation) }
+                let reply = try await runtime.replyDelivery(for: conversation)
+                #expect(reply.properties.type == ConversationCommand.sandboxReady.rawValue)
+                let sent = try #require(Self.parts(reply.traceparent), "\(reply.traceparent ?? "none")")
+                #expect(sent.trace == Traceparent.traceID(of: parent))
+                #expect(sent.span != Self.parts(parent)?.span)
+            }
+        }
+    }
+}
