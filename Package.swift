@@ -76,7 +76,7 @@ let package = Package(
         // Deckhand's database schema (numbered SQL migrations) on top of Postgres.
         .target(
             name: "DeckhandStore",
-            dependencies: ["Postgres", "DeckhandCore"],
+            dependencies: ["Postgres", "DeckhandCore", .product(name: "Crypto", package: "swift-crypto")],
             resources: [.copy("Migrations")],
             swiftSettings: strict
         ),
@@ -119,8 +119,7 @@ let package = Package(
         .target(
             name: "ConversationWorker",
             dependencies: [
-                "AMQP", "Agent", "DeckhandCore", "HTTPClient", "LLM", "Messaging", "Postgres",
-                .product(name: "Crypto", package: "swift-crypto"),
+                "AMQP", "Agent", "DeckhandCore", "DeckhandStore", "HTTPClient", "LLM", "Messaging", "Postgres",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -143,7 +142,7 @@ let package = Package(
         .target(
             name: "Gateway",
             dependencies: [
-                "AMQP", "ConversationWorker", "DeckhandCore", "Messaging", "Postgres",
+                "AMQP", "DeckhandCore", "DeckhandStore", "Messaging", "Postgres",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),

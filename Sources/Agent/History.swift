@@ -2,20 +2,6 @@ import DeckhandCore
 import Foundation
 import LLM
 
-/// An event as stored: the event (with its id) and the step that wrote it (nil for events from outside a
-/// step, such as user messages).
-public struct StoredEvent: Sendable, Equatable {
-    public var event: Event
-    public var step: Int?
-
-    public init(event: Event, step: Int?) {
-        self.event = event
-        self.step = step
-    }
-
-    public var id: Int { event.id ?? -1 }
-}
-
 /// Rebuilds the model's conversation from stored events (DESIGN §4: events are the source of truth).
 ///
 /// - The `system` event becomes the system message, user messages user messages.

@@ -1,6 +1,7 @@
 import AMQP
 import Agent
 import DeckhandCore
+import DeckhandStore
 import Foundation
 import HTTPClient
 import LLM

@@ -1,5 +1,6 @@
 import Agent
 import DeckhandCore
+import DeckhandStore
 import Foundation
 import HTTPClient
 import Messaging

@@ -1,5 +1,6 @@
 import Agent
 import DeckhandCore
+import DeckhandStore
 import Foundation
 import LLM
 import Logging
@@ -73,57 +74,10 @@ struct StepRun: Sendable {
     var number: Int { command.step }
     var agent: AgentSettings { worker.configuration.agent }
 
-    /// What a step reads first, in one query: the conversation, its live sandbox (its `last_active_at` moved
-    /// on when it is running and was last touched over 30 s ago: the idle timers count in minutes, and a
-    /// read-only query needs no commit to disk),
-    /// the response stored for this step, and the prompt size of the latest model call.
-    struct Start: Sendable {
-        var record: ConversationRecord
-        var sandbox: SandboxEndpoint?
-        var storedResponse: String?
-        var historyEnd: Int?
-        var lastPromptTokens: Int?
-    }
-
-    func load() async throws -> Start? {
+    /// What a step reads first, in one query (``ConversationStore/stepStart(_:_:step:)``).
+    func load() async throws -> ConversationStore.StepStart? {
         let (id, number) = (self.id, self.number)
-        return try await connection.run { connection in
-            try connection.query(
-                """
-                WITH touched AS (
-                    UPDATE sandboxes SET last_active_at = now()
-                    WHERE conversation_id = $1 AND status = 'running' AND last_active_at < now() - interval '30 seconds'
-                )
-                SELECT \(ConversationRecord.columns(qualifiedBy: "c.")),
-                    s.id AS live_sandbox, s.status AS live_status, s.url AS live_url, s.session_api_key AS live_key,
-                    l.response::text AS stored_response, l.history_end AS stored_history_end,
-                    (SELECT p.prompt_tokens FROM llm_calls p WHERE p.conversation_id = c.id ORDER BY p.step DESC LIMIT 1)
-                        AS last_prompt_tokens
-                FROM conversations c
-                LEFT JOIN sandboxes s ON s.conversation_id = c.id AND s.status NOT IN ('lost', 'error')
-                LEFT JOIN llm_calls l ON l.conversation_id = c.id AND l.step = $2
-                WHERE c.id = $1
-                """,
-                [.uuid(id), .int(Int64(number))]
-            ).first.map { row in
-                var sandbox: SandboxEndpoint?
-                if let sandboxID = try row.decode(UUID?.self, "live_sandbox") {
-                    sandbox = SandboxEndpoint(
-                        id: sandboxID,
-                        status: try row.decode(String.self, "live_status"),
-                        url: try row.decode(String?.self, "live_url"),
-                        sessionAPIKey: try row.decode(String?.self, "live_key")
-                    )
-                }
-                return Start(
-                    record: try ConversationRecord(row: row),
-                    sandbox: sandbox,
-                    storedResponse: try row.decode(String?.self, "stored_response"),
-                    historyEnd: try row.decode(Int?.self, "stored_history_end"),
-                    lastPromptTokens: try row.decode(Int?.self, "last_prompt_tokens")
-                )
-            }
-        }
+        return try await connection.run { try ConversationStore.stepStart($0, id, step: number) }
     }
 
     func run(lock: StepLock) async throws {

@@ -306,3 +306,17 @@ extension Event {
         )
     }
 }
+
+/// An event as stored: the event (with its id) and the step that wrote it (nil for events from outside a
+/// step, such as user messages).
+public struct StoredEvent: Sendable, Equatable {
+    public var event: Event
+    public var step: Int?
+
+    public init(event: Event, step: Int?) {
+        self.event = event
+        self.step = step
+    }
+
+    public var id: Int { event.id ?? -1 }
+}

@@ -2,6 +2,7 @@ import AMQP
 import Agent
 import ConversationWorker
 import DeckhandCore
+import DeckhandStore
 import Foundation
 import HTTPClient
 import Logging

@@ -1,6 +1,6 @@
 import AMQP
-import ConversationWorker
 import DeckhandCore
+import DeckhandStore
 import HTTPTypes
 import Hummingbird
 import NIOCore

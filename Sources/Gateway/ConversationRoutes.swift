@@ -1,6 +1,6 @@
 import AMQP
-import ConversationWorker
 import DeckhandCore
+import DeckhandStore
 import Foundation
 import HTTPTypes
 import Hummingbird

@@ -1,6 +1,7 @@
 import Agent
 import ConversationWorker
 import DeckhandCore
+import DeckhandStore
 import DeckhandTesting
 import Foundation
 import Postgres

@@ -1,5 +1,6 @@
 import ConversationWorker
 import DeckhandCore
+import DeckhandStore
 import Foundation
 import Testing
 

@@ -1,5 +1,6 @@
 import ConversationWorker
 import DeckhandCore
+import DeckhandStore
 import DeckhandTesting
 import Foundation
 import Metrics

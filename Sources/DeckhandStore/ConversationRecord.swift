@@ -29,10 +29,10 @@ public struct ConversationRecord: Sendable, Equatable {
     public var replayPosition: Int
     public var resumeOnReady: Bool
 
-    static let columns = columns(qualifiedBy: "")
+    public static let columns = columns(qualifiedBy: "")
 
     /// The select list, each column qualified by `alias` (`c.`) for queries that join other tables.
-    static func columns(qualifiedBy alias: String) -> String {
+    public static func columns(qualifiedBy alias: String) -> String {
         let names = [
             "id", "user_id", "status", "agent_state", "runtime_status", "sandbox_id", "llm_model", "llm_base_url",
             "llm_api_key", "iteration", "max_iterations", "max_budget_per_task", "prompt_tokens", "completion_tokens",
@@ -42,7 +42,7 @@ public struct ConversationRecord: Sendable, Equatable {
         return names.map { "\(alias)\($0)" }.joined(separator: ", ") + ", \(alias)replay IS NOT NULL AS has_replay"
     }
 
-    init(row: PostgresRow) throws {
+    public init(row: PostgresRow) throws {
         id = try row.decode(UUID.self, "id")
         userID = try row.decode(UUID.self, "user_id")
         status = ConversationStatus(rawValue: try row.decode(String.self, "status")) ?? .error
@@ -80,6 +80,13 @@ public struct SandboxEndpoint: Sendable, Equatable {
     public var url: String?
     /// A secret: never logged, never in an event.
     public var sessionAPIKey: String?
+
+    public init(id: UUID, status: String, url: String?, sessionAPIKey: String?) {
+        self.id = id
+        self.status = status
+        self.url = url
+        self.sessionAPIKey = sessionAPIKey
+    }
 
     /// Whether actions can be sent to it now.
     public var isRunning: Bool { status == "running" && url != nil }

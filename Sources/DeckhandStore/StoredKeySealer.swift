@@ -7,9 +7,9 @@ import Foundation
 /// `v1:<base64 nonce, ciphertext and tag>`, never a key. Only the processes configured with the secret (the
 /// gateway that stores a key, the conversation workers that use it) can open it.
 public struct StoredKeySealer: Sendable {
-    let key: SymmetricKey
+    public let key: SymmetricKey
 
-    static let prefix = "v1:"
+    public static let prefix = "v1:"
 
     /// `secret`: 32 bytes (`llm.key_secret`, 64 hex digits).
     public init(secret: [UInt8]) throws {

@@ -1,4 +1,3 @@
-import Agent
 import DeckhandCore
 import Foundation
 import Postgres
@@ -31,7 +30,7 @@ public struct ConversationStore: Sendable {
 
     // MARK: Rows
 
-    static func conversation(
+    public static func conversation(
         _ connection: PostgresConnection,
         _ id: UUID,
         lock: Bool = false
@@ -45,7 +44,7 @@ public struct ConversationStore: Sendable {
     }
 
     /// The conversation's events with id above `after`, in order.
-    static func events(_ connection: PostgresConnection, _ id: UUID, after: Int = -1) throws -> [StoredEvent] {
+    public static func events(_ connection: PostgresConnection, _ id: UUID, after: Int = -1) throws -> [StoredEvent] {
         try connection.query(
             "SELECT payload, step FROM events WHERE conversation_id = $1 AND id > $2 ORDER BY id",
             [.uuid(id), .int(Int64(after))]
@@ -58,7 +57,7 @@ public struct ConversationStore: Sendable {
     }
 
     /// The events a step wrote, in order.
-    static func events(_ connection: PostgresConnection, _ id: UUID, step: Int) throws -> [Event] {
+    public static func events(_ connection: PostgresConnection, _ id: UUID, step: Int) throws -> [Event] {
         try connection.query(
             "SELECT payload FROM events WHERE conversation_id = $1 AND step = $2 ORDER BY id",
             [.uuid(id), .int(Int64(step))]
@@ -68,7 +67,7 @@ public struct ConversationStore: Sendable {
     /// Appends `events` with the next ids and returns them with their ids and the masked content as stored;
     /// throws when the conversation does not exist. One statement: the `UPDATE` of `event_count` takes the
     /// row lock until the transaction (or the statement) ends, so two writers never get the same ids.
-    static func append(
+    public static func append(
         _ connection: PostgresConnection,
         _ conversation: UUID,
         _ events: [Event],
@@ -83,7 +82,7 @@ public struct ConversationStore: Sendable {
 
     /// Appends `events` as ``append(_:_:_:step:masker:)`` does; with `onlyAt`, only while the chain is at that
     /// step and running. Nil when nothing was appended (the conversation moved on, or is gone).
-    static func append(
+    public static func append(
         _ connection: PostgresConnection,
         _ conversation: UUID,
         _ events: [Event],
@@ -211,6 +210,56 @@ public struct ConversationStore: Sendable {
             ]
         )
         return inserted == 1
+    }
+
+    /// What a step reads first, in one query: the conversation, its live sandbox (its `last_active_at` moved
+    /// on when it is running and was last touched over 30 s ago: the idle timers count in minutes, and a
+    /// read-only query needs no commit to disk), the response stored for step `step`, and the prompt size of
+    /// the latest model call.
+    public struct StepStart: Sendable {
+        public var record: ConversationRecord
+        public var sandbox: SandboxEndpoint?
+        public var storedResponse: String?
+        public var historyEnd: Int?
+        public var lastPromptTokens: Int?
+    }
+
+    public static func stepStart(_ connection: PostgresConnection, _ id: UUID, step: Int) throws -> StepStart? {
+        try connection.query(
+            """
+            WITH touched AS (
+                UPDATE sandboxes SET last_active_at = now()
+                WHERE conversation_id = $1 AND status = 'running' AND last_active_at < now() - interval '30 seconds'
+            )
+            SELECT \(ConversationRecord.columns(qualifiedBy: "c.")),
+                s.id AS live_sandbox, s.status AS live_status, s.url AS live_url, s.session_api_key AS live_key,
+                l.response::text AS stored_response, l.history_end AS stored_history_end,
+                (SELECT p.prompt_tokens FROM llm_calls p WHERE p.conversation_id = c.id ORDER BY p.step DESC LIMIT 1)
+                    AS last_prompt_tokens
+            FROM conversations c
+            LEFT JOIN sandboxes s ON s.conversation_id = c.id AND s.status NOT IN ('lost', 'error')
+            LEFT JOIN llm_calls l ON l.conversation_id = c.id AND l.step = $2
+            WHERE c.id = $1
+            """,
+            [.uuid(id), .int(Int64(step))]
+        ).first.map { row in
+            var sandbox: SandboxEndpoint?
+            if let sandboxID = try row.decode(UUID?.self, "live_sandbox") {
+                sandbox = SandboxEndpoint(
+                    id: sandboxID,
+                    status: try row.decode(String.self, "live_status"),
+                    url: try row.decode(String?.self, "live_url"),
+                    sessionAPIKey: try row.decode(String?.self, "live_key")
+                )
+            }
+            return StepStart(
+                record: try ConversationRecord(row: row),
+                sandbox: sandbox,
+                storedResponse: try row.decode(String?.self, "stored_response"),
+                historyEnd: try row.decode(Int?.self, "stored_history_end"),
+                lastPromptTokens: try row.decode(Int?.self, "last_prompt_tokens")
+            )
+        }
     }
 
     /// The sandbox backend the conversation asked for, if any.

@@ -8,7 +8,7 @@ import Foundation
 /// built from the stored events, so it never gets them either.
 public struct SecretMasker: Sendable {
     public static let placeholder = "<secret_hidden>"
-    let secrets: [String]
+    public let secrets: [String]
 
     /// Secrets shorter than 6 characters are left alone: masking them would garble ordinary text.
     public init(_ secrets: [String?]) {
@@ -24,7 +24,7 @@ public struct SecretMasker: Sendable {
     /// longer stream is encoded one of three ways depending on its offset; for each, the characters of the
     /// groups that hold only the secret's bytes are the same whatever surrounds it (the edges, which mix in
     /// neighbouring bytes, are left: at most two bytes of the secret show there).
-    static func encodings(of secret: String) -> Set<String> {
+    public static func encodings(of secret: String) -> Set<String> {
         let bytes = Array(secret.utf8)
         var forms: Set<String> = []
         for shift in 0..<3 {
