@@ -21,11 +21,7 @@ public struct ConversationStore: Sendable {
 
     /// The session advisory-lock key of a conversation's step chain (FNV-1a of deployment and id).
     public func stepLockKey(_ conversation: UUID) -> Int64 {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in "deckhand.step:\(deployment):\(conversation.uuidString.lowercased())".utf8 {
-            hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3
-        }
-        return Int64(bitPattern: hash)
+        Int64(bitPattern: FNV1a.hash("deckhand.step:\(deployment):\(conversation.uuidString.lowercased())"))
     }
 
     // MARK: Rows

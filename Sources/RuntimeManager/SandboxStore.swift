@@ -59,11 +59,7 @@ public struct SandboxStore: Sendable {
 
     /// A 64-bit advisory-lock key for `name` within this deployment (FNV-1a).
     public func lockKey(_ name: String) -> Int64 {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in "deckhand.runtime:\(deployment):\(name)".utf8 {
-            hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3
-        }
-        return Int64(bitPattern: hash)
+        Int64(bitPattern: FNV1a.hash("deckhand.runtime:\(deployment):\(name)"))
     }
 
     public func sandbox(id: UUID) async throws -> SandboxRecord? {
