@@ -275,7 +275,7 @@ public final class TestConversations: Sendable {
     /// sandbox (an isolated sandbox sees nothing else of the host). Waits until the conversation has one.
     public func workspaceFile(_ conversation: UUID, _ name: String) async throws -> String {
         let folder = Mutex<String?>(nil)
-        try await runtime.eventually("the conversation has a sandbox", timeout: .seconds(60)) {
+        try await eventually("the conversation has a sandbox", timeout: .seconds(60)) {
             let reference = try await runtime.store.liveSandbox(conversation: conversation)?.reference
             folder.withLock { $0 = reference }
             return reference != nil

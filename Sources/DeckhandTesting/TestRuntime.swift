@@ -349,15 +349,6 @@ public final class TestRuntime: Sendable {
         else { throw DeckhandError(.protocolViolation, "no observation content: \(response.text)") }
         return content
     }
-
-    /// Polls `condition` every 20 ms until it holds; fails after `timeout` with `what` (``eventually``).
-    public func eventually(
-        _ what: String,
-        timeout: Duration = .seconds(30),
-        _ condition: () async throws -> Bool
-    ) async throws {
-        try await DeckhandTesting.eventually(what, timeout: timeout, condition)
-    }
 }
 
 /// What the workers sent to `conversation.commands`, by conversation, in arrival order, with at most one

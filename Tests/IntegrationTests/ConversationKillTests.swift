@@ -54,7 +54,7 @@ import Glibc
                     // would fail the test for nothing.
                     let before = bed.llm.totalArrivals
                     let nearlyAll = count * (steps + 1) - count
-                    try await bed.runtime.eventually("the workers make progress", timeout: .seconds(60)) {
+                    try await eventually("the workers make progress", timeout: .seconds(60)) {
                         bed.llm.totalArrivals >= min(before + 15, nearlyAll)
                     }
                     try await Task.sleep(for: .milliseconds(150))

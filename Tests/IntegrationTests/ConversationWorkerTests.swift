@@ -137,7 +137,7 @@ import Testing
                 try await bed.send(.stop, ConversationTarget(conversationID: second))
                 let stopped = try await bed.waitFor(second, [.stopped])
                 #expect(stopped.status == .stopped)
-                try await bed.runtime.eventually("the sandbox is stopped") {
+                try await eventually("the sandbox is stopped") {
                     try await bed.runtime.store.liveSandbox(conversation: second)?.status == .stopped
                 }
                 try await Task.sleep(for: .milliseconds(800))
@@ -407,7 +407,7 @@ import Testing
                 try await bed.say("Are you there?", to: id, messageID: "same-message")
                 try await bed.say("Are you there?", to: id, messageID: "same-message")
                 let model = try await bed.model(of: id)
-                try await bed.runtime.eventually("the second answer") {
+                try await eventually("the second answer") {
                     let last = try await bed.events(id).last
                     return last?.announcedState == .awaitingUserInput && bed.llm.requests(model: model).count == 2
                 }

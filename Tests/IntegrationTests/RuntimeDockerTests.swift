@@ -43,7 +43,7 @@ import Glibc
                 #expect(try await backend.inspect(container) == .running)
 
                 try await runtime.send(.destroy, sandbox: ready.sandboxID)
-                try await runtime.eventually("the sandbox row is deleted") {
+                try await eventually("the sandbox row is deleted") {
                     try await runtime.store.sandbox(id: ready.sandboxID) == nil
                 }
                 #expect(try await backend.inspect(container) == .missing, "the container is gone")
@@ -109,7 +109,7 @@ import Glibc
                 let ready = try #require(try await runtime.reply(for: conversation).ready)
                 _ = try await runtime.run("echo kept > /workspace/notes.txt", in: ready)
                 try await runtime.send(.pause, sandbox: ready.sandboxID)
-                try await runtime.eventually("the container is paused") {
+                try await eventually("the container is paused") {
                     try await runtime.store.sandbox(id: ready.sandboxID)?.status == .paused
                 }
                 try await runtime.send(.resume, sandbox: ready.sandboxID)

@@ -26,7 +26,7 @@ import Testing
             let first = try runtime.makeWorker(settings: settings, prefetch: 16, connection: firstConnection)
             let second = try runtime.makeWorker(settings: settings, prefetch: 16, connection: secondConnection)
             try await running(first, second) {
-                try await runtime.eventually("the pool holds 10 warm sandboxes") {
+                try await eventually("the pool holds 10 warm sandboxes") {
                     try await runtime.store.all().filter { $0.status == .warm }.count == 10
                 }
                 let warm = Set(try await runtime.store.all().map(\.id))

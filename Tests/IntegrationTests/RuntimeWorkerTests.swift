@@ -36,7 +36,7 @@ import Glibc
                 #expect(FileManager.default.fileExists(atPath: folder + "/workspace"))
 
                 try await runtime.send(.destroy, sandbox: ready.sandboxID)
-                try await runtime.eventually("the sandbox row is deleted") {
+                try await eventually("the sandbox row is deleted") {
                     try await runtime.store.sandbox(id: ready.sandboxID) == nil
                 }
                 #expect(!FileManager.default.fileExists(atPath: folder))
@@ -77,7 +77,7 @@ import Glibc
                 func warm() async throws -> [SandboxRecord] {
                     try await runtime.store.all().filter { $0.status == .warm }
                 }
-                try await runtime.eventually("the pool holds 2 warm sandboxes") { try await warm().count == 2 }
+                try await eventually("the pool holds 2 warm sandboxes") { try await warm().count == 2 }
                 let pool = Set(try await warm().map(\.id))
 
                 let conversation = UUID()
@@ -86,7 +86,7 @@ import Glibc
                 #expect(pool.contains(ready.sandboxID), "the sandbox came from the warm pool")
                 #expect(try await runtime.run("echo warm", in: ready).contains("warm"))
 
-                try await runtime.eventually("the pool is refilled to 2") { try await warm().count == 2 }
+                try await eventually("the pool is refilled to 2") { try await warm().count == 2 }
                 let rows = try await runtime.store.all()
                 #expect(rows.count == 3)
                 #expect(rows.filter { $0.conversationID == conversation }.map(\.id) == [ready.sandboxID])
@@ -104,7 +104,7 @@ import Glibc
                 _ = try await runtime.run("echo kept > notes.txt", in: ready)
 
                 try await runtime.send(.pause, sandbox: ready.sandboxID)
-                try await runtime.eventually("the sandbox is paused") {
+                try await eventually("the sandbox is paused") {
                     try await runtime.store.sandbox(id: ready.sandboxID)?.status == .paused
                 }
                 let paused = try #require(try await runtime.store.sandbox(id: ready.sandboxID))
@@ -117,7 +117,7 @@ import Glibc
                 #expect(try await runtime.run("cat notes.txt", in: resumed).contains("kept"))
 
                 try await runtime.send(.stop, sandbox: ready.sandboxID)
-                try await runtime.eventually("the sandbox is stopped") {
+                try await eventually("the sandbox is stopped") {
                     try await runtime.store.sandbox(id: ready.sandboxID)?.status == .stopped
                 }
                 // A provision for the conversation starts its stopped sandbox again, files and all.
@@ -142,10 +142,10 @@ import Glibc
                 try await runtime.provision(conversation)
                 let ready = try #require(try await runtime.reply(for: conversation).ready)
                 #expect(try await runtime.store.sandbox(id: ready.sandboxID)?.status == .running)
-                try await runtime.eventually("the idle sandbox is paused") {
+                try await eventually("the idle sandbox is paused") {
                     try await runtime.store.sandbox(id: ready.sandboxID)?.status == .paused
                 }
-                try await runtime.eventually("the idle sandbox is stopped") {
+                try await eventually("the idle sandbox is stopped") {
                     try await runtime.store.sandbox(id: ready.sandboxID)?.status == .stopped
                 }
                 let record = try #require(try await runtime.store.sandbox(id: ready.sandboxID))
@@ -165,7 +165,7 @@ import Glibc
                 tasks.addTask { try await group.run() }
                 let conversation = UUID()
                 try await runtime.provision(conversation)
-                try await runtime.eventually("the provision started") {
+                try await eventually("the provision started") {
                     try await runtime.store.liveSandbox(conversation: conversation) != nil
                 }
                 await group.triggerGracefulShutdown()
@@ -191,7 +191,7 @@ import Glibc
             let pid = try String(contentsOfFile: (record.reference ?? "") + "/pid", encoding: .utf8)
                 .split(separator: " ").first.flatMap { Int32($0) }
             kill(try #require(pid), SIGKILL)
-            try await runtime.eventually("the sandbox process is gone") {
+            try await eventually("the sandbox process is gone") {
                 try await runtime.makeBackends([.process])[0].inspect(record.reference ?? "") != .running
             }
             let second = try runtime.makeWorker()
@@ -217,7 +217,7 @@ import Glibc
             // The sandbox's lifeline closed with the worker: it shuts down by itself.
             let folder = try #require(try await runtime.store.sandbox(id: ready.sandboxID)?.reference)
             let backend = try runtime.makeBackends([.process])[0]
-            try await runtime.eventually("the orphaned sandbox exits") {
+            try await eventually("the orphaned sandbox exits") {
                 try await backend.inspect(folder) == .stopped
             }
             #expect((try? await runtime.run("true", in: ready)) == nil, "its server is gone")
@@ -234,12 +234,12 @@ import Glibc
     @Test func sigtermDrainsAndExitsZero() async throws {
         try await TestRuntime.with { runtime in
             let process = try runtime.launchWorkerProcess()
-            try await runtime.eventually("the worker consumes") {
+            try await eventually("the worker consumes") {
                 try await runtime.connection.inspect(queue: runtime.topology.runtimeQueue).consumerCount == 1
             }
             let conversation = UUID()
             try await runtime.provision(conversation)
-            try await runtime.eventually("the provision started") {
+            try await eventually("the provision started") {
                 try await runtime.store.liveSandbox(conversation: conversation) != nil
             }
             kill(process.processIdentifier, SIGTERM)
@@ -275,7 +275,7 @@ import Glibc
             defer { Task { await postgres.close() } }
             let worker = try runtime.makeWorker(store: SandboxStore(postgres: postgres, deployment: runtime.namespace))
             try await running(worker) {
-                try await runtime.eventually("the worker consumes") {
+                try await eventually("the worker consumes") {
                     try await runtime.connection.inspect(queue: runtime.topology.runtimeQueue).consumerCount == 1
                 }
                 proxy.sever()
@@ -286,7 +286,7 @@ import Glibc
                 let retryQueues = [RetryDelay.oneSecond, .fiveSeconds].map {
                     runtime.topology.retryQueue(for: runtime.topology.runtimeQueue, delay: $0)
                 }
-                try await runtime.eventually("the failed provision waits in a retry queue") {
+                try await eventually("the failed provision waits in a retry queue") {
                     var waiting = 0
                     for queue in retryQueues {
                         waiting += try await runtime.connection.inspect(queue: queue).messageCount
@@ -304,7 +304,7 @@ import Glibc
                         routingKey: runtime.topology.runtimeQueue
                     )
                 }
-                try await runtime.eventually("both bad commands are dead-lettered") {
+                try await eventually("both bad commands are dead-lettered") {
                     try await runtime.connection.inspect(queue: runtime.topology.deadQueue).messageCount == 2
                 }
             }

@@ -43,7 +43,7 @@ enum RuntimeBenchmark {
                 var times: [Duration] = []
                 for _ in 0..<warm {
                     // Measure claims only: wait until the pool is full again between them.
-                    try await runtime.eventually("the pool is full", timeout: .seconds(60)) {
+                    try await eventually("the pool is full", timeout: .seconds(60)) {
                         try await runtime.store.all().filter { $0.status == .warm }.count >= pool
                     }
                     let conversation = UUID()
