@@ -68,8 +68,9 @@ public struct ProcessJail: Sendable {
             known[binary] = done
             return done
         }
+        // Staged by the first start (on the blocking pool), not here: a backend is made on the way to
+        // serving, often from async code.
         let systemFiles = SystemFiles(root: root)
-        _ = try systemFiles.etc()
         return ProcessJail(
             bubblewrap: bubblewrap,
             separateUIDs: isRoot,
@@ -320,7 +321,7 @@ final class SystemFiles: Sendable {
             else { return }
             for name in names.sorted() { descend(relative + "/" + name) }
         }
-        for entry in ProcessJail.etcEntries where entry != "passwd" && entry != "group" { descend(entry) }
+        for entry in ProcessJail.etcEntries { descend(entry) }
     }
 
     /// Links always; folders and files only when every user may read them, and never a folder named `private`.
@@ -335,17 +336,13 @@ final class SystemFiles: Sendable {
 
     /// FNV-1a over every copied entry's path, type, mode, size and modification time.
     static func fingerprint() -> UInt64 {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        func mix(_ text: String) {
-            for byte in text.utf8 {
-                hash ^= UInt64(byte)
-                hash &*= 0x0000_0100_0000_01b3
-            }
-        }
+        var hash = FNV1a()
         walk { relative, status in
-            mix("\(relative)\0\(status.st_mode) \(status.st_size) \(status.st_mtim.tv_sec).\(status.st_mtim.tv_nsec)\0")
+            hash.add(
+                "\(relative)\0\(status.st_mode) \(status.st_size) \(status.st_mtim.tv_sec).\(status.st_mtim.tv_nsec)\0"
+            )
         }
-        return hash
+        return hash.value
     }
 
     /// Copies `/etc/<relative>` into `folder` (a link as a link, a folder empty, a file readable by all); what
