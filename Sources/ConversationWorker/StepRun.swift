@@ -448,9 +448,10 @@ struct StepRun: Sendable {
                 case .sandboxLost:
                     end = .sandboxLost
                 }
-                let transition =
-                    AgentStateMachine.apply(.stepEnded(end), in: record.agentState)
-                    ?? AgentStateMachine.Transition(.running, [.nextStep])
+                // The agent is running (checked above): every step end moves it.
+                guard let transition = AgentStateMachine.apply(.stepEnded(end), in: record.agentState) else {
+                    return nil
+                }
                 var result = CommandOutcome()
                 if !transition.effects.contains(.nextStep) {
                     let state = transition.to

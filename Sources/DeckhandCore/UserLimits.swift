@@ -166,22 +166,26 @@ public struct UserLimits: Sendable {
         }
     }
 
-    /// Whether `command` can put a conversation to work at all (`start`, `message`, `resume`).
-    public static func mayWake(_ command: ConversationCommand) -> Bool {
-        command == .start || command == .message || command == .resume
+    /// The input of the agent's state machine a user's `command` is, when it is one that can put a
+    /// conversation to work (`start`, `message`, `resume`).
+    static func wakingInput(_ command: ConversationCommand) -> AgentStateMachine.Input? {
+        switch command {
+        case .start: .start
+        case .message: .message
+        case .resume: .resume
+        default: nil
+        }
     }
 
+    /// Whether `command` can put a conversation to work at all.
+    public static func mayWake(_ command: ConversationCommand) -> Bool { wakingInput(command) != nil }
+
     /// Whether `command` puts a conversation whose agent is in `state` to work, as the conversation workers
-    /// handle it: a `start` of any conversation not at work, a `message` to an idle or stopped one (a chain
-    /// starts, or a sandbox is asked for), a `resume` of a paused one. A new conversation is a `start` from
+    /// handle it (``AgentStateMachine/wakes(_:from:)``): a `start` of any conversation not at work, a
+    /// `message` to an idle or stopped one, a `resume` of a paused one. A new conversation is a `start` from
     /// no state.
     public static func wakes(_ command: ConversationCommand, from state: AgentState?) -> Bool {
-        switch command {
-        case .start: AgentStateMachine.wakes(.start, from: state)
-        case .message: AgentStateMachine.wakes(.message, from: state)
-        case .resume: AgentStateMachine.wakes(.resume, from: state)
-        default: false
-        }
+        wakingInput(command).map { AgentStateMachine.wakes($0, from: state) } ?? false
     }
 
     /// Why a conversation may not go to work while its user holds `usage` (nil: it may). `addsSandbox`: it

@@ -236,12 +236,11 @@ struct ConversationRoutes: Sendable {
     /// for it at work.
     func perform(_ command: UserCommand, conversation: UUID, user: UUID) async throws {
         switch command {
-        case .message: try await requireRoom(.message, conversation, user: user)
-        case .control(let command): try await requireRoom(command, conversation, user: user)
-        }
-        switch command {
-        case .message(let message): try await send(.message, message, user: user)
+        case .message(let message):
+            try await requireRoom(.message, conversation, user: user)
+            try await send(.message, message, user: user)
         case .control(let command):
+            try await requireRoom(command, conversation, user: user)
             try await send(command, ConversationTarget(conversationID: conversation), user: user)
         }
     }
