@@ -97,27 +97,29 @@ public enum Traceparent {
     /// `traceparent`.
     public static func child(of parent: String) -> String {
         guard let trace = traceID(of: parent) else { return make() }
-        let fresh = make()
-        let span = fresh.split(separator: "-")[2]
+        var generator = SystemRandomNumberGenerator()
         let flags = parent.split(separator: "-")[3].lowercased()
-        return "00-\(trace)-\(span)-\(flags)"
+        return "00-\(trace)-\(hex([generator.next()]))-\(flags)"
     }
 
     /// A new trace: `00-<32 hex trace id>-<16 hex span id>-01`. Three draws from the system's generator
     /// (one `getrandom` each), not one per digit: the gateway makes one per command.
     public static func make() -> String {
         var generator = SystemRandomNumberGenerator()
-        let words: [UInt64] = [generator.next(), generator.next(), generator.next()]
+        let trace = hex([generator.next(), generator.next()])
+        return "00-\(trace)-\(hex([generator.next()]))-01"
+    }
+
+    /// `words` as lower-case hex, 16 digits each.
+    static func hex(_ words: [UInt64]) -> String {
         let digits = Array("0123456789abcdef".utf8)
-        var text = Array("00-".utf8)
-        text.reserveCapacity(55)
-        for (index, word) in words.enumerated() {
-            if index == 2 { text.append(UInt8(ascii: "-")) }
+        var text: [UInt8] = []
+        text.reserveCapacity(16 * words.count)
+        for word in words {
             for shift in stride(from: 60, through: 0, by: -4) {
                 text.append(digits[Int((word >> UInt64(shift)) & 0xf)])
             }
         }
-        text += Array("-01".utf8)
         return String(decoding: text, as: UTF8.self)
     }
 }
