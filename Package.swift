@@ -219,11 +219,12 @@ let package = Package(
             name: "deckhand-bench",
             dependencies: [
                 "AMQP", "HTTPClient", "Postgres", "DeckhandCore", "DeckhandTesting", "DeckhandStore", "Messaging",
-                "RuntimeBackends", "RuntimeManager", "ConversationWorker", "Gateway",
+                "RuntimeManager", "ConversationWorker", "Gateway",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             path: "bench/Sources",
             swiftSettings: strict

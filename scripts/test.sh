@@ -22,7 +22,10 @@ export DECKHAND_SANDBOX_IMAGE
 DECKHAND_OPENHANDS_PYTHON=$(scripts/openhands/venv.sh | tail -n 1)
 export DECKHAND_OPENHANDS_PYTHON
 
-swift build --build-tests -Xswiftc -warnings-as-errors
+# The manifest is exact: a target that imports a module it does not declare fails the build (SwiftPM checks
+# only that direction; scripts/check-imports.sh checks the other).
+scripts/check-imports.sh
+swift build --build-tests -Xswiftc -warnings-as-errors --explicit-target-dependency-import-check error
 if [ $# -gt 0 ]; then
   swift test --skip-build "$@"
 else

@@ -87,6 +87,18 @@ public struct DockerBackend: SandboxBackend {
         )
     }
 
+    /// The engine's version and API version (`GET /version`): what `deckhand check` reports.
+    public func engineVersion() async throws -> (engine: String, api: String) {
+        struct Version: Decodable {
+            var Version: String
+            var ApiVersion: String
+        }
+        let response = try await call(.get, "/version", timeout: .seconds(10))
+        guard response.status == 200 else { throw fail("tell its version", response) }
+        let version = try response.decode(Version.self)
+        return (version.Version, version.ApiVersion)
+    }
+
     // MARK: SandboxBackend
 
     public func create(_ spec: SandboxSpec) async throws -> String {

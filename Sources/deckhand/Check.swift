@@ -3,7 +3,9 @@ import ArgumentParser
 import DeckhandCore
 import Foundation
 import HTTPClient
+import Logging
 import Postgres
+import RuntimeBackends
 
 /// `deckhand check`: can this process reach everything it needs?
 struct Check: AsyncParsableCommand {
@@ -31,7 +33,10 @@ struct Check: AsyncParsableCommand {
         report("rabbitmq", await Result { try await Self.checkRabbitMQ(configuration.amqp) })
         report("postgres", await Result { try await Self.checkPostgres(configuration.postgres) })
         if let socket = configuration.docker.socket {
-            report("docker", await Result { try await Self.checkDocker(socket: socket) })
+            report(
+                "docker",
+                await Result { try await Self.checkDocker(socket: socket, settings: configuration.docker) }
+            )
         } else {
             print("docker: not configured (docker.socket is empty)")
         }
@@ -72,18 +77,20 @@ extension Check {
 
 extension Check {
     /// The Docker Engine API answers `GET /version` over its unix socket.
-    static func checkDocker(socket: String) async throws -> String {
-        struct Version: Decodable {
-            var Version: String
-            var ApiVersion: String
-        }
+    static func checkDocker(socket: String, settings: DockerSettings) async throws -> String {
         let client = try HTTPClient()
+        // Only asked its version: the deployment label names no container.
+        let backend = DockerBackend(
+            socket: socket,
+            settings: settings,
+            deployment: "deckhand-check",
+            client: client,
+            logger: Logger(label: "deckhand.check")
+        )
         do {
-            var request = HTTPRequest(method: .get, url: "http://localhost/version", unixSocketPath: socket)
-            request.timeout = .seconds(10)
-            let version = try await client.execute(request).expectSuccess().decode(Version.self)
+            let version = try await backend.engineVersion()
             await client.shutdown()
-            return "Docker Engine \(version.Version), API \(version.ApiVersion) at \(socket)"
+            return "Docker Engine \(version.engine), API \(version.api) at \(socket)"
         } catch {
             await client.shutdown()
             throw error
