@@ -81,7 +81,21 @@ public final class StalledWebSocket: Sendable {
     let descriptor: Int32
 
     /// Connects to 127.0.0.1:`port`, upgrades `path` with `key`, and reads nothing after the handshake.
-    public init(port: Int, path: String, key: String) throws {
+    ///
+    /// The handshake blocks in `recv` until the gateway answers, so it runs on a thread of its own: on the
+    /// cooperative pool (two threads on a two-core machine) two handshakes at once would leave the gateway
+    /// in this very process no thread to answer with, and the whole test process would hang.
+    public static func open(port: Int, path: String, key: String) async throws -> StalledWebSocket {
+        try await withCheckedThrowingContinuation { continuation in
+            let thread = Thread {
+                continuation.resume(with: Result { try StalledWebSocket(port: port, path: path, key: key) })
+            }
+            thread.name = "stalled-websocket"
+            thread.start()
+        }
+    }
+
+    private init(port: Int, path: String, key: String) throws {
         descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard descriptor >= 0 else { throw DeckhandError(.internalError, "socket() failed: errno \(errno)") }
         var receiveBuffer: Int32 = 4096

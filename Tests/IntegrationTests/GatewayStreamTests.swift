@@ -185,7 +185,11 @@ import Testing
                 let text = try #require(created["conversation_id"]?.stringValue)
                 let id = try #require(UUID(uuidString: text))
                 let port = try #require(Int(gateway.baseURL.split(separator: ":").last ?? ""))
-                let stalled = try StalledWebSocket(port: port, path: "/sockets/events/\(text)", key: gateway.key)
+                let stalled = try await StalledWebSocket.open(
+                    port: port,
+                    path: "/sockets/events/\(text)",
+                    key: gateway.key
+                )
                 try await Self.waitForConnections(gateway, text, 1)
                 // 400 events of 64 KiB, published live: far more than the socket buffers and the 4 buffered.
                 let padding = String(repeating: "x", count: 64 << 10)
