@@ -26,6 +26,11 @@ public struct AMQPRefusal: Error, Sendable, Equatable {
     public static let resourceLocked: UInt16 = 405
 }
 
+extension AMQPRefusal: RedactedStringConvertible {
+    /// The broker's code and text (names of queues and exchanges, never a message body).
+    public var redactedDescription: String { "AMQP \(replyCode) \(replyText)" }
+}
+
 /// A connection to RabbitMQ that reconnects by itself and loses nothing it confirmed.
 ///
 /// One OS thread owns the librabbitmq connection and never lets it leave (CLIBS.md): it polls the socket and

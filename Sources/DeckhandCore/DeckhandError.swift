@@ -31,12 +31,36 @@ public struct DeckhandError: Error, CustomStringConvertible, Sendable {
         self.line = line
     }
 
+    /// The code, the message and, of the error underneath, only what cannot quote data: its redacted form
+    /// (``RedactedStringConvertible``), a nested `DeckhandError`'s own description, or else its type's name.
+    /// What logs and users see.
     public var description: String {
-        if let underlying {
-            return "\(code): \(message) (\(underlying))"
-        }
-        return "\(code): \(message)"
+        guard let underlying else { return "\(code): \(message)" }
+        return "\(code): \(message) (\(Self.redacted(underlying)))"
     }
+
+    /// Everything, the underlying error's full description included (a server's detail line may quote the
+    /// failing row): for a debugger, never for a log.
+    public var debugDescription: String {
+        guard let underlying else { return "\(code): \(message) [\(file):\(line)]" }
+        return "\(code): \(message) [\(file):\(line)] (\(String(reflecting: underlying)))"
+    }
+
+    static func redacted(_ error: any Error) -> String {
+        switch error {
+        case let error as DeckhandError: error.description
+        case let error as any RedactedStringConvertible: error.redactedDescription
+        default: String(describing: type(of: error))
+        }
+    }
+}
+
+extension DeckhandError: CustomDebugStringConvertible {}
+
+/// An error whose full description may quote data (a row, a request, a reply) and that can also describe
+/// itself without it: what a `DeckhandError` shows of it in logs and answers.
+public protocol RedactedStringConvertible {
+    var redactedDescription: String { get }
 }
 
 extension DeckhandError.Code {

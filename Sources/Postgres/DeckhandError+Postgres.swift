@@ -38,6 +38,15 @@ public struct PostgresServerError: Error, Sendable, CustomStringConvertible {
     }
 }
 
+extension PostgresServerError: RedactedStringConvertible {
+    /// The SQLSTATE, the message and the constraint: not the detail line, which quotes the failing row's values.
+    public var redactedDescription: String {
+        var text = "[\(sqlState)] \(message)"
+        if let constraint { text += " (constraint \(constraint))" }
+        return text
+    }
+}
+
 extension DeckhandError {
     /// The SQLSTATE of a `POSTGRES$QUERY` error, nil for other errors.
     public var postgresSQLState: String? { (underlying as? PostgresServerError)?.sqlState }
