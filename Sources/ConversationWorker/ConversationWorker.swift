@@ -52,6 +52,8 @@ public final class ConversationWorker: Service, Sendable {
     let sandboxes: SandboxClient
     let sealer: StoredKeySealer?
     let logger: Logger
+    /// The events of the conversations this worker stepped lately (a step reads only what is newer).
+    let eventCache = EventCache()
 
     static let consumerName = "conversation-worker"
 

@@ -2,8 +2,8 @@ import DeckhandCore
 import Metrics
 import Synchronization
 
-/// The timings of one step, for the `deckhand_step_seconds` timers: from the step's message taken to its
-/// last observation published (`total`), the parts spent waiting for the model (`llm`) and the sandbox
+/// The timings of one step, for the `deckhand_step_seconds` timers: from the step's message taken to its end
+/// committed and its events published (`total`), the parts spent waiting for the model (`llm`) and the sandbox
 /// (`sandbox`), and the rest, Deckhand's own work (`overhead`: PostgreSQL, RabbitMQ, JSON).
 final class StepTiming: Sendable {
     let started = ContinuousClock.now
@@ -23,7 +23,7 @@ final class StepTiming: Sendable {
     func addModel(_ duration: Duration) { waits.withLock { $0.llm += duration } }
     func addSandbox(_ duration: Duration) { waits.withLock { $0.sandbox += duration } }
 
-    /// Records the step's timers (once its actions have run).
+    /// Records the step's timers (once its end is committed).
     func record() {
         let total = ContinuousClock.now - started
         let (llm, sandbox) = waits.withLock { ($0.llm, $0.sandbox) }

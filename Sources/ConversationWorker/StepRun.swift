@@ -12,6 +12,8 @@ struct Decision: Sendable {
     var planned: [PlannedAction]
     /// The last event id the model's prompt included.
     var historyEnd: Int
+    /// A fresh answer, stored with the step's first event; nil when it was stored by an earlier delivery.
+    var answer: ModelAnswer?
 }
 
 /// What `llm_calls.response` holds for a step: the model's response, or the replayed action.
@@ -124,19 +126,27 @@ struct StepRun: Sendable {
         }
         timing.mark(.decide)
         let publisher = OrderedPublisher(worker: worker, conversation: id)
-        let outcome: StepOutcome
+        let acted: Acted
         do {
-            outcome = try await act(decision, reused: reused, sandbox: sandbox, masker: masker, publisher: publisher)
+            acted = try await act(decision, reused: reused, sandbox: sandbox, masker: masker, publisher: publisher)
         } catch {
             _ = try? await publisher.finish()
             throw error
         }
         try await publisher.finish()
         timing.mark(.act)
+        if acted.outcome != .superseded {
+            try await finish(
+                acted.outcome,
+                historyEnd: decision.historyEnd,
+                observation: acted.lastObservation,
+                masker: masker,
+                lock: lock
+            )
+            timing.mark(.finish)
+        }
+        // The step's time ends once its end is committed and its events published.
         timing.record()
-        guard outcome != .superseded else { return }
-        try await finish(outcome, historyEnd: decision.historyEnd, masker: masker, lock: lock)
-        timing.mark(.finish)
     }
 
     // MARK: The model's decision
@@ -166,7 +176,7 @@ struct StepRun: Sendable {
             )
             return nil
         }
-        var events = try await connection.run { try ConversationStore.events($0, id) }
+        var events = try await history(of: record)
         if let reason = StuckDetector.reason(events) {
             try await endWithError("The agent is stuck: \(reason).", masker: masker)
             return nil
@@ -255,45 +265,36 @@ struct StepRun: Sendable {
         }
         let elapsed = ContinuousClock.now - started
         timing.addModel(elapsed)
-        let number = self.number
-        let (usageSoFar, costSoFar, attemptsMade) = (usage, cost, attempts)
-        let model = endpoint.model
-        let replayed = record.hasReplay
-        let stored = try answer.text()
-        // One statement: the response is stored and its cost added to the conversation together.
-        let metrics = try await connection.run { connection -> LLMMetrics in
-            let row = try connection.query(
-                """
-                WITH stored AS (
-                    INSERT INTO llm_calls (conversation_id, step, response, history_end, model, prompt_tokens,
-                        completion_tokens, cost, attempts, duration_ms)
-                    VALUES ($1, $7, $8, $9, $10, $2, $3, $5, $11, $12)
-                    ON CONFLICT DO NOTHING
-                )
-                UPDATE conversations SET prompt_tokens = prompt_tokens + $2, completion_tokens = completion_tokens + $3,
-                    cache_read_tokens = cache_read_tokens + $4, accumulated_cost = accumulated_cost + $5,
-                    iteration = iteration + 1, replay_position = replay_position + $6, updated_at = now()
-                WHERE id = $1
-                RETURNING accumulated_cost, prompt_tokens, completion_tokens, cache_read_tokens, cache_write_tokens
-                """,
-                [
-                    .uuid(id), .int(Int64(usageSoFar.promptTokens)), .int(Int64(usageSoFar.completionTokens)),
-                    .int(Int64(usageSoFar.cachedTokens)), .double(costSoFar), .int(replayed ? 1 : 0),
-                    .int(Int64(number)), .jsonb(stored), .int(Int64(historyEnd)),
-                    .text(replayed ? "replay" : model), .int(Int64(attemptsMade)),
-                    .double(elapsed.milliseconds),
-                ]
-            ).first
-            guard let row else { throw DeckhandError(.conversationNotFound, "conversation \(id) was deleted") }
-            return LLMMetrics(
-                accumulatedCost: try row.decode(Double.self, "accumulated_cost"),
-                promptTokens: try row.decode(Int.self, "prompt_tokens"),
-                completionTokens: try row.decode(Int.self, "completion_tokens"),
-                cacheReadTokens: try row.decode(Int.self, "cache_read_tokens"),
-                cacheWriteTokens: try row.decode(Int.self, "cache_write_tokens")
-            )
-        }
-        return Decision(planned: answer.plan(metrics: metrics), historyEnd: historyEnd)
+        let stored = ModelAnswer(
+            step: number,
+            response: try answer.text(),
+            historyEnd: historyEnd,
+            model: record.hasReplay ? "replay" : endpoint.model,
+            promptTokens: usage.promptTokens,
+            completionTokens: usage.completionTokens,
+            cachedTokens: usage.cachedTokens,
+            cost: cost,
+            attempts: attempts,
+            duration: elapsed,
+            replayed: record.hasReplay
+        )
+        return Decision(
+            planned: answer.plan(metrics: stored.adding(to: record.metrics)),
+            historyEnd: historyEnd,
+            answer: stored
+        )
+    }
+
+    /// Every event of the conversation, in order: those this worker kept from earlier steps
+    /// (``EventCache``) and those committed since, read now.
+    func history(of record: ConversationRecord) async throws -> [StoredEvent] {
+        let key = EventCache.Key(conversation: self.id, created: record.createdAt)
+        let kept = worker.eventCache.events(of: key)
+        let (id, after) = (self.id, kept.last?.id ?? -1)
+        let newer = try await connection.run { try ConversationStore.eventsAndSize($0, id, after: after) }
+        let events = kept + newer.events
+        worker.eventCache.keep(events, bytes: newer.bytes, for: key)
+        return events
     }
 
     /// Replaces the middle of a history grown past `agent.condense_after_tokens` by the model's summary
@@ -334,16 +335,60 @@ struct StepRun: Sendable {
 
     // MARK: Actions
 
+    /// How a step's actions ended, and the last one's observation, not yet stored: it is committed with the
+    /// step's end.
+    struct Acted: Sendable {
+        var outcome: StepOutcome
+        var lastObservation: Event?
+    }
+
     /// Records and runs the decision's actions in order, skipping what an earlier delivery did: an action
     /// with an observation is not run again, one without gets an `error` observation (it was interrupted).
+    /// A fresh answer is stored with the first event; the last observation is left to ``finish``.
     func act(
         _ decision: Decision,
         reused: Bool,
         sandbox: SandboxEndpoint,
         masker: SecretMasker,
         publisher: OrderedPublisher
-    ) async throws -> StepOutcome {
+    ) async throws -> Acted {
+        var acted = try await actions(
+            decision,
+            reused: reused,
+            sandbox: sandbox,
+            masker: masker,
+            publisher: publisher
+        )
+        if let answer = decision.answer, !acted.answerStored {
+            // No event was appended (an empty plan): the answer is stored on its own.
+            let id = self.id
+            _ = try await connection.run { try ConversationStore.storeAnswer($0, id, answer) }
+            acted.answerStored = true
+        }
+        return Acted(outcome: acted.outcome, lastObservation: acted.lastObservation)
+    }
+
+    private struct Progress {
+        var outcome = StepOutcome.proceed
+        var lastObservation: Event?
+        var answerStored = false
+    }
+
+    private func actions(
+        _ decision: Decision,
+        reused: Bool,
+        sandbox: SandboxEndpoint,
+        masker: SecretMasker,
+        publisher: OrderedPublisher
+    ) async throws -> Progress {
         let (id, number) = (self.id, self.number)
+        var progress = Progress()
+        /// Appends `events` if the step is current, with the answer the first time.
+        func record(_ events: [Event]) async throws -> [Event]? {
+            let answer = progress.answerStored ? nil : decision.answer
+            progress.answerStored = true
+            return try await appendIfCurrent(events, masker: masker, answer: answer)
+        }
         // Only a reused decision can have actions recorded by an earlier delivery.
         let existing = reused ? try await connection.run { try ConversationStore.events($0, id, step: number) } : []
         let recorded = existing.filter { event in
@@ -351,14 +396,16 @@ struct StepRun: Sendable {
                 || event.extras["error_id"]?.stringValue == ResponseParser.badActionErrorID
         }
         let observed = Set(existing.compactMap(\.cause))
-        var outcome = StepOutcome.proceed
         for (index, item) in decision.planned.enumerated() {
             let prior = index < recorded.count ? recorded[index] : nil
             let action: Event
             switch item {
             case .invalid(let error):
                 if prior == nil {
-                    guard let stored = try await appendIfCurrent([error], masker: masker) else { return .superseded }
+                    guard let stored = try await record([error]) else {
+                        progress.outcome = .superseded
+                        return progress
+                    }
                     publisher.publish(stored)
                 }
                 continue
@@ -366,14 +413,18 @@ struct StepRun: Sendable {
                 if let prior {
                     action = prior
                 } else {
-                    guard let stored = try await appendIfCurrent([planned], masker: masker) else { return .superseded }
+                    guard let stored = try await record([planned]) else {
+                        progress.outcome = .superseded
+                        return progress
+                    }
                     publisher.publish(stored)
                     action = stored[0]
                 }
             }
             switch action.action {
-            case "finish": outcome = .finished
-            case "message" where action.args["wait_for_response"]?.boolValue == true: outcome = .awaitingUser
+            case "finish": progress.outcome = .finished
+            case "message" where action.args["wait_for_response"]?.boolValue == true:
+                progress.outcome = .awaitingUser
             default: break
             }
             if let prior, let priorID = prior.id, observed.contains(priorID) { continue }
@@ -410,27 +461,51 @@ struct StepRun: Sendable {
             } else {
                 observation = ResponseParser.localObservation(for: action)
             }
+            if lost || index == decision.planned.count - 1 {
+                // The step's last observation: committed with the step's end.
+                progress.lastObservation = observation
+                if lost { progress.outcome = .sandboxLost }
+                return progress
+            }
             if let observation {
-                guard let stored = try await appendAlways([observation], masker: masker) else { return .superseded }
+                guard let stored = try await appendAlways([observation], masker: masker) else {
+                    progress.outcome = .superseded
+                    return progress
+                }
                 publisher.publish(stored)
             }
-            if lost { return .sandboxLost }
         }
-        return outcome
+        return progress
     }
 
     // MARK: Ending the step
 
-    /// Commits the end of the step, then publishes its events and the next step: the chain goes on, or the
-    /// agent waits (for the user, or in `loading` for its sandbox, which is asked for). A user message that
-    /// arrived after the model's prompt was built keeps the chain going.
-    func finish(_ outcome: StepOutcome, historyEnd: Int, masker: SecretMasker, lock: StepLock) async throws {
+    /// Commits the end of the step with its last observation, then publishes its events and the next step:
+    /// the chain goes on, or the agent waits (for the user, or in `loading` for its sandbox, which is asked
+    /// for). A user message that arrived after the model's prompt was built keeps the chain going. The
+    /// observation is stored whatever the agent's state (an action that ran keeps its result).
+    func finish(
+        _ outcome: StepOutcome,
+        historyEnd: Int,
+        observation: Event? = nil,
+        masker: SecretMasker,
+        lock: StepLock
+    ) async throws {
         let (id, number) = (self.id, self.number)
-        let result = try await connection.run { connection in
-            try connection.transaction { connection -> CommandOutcome? in
-                guard let record = try ConversationStore.conversation(connection, id, lock: true),
-                    record.stepSeq == number, record.agentState == .running
-                else { return nil }
+        let ended = try await connection.run { connection in
+            try connection.transaction { connection -> (result: CommandOutcome, moved: Bool)? in
+                guard let record = try ConversationStore.conversation(connection, id, lock: true) else { return nil }
+                var result = CommandOutcome()
+                if let observation {
+                    result.events = try ConversationStore.append(
+                        connection,
+                        id,
+                        [observation],
+                        step: number,
+                        masker: masker
+                    )
+                }
+                guard record.stepSeq == number, record.agentState == .running else { return (result, false) }
                 let end: AgentStateMachine.StepEnd
                 switch outcome {
                 case .proceed, .superseded:
@@ -450,9 +525,8 @@ struct StepRun: Sendable {
                 }
                 // The agent is running (checked above): every step end moves it.
                 guard let transition = AgentStateMachine.apply(.stepEnded(end), in: record.agentState) else {
-                    return nil
+                    return (result, false)
                 }
-                var result = CommandOutcome()
                 if !transition.effects.contains(.nextStep) {
                     let state = transition.to
                     let resumeOnReady = transition.effects.contains(.resumeOnReady)
@@ -467,7 +541,7 @@ struct StepRun: Sendable {
                             .text(RuntimeStatus.startingRuntime.rawValue),
                         ]
                     )
-                    result.events = try ConversationStore.append(
+                    result.events += try ConversationStore.append(
                         connection,
                         id,
                         [.stateChanged(state)],
@@ -482,12 +556,16 @@ struct StepRun: Sendable {
                     )
                     result.startedStep = number + 1
                 }
-                return result
+                return (result, true)
             }
         }
-        guard let result else { return }
+        guard let ended else { return }
+        guard ended.moved else {
+            try await worker.publish(ended.result.events, conversation: id)
+            return
+        }
         await lock.release()
-        try await worker.follow(result, conversation: id)
+        try await worker.follow(ended.result, conversation: id)
     }
 
     /// Ends the chain in `error` with `reason` (an `error` observation and the state change).
@@ -523,11 +601,32 @@ struct StepRun: Sendable {
 
     // MARK: Appending
 
-    /// Appends `events` as this step's if the chain is still at this step and running; nil otherwise.
-    func appendIfCurrent(_ events: [Event], masker: SecretMasker) async throws -> [Event]? {
+    /// Appends `events` as this step's if the chain is still at this step and running; nil otherwise. With
+    /// `answer`, in one transaction with the model's answer, which is stored either way (its cost was spent).
+    func appendIfCurrent(_ events: [Event], masker: SecretMasker, answer: ModelAnswer? = nil) async throws -> [Event]? {
         let (id, number) = (self.id, self.number)
         return try await connection.run { connection in
-            try ConversationStore.append(connection, id, events, step: number, masker: masker, onlyAt: number)
+            guard let answer else {
+                return try ConversationStore.append(
+                    connection,
+                    id,
+                    events,
+                    step: number,
+                    masker: masker,
+                    onlyAt: number
+                )
+            }
+            return try connection.transaction { connection in
+                try ConversationStore.storeAnswer(connection, id, answer)
+                return try ConversationStore.append(
+                    connection,
+                    id,
+                    events,
+                    step: number,
+                    masker: masker,
+                    onlyAt: number
+                )
+            }
         }
     }
 

@@ -28,6 +28,8 @@ public struct ConversationRecord: Sendable, Equatable {
     public var hasReplay: Bool
     public var replayPosition: Int
     public var resumeOnReady: Bool
+    /// When the row was made: with the id, names one conversation (an id may be chosen again after a deletion).
+    public var createdAt: Date
 
     public static let columns = columns(qualifiedBy: "")
 
@@ -37,7 +39,7 @@ public struct ConversationRecord: Sendable, Equatable {
             "id", "user_id", "status", "agent_state", "runtime_status", "sandbox_id", "llm_model", "llm_base_url",
             "llm_api_key", "iteration", "max_iterations", "max_budget_per_task", "prompt_tokens", "completion_tokens",
             "cache_read_tokens", "cache_write_tokens", "accumulated_cost", "step_seq", "step_published", "event_count",
-            "last_error", "conversation_instructions", "replay_position", "resume_on_ready",
+            "last_error", "conversation_instructions", "replay_position", "resume_on_ready", "created_at",
         ]
         return names.map { "\(alias)\($0)" }.joined(separator: ", ") + ", \(alias)replay IS NOT NULL AS has_replay"
     }
@@ -70,6 +72,7 @@ public struct ConversationRecord: Sendable, Equatable {
         hasReplay = try row.decode(Bool.self, "has_replay")
         replayPosition = try row.decode(Int.self, "replay_position")
         resumeOnReady = try row.decode(Bool.self, "resume_on_ready")
+        createdAt = try row.decode(Date.self, "created_at")
     }
 }
 

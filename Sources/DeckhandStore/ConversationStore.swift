@@ -41,15 +41,28 @@ public struct ConversationStore: Sendable {
 
     /// The conversation's events with id above `after`, in order.
     public static func events(_ connection: PostgresConnection, _ id: UUID, after: Int = -1) throws -> [StoredEvent] {
-        try connection.query(
+        try eventsAndSize(connection, id, after: after).events
+    }
+
+    /// ``events(_:_:after:)`` and the size of the stored JSON they were read from, in bytes.
+    public static func eventsAndSize(
+        _ connection: PostgresConnection,
+        _ id: UUID,
+        after: Int
+    ) throws -> (events: [StoredEvent], bytes: Int) {
+        var bytes = 0
+        let events = try connection.query(
             "SELECT payload, step FROM events WHERE conversation_id = $1 AND id > $2 ORDER BY id",
             [.uuid(id), .int(Int64(after))]
         ).map { row in
-            StoredEvent(
-                event: try Event(json: try JSONValue(parsing: try row.decode(String.self, "payload"))),
+            let payload = try row.decode(String.self, "payload")
+            bytes += payload.utf8.count
+            return StoredEvent(
+                event: try Event(json: try JSONValue(parsing: payload)),
                 step: try row.decode(Int?.self, "step")
             )
         }
+        return (events, bytes)
     }
 
     /// The events a step wrote, in order.

@@ -121,6 +121,9 @@ extension Bench {
         )
 
         @Option(help: "Steps measured for the per-step overhead.") var steps = 200
+        @Option(help: "Steps per conversation in the overhead run (a longer history costs each step more).")
+        var length = 20
+        @Flag(help: "Measure only the per-step overhead (no throughput runs, no idle memory).") var overheadOnly = false
         @Option(help: "Conversations at once in the throughput runs.") var conversations = 32
         @Option(help: "Steps per conversation in the throughput runs.") var conversationSteps = 8
         @Option(help: "Steps in flight per worker process in the throughput runs.") var prefetch = 4
@@ -129,6 +132,8 @@ extension Bench {
             report(
                 try await ConversationBenchmark.run(
                     steps: steps,
+                    length: length,
+                    overheadOnly: overheadOnly,
                     throughputConversations: conversations,
                     throughputSteps: conversationSteps,
                     prefetch: prefetch

@@ -18,6 +18,8 @@ enum ConversationBenchmark {
 
     static func run(
         steps: Int,
+        length: Int,
+        overheadOnly: Bool,
         throughputConversations: Int,
         throughputSteps: Int,
         prefetch: Int
@@ -25,7 +27,8 @@ enum ConversationBenchmark {
         -> [BenchmarkResult]
     {
         MetricsSystem.bootstrap(timers)
-        var results = try await overhead(steps: steps)
+        var results = try await overhead(steps: steps, perConversation: length)
+        if overheadOnly { return results }
         var rates: [Int: Double] = [:]
         for workers in [1, 2, 4] {
             let rate = try await throughput(
@@ -50,11 +53,10 @@ enum ConversationBenchmark {
     }
 
     /// One worker in this process, a zero-latency model, a warm process sandbox; conversations one after the
-    /// other, each running a no-op command `steps` times (each different: the same one four times over is stuck detection). The step timers come from the worker's `deckhand_step_seconds`.
-    static func overhead(steps: Int) async throws -> [BenchmarkResult] {
+    /// other, each running a no-op command `perConversation` times (each different: the same one four times over is stuck detection). The step timers come from the worker's `deckhand_step_seconds`.
+    static func overhead(steps: Int, perConversation: Int) async throws -> [BenchmarkResult] {
         try await TestConversations.with { bed in
             try await running(try bed.makeRuntimeWorker(warm: 2), bed.makeWorker()) {
-                let perConversation = 20
                 var done = 0
                 while done < steps {
                     let count = min(perConversation, steps - done)
