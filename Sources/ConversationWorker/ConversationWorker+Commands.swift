@@ -17,31 +17,14 @@ struct CommandOutcome: Sendable {
 }
 
 extension ConversationWorker {
-    /// Moves an agent in one of `states` to `running` with the next step number; returns that step (nil when
-    /// the agent is in none of them: a chain runs already, or the command does not apply).
-    static func startChain(_ connection: PostgresConnection, _ id: UUID, from states: [AgentState]) throws -> Int? {
-        try connection.query(
-            """
-            UPDATE conversations SET agent_state = $3, step_seq = step_seq + 1, resume_on_ready = false,
-                status = $4, last_error = NULL, updated_at = now()
-            WHERE id = $1 AND agent_state = ANY($2::text[])
-            RETURNING step_seq
-            """,
-            [
-                .uuid(id), .text(AgentStateMachine.sqlArray(states)), .text(AgentState.running.rawValue),
-                .text(ConversationStatus.running.rawValue),
-            ]
-        ).first?.decode(Int.self, "step_seq")
-    }
-
-    /// ``startChain(_:_:from:)`` and the `agent_state_changed: running` event: what to publish after the commit.
+    /// ``ConversationStore/startChain(_:_:from:)`` and the `agent_state_changed: running` event: what to publish after the commit.
     static func startChainRecorded(
         _ connection: PostgresConnection,
         _ id: UUID,
         from states: [AgentState],
         masker: SecretMasker
     ) throws -> CommandOutcome? {
-        guard let step = try startChain(connection, id, from: states) else { return nil }
+        guard let step = try ConversationStore.startChain(connection, id, from: states) else { return nil }
         var outcome = CommandOutcome()
         outcome.startedStep = step
         outcome.events = try ConversationStore.append(
@@ -85,12 +68,11 @@ extension ConversationWorker {
                 if let text = command.initialUserMessage, !text.isEmpty {
                     events.append(.userMessage(text, imageURLs: command.imageURLs ?? []))
                 }
-                try connection.execute(
-                    "UPDATE conversations SET conversation_instructions = $2, replay = $3::jsonb WHERE id = $1",
-                    [
-                        .uuid(id), .optional(command.conversationInstructions.map(PostgresValue.text)),
-                        replay.map { .jsonb($0.serialized) } ?? .null,
-                    ]
+                try ConversationStore.storeOpening(
+                    connection,
+                    id,
+                    instructions: command.conversationInstructions,
+                    replay: replay
                 )
             }
             var outcome = CommandOutcome()
@@ -101,7 +83,7 @@ extension ConversationWorker {
             }
             let pendingTask = (opening && !(command.initialUserMessage ?? "").isEmpty) || record.resumeOnReady
             if opening || record.agentState != transition.to { events.append(.stateChanged(transition.to)) }
-            try Self.moveToLoading(connection, id, resumeOnReady: pendingTask)
+            try ConversationStore.moveToLoading(connection, id, resumeOnReady: pendingTask)
             outcome.events = try ConversationStore.append(connection, id, events, step: nil, masker: masker)
             outcome.wantsSandbox = transition.effects.contains(.requestSandbox)
             return outcome
@@ -121,11 +103,12 @@ extension ConversationWorker {
         let id = command.conversationID
         let masker = self.masker(for: nil)
         let outcome = try await store.postgres.transaction { connection -> CommandOutcome? in
-            let fresh = try connection.execute(
-                "INSERT INTO processed_messages (consumer, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                [.text(Self.consumerName), .text(messageID)]
+            let fresh = try ConversationStore.markProcessed(
+                connection,
+                consumer: Self.consumerName,
+                messageID: messageID
             )
-            guard fresh == 1, let record = try ConversationStore.conversation(connection, id, lock: true) else {
+            guard fresh, let record = try ConversationStore.conversation(connection, id, lock: true) else {
                 return nil
             }
             var events: [Event] = [.userMessage(command.content, imageURLs: command.imageURLs ?? [])]
@@ -134,18 +117,15 @@ extension ConversationWorker {
             // paused agent when it resumes.
             if let transition = AgentStateMachine.apply(.message, in: record.agentState) {
                 if transition.effects.contains(.startChain) {
-                    if let step = try Self.startChain(connection, id, from: [record.agentState]) {
+                    if let step = try ConversationStore.startChain(connection, id, from: [record.agentState]) {
                         events.append(.stateChanged(transition.to))
                         outcome.startedStep = step
                     }
                 } else if transition.to != record.agentState {
                     events.append(.stateChanged(transition.to))
-                    try Self.moveToLoading(connection, id, resumeOnReady: true)
+                    try ConversationStore.moveToLoading(connection, id, resumeOnReady: true)
                 } else {
-                    try connection.execute(
-                        "UPDATE conversations SET resume_on_ready = true WHERE id = $1",
-                        [.uuid(id)]
-                    )
+                    try ConversationStore.resumeOnReady(connection, id)
                 }
                 outcome.wantsSandbox = transition.effects.contains(.requestSandbox)
             }
@@ -158,22 +138,6 @@ extension ConversationWorker {
             return
         }
         try await follow(outcome, conversation: id)
-    }
-
-    /// Moves the agent to `loading` (waiting for its sandbox); `resumeOnReady`: its task goes on once the
-    /// sandbox answers.
-    static func moveToLoading(_ connection: PostgresConnection, _ id: UUID, resumeOnReady: Bool) throws {
-        try connection.execute(
-            """
-            UPDATE conversations SET agent_state = $2, status = $3, runtime_status = $4, resume_on_ready = $5,
-                updated_at = now()
-            WHERE id = $1
-            """,
-            [
-                .uuid(id), .text(AgentState.loading.rawValue), .text(ConversationStatus.starting.rawValue),
-                .text(RuntimeStatus.startingRuntime.rawValue), .bool(resumeOnReady),
-            ]
-        )
     }
 
     // MARK: pause, resume, stop, delete
@@ -190,17 +154,9 @@ extension ConversationWorker {
     {
         let masker = self.masker(for: nil)
         return try await store.postgres.transaction { connection -> [Event]? in
-            let changed = try connection.execute(
-                """
-                UPDATE conversations SET agent_state = $2, status = coalesce($3, status), updated_at = now()
-                WHERE id = $1 AND agent_state = ANY($4::text[])
-                """,
-                [
-                    .uuid(id), .text(state.rawValue), .optional(status.map { .text($0.rawValue) }),
-                    .text(AgentStateMachine.sqlArray(from)),
-                ]
-            )
-            guard changed == 1 else { return nil }
+            guard try ConversationStore.transition(connection, id, from: from, to: state, status: status) else {
+                return nil
+            }
             return try ConversationStore.append(connection, id, [.stateChanged(state)], step: nil, masker: masker)
         }
     }
@@ -254,13 +210,7 @@ extension ConversationWorker {
             guard let record = try ConversationStore.conversation(connection, id, lock: true) else { return nil }
             var outcome = CommandOutcome()
             guard record.agentState != .stopped else { return outcome }
-            try connection.execute(
-                """
-                UPDATE conversations SET sandbox_id = $2, runtime_status = $3, status = 'RUNNING', updated_at = now()
-                WHERE id = $1
-                """,
-                [.uuid(id), .uuid(ready.sandboxID), .text(RuntimeStatus.ready.rawValue)]
-            )
+            try ConversationStore.sandboxReady(connection, id, sandbox: ready.sandboxID)
             let input = AgentStateMachine.Input.sandboxReady(pendingTask: record.resumeOnReady)
             guard let transition = AgentStateMachine.apply(input, in: record.agentState) else { return outcome }
             if transition.effects.contains(.startChain),
@@ -268,10 +218,7 @@ extension ConversationWorker {
             {
                 outcome = started
             } else if !transition.effects.contains(.startChain) {
-                try connection.execute(
-                    "UPDATE conversations SET agent_state = $2 WHERE id = $1",
-                    [.uuid(id), .text(transition.to.rawValue)]
-                )
+                try ConversationStore.setAgentState(connection, id, transition.to)
                 outcome.events = try ConversationStore.append(
                     connection,
                     id,
@@ -301,19 +248,15 @@ extension ConversationWorker {
         let masker = self.masker(for: nil)
         let reason = "The sandbox could not be started: \(failed.reason)"
         let events = try await store.postgres.transaction { connection -> [Event] in
-            let changed = try connection.execute(
-                """
-                UPDATE conversations SET agent_state = $4, status = $5, runtime_status = $2, last_error = $3,
-                    updated_at = now()
-                WHERE id = $1 AND agent_state = ANY($6::text[])
-                """,
-                [
-                    .uuid(id), .text(RuntimeStatus.error.rawValue), .text(reason), .text(AgentState.error.rawValue),
-                    .text(ConversationStatus.error.rawValue),
-                    .text(AgentStateMachine.sqlArray(AgentStateMachine.sources(of: .sandboxFailed))),
-                ]
+            let ended = try ConversationStore.endInError(
+                connection,
+                id,
+                from: AgentStateMachine.sources(of: .sandboxFailed),
+                reason: reason,
+                runtimeStatus: .error,
+                status: .error
             )
-            guard changed == 1 else { return [] }
+            guard ended else { return [] }
             return try ConversationStore.append(
                 connection,
                 id,

@@ -28,7 +28,7 @@ extension ConversationWorker {
             // quickly at first.
             let deadline = ContinuousClock.now + wait
             var pause = Duration.milliseconds(2)
-            while try await !connection.run({ try Self.tryLock($0, key) }) {
+            while try await !connection.run({ try ConversationStore.tryLock($0, key) }) {
                 guard ContinuousClock.now < deadline else { throw StepBusy() }
                 try await Task.sleep(for: pause)
                 pause = min(pause * 2, .milliseconds(50))
@@ -52,13 +52,5 @@ extension ConversationWorker {
             await lock.release()
             try result.get()
         }
-    }
-
-    static func tryLock(_ connection: PostgresConnection, _ key: Int64) throws -> Bool {
-        try connection.query("SELECT pg_try_advisory_lock($1) AS locked", [.int(key)]).first?.decode(
-            Bool.self,
-            "locked"
-        )
-            ?? false
     }
 }

@@ -173,10 +173,7 @@ public final class ConversationWorker: Service, Sendable {
             to: topology.conversationQueue,
             messageID: command.messageID
         )
-        try await store.postgres.execute(
-            "UPDATE conversations SET step_published = greatest(step_published, $2) WHERE id = $1",
-            [.uuid(conversation), .int(Int64(step))]
-        )
+        try await store.markStepPublished(conversation, step: step)
     }
 
     /// When the chain runs but its current step was never confirmed published (a worker died between the

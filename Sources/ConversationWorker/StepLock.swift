@@ -1,3 +1,4 @@
+import DeckhandStore
 import Postgres
 import Synchronization
 
@@ -22,6 +23,6 @@ final class StepLock: Sendable {
             })
         else { return }
         let key = self.key
-        _ = try? await connection.run { try $0.execute("SELECT pg_advisory_unlock($1)", [.int(key)]) }
+        _ = try? await connection.run { try ConversationStore.unlock($0, key) }
     }
 }

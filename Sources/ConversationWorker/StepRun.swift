@@ -226,12 +226,7 @@ struct StepRun: Sendable {
         let started = ContinuousClock.now
         if record.hasReplay {
             let position = record.replayPosition
-            let next = try await connection.run {
-                try $0.query(
-                    "SELECT replay -> $2::int AS action FROM conversations WHERE id = $1",
-                    [.uuid(id), .int(Int64(position))]
-                ).first?.decode(String?.self, "action")
-            }
+            let next = try await connection.run { try ConversationStore.replayAction($0, id, at: position) }
             if let next, let action = try? Event(json: JSONValue(parsing: next)) {
                 answer = .replay(action)
             } else {
@@ -511,14 +506,7 @@ struct StepRun: Sendable {
                 case .proceed, .superseded:
                     end = .proceed
                 case .finished, .awaitingUser:
-                    let newer =
-                        try connection.query(
-                            """
-                            SELECT EXISTS (SELECT 1 FROM events WHERE conversation_id = $1 AND id > $2 AND source = 'user'
-                                AND kind = 'message') AS newer
-                            """,
-                            [.uuid(id), .int(Int64(historyEnd))]
-                        ).first?.decode(Bool.self, "newer") ?? false
+                    let newer = try ConversationStore.userMessage(connection, id, after: historyEnd)
                     end = newer ? .userMessagePending : (outcome == .finished ? .finished : .awaitingUser)
                 case .sandboxLost:
                     end = .sandboxLost
@@ -529,17 +517,12 @@ struct StepRun: Sendable {
                 }
                 if !transition.effects.contains(.nextStep) {
                     let state = transition.to
-                    let resumeOnReady = transition.effects.contains(.resumeOnReady)
-                    try connection.execute(
-                        """
-                        UPDATE conversations SET agent_state = $3, step_seq = $2 + 1, updated_at = now(),
-                            resume_on_ready = $4, runtime_status = CASE WHEN $4 THEN $5 ELSE runtime_status END
-                        WHERE id = $1
-                        """,
-                        [
-                            .uuid(id), .int(Int64(number)), .text(state.rawValue), .bool(resumeOnReady),
-                            .text(RuntimeStatus.startingRuntime.rawValue),
-                        ]
+                    try ConversationStore.endChain(
+                        connection,
+                        id,
+                        after: number,
+                        in: state,
+                        resumeOnReady: transition.effects.contains(.resumeOnReady)
                     )
                     result.events += try ConversationStore.append(
                         connection,
@@ -550,10 +533,7 @@ struct StepRun: Sendable {
                     )
                     result.wantsSandbox = transition.effects.contains(.requestSandbox)
                 } else {
-                    try connection.execute(
-                        "UPDATE conversations SET step_seq = $2 + 1, updated_at = now() WHERE id = $1",
-                        [.uuid(id), .int(Int64(number))]
-                    )
+                    try ConversationStore.advanceStep(connection, id, after: number)
                     result.startedStep = number + 1
                 }
                 return (result, true)
@@ -573,19 +553,15 @@ struct StepRun: Sendable {
         let (id, number) = (self.id, self.number)
         let stored = try await connection.run { connection in
             try connection.transaction { connection -> [Event] in
-                let changed = try connection.execute(
-                    """
-                    UPDATE conversations SET agent_state = $5, step_seq = $2 + 1, last_error = $3,
-                        runtime_status = coalesce($4, runtime_status), updated_at = now()
-                    WHERE id = $1 AND step_seq = $2 AND agent_state = ANY($6::text[])
-                    """,
-                    [
-                        .uuid(id), .int(Int64(number)), .text(reason),
-                        .optional(runtimeStatus.map { .text($0.rawValue) }), .text(AgentState.error.rawValue),
-                        .text(AgentStateMachine.sqlArray(AgentStateMachine.sources(of: .stepFailed))),
-                    ]
+                let ended = try ConversationStore.endInError(
+                    connection,
+                    id,
+                    from: AgentStateMachine.sources(of: .stepFailed),
+                    reason: reason,
+                    runtimeStatus: runtimeStatus,
+                    step: number
                 )
-                guard changed == 1 else { return [] }
+                guard ended else { return [] }
                 return try ConversationStore.append(
                     connection,
                     id,
