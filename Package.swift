@@ -131,7 +131,7 @@ let package = Package(
         .target(
             name: "RuntimeManager",
             dependencies: [
-                "AMQP", "DeckhandCore", "HTTPClient", "Messaging", "Postgres", "RuntimeBackends",
+                "AMQP", "DeckhandCore", "DeckhandStore", "HTTPClient", "Messaging", "Postgres", "RuntimeBackends",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -143,7 +143,6 @@ let package = Package(
             name: "Gateway",
             dependencies: [
                 "AMQP", "DeckhandCore", "DeckhandStore", "Messaging", "Postgres",
-                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),

@@ -91,6 +91,11 @@ public enum JSONValue: Sendable, Hashable, Codable {
         }
     }
 
+    public var arrayValue: [JSONValue]? {
+        if case .array(let items) = self { return items }
+        return nil
+    }
+
     public var isNull: Bool { self == .null }
 }
 

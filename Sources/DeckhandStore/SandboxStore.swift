@@ -21,7 +21,7 @@ public struct SandboxRecord: Sendable, Equatable {
     public var reason: String?
     public var lastActiveAt: Date
 
-    init(row: PostgresRow) throws {
+    public init(row: PostgresRow) throws {
         id = try row.decode(UUID.self, "id")
         let backendName = try row.decode(String.self, "backend")
         guard let backend = RuntimeSettings.Backend(rawValue: backendName) else {
@@ -52,10 +52,10 @@ public struct SandboxStore: Sendable {
         self.deployment = deployment
     }
 
-    static let columns =
+    public static let columns =
         "id, backend, backend_ref, image, status, url, session_api_key, conversation_id, worker_id, lease_until, reason, last_active_at"
     /// Statuses of a sandbox that no longer counts (its conversation may get another).
-    static let dead = "('lost', 'error')"
+    public static let dead = "('lost', 'error')"
 
     /// A 64-bit advisory-lock key for `name` within this deployment (FNV-1a).
     public func lockKey(_ name: String) -> Int64 {

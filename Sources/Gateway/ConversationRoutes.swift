@@ -15,8 +15,8 @@ struct ConversationRoutes: Sendable {
     /// What callers may choose (backends, models, iterations, budget) and hold at once.
     let limits: UserLimits
     let store: GatewayStore
-    let conversations: ConversationStore
-    let bus: CommandBus
+    /// Where the conversation commands go (the broker's `conversation.commands`).
+    let commands: any ConversationCommandSending
     let metrics: GatewayMetrics
     /// This gateway's stream clients of a conversation (`num_connections`).
     let connections: @Sendable (UUID) -> Int
@@ -108,9 +108,9 @@ struct ConversationRoutes: Sendable {
             gitProvider: try body.string("git_provider", maxLength: 50)
         )
         new.runtime = granted.backend
-        try bus.requireConnected()
+        try commands.requireConnected()
         try await requireCapacity(user)
-        guard try await conversations.create(new) else {
+        guard try await store.records.create(new) else {
             throw APIError(.conflict, .conversationExists, "a conversation with the id \(new.id.apiString) exists")
         }
         store.owners.set(user, for: new.id)
@@ -118,7 +118,7 @@ struct ConversationRoutes: Sendable {
             try await send(.start, start, user: user)
         } catch {
             // Not accepted: leave nothing behind that the client would not know about.
-            try? await conversations.remove(new.id)
+            try? await store.records.remove(new.id)
             throw error
         }
         return json([
@@ -370,10 +370,14 @@ struct ConversationRoutes: Sendable {
     // MARK: Helpers
 
     /// Publishes a conversation command; fails at once (503) while RabbitMQ is not connected.
-    func send<Payload: Encodable>(_ command: ConversationCommand, _ payload: Payload, user: UUID) async throws {
-        try bus.requireConnected()
+    func send<Payload: Encodable & Sendable>(
+        _ command: ConversationCommand,
+        _ payload: Payload,
+        user: UUID
+    ) async throws {
+        try commands.requireConnected()
         do {
-            try await bus.send(command.rawValue, payload, to: bus.topology.conversationQueue, userID: user.apiString)
+            try await commands.send(command, payload, userID: user.apiString)
             metrics.command(command.rawValue, confirmed: true)
         } catch {
             metrics.command(command.rawValue, confirmed: false)
@@ -420,10 +424,29 @@ func rawJSON(_ text: String, status: HTTPResponse.Status = .ok) -> Response {
     )
 }
 
-extension CommandBus {
-    /// Throws `SERVICE$UNAVAILABLE` (a 503) while the broker connection is down, rather than letting a
-    /// publish wait for `amqp.publish_timeout`.
+/// What the conversation routes ask of the broker (``CommandBus``; an in-memory one in unit tests).
+protocol ConversationCommandSending: Sendable {
+    /// Throws `SERVICE$UNAVAILABLE` (a 503) while the broker is not connected, rather than letting a publish
+    /// wait for `amqp.publish_timeout`.
+    func requireConnected() throws
+    /// Publishes a conversation command; returns once the broker confirmed it.
+    func send<Payload: Encodable & Sendable>(
+        _ command: ConversationCommand,
+        _ payload: Payload,
+        userID: String
+    ) async throws
+}
+
+extension CommandBus: ConversationCommandSending {
     func requireConnected() throws {
         guard connection.status.connected else { throw DeckhandError(.unavailable, "RabbitMQ is not connected") }
+    }
+
+    func send<Payload: Encodable & Sendable>(
+        _ command: ConversationCommand,
+        _ payload: Payload,
+        userID: String
+    ) async throws {
+        try await send(command.rawValue, payload, to: topology.conversationQueue, userID: userID)
     }
 }

@@ -1,4 +1,5 @@
 import DeckhandCore
+import DeckhandStore
 import Foundation
 import HTTPTypes
 import Hummingbird

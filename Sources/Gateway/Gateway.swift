@@ -144,13 +144,14 @@ public struct Gateway: Service {
                 )
             }
         }
-        let store = GatewayStore(postgres: postgres)
+        let store = GatewayStore(
+            records: PostgresConversationRecords(store: ConversationStore(postgres: postgres, deployment: deployment))
+        )
         let routes = ConversationRoutes(
             settings: settings,
             limits: limits,
             store: store,
-            conversations: ConversationStore(postgres: postgres, deployment: deployment),
-            bus: bus,
+            commands: bus,
             metrics: metrics,
             connections: { hub.subscribers(of: $0) }
         )

@@ -1,4 +1,5 @@
 import DeckhandCore
+import DeckhandStore
 import HTTPTypes
 import Hummingbird
 import Logging

@@ -1,3 +1,4 @@
+import DeckhandStore
 import Hummingbird
 import HummingbirdWebSocket
 import Logging

@@ -1,3 +1,4 @@
+import DeckhandStore
 import Foundation
 
 /// What a provision does next about the conversation's live sandbox, if it has one: the decision table of

@@ -1,4 +1,5 @@
 import DeckhandCore
+import DeckhandStore
 import Foundation
 import HTTPClient
 import Logging

@@ -1,5 +1,6 @@
 import AMQP
 import DeckhandCore
+import DeckhandStore
 import Foundation
 import HTTPClient
 import Logging

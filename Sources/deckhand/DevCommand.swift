@@ -1,5 +1,6 @@
 import ArgumentParser
 import DeckhandCore
+import DeckhandStore
 import Foundation
 import Gateway
 import Logging

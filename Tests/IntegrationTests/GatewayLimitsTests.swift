@@ -1,4 +1,5 @@
 import DeckhandCore
+import DeckhandStore
 import DeckhandTesting
 import Foundation
 import Gateway

@@ -1,3 +1,4 @@
+import DeckhandStore
 import Foundation
 import Testing
 

@@ -1,5 +1,6 @@
 import AMQP
 import DeckhandCore
+import DeckhandStore
 import DeckhandTesting
 import Foundation
 import Gateway

@@ -1,9 +1,7 @@
 import Crypto
 import DeckhandCore
 import Foundation
-import HTTPTypes
 import Postgres
-import Synchronization
 
 /// Who a request is: a user, and the key it presented (none in single-user mode).
 public struct Principal: Sendable, Equatable {
@@ -20,7 +18,7 @@ public struct Principal: Sendable, Equatable {
 ///
 /// A key is `dh_` and 64 hex digits of randomness. Only its SHA-256 is stored, beside its first 12 characters
 /// (`key_prefix`, not secret) by which a presented key is found; the hashes are then compared in constant time.
-public struct APIKeyStore: Sendable {
+public struct APIKeyStore: APIKeyChecking {
     public let postgres: PostgresClient
 
     public init(postgres: PostgresClient) {
@@ -129,7 +127,7 @@ public struct APIKeyStore: Sendable {
     }
 
     /// ``authenticate(_:)`` of a well-formed key whose hash is `presented`.
-    func authenticate(_ key: String, hash presented: [UInt8]) async throws -> Principal? {
+    public func authenticate(_ key: String, hash presented: [UInt8]) async throws -> Principal? {
         let rows = try await postgres.query(
             "SELECT id, user_id, key_hash FROM api_keys WHERE key_prefix = $1 AND revoked_at IS NULL",
             [.text(String(key.prefix(Self.prefixLength)))]
@@ -144,7 +142,8 @@ public struct APIKeyStore: Sendable {
         return nil
     }
 
-    static func isWellFormed(_ key: String) -> Bool {
+    /// Whether `key` has the form of a key: `dh_` and 64 lower-case hex digits.
+    public static func isWellFormed(_ key: String) -> Bool {
         key.utf8.count == 67 && key.hasPrefix("dh_")
             && key.utf8.dropFirst(3).allSatisfy { byte in
                 (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9"))
@@ -153,79 +152,11 @@ public struct APIKeyStore: Sendable {
     }
 
     /// SHA-256 of the key's bytes.
-    static func hash(_ key: String) -> [UInt8] { Array(SHA256.hash(data: Array(key.utf8))) }
+    public static func hash(_ key: String) -> [UInt8] { Array(SHA256.hash(data: Array(key.utf8))) }
 }
 
-/// Checks presented keys, trusting an answer for `ttl` so that a busy client costs no database round trip per
-/// request, and a client repeating a wrong key none either. Keyed by the key's hash; bounded (emptied when
-/// full). A client address that presents more than `failureLimit` wrong keys in a minute gets 429 for the
-/// rest of that minute for every key the cache does not already trust: guessing is slow and costs the
-/// database nothing.
-public final class Authenticator: Sendable {
-    let store: APIKeyStore
-    let ttl: Duration
-    let failureLimit: Int
-    private let cache: BoundedCache<[UInt8], Checked>
-    private let failures = Mutex<[String: (since: ContinuousClock.Instant, count: Int)]>([:])
-
-    private struct Checked: Sendable {
-        /// Nil: not a live key.
-        var principal: Principal?
-        var until: ContinuousClock.Instant
-    }
-
-    static let failureWindow: Duration = .seconds(60)
-
-    public init(store: APIKeyStore, ttl: Duration, failureLimit: Int = 30, capacity: Int = 10_000) {
-        self.store = store
-        self.ttl = ttl
-        self.failureLimit = failureLimit
-        self.cache = BoundedCache(capacity: capacity)
-    }
-
-    /// The principal of `key`, or nil when it is not a live key; a 429 when `address` is over its limit of
-    /// wrong keys and this one is not known to be good.
-    public func principal(for key: String, from address: String? = nil) async throws -> Principal? {
-        let hash = APIKeyStore.hash(key)
-        let now = ContinuousClock.now
-        if let cached = cache[hash], cached.until > now, let principal = cached.principal { return principal }
-        if let address, failureLimit > 0 { try refuseIfOverLimit(address, now: now) }
-        let principal: Principal?
-        if let cached = cache[hash], cached.until > now {
-            principal = nil
-        } else if APIKeyStore.isWellFormed(key) {
-            principal = try await store.authenticate(key, hash: hash)
-            cache.set(Checked(principal: principal, until: now.advanced(by: ttl)), for: hash)
-        } else {
-            principal = nil
-        }
-        if principal == nil, let address { countFailure(address, now: now) }
-        return principal
-    }
-
-    private func refuseIfOverLimit(_ address: String, now: ContinuousClock.Instant) throws {
-        let left: Duration? = failures.withLock { failures in
-            guard let record = failures[address], now - record.since < Self.failureWindow else { return nil }
-            return record.count >= failureLimit ? Self.failureWindow - (now - record.since) : nil
-        }
-        if let left {
-            throw APIError(
-                .tooManyRequests,
-                .authTooManyFailures,
-                "too many wrong keys from this address: try again later",
-                retryAfter: max(1, Int(left.components.seconds) + 1)
-            )
-        }
-    }
-
-    private func countFailure(_ address: String, now: ContinuousClock.Instant) {
-        failures.withLock { failures in
-            if failures.count >= 100_000 { failures.removeAll(keepingCapacity: true) }
-            if let record = failures[address], now - record.since < Self.failureWindow {
-                failures[address] = (record.since, record.count + 1)
-            } else {
-                failures[address] = (now, 1)
-            }
-        }
-    }
+/// What the gateway's ``Authenticator`` asks of the key store (an in-memory version serves unit tests).
+public protocol APIKeyChecking: Sendable {
+    /// The principal of a well-formed key whose SHA-256 is `hash`; nil when it is unknown or revoked.
+    func authenticate(_ key: String, hash: [UInt8]) async throws -> Principal?
 }
