@@ -89,7 +89,11 @@ final class MemoryConversationRecords: ConversationRecords {
         return row.summary
     }
 
-    func list(user: UUID, after cursor: PageCursor?, limit: Int) async throws -> (page: [ConversationSummary], more: Bool) {
+    func list(
+        user: UUID,
+        after cursor: PageCursor?,
+        limit: Int
+    ) async throws -> (page: [ConversationSummary], more: Bool) {
         let mine = rows.withLock { rows in
             rows.values.filter { $0.userID == user }.map(\.summary)
                 .sorted { ($0.cursor.createdAt, $0.id.uuidString) > ($1.cursor.createdAt, $1.id.uuidString) }
