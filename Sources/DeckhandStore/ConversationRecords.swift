@@ -132,6 +132,9 @@ public protocol ConversationRecords: Sendable {
         after cursor: PageCursor?,
         limit: Int
     ) async throws -> (page: [ConversationSummary], more: Bool)
+    /// Hides `user`'s conversation from every read (`deleting`) until a worker removes it, or shows it again
+    /// (a delete the broker did not accept); false when there is no such conversation.
+    func markDeleting(_ conversation: UUID, user: UUID, _ deleting: Bool) async throws -> Bool
     /// Renames `user`'s conversation; false when there is no such conversation.
     func rename(_ conversation: UUID, user: UUID, title: String) async throws -> Bool
     /// Events with ids from `start` through `end` (inclusive), in id order (descending when `reverse`), at most
@@ -214,8 +217,11 @@ public struct PostgresConversationRecords: ConversationRecords {
     }
 
     public func owner(of conversation: UUID) async throws -> UUID? {
-        try await postgres.query("SELECT user_id FROM conversations WHERE id = $1", [.uuid(conversation)])
-            .first?.decode(UUID.self, "user_id")
+        try await postgres.query(
+            "SELECT user_id FROM conversations WHERE id = $1 AND NOT deleting",
+            [.uuid(conversation)]
+        )
+        .first?.decode(UUID.self, "user_id")
     }
 
     public func usage(_ user: UUID) async throws -> UserLimits.Usage {
@@ -231,7 +237,7 @@ public struct PostgresConversationRecords: ConversationRecords {
                 EXISTS (SELECT 1 FROM sandboxes s
                         WHERE s.conversation_id = c.id AND s.status IN ('starting', 'running')) AS holds_sandbox,
                 \(Self.usageColumns(user: 2))
-            FROM conversations c WHERE c.id = $1 AND c.user_id = $2
+            FROM conversations c WHERE c.id = $1 AND c.user_id = $2 AND NOT c.deleting
             """,
             [.uuid(conversation), .uuid(user)]
         )
@@ -245,7 +251,7 @@ public struct PostgresConversationRecords: ConversationRecords {
 
     public func summary(_ conversation: UUID, user: UUID) async throws -> ConversationSummary? {
         try await postgres.query(
-            "SELECT \(Self.summaryColumns) FROM conversations WHERE id = $1 AND user_id = $2",
+            "SELECT \(Self.summaryColumns) FROM conversations WHERE id = $1 AND user_id = $2 AND NOT deleting",
             [.uuid(conversation), .uuid(user)]
         ).first.map(Self.summary)
     }
@@ -255,7 +261,7 @@ public struct PostgresConversationRecords: ConversationRecords {
         after cursor: PageCursor?,
         limit: Int
     ) async throws -> (page: [ConversationSummary], more: Bool) {
-        var sql = "SELECT \(Self.summaryColumns) FROM conversations WHERE user_id = $1"
+        var sql = "SELECT \(Self.summaryColumns) FROM conversations WHERE user_id = $1 AND NOT deleting"
         var bindings: [PostgresValue] = [.uuid(user), .int(Int64(limit + 1))]
         if let cursor {
             sql += " AND (created_at, id) < ($3::timestamptz, $4)"
@@ -266,9 +272,16 @@ public struct PostgresConversationRecords: ConversationRecords {
         return (try rows.prefix(limit).map(Self.summary), rows.count > limit)
     }
 
+    public func markDeleting(_ conversation: UUID, user: UUID, _ deleting: Bool) async throws -> Bool {
+        try await postgres.execute(
+            "UPDATE conversations SET deleting = $3 WHERE id = $1 AND user_id = $2",
+            [.uuid(conversation), .uuid(user), .bool(deleting)]
+        ) > 0
+    }
+
     public func rename(_ conversation: UUID, user: UUID, title: String) async throws -> Bool {
         try await postgres.execute(
-            "UPDATE conversations SET title = $3, updated_at = now() WHERE id = $1 AND user_id = $2",
+            "UPDATE conversations SET title = $3, updated_at = now() WHERE id = $1 AND user_id = $2 AND NOT deleting",
             [.uuid(conversation), .uuid(user), .text(title)]
         ) > 0
     }

@@ -60,9 +60,10 @@ extension APIError {
     )
     static let conversationNotFound = APIError(.notFound, .conversationNotFound, "conversation not found")
 
-    /// A choice outside the operator's limits (422, the limit's code).
+    /// A choice outside the operator's limits: a 403 with the limit's code (the value is well-formed, and
+    /// another deployment would take it; this one does not allow it).
     static func refused(_ refusal: UserLimits.Refusal) -> APIError {
-        APIError(.unprocessableContent, refusal.code, refusal.message)
+        APIError(.forbidden, refusal.code, refusal.message)
     }
 
     /// Maps any error thrown while answering a request to what the client sees. Errors that are not the

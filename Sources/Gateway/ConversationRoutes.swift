@@ -178,11 +178,12 @@ struct ConversationRoutes: Sendable {
     {
         let user = try context.requirePrincipal().userID
         let id = try Self.conversationID(context)
-        _ = try await JSONBody(
+        let body = try await JSONBody(
             request,
             limit: settings.maxBodyBytes,
             allowed: command == .start ? Self.startFields : []
         )
+        _ = try body.strings("providers_set")  // checked, then ignored
         guard let info = try await store.info(id, user: user, connections: connections(id)) else {
             throw APIError.conversationNotFound
         }
@@ -204,7 +205,17 @@ struct ConversationRoutes: Sendable {
         let user = try context.requirePrincipal().userID
         let id = try Self.conversationID(context)
         try await store.requireOwner(user, id)
-        try await send(.delete, ConversationTarget(conversationID: id), user: user)
+        try commands.requireConnected()
+        // Gone for every read at once; a worker removes the row and the sandbox.
+        guard try await store.records.markDeleting(id, user: user, true) else { throw APIError.conversationNotFound }
+        store.owners.remove(id)
+        do {
+            try await send(.delete, ConversationTarget(conversationID: id), user: user)
+        } catch {
+            // Not accepted: the conversation stays as it was.
+            _ = try? await store.records.markDeleting(id, user: user, false)
+            throw error
+        }
         return json(true)
     }
 
@@ -257,9 +268,12 @@ struct ConversationRoutes: Sendable {
             guard let content = args["content"]?.stringValue else {
                 throw APIError.invalidField("a message needs `args.content` (a string)")
             }
-            let images = args["image_urls"].flatMap { value -> [String]? in
-                guard case .array(let items) = value else { return nil }
-                return items.compactMap(\.stringValue)
+            var images: [String]?
+            switch args["image_urls"] {
+            case nil, .null?: images = nil
+            case .array(let items)? where items.allSatisfy({ $0.stringValue != nil }):
+                images = items.compactMap(\.stringValue)
+            default: throw APIError.invalidField("`args.image_urls` must be an array of strings")
             }
             return .message(UserMessage(conversationID: conversation, content: content, imageURLs: images))
         case "change_agent_state":
@@ -392,8 +406,9 @@ struct ConversationRoutes: Sendable {
         return id
     }
 
+    /// A query parameter's integer; nil when the parameter is absent (present but empty is a 422).
     static func int(_ text: String?, _ name: String, range: ClosedRange<Int>) throws -> Int? {
-        guard let text, !text.isEmpty else { return nil }
+        guard let text else { return nil }
         guard let value = Int(text), range.contains(value) else {
             throw APIError.invalidField("`\(name)` must be an integer in \(range.lowerBound)...\(range.upperBound)")
         }
@@ -402,7 +417,7 @@ struct ConversationRoutes: Sendable {
 
     static func bool(_ text: String?, _ name: String) throws -> Bool? {
         switch text?.lowercased() {
-        case nil, "": return nil
+        case nil: return nil
         case "true", "1": return true
         case "false", "0": return false
         default: throw APIError.invalidField("`\(name)` must be true or false")

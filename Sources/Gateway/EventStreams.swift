@@ -53,6 +53,8 @@ struct EventStreams: Sendable {
     /// `latest_event_id` (or, for SSE, `Last-Event-ID`): the last id the client has; -1 (the default) for all.
     static func latestEventID(_ request: Request, header: Bool = false) throws -> Int {
         let text = (header ? request.headers[.lastEventID] : nil) ?? request.uri.queryParameters.get("latest_event_id")
+        // Empty is "all", as browsers send it for a client that has nothing yet.
+        guard let text, !text.isEmpty else { return -1 }
         return try ConversationRoutes.int(text, "latest_event_id", range: -1...Int(Int32.max)) ?? -1
     }
 

@@ -61,7 +61,8 @@ struct JSONBody {
     func string(_ key: String, maxLength: Int = 1 << 20) throws -> String? {
         guard let value = value(key) else { return nil }
         guard let string = value.stringValue else { throw APIError.invalidField("`\(key)` must be a string") }
-        guard string.count <= maxLength else {
+        // Counted in code points, as JSON Schema's maxLength counts (not in grapheme clusters).
+        guard string.unicodeScalars.count <= maxLength else {
             throw APIError.invalidField("`\(key)` is longer than \(maxLength) characters")
         }
         return string

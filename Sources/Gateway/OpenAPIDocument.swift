@@ -10,6 +10,11 @@ enum OpenAPIDocument {
     static func ref(_ name: String) -> JSONValue { ["$ref": .string("#/components/schemas/\(name)")] }
     static let string: JSONValue = ["type": "string"]
     static let nullableString: JSONValue = ["type": ["string", "null"]]
+
+    /// An optional string field of a request: null is taken as absent; at most `maxLength` code points.
+    static func optionalString(_ maxLength: Int) -> JSONValue {
+        ["type": ["string", "null"], "maxLength": .number(Double(maxLength))]
+    }
     static let integer: JSONValue = ["type": "integer"]
     static let number: JSONValue = ["type": "number"]
     static let boolean: JSONValue = ["type": "boolean"]
@@ -55,6 +60,7 @@ enum OpenAPIDocument {
         okStatus: String = "200",
         okType: String = "application/json",
         body: JSONValue? = nil,
+        bodyRequired: Bool = true,
         bodyType: String = "application/json",
         parameters: [JSONValue] = [],
         errors: [String] = ["401", "404", "422", "503"],
@@ -74,15 +80,22 @@ enum OpenAPIDocument {
             "summary": .string(summary), "operationId": .string(id), "responses": .object(responses),
         ]
         if !parameters.isEmpty { operation["parameters"] = .array(parameters) }
-        if let body { operation["requestBody"] = ["required": true, "content": content(body, type: bodyType)] }
+        if let body {
+            operation["requestBody"] = ["required": .bool(bodyRequired), "content": content(body, type: bodyType)]
+        }
         if open { operation["security"] = [] }
         return .object(operation)
     }
 
-    static func parameter(_ name: String, in location: String, _ schema: JSONValue, _ description: String) -> JSONValue
-    {
+    static func parameter(
+        _ name: String,
+        in location: String,
+        _ schema: JSONValue,
+        _ description: String,
+        required: Bool = false
+    ) -> JSONValue {
         [
-            "name": .string(name), "in": .string(location), "required": .bool(location == "path"),
+            "name": .string(name), "in": .string(location), "required": .bool(required || location == "path"),
             "schema": schema, "description": .string(description),
         ]
     }
@@ -131,24 +144,33 @@ enum OpenAPIDocument {
         ),
         "NewConversation": object(
             [
-                "initial_user_msg": string, "image_urls": array(string), "repository": string,
-                "selected_branch": string, "git_provider": string, "conversation_instructions": string,
+                "initial_user_msg": optionalString(500_000),
+                "image_urls": ["type": ["array", "null"], "items": string],
+                "repository": optionalString(500), "selected_branch": optionalString(250),
+                "git_provider": optionalString(50), "conversation_instructions": optionalString(100_000),
                 "replay_json": [
                     "description":
                         "An OpenHands trajectory (an array of events, or {\"trajectory\": [...]}), or a string holding one."
                 ],
-                "runtime": enumeration(RuntimeSettings.Backend.allCases.map(\.rawValue)),
-                "llm_model": string, "max_iterations": ["type": "integer", "minimum": 1, "maximum": 100_000],
-                "max_budget_per_task": ["type": "number", "minimum": 0],
+                "runtime": [
+                    "type": ["string", "null"],
+                    "enum": .array(RuntimeSettings.Backend.allCases.map { .string($0.rawValue) } + [.null]),
+                    "description":
+                        "A backend the operator allows (runtime.user_backends); another one is a 403 LIMIT$BACKEND.",
+                ],
+                "llm_model": optionalString(200),
+                "max_iterations": ["type": ["integer", "null"], "minimum": 1, "maximum": 100_000],
+                "max_budget_per_task": ["type": ["number", "null"], "minimum": 0, "maximum": 1_000_000],
                 "conversation_id": [
-                    "type": "string", "format": "uuid",
+                    "type": ["string", "null"], "format": "uuid",
                     "description": "The new conversation's id (32 hex digits or a dashed UUID); 409 if it exists.",
                 ],
                 "suggested_task": ["type": ["object", "null"], "description": "Accepted (OpenHands) and ignored."],
                 "create_microagent": ["type": ["object", "null"], "description": "Accepted (OpenHands) and ignored."],
                 "mcp_config": ["type": ["object", "null"], "description": "Accepted (OpenHands) and ignored."],
             ],
-            description: "Every field is optional, but a body is required (`{}` at least); an unknown field is a 422."
+            description:
+                "Every field is optional (null is taken as absent), but a body is required (`{}` at least); an unknown field is a 422. A value outside what the operator allows (backend, model, iterations, budget) is a 403 with a LIMIT$ code."
         ),
         "ConversationCreated": object(
             [
@@ -181,12 +203,41 @@ enum OpenAPIDocument {
         ),
         "EventPage": object(["events": array(ref("Event")), "has_more": boolean], required: ["events", "has_more"]),
         "Trajectory": object(["trajectory": array(ref("Event"))], required: ["trajectory"]),
-        "UserAction": object(
-            ["action": enumeration(["message", "change_agent_state"]), "args": ["type": "object"]],
-            required: ["action"],
-            description:
-                "{action: message, args: {content, image_urls?}} or {action: change_agent_state, args: {agent_state: stopped|paused|running}}."
-        ),
+        "UserAction": [
+            "oneOf": [
+                object(
+                    [
+                        "action": enumeration(["message"]),
+                        "args": object(
+                            [
+                                "content": ["type": "string"],
+                                "image_urls": ["type": ["array", "null"], "items": string],
+                            ],
+                            required: ["content"],
+                            additional: true
+                        ),
+                    ],
+                    required: ["action", "args"]
+                ),
+                object(
+                    [
+                        "action": enumeration(["change_agent_state"]),
+                        "args": object(
+                            [
+                                "agent_state": enumeration([
+                                    "stopped", "paused", "running", "user_confirmed", "user_rejected",
+                                ])
+                            ],
+                            required: ["agent_state"],
+                            additional: true
+                        ),
+                    ],
+                    required: ["action", "args"]
+                ),
+            ],
+            "description":
+                "{action: message, args: {content, image_urls?}} or {action: change_agent_state, args: {agent_state}} (user_confirmed and user_rejected are a 409: no confirmation mode).",
+        ],
         "Health": object(
             [
                 "status": enumeration(["ok", "unavailable"]),
@@ -290,6 +341,7 @@ enum OpenAPIDocument {
                     ["providers_set": ["type": ["array", "null"], "items": string]],
                     description: "OpenHands' ProvidersSetModel: accepted and ignored (no git tokens reach a sandbox)."
                 ),
+                bodyRequired: false,
                 parameters: [conversationID],
                 errors: ["400", "401", "404", "413", "422", "429", "503"]
             )
@@ -308,7 +360,7 @@ enum OpenAPIDocument {
                 "Send a user message",
                 id: "sendMessage",
                 ok: ref("Success"),
-                body: object(["message": string], required: ["message"]),
+                body: object(["message": ["type": "string", "maxLength": 500_000]], required: ["message"]),
                 parameters: [conversationID],
                 errors: ["400", "401", "404", "413", "422", "503"]
             )
@@ -328,8 +380,18 @@ enum OpenAPIDocument {
                 ok: ref("EventPage"),
                 parameters: [
                     conversationID,
-                    parameter("start_id", in: "query", ["type": "integer", "minimum": 0], "The first id (default 0)."),
-                    parameter("end_id", in: "query", ["type": "integer", "minimum": 0], "The last id."),
+                    parameter(
+                        "start_id",
+                        in: "query",
+                        ["type": "integer", "minimum": 0, "maximum": 2_147_483_647],
+                        "The first id (default 0)."
+                    ),
+                    parameter(
+                        "end_id",
+                        in: "query",
+                        ["type": "integer", "minimum": 0, "maximum": 2_147_483_647],
+                        "The last id."
+                    ),
                     parameter("reverse", in: "query", boolean, "Newest first."),
                     parameter("limit", in: "query", ["type": "integer", "minimum": 1, "maximum": 100], "Default 20."),
                 ]
@@ -394,7 +456,8 @@ enum OpenAPIDocument {
                 id: "selectFile",
                 ok: object(["code": string], required: ["code"]),
                 parameters: [
-                    conversationID, parameter("file", in: "query", string, "A file relative to the workspace."),
+                    conversationID,
+                    parameter("file", in: "query", string, "A file relative to the workspace.", required: true),
                 ],
                 errors: workspaceErrors + ["415"]
             )

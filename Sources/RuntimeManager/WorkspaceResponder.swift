@@ -162,6 +162,14 @@ struct WorkspaceResponder: Sendable {
         } catch {
             return .error(400, "REQUEST$INVALID_MULTIPART", error.message)
         }
+        // Every part is a file (OpenHands' `files`): one without a file name is refused, not silently dropped.
+        if let field = form.parts.first(where: { $0.filename == nil }) {
+            return .error(
+                422,
+                "REQUEST$INVALID_FIELD",
+                "the part `\(field.name)` has no filename: upload files as parts named files, each with a filename"
+            )
+        }
         var uploaded: [JSONValue] = []
         var skipped: [JSONValue] = []
         let query = Self.query(["destination": request.path, "recursive": "false"])

@@ -58,13 +58,13 @@ import Testing
             }
             try await bed.withGateway(limits: limits) { gateway in
                 let refusals: [(String, Int, String, String)] = [
-                    (#"{"runtime": "process"}"#, 422, "LIMIT$BACKEND", "docker"),
-                    (#"{"runtime": "modal"}"#, 422, "LIMIT$BACKEND", "docker"),
-                    (#"{"max_iterations": 31}"#, 422, "LIMIT$MAX_ITERATIONS", "30"),
-                    (#"{"max_budget_per_task": 2.5}"#, 422, "LIMIT$MAX_BUDGET", "2"),
-                    (#"{"llm_model": "gpt-5"}"#, 422, "LIMIT$MODEL", "cheap-model"),
+                    (#"{"runtime": "process"}"#, 403, "LIMIT$BACKEND", "docker"),
+                    (#"{"runtime": "modal"}"#, 403, "LIMIT$BACKEND", "docker"),
+                    (#"{"max_iterations": 31}"#, 403, "LIMIT$MAX_ITERATIONS", "30"),
+                    (#"{"max_budget_per_task": 2.5}"#, 403, "LIMIT$MAX_BUDGET", "2"),
+                    (#"{"llm_model": "gpt-5"}"#, 403, "LIMIT$MODEL", "cheap-model"),
                     // Under the operator's budget, a model without a price would be free: refused instead.
-                    (#"{"llm_model": "free-model"}"#, 422, "LIMIT$UNPRICED_MODEL", "free-model"),
+                    (#"{"llm_model": "free-model"}"#, 403, "LIMIT$UNPRICED_MODEL", "free-model"),
                 ]
                 for (body, status, code, named) in refusals {
                     let answer = try await gateway.request(.post, "/api/conversations", body: body)

@@ -260,6 +260,33 @@ import Testing
         }
     }
 
+    @Test func aDeletedConversationIsGoneAtOnceBeforeAnyWorkerActs() async throws {
+        try await TestConversations.with { bed in
+            // No conversation worker: the delete command only waits in the queue.
+            try await bed.withGateway { gateway in
+                let kept = try await gateway.createConversation("stays")
+                let id = try await gateway.createConversation("goes")
+                #expect(try await gateway.request(.delete, "/api/conversations/\(id)").text == "true")
+                #expect(try await gateway.request(.get, "/api/conversations/\(id)").status == 404)
+                #expect(try await gateway.request(.get, "/api/conversations/\(id)/events").status == 404)
+                let message = try await gateway.request(
+                    .post,
+                    "/api/conversations/\(id)/message",
+                    body: #"{"message":"x"}"#
+                )
+                #expect(message.status == 404)
+                let listed = try await gateway.json(.get, "/api/conversations")["results"]?.arrayValue ?? []
+                #expect(listed.compactMap { $0["conversation_id"]?.stringValue } == [kept])
+                // The row waits for the worker that removes it with its sandbox.
+                let rows = try await bed.runtime.postgres.query(
+                    "SELECT deleting FROM conversations WHERE id = $1",
+                    [.uuid(try #require(UUID(uuidString: id)))]
+                )
+                #expect(try rows.first?.decode(Bool.self, "deleting") == true)
+            }
+        }
+    }
+
     @Test func everyRouteNeedsAKeyAndOnlyTheOwnerSeesAConversation() async throws {
         try await TestConversations.with { bed in
             try await bed.withGateway { gateway in
@@ -364,7 +391,7 @@ import Testing
                         "POST", "/api/conversations", #"{"max_iterations":0}"#, 422, "REQUEST$INVALID_FIELD",
                         "max_iterations"
                     ),
-                    ("POST", "/api/conversations", #"{"runtime":"modal"}"#, 422, "LIMIT$BACKEND", "runtime"),
+                    ("POST", "/api/conversations", #"{"runtime":"modal"}"#, 403, "LIMIT$BACKEND", "runtime"),
                     (
                         "POST", "/api/conversations", #"{"replay_json":"{}"}"#, 422, "REQUEST$INVALID_FIELD",
                         "replay_json"

@@ -59,6 +59,22 @@ import Testing
                     #expect(try await gateway.json(.get, "\(base)/select-file?file=docs/b.txt") == ["code": "beta\n"])
                     let notMultipart = try await gateway.request(.post, "\(base)/upload-files", body: "{}")
                     #expect(notMultipart.status == 415)
+                    // A part without a file name is refused, not silently dropped (nothing is written).
+                    let unnamed = MultipartFormData(parts: [
+                        .init(name: "files", filename: "c.txt", contentType: "text/plain", body: Array("c\n".utf8)),
+                        .init(name: "files", filename: nil, contentType: "text/plain", body: Array("d\n".utf8)),
+                    ]).encoded()
+                    let refused = try await gateway.http.execute(
+                        HTTPRequest(
+                            method: .post,
+                            url: gateway.baseURL + "\(base)/upload-files",
+                            headers: ["Authorization": "Bearer \(gateway.key)", "Content-Type": unnamed.contentType],
+                            body: unnamed.body
+                        )
+                    )
+                    #expect(refused.status == 422, "\(refused.text)")
+                    #expect((try? JSONValue(parsing: refused.body))?["code"] == "REQUEST$INVALID_FIELD")
+                    #expect(try await gateway.request(.get, "\(base)/select-file?file=c.txt").status == 404)
 
                     let zip = try await gateway.request(.get, "\(base)/zip-directory")
                     #expect(zip.status == 200)

@@ -257,4 +257,59 @@ import Testing
             #expect(trajectory.json["trajectory"]?.arrayValue?.compactMap { $0["id"]?.intValue } == [0, 1, 2, 3, 4])
         }
     }
+
+    @Test func aDeletedConversationIsGoneAtOnceUnlessTheBrokerRefused() async throws {
+        let bed = Bed()
+        try await bed.test { call in
+            let kept = try await call.create()
+            bed.commands.refusing.store(true, ordering: .relaxed)
+            #expect(try await call(.delete, "/api/conversations/\(kept)").status == .serviceUnavailable)
+            bed.commands.refusing.store(false, ordering: .relaxed)
+            #expect(
+                try await call(.get, "/api/conversations/\(kept)").status == .ok,
+                "a refused delete changes nothing"
+            )
+
+            let id = try await call.create()
+            #expect(try await call(.get, "/api/conversations/\(id)").status == .ok)  // the owner is cached
+            #expect(try await call(.delete, "/api/conversations/\(id)").text == "true")
+            // No worker ran: the row is still there, and hidden from every read and command.
+            #expect(bed.records.count == 2)
+            #expect(try await call(.get, "/api/conversations/\(id)").status == .notFound)
+            #expect(try await call(.post, "/api/conversations/\(id)/message", #"{"message":"hi"}"#).status == .notFound)
+            #expect(try await call(.get, "/api/conversations/\(id)/events").status == .notFound)
+            #expect(try await call(.delete, "/api/conversations/\(id)").status == .notFound)
+            let listed = try await call(.get, "/api/conversations").json["results"]?.arrayValue ?? []
+            #expect(listed.compactMap { $0["conversation_id"]?.stringValue } == [kept])
+            #expect(bed.commands.all.map(\.command) == [.start, .start, .delete])
+        }
+    }
+
+    @Test func openHandsFieldsAreTypeCheckedAndLimitsRefuseWith403() async throws {
+        var limits = UserLimits()
+        limits.maxIterations = 30
+        let bed = Bed(limits: limits)
+        try await bed.test { call in
+            let id = try await call.create()
+            let start = "/api/conversations/\(id)/start"
+            #expect(try await call(.post, start, #"{"providers_set":["github"]}"#).status == .ok)
+            #expect(try await call(.post, start, #"{"providers_set":null}"#).status == .ok)
+            #expect(try await call(.post, start).status == .ok, "start's body is optional")
+            #expect(try await call(.post, start, #"{"providers_set":"github"}"#).status == .unprocessableContent)
+            let images = #"{"action":"message","args":{"content":"hi","image_urls":"one"}}"#
+            #expect(try await call(.post, "/api/conversations/\(id)/events", images).status == .unprocessableContent)
+            #expect(try await call(.get, "/api/conversations?limit=").status == .unprocessableContent)
+            #expect(try await call(.get, "/api/conversations/\(id)/events?limit=").status == .unprocessableContent)
+            // Limits count characters as JSON Schema does: code points (an emoji flag is two).
+            let flags = String(repeating: "\u{1F1EB}\u{1F1F7}", count: 100)
+            let title = JSONValue.object(["title": .string(flags)]).serialized
+            #expect(try await call(.patch, "/api/conversations/\(id)", title).status == .ok)
+            let longer = JSONValue.object(["title": .string(flags + "x")]).serialized
+            #expect(try await call(.patch, "/api/conversations/\(id)", longer).status == .unprocessableContent)
+
+            let over = try await call(.post, "/api/conversations", #"{"max_iterations":31}"#)
+            #expect(over.status == .forbidden && over.code == "LIMIT$MAX_ITERATIONS", "\(over.text)")
+            #expect(try await call(.post, "/api/conversations", #"{"max_iterations":30}"#).status == .ok)
+        }
+    }
 }

@@ -14,6 +14,7 @@ final class MemoryConversationRecords: ConversationRecords {
         var agentState: AgentState?
         var holdsSandbox = false
         var events: [(id: Int, json: String)] = []
+        var deleting = false
     }
 
     private let rows = Mutex<[UUID: Row]>([:])
@@ -21,7 +22,8 @@ final class MemoryConversationRecords: ConversationRecords {
 
     var count: Int { rows.withLock { $0.count } }
 
-    func row(_ id: UUID) -> Row? { rows.withLock { $0[id] } }
+    /// The row as the API sees it: nil once it is being deleted.
+    func row(_ id: UUID) -> Row? { rows.withLock { $0[id] }.flatMap { $0.deleting ? nil : $0 } }
 
     func update(_ id: UUID, _ change: (inout Row) -> Void) {
         rows.withLock { rows in
@@ -63,7 +65,7 @@ final class MemoryConversationRecords: ConversationRecords {
         _ = rows.withLock { $0.removeValue(forKey: conversation) }
     }
 
-    func owner(of conversation: UUID) async throws -> UUID? { rows.withLock { $0[conversation]?.userID } }
+    func owner(of conversation: UUID) async throws -> UUID? { row(conversation)?.userID }
 
     func usage(_ user: UUID) async throws -> UserLimits.Usage {
         rows.withLock { rows in
@@ -95,7 +97,7 @@ final class MemoryConversationRecords: ConversationRecords {
         limit: Int
     ) async throws -> (page: [ConversationSummary], more: Bool) {
         let mine = rows.withLock { rows in
-            rows.values.filter { $0.userID == user }.map(\.summary)
+            rows.values.filter { $0.userID == user && !$0.deleting }.map(\.summary)
                 .sorted { ($0.cursor.createdAt, $0.id.uuidString) > ($1.cursor.createdAt, $1.id.uuidString) }
         }
         let after = mine.filter { summary in
@@ -105,9 +107,17 @@ final class MemoryConversationRecords: ConversationRecords {
         return (Array(after.prefix(limit)), after.count > limit)
     }
 
-    func rename(_ conversation: UUID, user: UUID, title: String) async throws -> Bool {
+    func markDeleting(_ conversation: UUID, user: UUID, _ deleting: Bool) async throws -> Bool {
         rows.withLock { rows in
             guard rows[conversation]?.userID == user else { return false }
+            rows[conversation]?.deleting = deleting
+            return true
+        }
+    }
+
+    func rename(_ conversation: UUID, user: UUID, title: String) async throws -> Bool {
+        rows.withLock { rows in
+            guard rows[conversation]?.userID == user, rows[conversation]?.deleting == false else { return false }
             rows[conversation]?.summary.title = title
             return true
         }
