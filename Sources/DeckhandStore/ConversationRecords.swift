@@ -21,6 +21,8 @@ public struct ConversationSummary: Sendable, Equatable {
     public var promptTokens: Int
     public var completionTokens: Int
     public var accumulatedCost: Double
+    /// Live-stream clients of the conversation on the other gateways (`stream_connections`).
+    public var otherConnections: Int
     /// Where a page that ends at this conversation continues.
     public var cursor: PageCursor
 
@@ -41,6 +43,7 @@ public struct ConversationSummary: Sendable, Equatable {
         promptTokens: Int = 0,
         completionTokens: Int = 0,
         accumulatedCost: Double = 0,
+        otherConnections: Int = 0,
         cursor: PageCursor
     ) {
         self.id = id
@@ -59,6 +62,7 @@ public struct ConversationSummary: Sendable, Equatable {
         self.promptTokens = promptTokens
         self.completionTokens = completionTokens
         self.accumulatedCost = accumulatedCost
+        self.otherConnections = otherConnections
         self.cursor = cursor
     }
 }
@@ -151,10 +155,13 @@ public protocol ConversationRecords: Sendable {
 /// ``ConversationRecords`` in PostgreSQL.
 public struct PostgresConversationRecords: ConversationRecords {
     public let store: ConversationStore
+    /// The gateway reading: its own stream clients are counted by itself, the others' from `stream_connections`.
+    public let gateway: String
     var postgres: PostgresClient { store.postgres }
 
-    public init(store: ConversationStore) {
+    public init(store: ConversationStore, gateway: String) {
         self.store = store
+        self.gateway = gateway
     }
 
     /// `column` (a timestamptz) as UTC ISO 8601 with microseconds, formatted by PostgreSQL.
@@ -162,11 +169,15 @@ public struct PostgresConversationRecords: ConversationRecords {
         #"to_char(\#(column) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"#
     }
 
-    static let summaryColumns = """
-        id, title, \(utc("created_at")) AS created, \(utc("updated_at")) AS updated, status, runtime_status,
-        selected_repository, selected_branch, git_provider, trigger, agent_state, sandbox_id, llm_model,
-        prompt_tokens, completion_tokens, accumulated_cost, created_at::text AS cursor_time
+    /// The columns of a ``ConversationSummary`` from `conversations c`, the gateway bound as `$<parameter>`.
+    static func summaryColumns(gateway parameter: Int) -> String {
         """
+        c.id, c.title, \(utc("c.created_at")) AS created, \(utc("c.updated_at")) AS updated, c.status,
+        c.runtime_status, c.selected_repository, c.selected_branch, c.git_provider, c.trigger, c.agent_state,
+        c.sandbox_id, c.llm_model, c.prompt_tokens, c.completion_tokens, c.accumulated_cost,
+        c.created_at::text AS cursor_time, \(StreamCensusStore.othersColumn(conversation: "c", gateway: parameter))
+        """
+    }
 
     static func summary(_ row: PostgresRow) throws -> ConversationSummary {
         let id = try row.decode(UUID.self, "id")
@@ -187,6 +198,7 @@ public struct PostgresConversationRecords: ConversationRecords {
             promptTokens: try row.decode(Int.self, "prompt_tokens"),
             completionTokens: try row.decode(Int.self, "completion_tokens"),
             accumulatedCost: try row.decode(Double.self, "accumulated_cost"),
+            otherConnections: try row.decode(Int.self, "other_connections"),
             cursor: PageCursor(createdAt: try row.decode(String.self, "cursor_time"), id: id)
         )
     }
@@ -251,8 +263,11 @@ public struct PostgresConversationRecords: ConversationRecords {
 
     public func summary(_ conversation: UUID, user: UUID) async throws -> ConversationSummary? {
         try await postgres.query(
-            "SELECT \(Self.summaryColumns) FROM conversations WHERE id = $1 AND user_id = $2 AND NOT deleting",
-            [.uuid(conversation), .uuid(user)]
+            """
+            SELECT \(Self.summaryColumns(gateway: 3)) FROM conversations c
+            WHERE c.id = $1 AND c.user_id = $2 AND NOT c.deleting
+            """,
+            [.uuid(conversation), .uuid(user), .text(gateway)]
         ).first.map(Self.summary)
     }
 
@@ -261,13 +276,15 @@ public struct PostgresConversationRecords: ConversationRecords {
         after cursor: PageCursor?,
         limit: Int
     ) async throws -> (page: [ConversationSummary], more: Bool) {
-        var sql = "SELECT \(Self.summaryColumns) FROM conversations WHERE user_id = $1 AND NOT deleting"
-        var bindings: [PostgresValue] = [.uuid(user), .int(Int64(limit + 1))]
+        var sql = """
+            SELECT \(Self.summaryColumns(gateway: 3)) FROM conversations c WHERE c.user_id = $1 AND NOT c.deleting
+            """
+        var bindings: [PostgresValue] = [.uuid(user), .int(Int64(limit + 1)), .text(gateway)]
         if let cursor {
-            sql += " AND (created_at, id) < ($3::timestamptz, $4)"
+            sql += " AND (c.created_at, c.id) < ($4::timestamptz, $5)"
             bindings += [.text(cursor.createdAt), .uuid(cursor.id)]
         }
-        sql += " ORDER BY created_at DESC, id DESC LIMIT $2"
+        sql += " ORDER BY c.created_at DESC, c.id DESC LIMIT $2"
         let rows = try await postgres.query(sql, bindings)
         return (try rows.prefix(limit).map(Self.summary), rows.count > limit)
     }

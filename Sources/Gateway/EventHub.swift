@@ -205,6 +205,13 @@ final class EventHub: Sendable {
     func subscribers(of conversation: UUID) -> Int {
         state.withLock { $0.entries[conversation]?.subscribers.count ?? 0 }
     }
+
+    /// Clients per conversation on this gateway (conversations with none are left out).
+    func counts() -> [UUID: Int] {
+        state.withLock { state in
+            state.entries.compactMapValues { $0.subscribers.isEmpty ? nil : $0.subscribers.count }
+        }
+    }
 }
 
 /// One client's view of a conversation's live events. Close it when the client leaves.

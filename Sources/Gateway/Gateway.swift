@@ -97,6 +97,13 @@ public struct Gateway: Service {
         // server's wait for its requests in flight is not a wait for clients that never leave.
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await hub.run() }
+            let census = StreamCensus(
+                store: StreamCensusStore(postgres: postgres),
+                gateway: instance,
+                hub: hub,
+                logger: logger
+            )
+            group.addTask { await census.run() }
             group.addTask {
                 try await withGracefulShutdownHandler {
                     try await app.run()
@@ -145,7 +152,10 @@ public struct Gateway: Service {
             }
         }
         let store = GatewayStore(
-            records: PostgresConversationRecords(store: ConversationStore(postgres: postgres, deployment: deployment))
+            records: PostgresConversationRecords(
+                store: ConversationStore(postgres: postgres, deployment: deployment),
+                gateway: instance
+            )
         )
         let routes = ConversationRoutes(
             settings: settings,

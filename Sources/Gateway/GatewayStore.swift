@@ -41,7 +41,9 @@ struct GatewayStore: Sendable {
 
     /// The conversation as `ConversationInfo`, or nil when `user` has no such conversation.
     func info(_ conversation: UUID, user: UUID, connections: Int) async throws -> JSONValue? {
-        try await records.summary(conversation, user: user).map { Self.info($0, connections: connections) }
+        try await records.summary(conversation, user: user).map {
+            Self.info($0, connections: connections + $0.otherConnections)
+        }
     }
 
     /// One page of `user`'s conversations, newest first, after `cursor`; the next page's cursor if there is one.
@@ -54,7 +56,8 @@ struct GatewayStore: Sendable {
         -> (results: [JSONValue], next: PageCursor?)
     {
         let (page, more) = try await records.list(user: user, after: cursor, limit: limit)
-        return (page.map { Self.info($0, connections: connections($0.id)) }, more ? page.last?.cursor : nil)
+        let results = page.map { Self.info($0, connections: connections($0.id) + $0.otherConnections) }
+        return (results, more ? page.last?.cursor : nil)
     }
 
     /// OpenHands' `ConversationInfo`.

@@ -136,7 +136,7 @@ enum OpenAPIDocument {
                 "session_api_key", "num_connections", "conversation_version", "agent_state",
             ],
             description:
-                "OpenHands' ConversationInfo; Deckhand adds agent_state, sandbox_id, llm_model and the token and cost totals. num_connections counts this gateway's stream clients."
+                "OpenHands' ConversationInfo; Deckhand adds agent_state, sandbox_id, llm_model and the token and cost totals. num_connections counts the live-stream clients of every gateway (another gateway's within about a second)."
         ),
         "ConversationPage": object(
             ["results": array(ref("ConversationInfo")), "next_page_id": nullableString],

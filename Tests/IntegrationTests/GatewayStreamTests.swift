@@ -131,6 +131,33 @@ import Testing
         }
     }
 
+    @Test func numConnectionsCountsTheClientsOfEveryGateway() async throws {
+        try await TestConversations.with { bed in
+            try await bed.withGateway { a in
+                try await bed.withGateway { b in
+                    let id = try await a.createConversation("watched")
+                    let conversation = try #require(UUID(uuidString: id))
+                    // Two clients on gateway a, one on b: each gateway says 3. Each client leaves once it has an
+                    // event.
+                    try await withThrowingTaskGroup(of: Void.self) { group in
+                        for gateway in [a, a, b] {
+                            group.addTask {
+                                _ = try await gateway.webSocket(id, timeout: .seconds(120)) { !$0.events.isEmpty }
+                            }
+                        }
+                        try await Self.waitForConnections(a, id, 3)
+                        try await Self.waitForConnections(b, id, 3)
+                        let body = try await Self.commitEvent(bed, conversation, id: 0)
+                        try await Self.publish(bed, conversation, id: 0, body: body)
+                        try await group.waitForAll()
+                    }
+                    try await Self.waitForConnections(a, id, 0)
+                    try await Self.waitForConnections(b, id, 0)
+                }
+            }
+        }
+    }
+
     /// Writes an event row as a worker would (committed), without publishing it.
     static func commitEvent(_ bed: TestConversations, _ conversation: UUID, id: Int) async throws -> String {
         let payload: JSONValue = [
