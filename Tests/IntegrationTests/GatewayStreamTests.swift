@@ -63,11 +63,11 @@ import Testing
                     // Another user sees nothing of it on either stream.
                     let other = try await APIKeyStore(postgres: bed.runtime.postgres).create(user: "other-\(UUID())")
                         .key
-                    let upgrade = ContinuousClock.now
-                    await #expect(throws: (any Error).self) {
-                        _ = try await gateway.webSocket(id, auth: .key(other), timeout: .seconds(10)) { _ in false }
+                    // Refused at the upgrade, not timed out: the error code tells (a timing fails on a loaded machine).
+                    let refusal = await #expect(throws: (any Error).self) {
+                        _ = try await gateway.webSocket(id, auth: .key(other)) { _ in false }
                     }
-                    #expect(ContinuousClock.now - upgrade < .seconds(5), "refused at the upgrade, not timed out")
+                    #expect((refusal as? DeckhandError)?.code != .timeout, "refused at the upgrade, not timed out")
                     let otherFrame: JSONValue = ["type": "auth", "api_key": .string(other)]
                     let hidden = try await gateway.webSocket(id, auth: .key(""), frames: [otherFrame.serialized]) { _ in
                         false
