@@ -21,6 +21,9 @@ export DECKHAND_SANDBOX_IMAGE
 # outside the clone, made only when missing.
 DECKHAND_OPENHANDS_PYTHON=$(scripts/openhands/venv.sh | tail -n 1)
 export DECKHAND_OPENHANDS_PYTHON
+# Schemathesis, which fuzzes the gateway from its own /openapi.json (OpenAPIFuzzTests): cached the same way.
+DECKHAND_SCHEMATHESIS=$(scripts/openapi/venv.sh | tail -n 1)
+export DECKHAND_SCHEMATHESIS
 
 # The manifest is exact: a target that imports a module it does not declare fails the build (SwiftPM checks
 # only that direction; scripts/check-imports.sh checks the other).

@@ -11,24 +11,10 @@ public enum OpenHandsParsers {
         public var failures: [String]
     }
 
-    /// The Python of the virtual environment (`DECKHAND_OPENHANDS_PYTHON`, which `scripts/test.sh` exports).
-    static func python() throws -> String {
-        guard let python = ProcessInfo.processInfo.environment["DECKHAND_OPENHANDS_PYTHON"], !python.isEmpty,
-            FileManager.default.isExecutableFile(atPath: python)
-        else {
-            throw DeckhandError(
-                .unavailable,
-                "DECKHAND_OPENHANDS_PYTHON does not name OpenHands' Python: run "
-                    + "`export DECKHAND_OPENHANDS_PYTHON=$(scripts/openhands/venv.sh)` (scripts/test.sh does)"
-            )
-        }
-        return python
-    }
-
     /// Parses `events` (events as the API streams them, or observations as a sandbox server answers) with
     /// OpenHands' classes.
     public static func check(_ events: [JSONValue]) async throws -> Verdict {
-        let python = try python()
+        let python = try TestEnvironment.tool("DECKHAND_OPENHANDS_PYTHON", madeBy: "scripts/openhands/venv.sh")
         let input = FileManager.default.temporaryDirectory.appendingPathComponent("openhands-\(UUID()).json")
         try Data(JSONValue.array(events).serialized.utf8).write(to: input)
         defer { try? FileManager.default.removeItem(at: input) }

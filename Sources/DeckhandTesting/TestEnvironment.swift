@@ -30,6 +30,20 @@ public enum TestEnvironment {
         return url.path
     }
 
+    /// An executable a script of this repository makes and `scripts/test.sh` exports in `variable` (OpenHands'
+    /// Python, Schemathesis); fails, naming the script, when the variable does not name an executable.
+    public static func tool(_ variable: String, madeBy script: String) throws -> String {
+        guard let path = environment[variable], !path.isEmpty, FileManager.default.isExecutableFile(atPath: path)
+        else {
+            throw DeckhandError(
+                .unavailable,
+                "\(variable) does not name an executable: run `export \(variable)=$(\(script) | tail -n 1)` "
+                    + "(scripts/test.sh does)"
+            )
+        }
+        return path
+    }
+
     /// A name no other test uses: `prefix-` followed by 12 random hex digits.
     public static func uniqueName(_ prefix: String) -> String {
         let suffix = UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(12).lowercased()

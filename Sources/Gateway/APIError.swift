@@ -17,6 +17,8 @@ public struct APIError: Error, HTTPResponseError, Sendable, Equatable {
     public var retryAfter: Int?
     /// Sent as `Allow` on a 405: the methods the route has.
     public var allow: [String] = []
+    /// Sent as `Upgrade` on a 426: the protocol the route speaks.
+    public var upgrade: String?
 
     public init(
         _ status: HTTPResponse.Status,
@@ -39,6 +41,10 @@ public struct APIError: Error, HTTPResponseError, Sendable, Equatable {
         var headers: HTTPFields = [.contentType: "application/json"]
         if let retryAfter { headers[.retryAfter] = String(retryAfter) }
         if !allow.isEmpty { headers[.allow] = allow.joined(separator: ", ") }
+        if let upgrade {
+            headers[.upgrade] = upgrade
+            headers[.connection] = "Upgrade"
+        }
         let body = JSONValue.apiError(code: code.rawValue, message: message)
         return Response(
             status: status,
@@ -59,6 +65,22 @@ extension APIError {
         "missing or invalid API key: send Authorization: Bearer <key>"
     )
     static let conversationNotFound = APIError(.notFound, .conversationNotFound, "conversation not found")
+    /// A `page_id` this API did not return (or one that no longer decodes): there is no such page.
+    static let unknownPage = APIError(
+        .notFound,
+        .requestUnknownPage,
+        "`page_id` is not a page this API returned: list again without it"
+    )
+    /// A plain request to a route that only upgrades to a WebSocket.
+    static var upgradeRequired: APIError {
+        var error = APIError(
+            .upgradeRequired,
+            .requestUpgradeRequired,
+            "this route speaks WebSocket: send the request with Upgrade: websocket"
+        )
+        error.upgrade = "websocket"
+        return error
+    }
 
     /// A choice outside the operator's limits: a 403 with the limit's code (the value is well-formed, and
     /// another deployment would take it; this one does not allow it).
@@ -142,6 +164,8 @@ extension DeckhandError.Code {
     static let requestNotMultipart: Self = "REQUEST$NOT_MULTIPART"
     static let requestTooLarge: Self = "REQUEST$TOO_LARGE"
     static let requestForbiddenOrigin: Self = "REQUEST$FORBIDDEN_ORIGIN"
+    static let requestUnknownPage: Self = "REQUEST$UNKNOWN_PAGE"
+    static let requestUpgradeRequired: Self = "REQUEST$UPGRADE_REQUIRED"
     static let routeNotFound: Self = "ROUTE$NOT_FOUND"
     static let routeMethodNotAllowed: Self = "ROUTE$METHOD_NOT_ALLOWED"
     static let authUnauthorized: Self = "AUTH$UNAUTHORIZED"

@@ -153,20 +153,28 @@ struct ConversationRoutes: Sendable {
         }
     }
 
-    /// `replay_json`: OpenHands sends the trajectory as a JSON string; an array (or `{"trajectory": […]}`) is
-    /// taken as it is.
+    /// `replay_json`: OpenHands sends the trajectory as a JSON string (and replays only a non-empty one, so an
+    /// empty string is absent); an array (or `{"trajectory": […]}`) is taken as it is. Every event is an object.
     static func replay(_ body: JSONBody) throws -> JSONValue? {
         guard var value = body.raw("replay_json") else { return nil }
-        if case .string(let text) = value, let parsed = try? JSONValue(parsing: text) { value = parsed }
-        switch value {
-        case .array: return value
-        case .object where value["trajectory"].map({ if case .array = $0 { true } else { false } }) == true:
-            return value
-        default:
-            throw APIError.invalidField(
-                "`replay_json` must be a JSON array of events, or {\"trajectory\": [...]} (or a string holding either)"
-            )
+        let invalid = APIError.invalidField(
+            "`replay_json` must be a JSON array of events (objects), or {\"trajectory\": [...]} (or a string holding either)"
+        )
+        if case .string(let text) = value {
+            if text.isEmpty { return nil }
+            guard let parsed = try? JSONValue(parsing: text) else { throw invalid }
+            value = parsed
         }
+        let events: [JSONValue]
+        switch value {
+        case .array(let items): events = items
+        case .object:
+            guard case .array(let items)? = value["trajectory"] else { throw invalid }
+            events = items
+        default: throw invalid
+        }
+        guard events.allSatisfy({ if case .object = $0 { true } else { false } }) else { throw invalid }
+        return value
     }
 
     func control(
@@ -305,9 +313,7 @@ struct ConversationRoutes: Sendable {
         let limit = try Self.int(query.get("limit"), "limit", range: 1...100) ?? 20
         var cursor: PageCursor?
         if let token = query.get("page_id"), !token.isEmpty {
-            guard let parsed = PageCursor(token: token) else {
-                throw APIError.invalidField("`page_id` is not a cursor this API returned")
-            }
+            guard let parsed = PageCursor(token: token) else { throw APIError.unknownPage }
             cursor = parsed
         }
         let page = try await store.list(user: user, after: cursor, limit: limit, connections: connections)

@@ -41,21 +41,45 @@ struct EventStreams: Sendable {
             try await serverSentEvents(request, context)
         }
         webSockets.ws("sockets/events/:id") { request, context in
-            let id = try ConversationRoutes.conversationID(context)
-            _ = try Self.latestEventID(request)
-            if let principal = context.principal { try await store.requireOwner(principal.userID, id) }
+            try await checkUpgrade(request, context)
             return .upgrade([:])
         } onUpgrade: { inbound, outbound, context in
             try await webSocket(inbound, outbound, context)
         }
+        // The same path without `Upgrade: websocket` (a plain GET reaches the HTTP router): what the upgrade
+        // would have refused is refused the same way, and the rest is told to upgrade.
+        router.get("sockets/events/:id") { request, context -> Response in
+            try await checkUpgrade(request, context)
+            throw APIError.upgradeRequired
+        }
     }
 
-    /// `latest_event_id` (or, for SSE, `Last-Event-ID`): the last id the client has; -1 (the default) for all.
+    /// What a WebSocket's upgrade request must pass: a conversation id, a valid `latest_event_id` and, when
+    /// the request carries a key, a conversation of the key's user (without one, the first frame authenticates).
+    private func checkUpgrade(_ request: Request, _ context: GatewayRequestContext) async throws {
+        let id = try ConversationRoutes.conversationID(context)
+        _ = try Self.latestEventID(request)
+        if let principal = context.principal { try await store.requireOwner(principal.userID, id) }
+    }
+
+    /// `latest_event_id` (or, for SSE, `Last-Event-ID`, which wins over it): the last id the client has; -1
+    /// (the default) for all. Each one given must be a single integer in -1...2^31-1 (an empty
+    /// `latest_event_id` is -1).
     static func latestEventID(_ request: Request, header: Bool = false) throws -> Int {
-        let text = (header ? request.headers[.lastEventID] : nil) ?? request.uri.queryParameters.get("latest_event_id")
-        // Empty is "all", as browsers send it for a client that has nothing yet.
+        let query = request.uri.queryParameters.getAll("latest_event_id")
+        guard query.count <= 1 else { throw APIError.invalidField("`latest_event_id` is given more than once") }
+        let fromQuery = try eventID(query.first, "latest_event_id")
+        guard header, let value = request.headers[.lastEventID] else { return fromQuery }
+        // A browser's EventSource sends the header only with an id it received: present, it is an integer.
+        return try ConversationRoutes.int(value, "Last-Event-ID", range: range) ?? -1
+    }
+
+    private static let range = -1...Int(Int32.max)
+
+    private static func eventID(_ text: String?, _ name: String) throws -> Int {
+        // Empty is "all", as browser WebSocket clients send it for a client that has nothing yet.
         guard let text, !text.isEmpty else { return -1 }
-        return try ConversationRoutes.int(text, "latest_event_id", range: -1...Int(Int32.max)) ?? -1
+        return try ConversationRoutes.int(text, name, range: range) ?? -1
     }
 
     // MARK: The feed

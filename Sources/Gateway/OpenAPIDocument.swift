@@ -16,6 +16,8 @@ enum OpenAPIDocument {
         ["type": ["string", "null"], "maxLength": .number(Double(maxLength))]
     }
     static let integer: JSONValue = ["type": "integer"]
+    /// The last event id a stream's client has: -1 (nothing yet) up to the largest id.
+    static let lastEventID: JSONValue = ["type": "integer", "minimum": -1, "maximum": 2_147_483_647]
     static let number: JSONValue = ["type": "number"]
     static let boolean: JSONValue = ["type": "boolean"]
 
@@ -114,6 +116,39 @@ enum OpenAPIDocument {
         "awaiting_user_confirmation", "user_confirmed", "user_rejected", "rate_limited",
     ]
 
+    /// A trajectory to replay: an array of events (objects), or `{"trajectory": [...]}`.
+    static let trajectory: JSONValue = [
+        "anyOf": [
+            array(["type": "object"]),
+            object(["trajectory": array(["type": "object"])], required: ["trajectory"], additional: true),
+        ]
+    ]
+
+    /// One message of the SSE stream, as OpenAPI 3.1 describes a `text/event-stream` (a schema per message,
+    /// its fields as strings).
+    static let serverSentEvent: JSONValue = [
+        "oneOf": [
+            object(
+                [
+                    "event": ["const": "event"], "id": ["type": "string", "pattern": "^[0-9]+$"],
+                    "data": ["type": "string", "contentMediaType": "application/json", "contentSchema": ref("Event")],
+                ],
+                required: ["event", "id", "data"],
+                additional: true
+            ),
+            object(
+                [
+                    "event": ["const": "error"],
+                    "data": ["type": "string", "contentMediaType": "application/json", "contentSchema": ref("Error")],
+                ],
+                required: ["event", "data"],
+                additional: true
+            ),
+        ],
+        "description":
+            "A text/event-stream. Each stored or live event is one message `id: <event id>`, `event: event`, `data: <the Event as JSON>`; a client that falls too far behind gets one `event: error` message whose data is an Error (code STREAM$TOO_SLOW) and the stream ends; comment lines (`: keep-alive`) keep idle connections open.",
+    ]
+
     static let schemas: [String: JSONValue] = [
         "Error": object(
             ["status": enumeration(["error"]), "code": string, "message": string],
@@ -149,8 +184,16 @@ enum OpenAPIDocument {
                 "repository": optionalString(500), "selected_branch": optionalString(250),
                 "git_provider": optionalString(50), "conversation_instructions": optionalString(100_000),
                 "replay_json": [
+                    "anyOf": [
+                        trajectory,
+                        [
+                            "type": "string", "format": "trajectory-json", "contentMediaType": "application/json",
+                            "contentSchema": trajectory,
+                        ],
+                        ["type": "null"],
+                    ],
                     "description":
-                        "An OpenHands trajectory (an array of events, or {\"trajectory\": [...]}), or a string holding one."
+                        "An OpenHands trajectory (an array of events, or {\"trajectory\": [...]}), or a string holding one (as OpenHands sends it; an empty string is absent).",
                 ],
                 "runtime": [
                     "type": ["string", "null"],
@@ -302,12 +345,12 @@ enum OpenAPIDocument {
                     parameter(
                         "page_id",
                         in: "query",
-                        ["type": "string", "pattern": "^[A-Za-z0-9_-]+$"],
-                        "The next_page_id of the previous page (opaque; any other value is a 422)."
+                        string,
+                        "The next_page_id of the previous page (opaque). Empty or absent: the first page. A value this API did not return: 404 REQUEST$UNKNOWN_PAGE."
                     ),
                     parameter("limit", in: "query", ["type": "integer", "minimum": 1, "maximum": 100], "Default 20."),
                 ],
-                errors: ["401", "422", "503"]
+                errors: ["401", "404", "422", "503"]
             ),
         ],
         "/api/conversations/{id}": [
@@ -401,33 +444,44 @@ enum OpenAPIDocument {
             "get": operation(
                 "The conversation's events as Server-Sent Events: every event after Last-Event-ID (or latest_event_id), then live ones",
                 id: "streamEvents",
-                ok: [
-                    "type": "string",
-                    "description":
-                        "A text/event-stream. Each stored or live event is one message `id: <event id>`, `event: event`, `data: <the Event as JSON>`; a client that falls too far behind gets one `event: error` message whose data is an Error (code STREAM$TOO_SLOW) and the stream ends; comment lines (`: keep-alive`) keep idle connections open.",
-                    "x-deckhand-messages": ["event": ref("Event"), "error": ref("Error")],
-                ],
+                ok: serverSentEvent,
                 okType: "text/event-stream",
                 parameters: [
                     conversationID,
-                    parameter("Last-Event-ID", in: "header", integer, "The last event id the client has."),
-                    parameter("latest_event_id", in: "query", integer, "The same, for clients that cannot set it."),
+                    parameter(
+                        "Last-Event-ID",
+                        in: "header",
+                        lastEventID,
+                        "The last event id the client has (-1: none)."
+                    ),
+                    parameter(
+                        "latest_event_id",
+                        in: "query",
+                        lastEventID,
+                        "The same, for clients that cannot set it (Last-Event-ID wins)."
+                    ),
                     parameter("api_key", in: "query", string, "The API key, for clients that cannot set headers."),
                 ]
             )
         ],
         "/sockets/events/{id}": [
             "get": operation(
-                "The conversation's events over a WebSocket (one event per text frame): every event after latest_event_id, then live ones. Without a key in the request, the first frame must be {\"type\":\"auth\",\"api_key\":…}. The client may send user actions. Close codes: 4001 unauthorized, 4004 not found, 4008 too slow.",
+                "The conversation's events over a WebSocket (one event per text frame): every event after latest_event_id, then live ones. Without a key in the request, the first frame must be {\"type\":\"auth\",\"api_key\":…}. The client may send user actions. Close codes: 4001 unauthorized, 4004 not found, 4008 too slow, 4029 too many streams of the user. A request without Upgrade: websocket is a 426.",
                 id: "eventSocket",
                 ok: string,
                 okStatus: "101",
                 okType: "application/octet-stream",
                 parameters: [
                     conversationID,
-                    parameter("latest_event_id", in: "query", integer, "The last event id the client has (-1: all)."),
+                    parameter(
+                        "latest_event_id",
+                        in: "query",
+                        lastEventID,
+                        "The last event id the client has (-1 or empty: all)."
+                    ),
                     parameter("api_key", in: "query", string, "The API key, for clients that cannot set headers."),
-                ]
+                ],
+                errors: ["401", "404", "422", "426", "503"]
             )
         ],
         "/api/conversations/{id}/trajectory": [
@@ -457,7 +511,13 @@ enum OpenAPIDocument {
                 ok: object(["code": string], required: ["code"]),
                 parameters: [
                     conversationID,
-                    parameter("file", in: "query", string, "A file relative to the workspace.", required: true),
+                    parameter(
+                        "file",
+                        in: "query",
+                        ["type": "string", "minLength": 1],
+                        "A file relative to the workspace.",
+                        required: true
+                    ),
                 ],
                 errors: workspaceErrors + ["415"]
             )
@@ -475,7 +535,10 @@ enum OpenAPIDocument {
                     ],
                     required: ["uploaded_files", "skipped_files"]
                 ),
-                body: ["type": "object", "properties": ["files": array(["type": "string", "format": "binary"])]],
+                body: object(
+                    ["files": array(["type": "string", "format": "binary"])],
+                    description: "Parts named files, each with a file name; any other part is a 422."
+                ),
                 bodyType: "multipart/form-data",
                 parameters: [
                     conversationID,

@@ -331,11 +331,12 @@ import Testing
                 let detail = try JSONValue(parsing: health.body)
                 #expect(detail["dependencies"]?["rabbitmq"]?["status"] == "ok")
                 #expect(detail["dependencies"]?["postgresql"]?["status"] == "ok")
-                // A revoked key stops working (within the key cache's 200 ms here).
+                // A revoked key stops working (once the key cache's 200 ms here have passed).
                 let keys = APIKeyStore(postgres: bed.runtime.postgres)
                 #expect(try await keys.revoke(String(gateway.key.prefix(12))))
-                try await Task.sleep(for: .milliseconds(300))
-                #expect(try await gateway.request(.get, "/api/conversations/\(id)").status == 401)
+                try await eventually("the revoked key is refused") {
+                    try await gateway.request(.get, "/api/conversations/\(id)").status == 401
+                }
             }
         }
     }
@@ -416,7 +417,9 @@ import Testing
                     ),
                     ("GET", "/api/conversations?limit=0", nil, 422, "REQUEST$INVALID_FIELD", "limit"),
                     ("GET", "/api/conversations?limit=101", nil, 422, "REQUEST$INVALID_FIELD", "limit"),
-                    ("GET", "/api/conversations?page_id=bogus", nil, 422, "REQUEST$INVALID_FIELD", "page_id"),
+                    // A page_id this API did not return names no page (a valid string, so not a 422).
+                    ("GET", "/api/conversations?page_id=bogus", nil, 404, "REQUEST$UNKNOWN_PAGE", "page_id"),
+                    ("GET", "/sockets/events/\(UUID())", nil, 404, "CONVERSATION$NOT_FOUND", nil),
                     ("GET", "/api/nothing-here", nil, 404, "ROUTE$NOT_FOUND", nil),
                     // A route that exists with other methods: 405, naming them (and in `Allow`).
                     ("PUT", "/api/conversations", "{}", 405, "ROUTE$METHOD_NOT_ALLOWED", "GET, POST"),
@@ -439,11 +442,27 @@ import Testing
                 for (path, mention) in [
                     ("events?limit=101", "limit"), ("events?start_id=-1", "start_id"),
                     ("events?reverse=maybe", "reverse"),
+                    // The last event id of a stream: one integer, whichever way it is sent.
+                    ("events/stream?latest_event_id=null", "latest_event_id"),
+                    ("events/stream?latest_event_id=1&latest_event_id=2", "latest_event_id"),
                 ] {
                     let response = try await gateway.request(.get, "/api/conversations/\(id)/\(path)")
                     #expect(response.status == 422, "\(path): \(response.text)")
                     #expect(response.text.contains(mention))
                 }
+                let badHeader = try await gateway.request(
+                    .get,
+                    "/api/conversations/\(id)/events/stream?latest_event_id=x",
+                    headers: [("Last-Event-ID", "3")]
+                )
+                #expect(badHeader.status == 422, "a bad query is refused even beside a good header: \(badHeader.text)")
+                // The socket's path without an upgrade: what the upgrade checks, then 426 naming the protocol.
+                let badSocket = try await gateway.request(.get, "/sockets/events/\(id)?latest_event_id=null")
+                #expect(badSocket.status == 422, "\(badSocket.text)")
+                let plain = try await gateway.request(.get, "/sockets/events/\(id)")
+                #expect(plain.status == 426, "\(plain.text)")
+                #expect((try? JSONValue(parsing: plain.body))?["code"] == "REQUEST$UPGRADE_REQUIRED")
+                #expect(plain.headers["upgrade"] == "websocket")
                 let wrongState = try await gateway.request(
                     .post,
                     "/api/conversations/\(id)/events",

@@ -132,6 +132,8 @@ import Testing
                 (#"{"max_iterations":0}"#, .unprocessableContent, "REQUEST$INVALID_FIELD"),
                 (#"{"conversation_id":"not-a-uuid"}"#, .unprocessableContent, "REQUEST$INVALID_FIELD"),
                 (#"{"replay_json":42}"#, .unprocessableContent, "REQUEST$INVALID_FIELD"),
+                (#"{"replay_json":[1]}"#, .unprocessableContent, "REQUEST$INVALID_FIELD"),
+                (#"{"replay_json":"not json"}"#, .unprocessableContent, "REQUEST$INVALID_FIELD"),
                 (#"{"mcp_config":"text"}"#, .unprocessableContent, "REQUEST$INVALID_FIELD"),
                 (#"{"image_urls":"one"}"#, .unprocessableContent, "REQUEST$INVALID_FIELD"),
             ]
@@ -142,12 +144,15 @@ import Testing
                 #expect(reply.json["message"]?.stringValue?.isEmpty == false)
             }
             #expect(bed.records.count == 0 && bed.commands.all.isEmpty, "nothing of a refused request stays")
-
             let id = try await call.create()
-            for query in ["limit=0", "limit=x", "page_id=nonsense"] {
+            for query in ["limit=0", "limit=x"] {
                 let reply = try await call(.get, "/api/conversations?\(query)")
                 #expect(reply.status == .unprocessableContent && reply.code == "REQUEST$INVALID_FIELD", "\(query)")
             }
+            // A page_id this API did not return names no page; an empty one is the first page.
+            let unknown = try await call(.get, "/api/conversations?page_id=nonsense")
+            #expect(unknown.status == .notFound && unknown.code == "REQUEST$UNKNOWN_PAGE", "\(unknown.text)")
+            #expect(try await call(.get, "/api/conversations?page_id=").status == .ok)
             for query in ["start_id=-1", "limit=101", "reverse=maybe"] {
                 let reply = try await call(.get, "/api/conversations/\(id)/events?\(query)")
                 #expect(reply.status == .unprocessableContent, "\(query): \(reply.text)")
@@ -171,6 +176,9 @@ import Testing
                     == .unauthorized
             )
             #expect(bed.commands.all.count == 1, "only the one create's start was sent")
+            // OpenHands replays only a non-empty `replay_json` string: an empty one is absent, not a refusal.
+            _ = try await call.create(#"{"replay_json":""}"#)
+            #expect(bed.records.count == 2)
         }
     }
 
