@@ -151,6 +151,8 @@ final class ConnectionPool: Sendable {
 
     /// The number of connections that exist or are being opened.
     var openCount: Int { state.withLock { $0.open } }
+    /// How many callers wait for a connection.
+    var waitingCount: Int { state.withLock { $0.waiters.count } }
 
     private func fail(waiter id: Int, _ error: DeckhandError) {
         let (waiter, timer) = state.withLock { state -> (Waiter?, Task<Void, Never>?) in

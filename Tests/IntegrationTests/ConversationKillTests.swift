@@ -142,7 +142,9 @@ import Glibc
             try await running(try bed.makeRuntimeWorker()) {
                 let id = try await bed.start(script: Self.lineScript(file: file, tag: "d", steps: 6, latency: 400))
                 try await bed.waitFor(id, [.running])
-                try await Task.sleep(for: .milliseconds(900))
+                // Mid-chain: a command has run and more are to come (each step waits 400 ms for the model).
+                let log = try await bed.workspaceFile(id, "drain.log")
+                try await eventually("a line written") { !Self.lines(log).isEmpty }
                 kill(worker.processIdentifier, SIGTERM)
                 let exited = Date()
                 worker.waitUntilExit()

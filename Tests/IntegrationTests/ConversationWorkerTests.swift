@@ -115,10 +115,14 @@ import Testing
                 try await eventually("two lines written") { Self.lines(file).count >= 2 }
                 try await bed.send(.pause, ConversationTarget(conversationID: id))
                 try await bed.waitFor(id, [.paused])
-                // The step in flight may finish its action; after that nothing runs.
-                try await Task.sleep(for: .milliseconds(800))
-                let whilePaused = Self.lines(file).count
-                try await Task.sleep(for: .milliseconds(800))
+                // The step in flight may finish its action (its observation follows the pause); then the file
+                // holds exactly the lines of the commands that ran, and nothing runs until the resume (checked
+                // on the events below: no action between `paused` and `running`).
+                let whilePaused = try await eventuallyValue("the step in flight ended") { () -> Int? in
+                    let events = try await bed.events(id)
+                    let commands = events.filter { $0.action == "run" }.count
+                    return commands == events.filter { $0.observation == "run" }.count ? commands : nil
+                }
                 #expect(Self.lines(file).count == whilePaused)
                 #expect(whilePaused < 8)
 
@@ -127,8 +131,11 @@ import Testing
                 #expect(finished.agentState == .finished, "\(finished.lastError ?? "")")
                 // Every line once, in order: no action ran twice across the pause.
                 #expect(Self.lines(file) == (0..<8).map { "line-\($0)" })
-                let states = try await bed.events(id).compactMap(\.announcedState)
-                #expect(states == [.loading, .running, .paused, .running, .finished])
+                let events = try await bed.events(id)
+                #expect(events.compactMap(\.announcedState) == [.loading, .running, .paused, .running, .finished])
+                let paused = try #require(events.firstIndex { $0.announcedState == .paused })
+                let resumed = try #require(events[paused...].firstIndex { $0.announcedState == .running })
+                #expect(!events[paused..<resumed].contains { $0.action != nil }, "no action while paused")
 
                 // Stop mid-run: the agent stops and so does the sandbox.
                 let second = try await bed.start(script: Self.slowScript(file: "/workspace/stopped.txt", count: 8))
@@ -140,10 +147,11 @@ import Testing
                 try await eventually("the sandbox is stopped") {
                     try await bed.runtime.store.liveSandbox(conversation: second)?.status == .stopped
                 }
-                try await Task.sleep(for: .milliseconds(800))
-                let afterStop = Self.lines(other).count
-                try await Task.sleep(for: .milliseconds(600))
-                #expect(Self.lines(other).count == afterStop)
+                // Nothing ran after the stop: every command before it has its line, none came after it.
+                let afterStop = try await bed.events(second)
+                let stop = try #require(afterStop.firstIndex { $0.announcedState == .stopped })
+                #expect(!afterStop[stop...].contains { $0.action != nil }, "no action after the stop")
+                #expect(Self.lines(other).count == afterStop.filter { $0.observation == "run" }.count)
             }
         }
     }
@@ -401,8 +409,11 @@ import Testing
     @Test func duplicatesChangeNothing() async throws {
         try await TestConversations.with { bed in
             try await running(try bed.makeRuntimeWorker(), bed.makeWorker()) {
-                let id = try await bed.start(script: FakeLLM.Script(steps: [.reply("Hello."), .reply("Still here.")]))
+                let id = try await bed.start(
+                    script: FakeLLM.Script(steps: [.reply("Hello."), .reply("Still here."), .reply("Yes.")])
+                )
                 try await bed.waitFor(id, [.awaitingUserInput])
+                let greeted = try await bed.events(id).count
                 // The same message twice (a redelivery, a publisher's retry): one event, one answer.
                 try await bed.say("Are you there?", to: id, messageID: "same-message")
                 try await bed.say("Are you there?", to: id, messageID: "same-message")
@@ -411,15 +422,21 @@ import Testing
                     let last = try await bed.events(id).last
                     return last?.announcedState == .awaitingUserInput && bed.llm.requests(model: model).count == 2
                 }
-                // An old step delivered again is acknowledged without effect.
+                // An old step delivered again is acknowledged without effect. A message sent after the old steps
+                // is the sentinel: once it is answered, the old steps (cheaper, and delivered before it) were
+                // taken, and all that changed is one more exchange of the same shape as the first.
                 let before = try await bed.events(id).count
                 try await bed.send(.step, StepCommand(conversationID: id, step: 1))
                 try await bed.send(.step, StepCommand(conversationID: id, step: 2))
-                try await Task.sleep(for: .milliseconds(500))
+                try await bed.say("Sure?", to: id, messageID: "sentinel")
+                try await eventually("the sentinel's answer") {
+                    let last = try await bed.events(id).last
+                    return last?.announcedState == .awaitingUserInput && bed.llm.requests(model: model).count == 3
+                }
                 let events = try await bed.events(id)
-                #expect(events.count == before)
-                #expect(events.filter(\.isUserMessage).count == 2)
-                #expect(bed.llm.requests(model: try await bed.model(of: id)).count == 2)
+                #expect(events.count - before == before - greeted, "the sentinel's exchange and nothing else")
+                #expect(events.filter(\.isUserMessage).count == 3)
+                #expect(bed.llm.requests(model: model).count == 3)
             }
         }
     }

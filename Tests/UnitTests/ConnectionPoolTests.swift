@@ -30,8 +30,8 @@ import Testing
                     order.values.withLock { $0.append(index) }
                     pool.discard()
                 }
-                // Let each waiter queue before the next one.
-                try await Task.sleep(for: .milliseconds(30))
+                // Each waiter queues before the next one.
+                await untilWaiting(pool, index + 1)
             }
             pool.discard()
             try await group.waitForAll()
@@ -62,7 +62,7 @@ import Testing
         let pool = ConnectionPool(maximum: 1)
         _ = try await pool.acquire(timeout: .seconds(1))
         let waiter = Task { try await pool.acquire(timeout: .seconds(30)) }
-        try await Task.sleep(for: .milliseconds(50))
+        await untilWaiting(pool, 1)
         waiter.cancel()
         do {
             _ = try await waiter.value
@@ -78,11 +78,16 @@ import Testing
         let pool = ConnectionPool(maximum: 1)
         _ = try await pool.acquire(timeout: .seconds(1))
         let waiter = Task { try await pool.acquire(timeout: .seconds(30)) }
-        try await Task.sleep(for: .milliseconds(50))
+        await untilWaiting(pool, 1)
         #expect(pool.close().isEmpty)
         await #expect(throws: DeckhandError.self) { try await waiter.value }
         await #expect(throws: DeckhandError.self) { try await pool.acquire(timeout: .seconds(1)) }
     }
+}
+
+/// Returns once `count` callers wait in `pool` (it yields; no clock decides).
+private func untilWaiting(_ pool: ConnectionPool, _ count: Int) async {
+    while pool.waitingCount < count { await Task.yield() }
 }
 
 private final class Recorder: Sendable {
