@@ -582,26 +582,14 @@ struct StepRun: Sendable {
     func appendIfCurrent(_ events: [Event], masker: SecretMasker, answer: ModelAnswer? = nil) async throws -> [Event]? {
         let (id, number) = (self.id, self.number)
         return try await connection.run { connection in
-            guard let answer else {
-                return try ConversationStore.append(
-                    connection,
-                    id,
-                    events,
-                    step: number,
-                    masker: masker,
-                    onlyAt: number
-                )
+            let append = { (connection: PostgresConnection) in
+                try ConversationStore.append(connection, id, events, step: number, masker: masker, onlyAt: number)
             }
+            // One statement needs no transaction of its own; with the answer, both commit together.
+            guard let answer else { return try append(connection) }
             return try connection.transaction { connection in
                 try ConversationStore.storeAnswer(connection, id, answer)
-                return try ConversationStore.append(
-                    connection,
-                    id,
-                    events,
-                    step: number,
-                    masker: masker,
-                    onlyAt: number
-                )
+                return try append(connection)
             }
         }
     }

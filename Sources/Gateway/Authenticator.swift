@@ -13,6 +13,8 @@ public final class Authenticator: Sendable {
     let store: any APIKeyChecking
     let ttl: Duration
     let failureLimit: Int
+    /// The time (the system's monotonic clock; tests give their own to move it).
+    let now: @Sendable () -> ContinuousClock.Instant
     private let cache: BoundedCache<[UInt8], Checked>
     private let failures = Mutex<[String: (since: ContinuousClock.Instant, count: Int)]>([:])
 
@@ -24,10 +26,17 @@ public final class Authenticator: Sendable {
 
     static let failureWindow: Duration = .seconds(60)
 
-    public init(store: any APIKeyChecking, ttl: Duration, failureLimit: Int = 30, capacity: Int = 10_000) {
+    public init(
+        store: any APIKeyChecking,
+        ttl: Duration,
+        failureLimit: Int = 30,
+        capacity: Int = 10_000,
+        now: @escaping @Sendable () -> ContinuousClock.Instant = { .now }
+    ) {
         self.store = store
         self.ttl = ttl
         self.failureLimit = failureLimit
+        self.now = now
         self.cache = BoundedCache(capacity: capacity)
     }
 
@@ -35,7 +44,7 @@ public final class Authenticator: Sendable {
     /// wrong keys and this one is not known to be good.
     public func principal(for key: String, from address: String? = nil) async throws -> Principal? {
         let hash = APIKeyStore.hash(key)
-        let now = ContinuousClock.now
+        let now = self.now()
         if let cached = cache[hash], cached.until > now, let principal = cached.principal { return principal }
         if let address, failureLimit > 0 { try refuseIfOverLimit(address, now: now) }
         let principal: Principal?
