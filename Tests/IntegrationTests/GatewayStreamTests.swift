@@ -268,9 +268,8 @@ import Testing
                     }
 
                     proxy.sever()
-                    let deadline = ContinuousClock.now + .seconds(20)
-                    while proxied.status.connected && ContinuousClock.now < deadline {
-                        try await Task.sleep(for: .milliseconds(20))
+                    try await eventually("the gateway sees the broker gone", timeout: .seconds(20)) {
+                        !proxied.status.connected
                     }
                     let refused = try await gateway.request(
                         .post,
@@ -295,9 +294,8 @@ import Testing
                     )
 
                     proxy.restore()
-                    let recovered = ContinuousClock.now + .seconds(30)
-                    while try await gateway.request(.get, "/health").status != 200 && ContinuousClock.now < recovered {
-                        try await Task.sleep(for: .milliseconds(50))
+                    try await eventually("healthy again", interval: .milliseconds(50)) {
+                        try await gateway.request(.get, "/health").status == 200
                     }
                     let sent = try await gateway.json(
                         .post,
@@ -350,13 +348,9 @@ import Testing
                 #expect(try JSONValue(parsing: health.body)["dependencies"]?["postgresql"]?["status"] == "unavailable")
 
                 proxy.restore()
-                let deadline = ContinuousClock.now + .seconds(30)
-                var status = 0
-                while status != 200 && ContinuousClock.now < deadline {
-                    status = try await gateway.request(.get, "/api/conversations/\(id)").status
-                    if status != 200 { try await Task.sleep(for: .milliseconds(100)) }
+                try await eventually("the conversation readable again", interval: .milliseconds(100)) {
+                    try await gateway.request(.get, "/api/conversations/\(id)").status == 200
                 }
-                #expect(status == 200)
                 let listed = try await gateway.json(.get, "/api/conversations")
                 #expect(listed["results"].map { if case .array(let items) = $0 { items.count } else { 0 } } == 1)
             }

@@ -26,6 +26,9 @@ import Testing
                         _ = try await GatewayTests.waitForState(gateway, id, ["awaiting_user_input"])
                         return id
                     }
+                    // A file for select-file (schemathesis.toml names it), so that route is fuzzed past its 404.
+                    let file = try await bed.workspaceFile(try #require(UUID(uuidString: id)), "fuzz.txt")
+                    try Data("fuzzed\n".utf8).write(to: URL(fileURLWithPath: file))
                     let log = FileManager.default.temporaryDirectory.appendingPathComponent("fuzz-\(UUID()).log")
                     // Hypothesis writes into its working folder: one of its own, not the clone.
                     let folder = FileManager.default.temporaryDirectory.appendingPathComponent("fuzz-\(UUID())")

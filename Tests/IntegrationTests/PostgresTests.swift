@@ -216,13 +216,11 @@ import Testing
             // Wait until the holder's query runs (it holds the only connection), however loaded the machine.
             let observer = PostgresClient(url: TestEnvironment.postgresURL, poolSize: 1)
             defer { Task { await observer.close() } }
-            let deadline = ContinuousClock.now + .seconds(30)
-            while ContinuousClock.now < deadline {
+            try await eventually("the holder's query runs") {
                 let running = try await observer.query(
                     "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(4)' AND state = 'active'"
                 )
-                if try running[0].decode(Int.self, 0) > 0 { break }
-                try await Task.sleep(for: .milliseconds(20))
+                return try running[0].decode(Int.self, 0) > 0
             }
             let start = ContinuousClock.now
             do {

@@ -26,14 +26,12 @@ import Testing
         )
         do {
             let base = "http://127.0.0.1:\(port)"
-            var alive: String?
-            let deadline = ContinuousClock.now + .seconds(20)
-            while ContinuousClock.now < deadline {
-                if let response = try? await client.execute(HTTPRequest(url: base + "/alive")), response.status == 200 {
-                    alive = response.text
-                    if response.text.contains("\"ok\"") { break }
-                }
-                try await Task.sleep(for: .milliseconds(20))
+            // A timeout is reported below with the container's output.
+            let alive = try? await eventuallyValue("the container's /alive", timeout: .seconds(20)) { () -> String? in
+                guard let response = try? await client.execute(HTTPRequest(url: base + "/alive")),
+                    response.status == 200, response.text.contains("\"ok\"")
+                else { return nil }
+                return response.text
             }
             let logs = alive == #"{"status":"ok"}"# ? "" : try await docker.logs(id)
             #expect(alive == #"{"status":"ok"}"#, "container output: \(logs)")
