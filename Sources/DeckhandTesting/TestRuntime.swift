@@ -214,6 +214,23 @@ public final class TestRuntime: Sendable {
         )
     }
 
+    /// The `deckhand` executable beside the test binary.
+    public static var deckhandBinary: String {
+        let folder = URL(fileURLWithPath: ProcessBackend.defaultBinary).deletingLastPathComponent()
+        return folder.appendingPathComponent("deckhand").path
+    }
+
+    /// What points a `deckhand` process at this test bed's schema and broker.
+    private var bedVariables: [String: String] {
+        ["DECKHAND_POSTGRES_URL": postgresURL, "DECKHAND_AMQP_URL": TestEnvironment.amqpURL]
+    }
+
+    /// Runs `deckhand <arguments>` on this test bed's schema and broker to its end (on a thread of its own) and
+    /// returns its exit status and output (standard output and error together).
+    public func deckhand(_ arguments: [String]) async throws -> (status: Int32, output: String) {
+        try await TestEnvironment.launchDetached(Self.deckhandBinary, arguments, environment: bedVariables)
+    }
+
     /// `deckhand <arguments>` (beside the test binary) as a child process on this test bed's schema and
     /// broker, with `variables` added to the environment, its standard error appended to `log` and its standard
     /// output written to `standardOutput` (discarded when nil).
@@ -224,11 +241,11 @@ public final class TestRuntime: Sendable {
         standardOutput: String? = nil
     ) throws -> Process {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: ProcessBackend.defaultBinary).deletingLastPathComponent()
-            .appendingPathComponent("deckhand")
+        process.executableURL = URL(fileURLWithPath: Self.deckhandBinary)
         process.arguments = arguments
-        let bed = ["DECKHAND_POSTGRES_URL": postgresURL, "DECKHAND_AMQP_URL": TestEnvironment.amqpURL]
-        process.environment = ProcessInfo.processInfo.environment.merging(bed.merging(variables) { $1 }) { $1 }
+        process.environment = ProcessInfo.processInfo.environment.merging(bedVariables.merging(variables) { $1 }) {
+            $1
+        }
         try FileManager.default.createDirectory(
             atPath: URL(fileURLWithPath: log).deletingLastPathComponent().path,
             withIntermediateDirectories: true

@@ -12,6 +12,12 @@ public struct Topology: Sendable, Equatable {
 
     private func name(_ base: String) -> String { namespace.isEmpty ? base : "\(namespace).\(base)" }
 
+    /// `name` under this topology's namespace (as it is when it already carries it): what an operator types
+    /// (`conversation.commands`) as the broker knows it.
+    public func qualified(_ name: String) -> String {
+        namespace.isEmpty || name.hasPrefix(namespace + ".") ? name : self.name(name)
+    }
+
     /// Direct exchange of every command; the routing key is the target queue's name.
     public var commandsExchange: String { name("deckhand.commands") }
     /// Topic exchange of every persisted event (`conversation.<id>`) and runtime status (`sandbox.<id>`).
