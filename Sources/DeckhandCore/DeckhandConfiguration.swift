@@ -114,11 +114,20 @@ public struct PostgresSettings: Sendable {
     public var acquireTimeout: Duration = .seconds(10)
     /// `postgres.connect_timeout`: how long opening one connection may take.
     public var connectTimeout: Duration = .seconds(10)
+    /// `postgres.keepalives_idle`: TCP keepalives start after this much silence (nil, from `0s`: off); a dead
+    /// server is noticed about twice this long after its last reply.
+    public var keepalivesIdle: Duration? = .seconds(30)
+    /// `postgres.statement_timeout`: the server cancels a statement that runs longer (nil, from `0s`: never).
+    public var statementTimeout: Duration? = .seconds(60)
+    /// `postgres.idle_in_transaction_timeout`: the server ends a session idle this long inside a transaction,
+    /// releasing its locks (nil, from `0s`: never).
+    public var idleInTransactionTimeout: Duration? = .seconds(60)
 
     public init() {}
 
     static let keys: Set<String> = [
         "postgres.url", "postgres.pool_size", "postgres.acquire_timeout", "postgres.connect_timeout",
+        "postgres.keepalives_idle", "postgres.statement_timeout", "postgres.idle_in_transaction_timeout",
     ]
 
     public init(reader: ConfigurationReader) throws(DeckhandError) {
@@ -138,6 +147,29 @@ public struct PostgresSettings: Sendable {
             minimum: .milliseconds(1)
         )
         connectTimeout = try reader.duration("postgres.connect_timeout", default: connectTimeout, minimum: .seconds(1))
+        keepalivesIdle = try Self.optional(reader, "postgres.keepalives_idle", keepalivesIdle, minimum: .seconds(1))
+        statementTimeout = try Self.optional(reader, "postgres.statement_timeout", statementTimeout)
+        idleInTransactionTimeout = try Self.optional(
+            reader,
+            "postgres.idle_in_transaction_timeout",
+            idleInTransactionTimeout
+        )
+    }
+
+    /// A duration where `0s` means off (nil); otherwise at least `minimum`.
+    private static func optional(
+        _ reader: ConfigurationReader,
+        _ key: String,
+        _ defaultValue: Duration?,
+        minimum: Duration = .milliseconds(1)
+    ) throws(DeckhandError) -> Duration? {
+        let value = try reader.duration(key, default: defaultValue ?? .zero)
+        guard value != .zero else { return nil }
+        guard value >= minimum else {
+            let expected = "0s (off) or a duration of at least \(minimum)"
+            throw reader.invalid(key, expected: expected, got: reader.raw(key) ?? "")
+        }
+        return value
     }
 }
 

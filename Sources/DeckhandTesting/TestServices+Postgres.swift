@@ -10,10 +10,11 @@ public enum TestPostgres {
     public static func withSchema<T: Sendable>(
         poolSize: Int = 4,
         acquireTimeout: Duration = .seconds(10),
+        session: PostgresSessionSettings = PostgresSessionSettings(),
         _ body: (PostgresClient) async throws -> T
     ) async throws -> T {
         try await withSchemaURL { url in
-            let client = PostgresClient(url: url, poolSize: poolSize, acquireTimeout: acquireTimeout)
+            let client = PostgresClient(url: url, poolSize: poolSize, acquireTimeout: acquireTimeout, session: session)
             let result: Result<T, any Error>
             do {
                 result = .success(try await body(client))

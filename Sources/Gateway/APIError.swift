@@ -133,7 +133,8 @@ extension APIError {
     /// Failures of a dependency that pass by themselves: the client is told to retry (503 with
     /// `Retry-After`), not that the server is broken.
     static let transient: Set<DeckhandError.Code> = [
-        .unavailable, .postgresPoolTimeout, .postgresClosed, .amqpRefused, .amqpNacked, .amqpUnroutable, .amqpClosed,
+        .unavailable, .postgresPoolTimeout, .postgresStatementTimeout, .postgresClosed, .amqpRefused, .amqpNacked,
+        .amqpUnroutable, .amqpClosed,
     ]
 
     /// A 405 for a route that exists with other methods.

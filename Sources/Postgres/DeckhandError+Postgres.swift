@@ -3,6 +3,8 @@ import DeckhandCore
 extension DeckhandError.Code {
     /// The server rejected a statement; the message carries the SQLSTATE and `underlying` a `PostgresServerError`.
     public static let postgresQuery: Self = "POSTGRES$QUERY"
+    /// The server cancelled a statement that ran past `postgres.statement_timeout` (SQLSTATE 57014).
+    public static let postgresStatementTimeout: Self = "POSTGRES$STATEMENT_TIMEOUT"
     /// No pooled connection became free within the acquire timeout.
     public static let postgresPoolTimeout: Self = "POSTGRES$POOL_TIMEOUT"
     /// A result cell could not be decoded as the requested type (NULL into a non-optional, wrong type, no column).

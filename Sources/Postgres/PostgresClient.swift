@@ -18,6 +18,8 @@ public final class PostgresClient: Sendable {
     public let acquireTimeout: Duration
     /// How long opening one connection may take.
     public let connectTimeout: Duration
+    /// Keepalives and server-side timeouts of every connection.
+    public let session: PostgresSessionSettings
 
     let url: PostgresURL
     let logger: Logger
@@ -34,12 +36,14 @@ public final class PostgresClient: Sendable {
         poolSize: Int = 8,
         acquireTimeout: Duration = .seconds(10),
         connectTimeout: Duration = .seconds(10),
+        session: PostgresSessionSettings = PostgresSessionSettings(),
         logger: Logger = Logger(label: "deckhand.postgres")
     ) {
         self.url = PostgresURL(url)
         self.poolSize = max(1, poolSize)
         self.acquireTimeout = acquireTimeout
         self.connectTimeout = connectTimeout
+        self.session = session
         var logger = logger
         logger[metadataKey: LogKey.component.rawValue] = "postgres"
         self.logger = logger
@@ -55,6 +59,7 @@ public final class PostgresClient: Sendable {
             poolSize: settings.poolSize,
             acquireTimeout: settings.acquireTimeout,
             connectTimeout: settings.connectTimeout,
+            session: PostgresSessionSettings(settings),
             logger: logger
         )
     }
@@ -159,7 +164,12 @@ public final class PostgresClient: Sendable {
     /// Opens a connection in a slot the pool granted; frees the slot when that fails.
     private func openForSlot() throws -> ConnectionBox {
         do {
-            let connection = try PostgresConnection.connect(url: url, connectTimeout: connectTimeout, logger: logger)
+            let connection = try PostgresConnection.connect(
+                url: url,
+                connectTimeout: connectTimeout,
+                session: session,
+                logger: logger
+            )
             logger.debug(
                 "opened a PostgreSQL connection",
                 metadata: [LogKey.postgresBackendPID.rawValue: "\(connection.backendPID)"]
@@ -258,6 +268,7 @@ public final class PostgresClient: Sendable {
             channel: channel,
             url: url,
             connectTimeout: connectTimeout,
+            session: session,
             continuation: continuation,
             logger: logger
         )

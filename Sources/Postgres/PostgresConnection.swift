@@ -18,6 +18,7 @@ import Darwin
 public final class PostgresConnection {
     let handle: OpaquePointer
     let url: PostgresURL
+    let session: PostgresSessionSettings
     let logger: Logger
     private var statements: [String: String] = [:]
     private var nextStatementNumber = 0
@@ -28,10 +29,11 @@ public final class PostgresConnection {
     /// How many statements a pipeline sends before it syncs and reads their results.
     static let pipelineBatch = 1000
 
-    private init(handle: OpaquePointer, url: PostgresURL, logger: Logger) {
+    private init(handle: OpaquePointer, url: PostgresURL, session: PostgresSessionSettings, logger: Logger) {
         self.handle = handle
         self.backendPID = PQbackendPID(handle)
         self.url = url
+        self.session = session
         self.logger = logger
     }
 
@@ -39,18 +41,20 @@ public final class PostgresConnection {
         if !closed { PQfinish(handle) }
     }
 
-    /// Opens a connection (blocking) and sets the session to UTC and ISO dates, which row decoding expects.
+    /// Opens a connection (blocking) and sets the session to UTC and ISO dates, which row decoding expects, and
+    /// to `session`'s keepalives and timeouts.
     static func connect(
         url: PostgresURL,
         connectTimeout: Duration,
+        session: PostgresSessionSettings,
         logger: Logger
     ) throws(DeckhandError) -> PostgresConnection {
         let seconds = max(
             2,
             Int(connectTimeout.components.seconds) + (connectTimeout.components.attoseconds > 0 ? 1 : 0)
         )
-        let keywords = ["dbname", "connect_timeout", "fallback_application_name"]
-        let values = [url.raw, String(seconds), "deckhand"]
+        let keywords = ["dbname", "connect_timeout", "fallback_application_name"] + session.connectionKeywords.map(\.0)
+        let values = [url.raw, String(seconds), "deckhand"] + session.connectionKeywords.map(\.1)
         let handle: OpaquePointer? = withConstCStringArray(keywords) { keywordPointers in
             withConstCStringArray(values) { valuePointers in
                 PQconnectdbParams(keywordPointers, valuePointers, 1)
@@ -65,8 +69,8 @@ public final class PostgresConnection {
             throw DeckhandError(.unavailable, "cannot connect to PostgreSQL at \(url.redacted): \(message)")
         }
         PQsetNoticeProcessor(handle, { _, _ in }, nil)
-        let connection = PostgresConnection(handle: handle, url: url, logger: logger)
-        try connection.simpleQuery("SET TimeZone TO 'UTC'; SET DateStyle TO 'ISO, MDY'")
+        let connection = PostgresConnection(handle: handle, url: url, session: session, logger: logger)
+        try connection.simpleQuery("SET TimeZone TO 'UTC'; SET DateStyle TO 'ISO, MDY'; \(session.sessionStatements)")
         return connection
     }
 
@@ -228,8 +232,17 @@ public final class PostgresConnection {
 
     // MARK: Advisory locks
 
-    /// Takes the session advisory lock `key` (waiting for it), runs `body`, and releases the lock.
+    /// Takes the session advisory lock `key` (waiting for it as long as it takes), runs `body` (without the
+    /// session's statement and idle-transaction limits: a migration may be long), and releases the lock.
     public func withAdvisoryLock<T>(key: Int64, _ body: (PostgresConnection) throws -> T) throws -> T {
+        try simpleQuery("SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0")
+        defer {
+            do {
+                try simpleQuery(session.sessionStatements)
+            } catch {
+                logger.warning("cannot restore the session's timeouts", metadata: [LogKey.error.rawValue: "\(error)"])
+            }
+        }
         try execute("SELECT pg_advisory_lock($1)", [.int(key)])
         defer {
             do {
@@ -327,8 +340,9 @@ public final class PostgresConnection {
                 detail: Self.field(result, "D").map(url.scrub),
                 constraint: Self.field(result, "n")
             )
+            // 57014 is a cancelled statement: by postgres.statement_timeout here (nothing else cancels ours).
             throw DeckhandError(
-                .postgresQuery,
+                server.sqlState == "57014" ? .postgresStatementTimeout : .postgresQuery,
                 "statement failed with SQLSTATE \(server.sqlState): \(server.message)",
                 underlying: server
             )

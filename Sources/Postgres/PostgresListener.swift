@@ -17,6 +17,7 @@ final class PostgresListener: Sendable {
     let channel: String
     let url: PostgresURL
     let connectTimeout: Duration
+    let session: PostgresSessionSettings
     let logger: Logger
     private let continuation: AsyncThrowingStream<PostgresNotification, any Error>.Continuation
     private let wakePipe: WakePipe
@@ -27,12 +28,14 @@ final class PostgresListener: Sendable {
         channel: String,
         url: PostgresURL,
         connectTimeout: Duration,
+        session: PostgresSessionSettings,
         continuation: AsyncThrowingStream<PostgresNotification, any Error>.Continuation,
         logger: Logger
     ) throws {
         self.channel = channel
         self.url = url
         self.connectTimeout = connectTimeout
+        self.session = session
         self.continuation = continuation
         self.logger = logger
         wakePipe = try WakePipe()
@@ -127,7 +130,12 @@ final class PostgresListener: Sendable {
     }
 
     private func connect() throws -> PostgresConnection {
-        let connection = try PostgresConnection.connect(url: url, connectTimeout: connectTimeout, logger: logger)
+        let connection = try PostgresConnection.connect(
+            url: url,
+            connectTimeout: connectTimeout,
+            session: session,
+            logger: logger
+        )
         guard let escaped = PQescapeIdentifier(connection.handle, channel, channel.utf8.count) else {
             connection.close()
             throw DeckhandError(.postgresClient, "cannot quote the channel name \"\(channel)\"")

@@ -237,6 +237,36 @@ import Testing
         }
     }
 
+    @Test func theServerEndsALongStatementAndAnIdleTransaction() async throws {
+        let session = PostgresSessionSettings(
+            statementTimeout: .milliseconds(300),
+            idleInTransactionTimeout: .milliseconds(300)
+        )
+        try await TestPostgres.withSchema(poolSize: 1, session: session) { client in
+            #expect(try await client.query("SHOW statement_timeout")[0].decode(String.self, 0) == "300ms")
+            let long = await #expect(throws: DeckhandError.self) { try await client.execute("SELECT pg_sleep(5)") }
+            #expect(long?.code == .postgresStatementTimeout, "\(String(describing: long))")
+            // A client that stalls inside a transaction (a dead worker's would stall for good) loses its session,
+            // and with it its locks; the pool opens a new connection for the next call.
+            let stalled = await #expect(throws: DeckhandError.self) {
+                try await client.withConnection { connection in
+                    try connection.simpleQuery("BEGIN")
+                    Thread.sleep(forTimeInterval: 1)
+                    try connection.simpleQuery("SELECT 1")
+                }
+            }
+            #expect(stalled?.code == .unavailable, "\(String(describing: stalled))")
+            #expect(try await client.query("SELECT 1")[0].decode(Int.self, 0) == 1)
+            // Migrations wait for their lock and run without the limits.
+            let slow = try await client.withAdvisoryLock(key: 42) { connection in
+                try connection.query("SELECT pg_sleep(0.5), current_setting('statement_timeout') AS limit")
+                    .first?.decode(String.self, "limit")
+            }
+            #expect(slow == "0")
+            #expect(try await client.query("SHOW statement_timeout")[0].decode(String.self, 0) == "300ms")
+        }
+    }
+
     @Test func listenReceivesNotifications() async throws {
         try await TestPostgres.withSchema { client in
             let channel = "deckhand events " + TestEnvironment.uniqueName("ch")  // needs quoting

@@ -39,6 +39,23 @@ import Testing
         #expect(error?.message.contains("duration") == true)
     }
 
+    @Test func postgresSessionLimitsAreDurationsAndZeroTurnsThemOff() throws {
+        let defaults = try DeckhandConfiguration(reader: ConfigurationReader()).postgres
+        #expect(defaults.keepalivesIdle == .seconds(30) && defaults.statementTimeout == .seconds(60))
+        let reader = try ConfigurationReader(
+            fileContents: "postgres.keepalives_idle = 0s\npostgres.statement_timeout = 250ms\n",
+            environment: ["DECKHAND_POSTGRES_IDLE_IN_TRANSACTION_TIMEOUT": "0"]
+        )
+        let postgres = try DeckhandConfiguration(reader: reader).postgres
+        #expect(postgres.keepalivesIdle == nil)
+        #expect(postgres.statementTimeout == .milliseconds(250))
+        #expect(postgres.idleInTransactionTimeout == nil)
+        // Keepalives count whole seconds: less than one is refused, naming the key.
+        let tooShort = try ConfigurationReader(environment: ["DECKHAND_POSTGRES_KEEPALIVES_IDLE": "500ms"])
+        let error = #expect(throws: DeckhandError.self) { try DeckhandConfiguration(reader: tooShort) }
+        #expect(error?.message.contains("postgres.keepalives_idle") == true, "\(error?.message ?? "")")
+    }
+
     @Test func aMisspeltFileKeyIsRefused() throws {
         let reader = try ConfigurationReader(fileContents: "amqp.prefetchh = 3\n")
         let error = #expect(throws: DeckhandError.self) { try DeckhandConfiguration(reader: reader) }
