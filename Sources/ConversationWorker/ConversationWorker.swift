@@ -93,18 +93,23 @@ public final class ConversationWorker: Service, Sendable {
 
     /// Consumes until a graceful shutdown (or cancellation): then takes no new message, lets the steps in
     /// flight finish within `agent.shutdown_timeout` (cancelling, and so requeueing, what is left), and returns.
+    /// Meanwhile its ``ChainWatchdog`` restarts chains that lost their step.
     public func run() async throws {
         logger.info(
             "conversation worker consuming",
             metadata: [LogKey.amqpQueue.rawValue: "\(topology.conversationQueue)"]
         )
-        try await DrainingConsumer(
-            connection: bus.connection,
-            queue: topology.conversationQueue,
-            prefetch: configuration.prefetch,
-            shutdownTimeout: agent.shutdownTimeout,
-            logger: logger
-        ).run { await self.handle($0) }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await ChainWatchdog(worker: self).run() }
+            defer { group.cancelAll() }
+            try await DrainingConsumer(
+                connection: bus.connection,
+                queue: topology.conversationQueue,
+                prefetch: configuration.prefetch,
+                shutdownTimeout: agent.shutdownTimeout,
+                logger: logger
+            ).run { await self.handle($0) }
+        }
         logger.info("conversation worker stopped")
     }
 

@@ -21,13 +21,20 @@ public struct AgentSettings: Sendable {
     public var shutdownTimeout: Duration = .seconds(30)
     /// `agent.step_lock_wait`: how long a copy of a step waits for the copy that holds the conversation.
     public var stepLockWait: Duration = .seconds(30)
+    /// `agent.step_watchdog`: a running conversation quiet this long with no copy of its step holding it has
+    /// lost its step (retries exhausted, dead-lettered, never published): its step is published again. Longer
+    /// than the retry path (1 + 5 + 30 + 30 s), so a step waiting for a retry is left alone.
+    public var stepWatchdog: Duration = .seconds(120)
+    /// `agent.step_restarts`: restarts of one step before its chain ends in `error` (the user's next message
+    /// starts it again).
+    public var stepRestarts: Int = 3
 
     public init() {}
 
     static let keys: Set<String> = [
         "agent.max_iterations", "agent.max_budget", "agent.condense_after_tokens", "agent.condense_keep_first",
         "agent.condense_keep_recent", "agent.observation_max_chars", "agent.action_timeout",
-        "agent.shutdown_timeout", "agent.step_lock_wait",
+        "agent.shutdown_timeout", "agent.step_lock_wait", "agent.step_watchdog", "agent.step_restarts",
     ]
 
     public init(reader: ConfigurationReader) throws(DeckhandError) {
@@ -57,5 +64,7 @@ public struct AgentSettings: Sendable {
         actionTimeout = try reader.duration("agent.action_timeout", default: actionTimeout, minimum: .seconds(1))
         shutdownTimeout = try reader.duration("agent.shutdown_timeout", default: shutdownTimeout)
         stepLockWait = try reader.duration("agent.step_lock_wait", default: stepLockWait, minimum: .milliseconds(10))
+        stepWatchdog = try reader.duration("agent.step_watchdog", default: stepWatchdog, minimum: .milliseconds(100))
+        stepRestarts = try reader.int("agent.step_restarts", default: stepRestarts, range: 0...1000)
     }
 }

@@ -40,4 +40,8 @@ public enum LogKey: String, Sendable, CaseIterable {
     case postgresBackendPID = "postgres.backend_pid"
     case postgresChannel = "postgres.channel"
     case durationMilliseconds = "duration.ms"
+    /// How many quiet chains the chain watchdog found.
+    case quietChains = "deckhand.quiet_chains"
+    /// How many times the chain watchdog restarted this step.
+    case restarts = "deckhand.restarts"
 }

@@ -113,26 +113,31 @@ public final class TestConversations: Sendable {
     public static let keySecret: [UInt8] = Array(0..<32)
     public static var keySecretHex: String { keySecret.map { String(format: "%02x", $0) }.joined() }
 
-    /// A conversation worker in this process.
+    /// A conversation worker in this process (on `postgres` instead of the bed's client when given: through a
+    /// `TCPProxy`, say).
     public func makeWorker(
         agent: AgentSettings = TestConversations.agentSettings(),
         llm: LLMSettings? = nil,
         prefetch: Int = 32,
         sandboxBackend: RuntimeSettings.Backend = .process,
         sandboxSecrets: [String] = [],
-        connection: AMQPConnection? = nil
+        maxAttempts: Int = 5,
+        connection: AMQPConnection? = nil,
+        postgres: PostgresClient? = nil
     ) -> ConversationWorker {
         var configuration = ConversationWorker.Configuration(
             agent: agent,
             llm: llm ?? llmSettings(),
             prefetch: prefetch,
+            maxAttempts: maxAttempts,
             sandboxBackend: sandboxBackend
         )
         configuration.sandboxSecrets = sandboxSecrets
         return ConversationWorker(
             configuration: configuration,
             bus: CommandBus(connection: connection ?? runtime.connection, topology: runtime.topology),
-            store: store,
+            store: postgres.map { ConversationStore(postgres: $0, deployment: store.deployment, sealer: store.sealer) }
+                ?? store,
             http: runtime.http,
             logger: Logger(label: "test.conversation.worker")
         )

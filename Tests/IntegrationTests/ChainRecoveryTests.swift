@@ -1,0 +1,105 @@
+import AMQP
+import DeckhandCore
+import DeckhandStore
+import DeckhandTesting
+import Foundation
+import Messaging
+import Postgres
+import Testing
+
+@testable import ConversationWorker
+
+/// A chain always resumes: a conversation whose step died is not left `running` with nothing in flight.
+@Suite struct ChainRecoveryTests {
+    @Test func aStepKilledByAPostgresOutageIsRestartedOnceTheDatabaseIsBack() async throws {
+        try await TestConversations.with { bed in
+            let url = bed.runtime.postgresURL
+            let port = try #require(url.firstRange(of: /:(\d+)\//).map { Int(url[$0].dropFirst().dropLast()) ?? 0 })
+            let proxy = try TCPProxy.start(targetHost: "127.0.0.1", targetPort: port)
+            defer { proxy.stop() }
+            let postgres = PostgresClient(
+                url: url.replacingOccurrences(of: ":\(port)/", with: ":\(proxy.port)/"),
+                poolSize: 4,
+                acquireTimeout: .seconds(2),
+                connectTimeout: .seconds(2)
+            )
+            defer { Task { await postgres.close() } }
+            // One attempt per step: the outage kills the step at once (in production, after its retries).
+            let worker = bed.makeWorker(
+                agent: TestConversations.agentSettings { $0.stepWatchdog = .seconds(1) },
+                maxAttempts: 1,
+                postgres: postgres
+            )
+            let dead = DeadLetterQueue(connection: bed.runtime.connection, topology: bed.runtime.topology)
+            try await running(try bed.makeRuntimeWorker(), worker) {
+                let id = try await bed.start(
+                    script: ConversationControlTests.slowScript(file: "/workspace/outage.txt", count: 6, latency: 300)
+                )
+                let file = try await bed.workspaceFile(id, "outage.txt")
+                try await eventually("a line written") { !ConversationControlTests.lines(file).isEmpty }
+                proxy.sever()
+                // The step in flight fails on its next write and dies: the chain has nothing in flight.
+                try await eventually("the step dead-lettered", timeout: .seconds(60)) { try await dead.count() >= 1 }
+                #expect(try await bed.store.conversation(id)?.agentState == .running)
+                proxy.restore()
+                let ended = try await bed.waitFor(id, [.finished, .error], timeout: .seconds(60))
+                #expect(ended.agentState == .finished, "\(ended.lastError ?? "")")
+                let lines = ConversationControlTests.lines(file)
+                #expect(Set(lines).count == lines.count, "no command ran twice: \(lines)")
+                #expect(lines.last == "line-5", "the chain went on to its end: \(lines)")
+            }
+        }
+    }
+
+    @Test func aStepThatKeepsDyingEndsTheChainInErrorAndAMessageRestartsIt() async throws {
+        try await TestConversations.with { bed in
+            let agent = TestConversations.agentSettings {
+                $0.stepWatchdog = .seconds(1)
+                $0.stepRestarts = 2
+            }
+            let watchdog = ChainWatchdog(worker: bed.makeWorker(agent: agent))
+            let id = UUID()
+            _ = try await bed.store.create(ConversationStore.NewConversation(id: id, userID: bed.userID))
+            // A chain at step 3 whose step nothing runs (no worker consumes here): quiet for an hour.
+            let quiet = {
+                _ = try await bed.runtime.postgres.execute(
+                    """
+                    UPDATE conversations SET agent_state = 'running', step_seq = 3, step_published = 3,
+                        updated_at = now() - interval '1 hour' WHERE id = $1
+                    """,
+                    [.uuid(id)]
+                )
+            }
+            try await quiet()
+            // A copy of the step holding the conversation keeps the watchdog away.
+            let key = bed.store.stepLockKey(id)
+            let held = try await bed.runtime.postgres.withReservedConnection { connection in
+                _ = try await connection.run { try ConversationStore.tryLock($0, key) }
+                let outcome = try await watchdog.sweep()
+                _ = try await connection.run { try ConversationStore.unlock($0, key) }
+                return outcome
+            }
+            #expect(held.isEmpty)
+
+            let queue = bed.runtime.topology.conversationQueue
+            for restart in 1...2 {
+                #expect(try await watchdog.sweep() == [id: .restarted(step: 3)], "restart \(restart)")
+                #expect(try await bed.runtime.connection.inspect(queue: queue).messageCount == 1)
+                try await quiet()
+                // While a command waits in the queue (the step may only be waiting its turn), nothing is done.
+                #expect(try await watchdog.sweep().isEmpty, "left alone behind a backlog")
+                // A worker took the step and lost it.
+                #expect(try await bed.runtime.connection.purge(queue: queue) == 1)
+            }
+            #expect(try await watchdog.sweep() == [id: .ended(step: 3)])
+            let record = try #require(try await bed.store.conversation(id))
+            #expect(record.agentState == .error)
+            #expect(record.lastError?.contains("step 3 did not complete") == true, "\(record.lastError ?? "")")
+            let events = try await bed.events(id)
+            #expect(events.contains { $0.extras["error_id"] == "AGENT_ERROR$STEP_LOST" })
+            #expect(events.last?.announcedState == .error)
+            // An error is idle: the user's next message starts a chain again.
+            #expect(AgentStateMachine.apply(.message, in: record.agentState)?.to == .running)
+        }
+    }
+}
