@@ -21,7 +21,8 @@ public final class ConversationWorker: Service, Sendable {
         public var prefetch: Int
         /// This worker's name in logs.
         public var workerID: String
-        /// Attempts through the retry queues before a failing command is dead-lettered.
+        /// Attempts through the retry queues before a failing step is dead-lettered (the chain watchdog
+        /// restarts it later). Other commands get as many as span `agent.command_retry_for`.
         public var maxAttempts: Int
         /// The sandbox backend asked of the runtime workers (nil: their default).
         public var sandboxBackend: RuntimeSettings.Backend?
@@ -150,7 +151,8 @@ public final class ConversationWorker: Service, Sendable {
                 failed: delivery,
                 error: error,
                 from: topology.conversationQueue,
-                maxAttempts: configuration.maxAttempts,
+                maxAttempts: command == .step
+                    ? configuration.maxAttempts : RetryDelay.attempts(spanning: agent.commandRetryFor),
                 logger: logger
             )
         }

@@ -28,6 +28,11 @@ public struct AgentSettings: Sendable {
     /// `agent.step_restarts`: restarts of one step before its chain ends in `error` (the user's next message
     /// starts it again).
     public var stepRestarts: Int = 3
+    /// `agent.command_retry_for`: how long a user's command (a message, start, pause, resume, stop, delete)
+    /// and a runtime worker's answer are retried through an outage before they go to the dead queue. A
+    /// message that got its 2xx is then kept through an outage this long. (A step has its own few attempts:
+    /// the watchdog restarts a step that died.)
+    public var commandRetryFor: Duration = .seconds(900)
 
     public init() {}
 
@@ -35,6 +40,7 @@ public struct AgentSettings: Sendable {
         "agent.max_iterations", "agent.max_budget", "agent.condense_after_tokens", "agent.condense_keep_first",
         "agent.condense_keep_recent", "agent.observation_max_chars", "agent.action_timeout",
         "agent.shutdown_timeout", "agent.step_lock_wait", "agent.step_watchdog", "agent.step_restarts",
+        "agent.command_retry_for",
     ]
 
     public init(reader: ConfigurationReader) throws(DeckhandError) {
@@ -66,5 +72,6 @@ public struct AgentSettings: Sendable {
         stepLockWait = try reader.duration("agent.step_lock_wait", default: stepLockWait, minimum: .milliseconds(10))
         stepWatchdog = try reader.duration("agent.step_watchdog", default: stepWatchdog, minimum: .milliseconds(100))
         stepRestarts = try reader.int("agent.step_restarts", default: stepRestarts, range: 0...1000)
+        commandRetryFor = try reader.duration("agent.command_retry_for", default: commandRetryFor)
     }
 }

@@ -89,4 +89,16 @@ public enum RetryDelay: Int, Sendable, CaseIterable {
         let all = allCases
         return all[min(max(attempt, 1), all.count) - 1]
     }
+
+    /// How many attempts a command gets so that its retries span at least `span` (1 s, 5 s, then 30 s each):
+    /// at least 1.
+    public static func attempts(spanning span: Duration) -> Int {
+        var attempts = 1
+        var waited = Duration.zero
+        while waited < span {
+            waited += .seconds(forAttempt(attempts).rawValue)
+            attempts += 1
+        }
+        return attempts
+    }
 }

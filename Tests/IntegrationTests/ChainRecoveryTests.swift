@@ -51,6 +51,47 @@ import Testing
         }
     }
 
+    @Test func aMessageAcceptedDuringAnOutageIsKeptAndAnsweredAfterIt() async throws {
+        try await TestConversations.with { bed in
+            let url = bed.runtime.postgresURL
+            let port = try #require(url.firstRange(of: /:(\d+)\//).map { Int(url[$0].dropFirst().dropLast()) ?? 0 })
+            let proxy = try TCPProxy.start(targetHost: "127.0.0.1", targetPort: port)
+            defer { proxy.stop() }
+            let postgres = PostgresClient(
+                url: url.replacingOccurrences(of: ":\(port)/", with: ":\(proxy.port)/"),
+                poolSize: 4,
+                acquireTimeout: .seconds(2),
+                connectTimeout: .seconds(2)
+            )
+            defer { Task { await postgres.close() } }
+            // Steps get one attempt; a user's command is retried for agent.command_retry_for (15 min) anyway.
+            let worker = bed.makeWorker(maxAttempts: 1, postgres: postgres)
+            try await running(try bed.makeRuntimeWorker(), worker) {
+                let id = try await bed.start(script: FakeLLM.Script(steps: [.reply("Hello."), .reply("Got it.")]))
+                try await bed.waitFor(id, [.awaitingUserInput])
+                proxy.sever()
+                try await bed.say("Sent during the outage", to: id, messageID: "outage-message")
+                // It failed twice (it waits in the 5 s retry queue): the database has been away a while.
+                let topology = bed.runtime.topology
+                let retry = topology.retryQueue(for: topology.conversationQueue, delay: .fiveSeconds)
+                try await eventually("the message retried through the outage", timeout: .seconds(30)) {
+                    try await bed.runtime.connection.inspect(queue: retry).messageCount == 1
+                }
+                proxy.restore()
+                try await eventually("the message answered", timeout: .seconds(60)) {
+                    let events = try await bed.events(id)
+                    return events.last?.announcedState == .awaitingUserInput
+                        && events.contains { $0.isUserMessage && $0.message == "Sent during the outage" }
+                }
+                let events = try await bed.events(id)
+                #expect(events.filter { $0.isUserMessage && $0.message == "Sent during the outage" }.count == 1)
+                #expect(bed.llm.requests(model: try await bed.model(of: id)).count == 2)
+                let dead = DeadLetterQueue(connection: bed.runtime.connection, topology: bed.runtime.topology)
+                #expect(try await dead.count() == 0)
+            }
+        }
+    }
+
     @Test func aStepThatKeepsDyingEndsTheChainInErrorAndAMessageRestartsIt() async throws {
         try await TestConversations.with { bed in
             let agent = TestConversations.agentSettings {

@@ -63,6 +63,12 @@ import Testing
         #expect(RetryDelay.forAttempt(2) == .fiveSeconds)
         #expect(RetryDelay.forAttempt(3) == .thirtySeconds)
         #expect(RetryDelay.forAttempt(9) == .thirtySeconds)
+        // Attempts whose retries span a duration: 1 s, then 5 s, then 30 s each.
+        #expect(RetryDelay.attempts(spanning: .zero) == 1)
+        #expect(RetryDelay.attempts(spanning: .seconds(1)) == 2)
+        #expect(RetryDelay.attempts(spanning: .seconds(6)) == 3)
+        #expect(RetryDelay.attempts(spanning: .seconds(7)) == 4)
+        #expect(RetryDelay.attempts(spanning: .seconds(900)) == 33, "1 + 5 + 30 × 30 = 906 s")
         let topology = Topology(namespace: "t1")
         #expect(topology.runtimeQueue == "t1.runtime.commands")
         #expect(topology.retryQueue(for: topology.runtimeQueue, delay: .fiveSeconds) == "t1.runtime.commands.retry.5s")
