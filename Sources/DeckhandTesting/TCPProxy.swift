@@ -30,6 +30,17 @@ public final class TCPProxy: Sendable {
         self.targetPort = targetPort
     }
 
+    /// A proxy in front of the server of a `scheme://…@host:port/…` URL on this machine (a test bed's
+    /// PostgreSQL), and the URL pointed at it: cut the proxy to take the server away from whoever connects
+    /// through it.
+    public static func inFront(of url: String) throws -> (proxy: TCPProxy, url: String) {
+        guard let match = url.firstRange(of: /:(\d+)\//), let port = Int(url[match].dropFirst().dropLast()) else {
+            throw DeckhandError(.invalidConfiguration, "no :port/ in the URL to put a proxy in front of")
+        }
+        let proxy = try start(targetHost: "127.0.0.1", targetPort: port)
+        return (proxy, url.replacingCharacters(in: match, with: ":\(proxy.port)/"))
+    }
+
     /// Starts forwarding an ephemeral port on 127.0.0.1 to `targetHost`:`targetPort`.
     public static func start(targetHost: String, targetPort: Int) throws -> TCPProxy {
         let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)

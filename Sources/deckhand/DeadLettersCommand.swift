@@ -117,11 +117,8 @@ struct DeadLettersCommand: AsyncParsableCommand {
         }
     }
 
-    struct Replay: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(
-            abstract: "Send dead messages back to the queue they died in, with their attempts counted afresh."
-        )
-
+    /// Which messages a replay or a purge acts on: ids, or `--all` (with the filters of ``Selection``).
+    struct Chosen: ParsableArguments {
         @OptionGroup var selection: Selection
 
         @Argument(help: "Message ids; without, --all or a --queue/--type filter says which.")
@@ -136,13 +133,24 @@ struct DeadLettersCommand: AsyncParsableCommand {
             }
         }
 
-        func run() async throws {
+        /// Sweeps the dead queue doing `decision` to the chosen messages and reports each.
+        func act(_ decision: DeadLetterQueue.Decision, verb: String) async throws {
             let filter = selection.filter(ids: ids)
             try await withDeadLetters(selection) { dead in
-                let outcomes = try await dead.sweep { filter.matches($0) ? .replay : .keep }
-                try report(outcomes.filter { $0.decision == .replay }, verb: "replayed", ids: ids)
+                let outcomes = try await dead.sweep { filter.matches($0) ? decision : .keep }
+                try report(outcomes.filter { $0.decision == decision }, verb: verb, ids: ids)
             }
         }
+    }
+
+    struct Replay: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Send dead messages back to the queue they died in, with their attempts counted afresh."
+        )
+
+        @OptionGroup var chosen: Chosen
+
+        func run() async throws { try await chosen.act(.replay, verb: "replayed") }
     }
 
     struct Purge: AsyncParsableCommand {
@@ -150,33 +158,18 @@ struct DeadLettersCommand: AsyncParsableCommand {
             abstract: "Delete dead messages for good (needs --yes)."
         )
 
-        @OptionGroup var selection: Selection
-
-        @Argument(help: "Message ids; without, --all or a --queue/--type filter says which.")
-        var ids: [String] = []
-
-        @Flag(help: "Every dead message (that the filters select).")
-        var all = false
+        @OptionGroup var chosen: Chosen
 
         @Flag(help: "Confirms that the selected messages are to be deleted for good.")
         var yes = false
 
         func validate() throws {
-            guard !ids.isEmpty || all || selection.queue != nil || selection.type != nil else {
-                throw ValidationError("say which messages: their ids, --queue, --type or --all")
-            }
             guard yes else {
                 throw ValidationError("a purge deletes messages for good: add --yes to confirm")
             }
         }
 
-        func run() async throws {
-            let filter = selection.filter(ids: ids)
-            try await withDeadLetters(selection) { dead in
-                let outcomes = try await dead.sweep { filter.matches($0) ? .drop : .keep }
-                try report(outcomes.filter { $0.decision == .drop }, verb: "purged", ids: ids)
-            }
-        }
+        func run() async throws { try await chosen.act(.drop, verb: "purged") }
     }
 }
 

@@ -11,19 +11,19 @@ import Testing
 
 /// A chain always resumes: a conversation whose step died is not left `running` with nothing in flight.
 @Suite struct ChainRecoveryTests {
+    /// A client of the bed's database through a proxy the test can cut (quick to give up while it is cut).
+    static func proxiedPostgres(_ bed: TestConversations) throws -> (TCPProxy, PostgresClient) {
+        let (proxy, url) = try TCPProxy.inFront(of: bed.runtime.postgresURL)
+        return (proxy, PostgresClient(url: url, poolSize: 4, acquireTimeout: .seconds(2), connectTimeout: .seconds(2)))
+    }
+
     @Test func aStepKilledByAPostgresOutageIsRestartedOnceTheDatabaseIsBack() async throws {
         try await TestConversations.with { bed in
-            let url = bed.runtime.postgresURL
-            let port = try #require(url.firstRange(of: /:(\d+)\//).map { Int(url[$0].dropFirst().dropLast()) ?? 0 })
-            let proxy = try TCPProxy.start(targetHost: "127.0.0.1", targetPort: port)
-            defer { proxy.stop() }
-            let postgres = PostgresClient(
-                url: url.replacingOccurrences(of: ":\(port)/", with: ":\(proxy.port)/"),
-                poolSize: 4,
-                acquireTimeout: .seconds(2),
-                connectTimeout: .seconds(2)
-            )
-            defer { Task { await postgres.close() } }
+            let (proxy, postgres) = try Self.proxiedPostgres(bed)
+            defer {
+                proxy.stop()
+                Task { await postgres.close() }
+            }
             // One attempt per step: the outage kills the step at once (in production, after its retries).
             let worker = bed.makeWorker(
                 agent: TestConversations.agentSettings { $0.stepWatchdog = .seconds(1) },
@@ -53,17 +53,11 @@ import Testing
 
     @Test func aMessageAcceptedDuringAnOutageIsKeptAndAnsweredAfterIt() async throws {
         try await TestConversations.with { bed in
-            let url = bed.runtime.postgresURL
-            let port = try #require(url.firstRange(of: /:(\d+)\//).map { Int(url[$0].dropFirst().dropLast()) ?? 0 })
-            let proxy = try TCPProxy.start(targetHost: "127.0.0.1", targetPort: port)
-            defer { proxy.stop() }
-            let postgres = PostgresClient(
-                url: url.replacingOccurrences(of: ":\(port)/", with: ":\(proxy.port)/"),
-                poolSize: 4,
-                acquireTimeout: .seconds(2),
-                connectTimeout: .seconds(2)
-            )
-            defer { Task { await postgres.close() } }
+            let (proxy, postgres) = try Self.proxiedPostgres(bed)
+            defer {
+                proxy.stop()
+                Task { await postgres.close() }
+            }
             // Steps get one attempt; a user's command is retried for agent.command_retry_for (15 min) anyway.
             let worker = bed.makeWorker(maxAttempts: 1, postgres: postgres)
             try await running(try bed.makeRuntimeWorker(), worker) {

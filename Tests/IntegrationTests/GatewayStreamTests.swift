@@ -316,13 +316,8 @@ import Testing
 
     @Test func aDatabaseOutageAnswers503AndTheGatewayRecovers() async throws {
         try await TestConversations.with { bed in
-            let url = bed.runtime.postgresURL
-            let port = try #require(
-                url.firstRange(of: /:(\d+)\//).map { Int(url[$0].dropFirst().dropLast()) ?? 0 }
-            )
-            let proxy = try TCPProxy.start(targetHost: "127.0.0.1", targetPort: port)
+            let (proxy, proxied) = try TCPProxy.inFront(of: bed.runtime.postgresURL)
             defer { proxy.stop() }
-            let proxied = url.replacingOccurrences(of: ":\(port)/", with: ":\(proxy.port)/")
             let postgres = PostgresClient(
                 url: proxied,
                 poolSize: 4,
