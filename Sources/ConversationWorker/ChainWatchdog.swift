@@ -84,21 +84,13 @@ struct ChainWatchdog: Sendable {
             + "be unavailable). Send a message to try again."
         let record = try await worker.store.conversation(id)
         let masker = worker.masker(for: record)
-        let stored = try await worker.store.postgres.transaction { connection -> [Event] in
-            guard
-                try ConversationStore.endInError(
-                    connection,
-                    id,
-                    from: AgentStateMachine.sources(of: .stepFailed),
-                    reason: reason,
-                    step: step
-                )
-            else { return [] }
-            return try ConversationStore.append(
+        let stored = try await worker.store.postgres.transaction { connection in
+            try ConversationStore.failChain(
                 connection,
                 id,
-                [.errorObservation(reason, errorID: "AGENT_ERROR$STEP_LOST"), .stateChanged(.error, reason: reason)],
                 step: step,
+                reason: reason,
+                errorID: "AGENT_ERROR$STEP_LOST",
                 masker: masker
             )
         }

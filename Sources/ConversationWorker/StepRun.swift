@@ -552,21 +552,14 @@ struct StepRun: Sendable {
     func endWithError(_ reason: String, runtimeStatus: RuntimeStatus? = nil, masker: SecretMasker) async throws {
         let (id, number) = (self.id, self.number)
         let stored = try await connection.run { connection in
-            try connection.transaction { connection -> [Event] in
-                let ended = try ConversationStore.endInError(
+            try connection.transaction { connection in
+                try ConversationStore.failChain(
                     connection,
                     id,
-                    from: AgentStateMachine.sources(of: .stepFailed),
-                    reason: reason,
-                    runtimeStatus: runtimeStatus,
-                    step: number
-                )
-                guard ended else { return [] }
-                return try ConversationStore.append(
-                    connection,
-                    id,
-                    [.errorObservation(reason, errorID: "AGENT_ERROR$ENDED"), .stateChanged(.error, reason: reason)],
                     step: number,
+                    reason: reason,
+                    errorID: "AGENT_ERROR$ENDED",
+                    runtimeStatus: runtimeStatus,
                     masker: masker
                 )
             }

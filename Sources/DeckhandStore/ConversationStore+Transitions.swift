@@ -142,6 +142,30 @@ extension ConversationStore {
         ) == 1
     }
 
+    /// Ends a running chain at `step` in `error` (``endInError(_:_:from:reason:runtimeStatus:status:step:)``)
+    /// and appends why: an `error` observation with `errorID` and the state change. Call it inside a
+    /// transaction. Returns the stored events; empty when the agent was no longer running at that step.
+    public static func failChain(
+        _ connection: PostgresConnection,
+        _ id: UUID,
+        step: Int,
+        reason: String,
+        errorID: String,
+        runtimeStatus: RuntimeStatus? = nil,
+        masker: SecretMasker
+    ) throws -> [Event] {
+        let sources = AgentStateMachine.sources(of: .stepFailed)
+        guard try endInError(connection, id, from: sources, reason: reason, runtimeStatus: runtimeStatus, step: step)
+        else { return [] }
+        return try append(
+            connection,
+            id,
+            [.errorObservation(reason, errorID: errorID), .stateChanged(.error, reason: reason)],
+            step: step,
+            masker: masker
+        )
+    }
+
     /// Whether a user message was stored after event `historyEnd` (it keeps a chain going).
     public static func userMessage(_ connection: PostgresConnection, _ id: UUID, after historyEnd: Int) throws -> Bool {
         try connection.query(
