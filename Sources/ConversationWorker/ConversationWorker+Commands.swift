@@ -133,7 +133,9 @@ extension ConversationWorker {
             return outcome
         }
         guard let outcome else {
-            // Handled before (or the conversation is gone): the chain it may have started must still run.
+            // Handled before (or the conversation is gone): its events may never have been published, and the
+            // chain it may have started must still run.
+            try await republishTail(id)
             try await ensureChainPublished(id)
             return
         }
@@ -163,8 +165,9 @@ extension ConversationWorker {
 
     /// The agent stops after the action in progress; its step chain ends there.
     func pause(_ id: UUID) async throws {
-        let events = try await transition(id, from: AgentStateMachine.sources(of: .pause), to: .paused)
-        try await publish(events ?? [], conversation: id)
+        guard let events = try await transition(id, from: AgentStateMachine.sources(of: .pause), to: .paused)
+        else { return try await republishTail(id) }
+        try await publish(events, conversation: id)
     }
 
     /// A paused agent runs again, with a new step.
@@ -186,7 +189,7 @@ extension ConversationWorker {
             to: .stopped,
             status: .stopped
         )
-        try await publish(events ?? [], conversation: id)
+        if let events { try await publish(events, conversation: id) } else { try await republishTail(id) }
         try await bus.send(RuntimeCommand.stop.rawValue, SandboxTarget(conversationID: id), to: topology.runtimeQueue)
     }
 

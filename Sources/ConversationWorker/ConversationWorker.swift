@@ -197,6 +197,16 @@ public final class ConversationWorker: Service, Sendable {
         }
     }
 
+    /// Publishes the conversation's last `count` events again. A command that finds its work done (a
+    /// redelivery) may come from a worker that committed its events and died before publishing them; gateways
+    /// fill a hole in the ids only when a later event arrives, so what may be missing is the tail — and they
+    /// drop ids they have sent, so publishing it again is harmless. A command appends at most three events.
+    func republishTail(_ id: UUID, count: Int = 3) async throws {
+        guard let record = try await store.conversation(id) else { return }
+        let tail = try await store.events(id, after: record.eventCount - count - 1)
+        try await publish(tail.map(\.event), conversation: id)
+    }
+
     /// Asks the runtime workers for the conversation's sandbox (they wake a paused or stopped one), on the
     /// backend the conversation asked for, else this worker's.
     func requestSandbox(_ conversation: UUID) async throws {

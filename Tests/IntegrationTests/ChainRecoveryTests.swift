@@ -86,6 +86,41 @@ import Testing
         }
     }
 
+    @Test func aRedeliveredMessagePublishesWhatItsFirstDeliveryCommitted() async throws {
+        try await TestConversations.with { bed in
+            try await running(try bed.makeRuntimeWorker(), bed.makeWorker()) {
+                let id = try await bed.start(script: FakeLLM.Script(steps: [.reply("Hello.")]))
+                try await bed.waitFor(id, [.awaitingUserInput])
+                try await bed.send(.pause, ConversationTarget(conversationID: id))
+                try await bed.waitFor(id, [.paused])
+                // What a worker that died between its commit and its publish leaves: the message handled and
+                // stored, never published.
+                let stored = try await bed.store.postgres.transaction { connection in
+                    _ = try ConversationStore.markProcessed(
+                        connection,
+                        consumer: ConversationWorker.consumerName,
+                        messageID: "committed-unpublished"
+                    )
+                    return try ConversationStore.append(
+                        connection,
+                        id,
+                        [.userMessage("Are you there?")],
+                        step: nil,
+                        masker: SecretMasker([])
+                    )
+                }
+                let storedID = try #require(stored.first?.id)
+                #expect(!bed.publishedEvents(id).contains { $0["id"]?.intValue == storedID })
+                // Its redelivery finds the work done, and publishes what was committed.
+                try await bed.say("Are you there?", to: id, messageID: "committed-unpublished")
+                try await eventually("the committed message published") {
+                    bed.publishedEvents(id).contains { $0["id"]?.intValue == storedID }
+                }
+                #expect(try await bed.events(id).filter(\.isUserMessage).count == 2, "stored once")
+            }
+        }
+    }
+
     @Test func aStepThatKeepsDyingEndsTheChainInErrorAndAMessageRestartsIt() async throws {
         try await TestConversations.with { bed in
             let agent = TestConversations.agentSettings {
