@@ -55,6 +55,10 @@ public struct RuntimeSettings: Sendable {
     public var lease: Duration = .seconds(15)
     /// `runtime.maintenance_interval`: how often a worker tries to do the pool maintenance.
     public var maintenanceInterval: Duration = .seconds(30)
+    /// `runtime.command_retry_for`: how long a runtime command (provision, pause, resume, stop, destroy) is
+    /// retried through an outage before it goes to the dead queue: a conversation waiting for its sandbox
+    /// gets it once the outage is over.
+    public var commandRetryFor: Duration = .seconds(900)
     /// `runtime.idle_pause_after`: a claimed sandbox unused this long is paused (zero: never).
     public var idlePauseAfter: Duration = .seconds(15 * 60)
     /// `runtime.idle_stop_after`: a claimed sandbox unused this long is stopped (zero: never).
@@ -74,7 +78,7 @@ public struct RuntimeSettings: Sendable {
         "runtime.alive_timeout", "runtime.lease", "runtime.maintenance_interval", "runtime.idle_pause_after",
         "runtime.idle_stop_after", "runtime.idle_destroy_after", "runtime.shutdown_timeout", "runtime.environment",
         "runtime.process_isolation", "runtime.process_max_processes", "runtime.process_tmp_size",
-        "runtime.user_backends",
+        "runtime.user_backends", "runtime.command_retry_for",
     ]
 
     public init(reader: ConfigurationReader) throws(DeckhandError) {
@@ -141,6 +145,7 @@ public struct RuntimeSettings: Sendable {
             default: maintenanceInterval,
             minimum: .milliseconds(100)
         )
+        commandRetryFor = try reader.duration("runtime.command_retry_for", default: commandRetryFor)
         idlePauseAfter = try reader.duration("runtime.idle_pause_after", default: idlePauseAfter)
         idleStopAfter = try reader.duration("runtime.idle_stop_after", default: idleStopAfter)
         idleDestroyAfter = try reader.duration("runtime.idle_destroy_after", default: idleDestroyAfter)

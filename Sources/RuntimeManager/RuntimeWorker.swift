@@ -24,7 +24,8 @@ public final class RuntimeWorker: Service, Sendable {
         public var prefetch: Int
         /// This worker's name in leases and logs.
         public var workerID: String
-        /// Attempts through the retry queues before a failing command is dead-lettered.
+        /// Attempts through the retry queues before a failing command is dead-lettered: by default as many as
+        /// span `runtime.command_retry_for`.
         public var maxAttempts: Int
 
         public init(
@@ -32,13 +33,13 @@ public final class RuntimeWorker: Service, Sendable {
             defaultBackend: RuntimeSettings.Backend,
             prefetch: Int = 32,
             workerID: String = makeWorkerID(),
-            maxAttempts: Int = 5
+            maxAttempts: Int? = nil
         ) {
             self.settings = settings
             self.defaultBackend = defaultBackend
             self.prefetch = prefetch
             self.workerID = workerID
-            self.maxAttempts = maxAttempts
+            self.maxAttempts = maxAttempts ?? RetryDelay.attempts(spanning: settings.commandRetryFor)
         }
     }
 

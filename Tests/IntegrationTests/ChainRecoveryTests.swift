@@ -86,6 +86,35 @@ import Testing
         }
     }
 
+    @Test func aProvisionRetriedThroughAnOutageGivesTheConversationItsSandbox() async throws {
+        try await TestConversations.with { bed in
+            let (proxy, postgres) = try Self.proxiedPostgres(bed)
+            defer {
+                proxy.stop()
+                Task { await postgres.close() }
+            }
+            // The runtime worker's database is the one that goes away.
+            let store = SandboxStore(postgres: postgres, deployment: bed.runtime.namespace)
+            let topology = bed.runtime.topology
+            try await running(try bed.runtime.makeWorker(store: store), bed.makeWorker()) {
+                try await eventually("the runtime worker consuming") {
+                    try await bed.runtime.connection.inspect(queue: topology.runtimeQueue).consumerCount > 0
+                }
+                proxy.sever()
+                let id = try await bed.start(script: FakeLLM.Script(steps: [.reply("Hello.")]))
+                // The provision failed twice (it waits in the 5 s retry queue): the outage lasts a while.
+                let retry = topology.retryQueue(for: topology.runtimeQueue, delay: .fiveSeconds)
+                try await eventually("the provision retried through the outage", timeout: .seconds(30)) {
+                    try await bed.runtime.connection.inspect(queue: retry).messageCount == 1
+                }
+                #expect(try await bed.store.conversation(id)?.agentState == .loading)
+                proxy.restore()
+                let record = try await bed.waitFor(id, [.awaitingUserInput, .error], timeout: .seconds(60))
+                #expect(record.agentState == .awaitingUserInput, "\(record.lastError ?? "")")
+            }
+        }
+    }
+
     @Test func aRedeliveredMessagePublishesWhatItsFirstDeliveryCommitted() async throws {
         try await TestConversations.with { bed in
             try await running(try bed.makeRuntimeWorker(), bed.makeWorker()) {

@@ -2,6 +2,7 @@ import DeckhandCore
 import Foundation
 import Messaging
 import RuntimeBackends
+import RuntimeManager
 import Testing
 
 @Suite struct RuntimeSettingsTests {
@@ -69,6 +70,12 @@ import Testing
         #expect(RetryDelay.attempts(spanning: .seconds(6)) == 3)
         #expect(RetryDelay.attempts(spanning: .seconds(7)) == 4)
         #expect(RetryDelay.attempts(spanning: .seconds(900)) == 33, "1 + 5 + 30 × 30 = 906 s")
+        // A runtime worker's commands get as many as span runtime.command_retry_for, unless told otherwise.
+        var settings = RuntimeSettings()
+        settings.commandRetryFor = .seconds(6)
+        #expect(RuntimeWorker.Configuration(settings: settings, defaultBackend: .process).maxAttempts == 3)
+        let told = RuntimeWorker.Configuration(settings: settings, defaultBackend: .process, maxAttempts: 1)
+        #expect(told.maxAttempts == 1)
         let topology = Topology(namespace: "t1")
         #expect(topology.runtimeQueue == "t1.runtime.commands")
         #expect(topology.retryQueue(for: topology.runtimeQueue, delay: .fiveSeconds) == "t1.runtime.commands.retry.5s")
