@@ -135,8 +135,9 @@ extension ConversationWorker {
         guard let outcome else {
             // Handled before (or the conversation is gone): its events may never have been published, and the
             // chain it may have started must still run.
-            try await republishTail(id)
-            try await ensureChainPublished(id)
+            guard let record = try await store.conversation(id) else { return }
+            try await republishTail(record)
+            try await ensureChainPublished(record)
             return
         }
         try await follow(outcome, conversation: id)

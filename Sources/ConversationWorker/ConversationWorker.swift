@@ -201,10 +201,15 @@ public final class ConversationWorker: Service, Sendable {
     /// redelivery) may come from a worker that committed its events and died before publishing them; gateways
     /// fill a hole in the ids only when a later event arrives, so what may be missing is the tail — and they
     /// drop ids they have sent, so publishing it again is harmless. A command appends at most three events.
-    func republishTail(_ id: UUID, count: Int = 3) async throws {
+    func republishTail(_ record: ConversationRecord, count: Int = 3) async throws {
+        let tail = try await store.events(record.id, after: record.eventCount - count - 1)
+        try await publish(tail.map(\.event), conversation: record.id)
+    }
+
+    /// ``republishTail(_:count:)`` of a conversation not read yet (nothing when it is gone).
+    func republishTail(_ id: UUID) async throws {
         guard let record = try await store.conversation(id) else { return }
-        let tail = try await store.events(id, after: record.eventCount - count - 1)
-        try await publish(tail.map(\.event), conversation: id)
+        try await republishTail(record)
     }
 
     /// Asks the runtime workers for the conversation's sandbox (they wake a paused or stopped one), on the

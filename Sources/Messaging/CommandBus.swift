@@ -56,20 +56,38 @@ public struct CommandBus: Sendable {
     public func retryLater(_ delivery: AMQPDelivery, from queue: String, maxAttempts: Int) async throws -> Bool {
         let attempt = delivery.attempt
         guard attempt < maxAttempts else { return false }
-        var message = delivery.message
-        message.properties.headers["x-attempt"] = .int(Int64(attempt + 1))
-        message.properties.headers["x-delivery-count"] = nil
-        message.properties.headers["x-death"] = nil
-        message.properties.expiration = nil
+        let message = delivery.message.again(attempt: attempt + 1)
         let retryQueue = topology.retryQueue(for: queue, delay: .forAttempt(attempt))
         try await connection.publish(message, exchange: "", routingKey: retryQueue, mandatory: true)
         return true
     }
 }
 
+extension AMQPProperties {
+    /// The attempt of the message (`x-attempt`, from 1), counting retries through the retry queues.
+    public var attempt: Int { max(1, Int(headers["x-attempt"]?.intValue ?? 1)) }
+}
+
+extension AMQPMessage {
+    /// This message to publish once more, as attempt `attempt` (a retry, a replay of a dead one): what the
+    /// broker added when it delivered or dead-lettered it removed, and no per-message TTL.
+    func again(attempt: Int) -> AMQPMessage {
+        var message = self
+        for key in Self.brokerHeaders { message.properties.headers[key] = nil }
+        message.properties.headers["x-attempt"] = .int(Int64(attempt))
+        message.properties.expiration = nil
+        return message
+    }
+
+    static let brokerHeaders = [
+        "x-death", "x-first-death-queue", "x-first-death-reason", "x-first-death-exchange", "x-last-death-queue",
+        "x-last-death-reason", "x-last-death-exchange", "x-delivery-count",
+    ]
+}
+
 extension AMQPDelivery {
     /// The attempt this delivery is (`x-attempt`, from 1), counting retries through the retry queues.
-    public var attempt: Int { max(1, Int(properties.headers["x-attempt"]?.intValue ?? 1)) }
+    public var attempt: Int { properties.attempt }
 
     /// The W3C trace context this message carries, if any.
     public var traceparent: String? { properties.headers["traceparent"]?.stringValue }

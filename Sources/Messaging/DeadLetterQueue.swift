@@ -27,7 +27,7 @@ public struct DeadLetter: Sendable {
         queue = headers["x-first-death-queue"]?.stringValue ?? first?["queue"]?.stringValue
         reason = headers["x-first-death-reason"]?.stringValue ?? first?["reason"]?.stringValue
         if case .timestamp(let time)? = first?["time"] { diedAt = time }
-        attempts = max(1, Int(headers["x-attempt"]?.intValue ?? 1))
+        attempts = message.properties.attempt
     }
 
     /// The body to show: JSON with the values of secret-named fields (`*key*`, `*secret*`, `*token*`,
@@ -57,22 +57,14 @@ public struct DeadLetter: Sendable {
         }
     }
 
-    /// The message as a replay publishes it: what the broker added when it died removed, its attempts
-    /// counted from 1 again, and how often it was replayed (`x-replays`) counted.
+    /// The message as a replay publishes it: sent again as attempt 1, and how often it was replayed
+    /// (`x-replays`) counted.
     var replayed: AMQPMessage {
-        var message = message
-        for key in Self.deathHeaders { message.properties.headers[key] = nil }
-        message.properties.headers["x-attempt"] = 1
+        var message = message.again(attempt: 1)
         let replays = message.properties.headers["x-replays"]?.intValue ?? 0
         message.properties.headers["x-replays"] = .int(replays + 1)
-        message.properties.expiration = nil
         return message
     }
-
-    static let deathHeaders = [
-        "x-death", "x-first-death-queue", "x-first-death-reason", "x-first-death-exchange", "x-last-death-queue",
-        "x-last-death-reason", "x-last-death-exchange", "x-delivery-count",
-    ]
 }
 
 /// Which dead letters a command acts on: those with one of `ids` (when given), from `queue` and of `type`
@@ -87,8 +79,6 @@ public struct DeadLetterFilter: Sendable, Equatable {
         self.queue = queue
         self.type = type
     }
-
-    public var isEmpty: Bool { ids.isEmpty && queue == nil && type == nil }
 
     public func matches(_ letter: DeadLetter) -> Bool {
         (ids.isEmpty || ids.contains(letter.id)) && (queue.map { $0 == letter.queue } ?? true)
