@@ -11,106 +11,116 @@ import Testing
 
 /// A chain always resumes: a conversation whose step died is not left `running` with nothing in flight.
 @Suite struct ChainRecoveryTests {
-    /// A client of the bed's database through a proxy the test can cut (quick to give up while it is cut).
-    static func proxiedPostgres(_ bed: TestConversations) throws -> (TCPProxy, PostgresClient) {
+    /// Runs `body` with a client of the bed's database through a proxy the test can cut (quick to give up
+    /// while it is cut); closes both afterwards.
+    static func withProxiedPostgres<T: Sendable>(
+        _ bed: TestConversations,
+        _ body: (TCPProxy, PostgresClient) async throws -> T
+    ) async throws -> T {
         let (proxy, url) = try TCPProxy.inFront(of: bed.runtime.postgresURL)
-        return (proxy, PostgresClient(url: url, poolSize: 4, acquireTimeout: .seconds(2), connectTimeout: .seconds(2)))
+        let postgres = PostgresClient(url: url, poolSize: 4, acquireTimeout: .seconds(2), connectTimeout: .seconds(2))
+        let result: Result<T, any Error>
+        do {
+            result = .success(try await body(proxy, postgres))
+        } catch {
+            result = .failure(error)
+        }
+        await postgres.close()
+        proxy.stop()
+        return try result.get()
     }
 
     @Test func aStepKilledByAPostgresOutageIsRestartedOnceTheDatabaseIsBack() async throws {
         try await TestConversations.with { bed in
-            let (proxy, postgres) = try Self.proxiedPostgres(bed)
-            defer {
-                proxy.stop()
-                Task { await postgres.close() }
-            }
-            // One attempt per step: the outage kills the step at once (in production, after its retries).
-            let worker = bed.makeWorker(
-                agent: TestConversations.agentSettings { $0.stepWatchdog = .seconds(1) },
-                maxAttempts: 1,
-                postgres: postgres
-            )
-            let dead = DeadLetterQueue(connection: bed.runtime.connection, topology: bed.runtime.topology)
-            try await running(try bed.makeRuntimeWorker(), worker) {
-                let id = try await bed.start(
-                    script: ConversationControlTests.slowScript(file: "/workspace/outage.txt", count: 6, latency: 300)
+            try await Self.withProxiedPostgres(bed) { proxy, postgres in
+                // One attempt per step: the outage kills the step at once (in production, after its retries).
+                let worker = bed.makeWorker(
+                    agent: TestConversations.agentSettings { $0.stepWatchdog = .seconds(1) },
+                    maxAttempts: 1,
+                    postgres: postgres
                 )
-                let file = try await bed.workspaceFile(id, "outage.txt")
-                try await eventually("a line written") { !ConversationControlTests.lines(file).isEmpty }
-                proxy.sever()
-                // The step in flight fails on its next write and dies: the chain has nothing in flight.
-                try await eventually("the step dead-lettered", timeout: .seconds(60)) { try await dead.count() >= 1 }
-                #expect(try await bed.store.conversation(id)?.agentState == .running)
-                proxy.restore()
-                let ended = try await bed.waitFor(id, [.finished, .error], timeout: .seconds(60))
-                #expect(ended.agentState == .finished, "\(ended.lastError ?? "")")
-                let lines = ConversationControlTests.lines(file)
-                #expect(Set(lines).count == lines.count, "no command ran twice: \(lines)")
-                #expect(lines.last == "line-5", "the chain went on to its end: \(lines)")
+                let dead = DeadLetterQueue(connection: bed.runtime.connection, topology: bed.runtime.topology)
+                try await running(try bed.makeRuntimeWorker(), worker) {
+                    let id = try await bed.start(
+                        script: ConversationControlTests.slowScript(
+                            file: "/workspace/outage.txt",
+                            count: 6,
+                            latency: 300
+                        )
+                    )
+                    let file = try await bed.workspaceFile(id, "outage.txt")
+                    try await eventually("a line written") { !ConversationControlTests.lines(file).isEmpty }
+                    proxy.sever()
+                    // The step in flight fails on its next write and dies: the chain has nothing in flight.
+                    try await eventually("the step dead-lettered", timeout: .seconds(60)) {
+                        try await dead.count() >= 1
+                    }
+                    #expect(try await bed.store.conversation(id)?.agentState == .running)
+                    proxy.restore()
+                    let ended = try await bed.waitFor(id, [.finished, .error], timeout: .seconds(60))
+                    #expect(ended.agentState == .finished, "\(ended.lastError ?? "")")
+                    let lines = ConversationControlTests.lines(file)
+                    #expect(Set(lines).count == lines.count, "no command ran twice: \(lines)")
+                    #expect(lines.last == "line-5", "the chain went on to its end: \(lines)")
+                }
             }
         }
     }
 
     @Test func aMessageAcceptedDuringAnOutageIsKeptAndAnsweredAfterIt() async throws {
         try await TestConversations.with { bed in
-            let (proxy, postgres) = try Self.proxiedPostgres(bed)
-            defer {
-                proxy.stop()
-                Task { await postgres.close() }
-            }
-            // Steps get one attempt; a user's command is retried for agent.command_retry_for (15 min) anyway.
-            let worker = bed.makeWorker(maxAttempts: 1, postgres: postgres)
-            try await running(try bed.makeRuntimeWorker(), worker) {
-                let id = try await bed.start(script: FakeLLM.Script(steps: [.reply("Hello."), .reply("Got it.")]))
-                try await bed.waitFor(id, [.awaitingUserInput])
-                proxy.sever()
-                try await bed.say("Sent during the outage", to: id, messageID: "outage-message")
-                // It failed twice (it waits in the 5 s retry queue): the database has been away a while.
-                let topology = bed.runtime.topology
-                let retry = topology.retryQueue(for: topology.conversationQueue, delay: .fiveSeconds)
-                try await eventually("the message retried through the outage", timeout: .seconds(30)) {
-                    try await bed.runtime.connection.inspect(queue: retry).messageCount == 1
-                }
-                proxy.restore()
-                try await eventually("the message answered", timeout: .seconds(60)) {
+            try await Self.withProxiedPostgres(bed) { proxy, postgres in
+                // Steps get one attempt; a user's command is retried for agent.command_retry_for (15 min) anyway.
+                let worker = bed.makeWorker(maxAttempts: 1, postgres: postgres)
+                try await running(try bed.makeRuntimeWorker(), worker) {
+                    let id = try await bed.start(script: FakeLLM.Script(steps: [.reply("Hello."), .reply("Got it.")]))
+                    try await bed.waitFor(id, [.awaitingUserInput])
+                    proxy.sever()
+                    try await bed.say("Sent during the outage", to: id, messageID: "outage-message")
+                    // It failed twice (it waits in the 5 s retry queue): the database has been away a while.
+                    let topology = bed.runtime.topology
+                    let retry = topology.retryQueue(for: topology.conversationQueue, delay: .fiveSeconds)
+                    try await eventually("the message retried through the outage", timeout: .seconds(30)) {
+                        try await bed.runtime.connection.inspect(queue: retry).messageCount == 1
+                    }
+                    proxy.restore()
+                    try await eventually("the message answered", timeout: .seconds(60)) {
+                        let events = try await bed.events(id)
+                        return events.last?.announcedState == .awaitingUserInput
+                            && events.contains { $0.isUserMessage && $0.message == "Sent during the outage" }
+                    }
                     let events = try await bed.events(id)
-                    return events.last?.announcedState == .awaitingUserInput
-                        && events.contains { $0.isUserMessage && $0.message == "Sent during the outage" }
+                    #expect(events.filter { $0.isUserMessage && $0.message == "Sent during the outage" }.count == 1)
+                    #expect(bed.llm.requests(model: try await bed.model(of: id)).count == 2)
+                    let dead = DeadLetterQueue(connection: bed.runtime.connection, topology: bed.runtime.topology)
+                    #expect(try await dead.count() == 0)
                 }
-                let events = try await bed.events(id)
-                #expect(events.filter { $0.isUserMessage && $0.message == "Sent during the outage" }.count == 1)
-                #expect(bed.llm.requests(model: try await bed.model(of: id)).count == 2)
-                let dead = DeadLetterQueue(connection: bed.runtime.connection, topology: bed.runtime.topology)
-                #expect(try await dead.count() == 0)
             }
         }
     }
 
     @Test func aProvisionRetriedThroughAnOutageGivesTheConversationItsSandbox() async throws {
         try await TestConversations.with { bed in
-            let (proxy, postgres) = try Self.proxiedPostgres(bed)
-            defer {
-                proxy.stop()
-                Task { await postgres.close() }
-            }
-            // The runtime worker's database is the one that goes away.
-            let store = SandboxStore(postgres: postgres, deployment: bed.runtime.namespace)
-            let topology = bed.runtime.topology
-            try await running(try bed.runtime.makeWorker(store: store), bed.makeWorker()) {
-                try await eventually("the runtime worker consuming") {
-                    try await bed.runtime.connection.inspect(queue: topology.runtimeQueue).consumerCount > 0
+            try await Self.withProxiedPostgres(bed) { proxy, postgres in
+                // The runtime worker's database is the one that goes away.
+                let store = SandboxStore(postgres: postgres, deployment: bed.runtime.namespace)
+                let topology = bed.runtime.topology
+                try await running(try bed.runtime.makeWorker(store: store), bed.makeWorker()) {
+                    try await eventually("the runtime worker consuming") {
+                        try await bed.runtime.connection.inspect(queue: topology.runtimeQueue).consumerCount > 0
+                    }
+                    proxy.sever()
+                    let id = try await bed.start(script: FakeLLM.Script(steps: [.reply("Hello.")]))
+                    // The provision failed twice (it waits in the 5 s retry queue): the outage lasts a while.
+                    let retry = topology.retryQueue(for: topology.runtimeQueue, delay: .fiveSeconds)
+                    try await eventually("the provision retried through the outage", timeout: .seconds(30)) {
+                        try await bed.runtime.connection.inspect(queue: retry).messageCount == 1
+                    }
+                    #expect(try await bed.store.conversation(id)?.agentState == .loading)
+                    proxy.restore()
+                    let record = try await bed.waitFor(id, [.awaitingUserInput, .error], timeout: .seconds(60))
+                    #expect(record.agentState == .awaitingUserInput, "\(record.lastError ?? "")")
                 }
-                proxy.sever()
-                let id = try await bed.start(script: FakeLLM.Script(steps: [.reply("Hello.")]))
-                // The provision failed twice (it waits in the 5 s retry queue): the outage lasts a while.
-                let retry = topology.retryQueue(for: topology.runtimeQueue, delay: .fiveSeconds)
-                try await eventually("the provision retried through the outage", timeout: .seconds(30)) {
-                    try await bed.runtime.connection.inspect(queue: retry).messageCount == 1
-                }
-                #expect(try await bed.store.conversation(id)?.agentState == .loading)
-                proxy.restore()
-                let record = try await bed.waitFor(id, [.awaitingUserInput, .error], timeout: .seconds(60))
-                #expect(record.agentState == .awaitingUserInput, "\(record.lastError ?? "")")
             }
         }
     }

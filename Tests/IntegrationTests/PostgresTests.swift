@@ -242,27 +242,56 @@ import Testing
             statementTimeout: .milliseconds(300),
             idleInTransactionTimeout: .milliseconds(300)
         )
+        // A client without the limits, to hold what the tested one waits for and to watch the server.
+        let holder = PostgresClient(
+            url: TestEnvironment.postgresURL,
+            poolSize: 1,
+            session: PostgresSessionSettings(statementTimeout: nil, idleInTransactionTimeout: nil)
+        )
+        defer { Task { await holder.close() } }
         try await TestPostgres.withSchema(poolSize: 1, session: session) { client in
             #expect(try await client.query("SHOW statement_timeout")[0].decode(String.self, 0) == "300ms")
-            let long = await #expect(throws: DeckhandError.self) { try await client.execute("SELECT pg_sleep(5)") }
+            // A statement that would wait for good (for a lock the holder keeps) is cancelled by the server.
+            let key = Int64.random(in: 1...Int64.max)
+            let long = try await holder.withReservedConnection { held in
+                _ = try await held.run { try $0.execute("SELECT pg_advisory_lock($1)", [.int(key)]) }
+                let refused = await #expect(throws: DeckhandError.self) {
+                    try await client.execute("SELECT pg_advisory_lock($1)", [.int(key)])
+                }
+                _ = try await held.run { try $0.execute("SELECT pg_advisory_unlock($1)", [.int(key)]) }
+                return refused
+            }
             #expect(long?.code == .postgresStatementTimeout, "\(String(describing: long))")
             // A client that stalls inside a transaction (a dead worker's would stall for good) loses its session,
             // and with it its locks; the pool opens a new connection for the next call.
             let stalled = await #expect(throws: DeckhandError.self) {
-                try await client.withConnection { connection in
-                    try connection.simpleQuery("BEGIN")
-                    Thread.sleep(forTimeInterval: 1)
-                    try connection.simpleQuery("SELECT 1")
+                try await client.withReservedConnection { connection in
+                    let pid = try await connection.run { connection -> Int32 in
+                        try connection.simpleQuery("BEGIN")
+                        return connection.backendPID
+                    }
+                    try await eventually("the server ends the idle transaction's session") {
+                        let left = try await holder.query(
+                            "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+                            [.int(Int64(pid))]
+                        )
+                        return try left[0].decode(Int.self, 0) == 0
+                    }
+                    try await connection.run { try $0.simpleQuery("SELECT 1") }
                 }
             }
             #expect(stalled?.code == .unavailable, "\(String(describing: stalled))")
             #expect(try await client.query("SELECT 1")[0].decode(Int.self, 0) == 1)
-            // Migrations wait for their lock and run without the limits.
-            let slow = try await client.withAdvisoryLock(key: 42) { connection in
-                try connection.query("SELECT pg_sleep(0.5), current_setting('statement_timeout') AS limit")
-                    .first?.decode(String.self, "limit")
+            // Migrations wait for their lock and run without the limits, which come back after.
+            let lifted = try await client.withAdvisoryLock(key: key) { connection in
+                try connection.query(
+                    """
+                    SELECT current_setting('statement_timeout') || '/'
+                        || current_setting('idle_in_transaction_session_timeout') AS limits
+                    """
+                ).first?.decode(String.self, "limits")
             }
-            #expect(slow == "0")
+            #expect(lifted == "0/0")
             #expect(try await client.query("SHOW statement_timeout")[0].decode(String.self, 0) == "300ms")
         }
     }

@@ -23,7 +23,8 @@ import Testing
         let commands = MemoryCommands()
         var limits = UserLimits()
 
-        func test(_ body: @Sendable (Client) async throws -> Void) async throws {
+        /// Serves the routes to `body` through Hummingbird's in-memory router test.
+        func serve(_ body: @Sendable (Client) async throws -> Void) async throws {
             let router = Router(context: GatewayRequestContext.self)
             let metrics = GatewayMetrics()
             let keys = MemoryKeys(users: [ConversationRoutesTests.aliceKey: alice, ConversationRoutesTests.bobKey: bob])
@@ -86,7 +87,7 @@ import Testing
 
     @Test func createReadRenameAndPage() async throws {
         let bed = Bed()
-        try await bed.test { call in
+        try await bed.serve { call in
             let id = try await call.create(#"{"initial_user_msg":"hi","selected_branch":"main"}"#)
             let sent = try #require(bed.commands.all.first)
             #expect(sent.command == .start && sent.userID == Self.alice.uuidString.lowercased())
@@ -123,7 +124,7 @@ import Testing
 
     @Test func badInputIsRefusedWithACodeAndLeavesNothing() async throws {
         let bed = Bed()
-        try await bed.test { call in
+        try await bed.serve { call in
             let refused: [(String, HTTPResponse.Status, String)] = [
                 ("", .unprocessableContent, "REQUEST$BODY_REQUIRED"),
                 ("{", .badRequest, "REQUEST$MALFORMED_JSON"),
@@ -184,7 +185,7 @@ import Testing
 
     @Test func aBrokerDownOrRefusingIsA503AndLeavesNoConversation() async throws {
         let bed = Bed()
-        try await bed.test { call in
+        try await bed.serve { call in
             bed.commands.connected.store(false, ordering: .relaxed)
             let down = try await call(.post, "/api/conversations", "{}")
             #expect(down.status == .serviceUnavailable && down.code == "SERVICE$UNAVAILABLE", "\(down.text)")
@@ -200,7 +201,7 @@ import Testing
 
     @Test func commandsGoOnlyToTheOwnersConversations() async throws {
         let bed = Bed()
-        try await bed.test { call in
+        try await bed.serve { call in
             let id = try await call.create()
             let path = "/api/conversations/\(id)"
             let attempts: [(HTTPRequest.Method, String, String?)] = [
@@ -230,7 +231,7 @@ import Testing
         var limits = UserLimits()
         limits.maxRunningConversations = 1
         let bed = Bed(limits: limits)
-        try await bed.test { call in
+        try await bed.serve { call in
             let first = try await call.create()
             let second = try await call(.post, "/api/conversations", "{}")
             #expect(second.status == .tooManyRequests && second.code == "LIMIT$RUNNING_CONVERSATIONS")
@@ -250,7 +251,7 @@ import Testing
 
     @Test func eventPagesAndTheTrajectory() async throws {
         let bed = Bed()
-        try await bed.test { call in
+        try await bed.serve { call in
             let id = try await call.create()
             let events = (0..<5).map { (id: $0, json: #"{"id":\#($0),"source":"agent","action":"think"}"#) }
             bed.records.update(try #require(UUID(uuidString: id))) { $0.events = events }
@@ -268,7 +269,7 @@ import Testing
 
     @Test func aDeletedConversationIsGoneAtOnceUnlessTheBrokerRefused() async throws {
         let bed = Bed()
-        try await bed.test { call in
+        try await bed.serve { call in
             let kept = try await call.create()
             bed.commands.refusing.store(true, ordering: .relaxed)
             #expect(try await call(.delete, "/api/conversations/\(kept)").status == .serviceUnavailable)
@@ -297,7 +298,7 @@ import Testing
         var limits = UserLimits()
         limits.maxIterations = 30
         let bed = Bed(limits: limits)
-        try await bed.test { call in
+        try await bed.serve { call in
             let id = try await call.create()
             let start = "/api/conversations/\(id)/start"
             #expect(try await call(.post, start, #"{"providers_set":["github"]}"#).status == .ok)
