@@ -14,10 +14,21 @@ struct SandboxClient: Sendable {
         var description: String
     }
 
-    /// Runs `action` (a stored action event) and returns its observation (without id; `cause` and
-    /// `tool_call_metadata` set). A sandbox that answers with an error gives an `error` observation;
-    /// one that cannot be reached throws ``Unreachable``.
-    func execute(_ action: Event, in sandbox: SandboxEndpoint, defaultTimeout: Duration) async throws -> Event {
+    /// The header that names an action to the sandbox server, which runs each named action once and answers
+    /// a repeated request with the observation it kept (`ActionJournal` in the sandbox server).
+    static let actionIDHeader = "X-Deckhand-Action-ID"
+
+    /// Runs `action` (a stored action event of `conversation`) and returns its observation (without id;
+    /// `cause` and `tool_call_metadata` set). The request names the action, so sending it again (a
+    /// redelivered step) collects the observation of the run the sandbox already had instead of running it
+    /// twice. A sandbox that answers with an error gives an `error` observation; one that cannot be reached
+    /// throws ``Unreachable``.
+    func execute(
+        _ action: Event,
+        of conversation: UUID,
+        in sandbox: SandboxEndpoint,
+        defaultTimeout: Duration
+    ) async throws -> Event {
         guard let url = sandbox.url else { throw Unreachable(description: "the sandbox has no address") }
         var wire = action.json
         wire["id"] = nil
@@ -26,6 +37,9 @@ struct SandboxClient: Sendable {
         let limit = action.timeout.map { Duration.milliseconds(Int64($0 * 1000)) } ?? defaultTimeout
         var headers: HTTPHeaders = ["Content-Type": "application/json"]
         if let key = sandbox.sessionAPIKey { headers.add(name: "X-Session-API-Key", value: key) }
+        if let id = action.id {
+            headers.add(name: Self.actionIDHeader, value: "\(conversation.uuidString.lowercased())/\(id)")
+        }
         // The step's trace goes on into the sandbox server's request.
         if let trace = Traceparent.current { headers.add(name: "traceparent", value: Traceparent.child(of: trace)) }
         let request = HTTPRequest(

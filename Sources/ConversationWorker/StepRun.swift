@@ -338,7 +338,8 @@ struct StepRun: Sendable {
     }
 
     /// Records and runs the decision's actions in order, skipping what an earlier delivery did: an action
-    /// with an observation is not run again, one without gets an `error` observation (it was interrupted).
+    /// with an observation is not sent again; one without is sent again under its id, and the sandbox answers
+    /// with the observation of the run it already had (exactly once, unless the sandbox itself was lost).
     /// A fresh answer is stored with the first event; the last observation is left to ``finish``.
     func act(
         _ decision: Decision,
@@ -425,20 +426,15 @@ struct StepRun: Sendable {
             if let prior, let priorID = prior.id, observed.contains(priorID) { continue }
             var observation: Event?
             var lost = false
-            if prior != nil, ResponseParser.needsSandbox(action) {
-                observation = .errorObservation(
-                    "The action was interrupted before its result was recorded (its worker stopped), and it was not "
-                        + "run again. Check its effects before repeating it.",
-                    errorID: "AGENT_ERROR$INTERRUPTED",
-                    cause: action.id,
-                    toolCallMetadata: action.toolCallMetadata
-                )
-            } else if ResponseParser.needsSandbox(action) {
+            if ResponseParser.needsSandbox(action) {
+                // An action recorded by an earlier delivery is sent again under its id: the sandbox answers
+                // with the observation of the run it had (or waits for it), and runs it only if it never got it.
                 let sent = ContinuousClock.now
                 defer { timing.addSandbox(ContinuousClock.now - sent) }
                 do {
                     observation = try await worker.sandboxes.execute(
                         action,
+                        of: id,
                         in: sandbox,
                         defaultTimeout: agent.actionTimeout
                     )

@@ -51,6 +51,9 @@ public struct RuntimeSettings: Sendable {
     public var warmPool: [PoolTarget] = []
     /// `runtime.alive_timeout`: how long a new sandbox may take to answer `/alive`.
     public var aliveTimeout: Duration = .seconds(60)
+    /// `runtime.probe_deadline`: how long a running sandbox that stopped answering is probed (with back-off)
+    /// before it is restarted in place. It is declared lost only when its backend no longer has it.
+    public var probeDeadline: Duration = .seconds(20)
     /// `runtime.lease`: how long a provision in progress is reserved to the worker doing it without a renewal.
     public var lease: Duration = .seconds(15)
     /// `runtime.maintenance_interval`: how often a worker tries to do the pool maintenance.
@@ -78,7 +81,7 @@ public struct RuntimeSettings: Sendable {
         "runtime.alive_timeout", "runtime.lease", "runtime.maintenance_interval", "runtime.idle_pause_after",
         "runtime.idle_stop_after", "runtime.idle_destroy_after", "runtime.shutdown_timeout", "runtime.environment",
         "runtime.process_isolation", "runtime.process_max_processes", "runtime.process_tmp_size",
-        "runtime.user_backends", "runtime.command_retry_for",
+        "runtime.user_backends", "runtime.command_retry_for", "runtime.probe_deadline",
     ]
 
     public init(reader: ConfigurationReader) throws(DeckhandError) {
@@ -139,6 +142,7 @@ public struct RuntimeSettings: Sendable {
             warmPool = targets
         }
         aliveTimeout = try reader.duration("runtime.alive_timeout", default: aliveTimeout, minimum: .milliseconds(100))
+        probeDeadline = try reader.duration("runtime.probe_deadline", default: probeDeadline)
         lease = try reader.duration("runtime.lease", default: lease, minimum: .seconds(1))
         maintenanceInterval = try reader.duration(
             "runtime.maintenance_interval",

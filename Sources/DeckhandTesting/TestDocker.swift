@@ -4,7 +4,7 @@ import HTTPClient
 import RuntimeBackends
 
 /// Just enough of the Docker Engine API (over its unix socket, through the HTTP client) for tests to run a
-/// container: create, start, logs, remove.
+/// container (create, start, logs, remove) and to fault one (kill, pause).
 public struct TestDocker: Sendable {
     public let socket: String
     let client: HTTPClient
@@ -65,6 +65,23 @@ public struct TestDocker: Sendable {
     public func logs(_ id: String) async throws -> String {
         let response = try await call(.get, "/containers/\(id)/logs?stdout=true&stderr=true")
         return DockerBackend.demultiplex(response.body)
+    }
+
+    /// Kills the container's processes (SIGKILL), as an OOM kill or a daemon restart would: it exits, its
+    /// files stay.
+    public func kill(_ id: String) async throws {
+        try expect(204, from: await call(.post, "/containers/\(id)/kill"), doing: "kill the container")
+    }
+
+    /// Freezes the container behind its owner's back.
+    public func pause(_ id: String) async throws {
+        try expect(204, from: await call(.post, "/containers/\(id)/pause"), doing: "pause the container")
+    }
+
+    private func expect(_ status: Int, from response: HTTPResponse, doing operation: String) throws {
+        guard response.status == status else {
+            throw DeckhandError(.protocolViolation, "could not \(operation): \(response.status) \(response.text)")
+        }
     }
 
     /// Removes the container, running or not.

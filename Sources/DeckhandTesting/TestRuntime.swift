@@ -11,6 +11,10 @@ import RuntimeManager
 import ServiceLifecycle
 import Synchronization
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// A runtime-manager test bed: a schema of its own (migrated), a namespaced topology on the test broker, a
 /// folder for process sandboxes, a consumer of what the workers send to conversations, and factories for
 /// workers. Everything is removed afterwards, sandboxes included.
@@ -351,6 +355,37 @@ public final class TestRuntime: Sendable {
     }
 
     // MARK: Sandboxes
+
+    /// SIGKILLs the `deckhand-sandbox` server of the process sandbox in `folder` — as the OOM killer would —
+    /// wherever it runs below the process its pid file names (bubblewrap's, when jailed); returns once it is
+    /// gone. The jail ends with its server, so the sandbox is then `stopped`, its files kept.
+    public static func killSandboxServer(folder: String) async throws {
+        let recorded = try String(contentsOfFile: folder + "/pid", encoding: .utf8)
+        guard let root = recorded.split(separator: " ").first.flatMap({ pid_t($0) }) else {
+            throw DeckhandError(.protocolViolation, "no pid in \(folder)/pid: \(recorded)")
+        }
+        func stat(_ pid: pid_t) -> (comm: String, parent: pid_t)? {
+            guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                let open = text.firstIndex(of: "("), let close = text.lastIndex(of: ")")
+            else { return nil }
+            let fields = text[text.index(after: close)...].split(separator: " ")
+            guard fields.count > 1, let parent = pid_t(fields[1]) else { return nil }
+            return (String(text[text.index(after: open)..<close]), parent)
+        }
+        let all = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { pid_t($0) }
+        var tree = [root]
+        var index = 0
+        while index < tree.count {
+            let parent = tree[index]
+            tree += all.filter { stat($0)?.parent == parent }
+            index += 1
+        }
+        // `comm` holds the first 15 bytes of the name.
+        let servers = tree.filter { stat($0)?.comm == "deckhand-sandbo" }
+        guard !servers.isEmpty else { throw DeckhandError(.protocolViolation, "no deckhand-sandbox below pid \(root)") }
+        for server in servers { kill(server, SIGKILL) }
+        try await eventually("the sandbox server is gone") { servers.allSatisfy { kill($0, 0) != 0 } }
+    }
 
     /// `POST /execute_action` with a `run` action on a ready sandbox; the observation's content.
     public func run(_ command: String, in sandbox: SandboxReady) async throws -> String {

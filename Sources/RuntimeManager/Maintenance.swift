@@ -132,8 +132,11 @@ extension RuntimeWorker {
     // MARK: Reconciliation
 
     /// Makes the backends and the `sandboxes` table agree, at start: a sandbox the backend runs but the table
-    /// does not know is removed; a row whose sandbox the backend lost is marked `lost`, and its conversation
-    /// is provisioned again. A backend that does not answer is skipped (and logged).
+    /// does not know is removed; a row whose sandbox the backend no longer has is marked `lost`; a process
+    /// sandbox that died with its worker is recorded `stopped` (its folder is kept, and it is started again in
+    /// it when its conversation next needs it). Nothing is provisioned here: a conversation gets a sandbox when
+    /// it is used, so a restart does not start one for every earlier conversation. A backend that does not
+    /// answer is skipped (and logged).
     public func reconcile() async throws {
         for (kind, backend) in backends {
             let listed: [ListedSandbox]
@@ -163,17 +166,20 @@ extension RuntimeWorker {
             let states = Dictionary(listed.map { ($0.sandboxID, $0.state) }, uniquingKeysWith: { first, _ in first })
             for record in records where record.backend == kind {
                 guard [.warm, .running, .paused, .stopped].contains(record.status) else { continue }
-                let state = states[record.id] ?? .missing
-                // A process sandbox dies with the worker that started it: one that is not running is lost.
-                let lost = state == .missing || (kind == .process && state == .stopped && record.status != .stopped)
-                guard lost else { continue }
-                try await markLost(record, reason: "the \(kind.rawValue) backend no longer has it", logger: logger)
-                if let conversation = record.conversationID {
-                    try await bus.send(
-                        RuntimeCommand.provision.rawValue,
-                        ProvisionRequest(conversationID: conversation, backend: kind, image: record.image),
-                        to: topology.runtimeQueue
-                    )
+                switch states[record.id] ?? .missing {
+                case .missing:
+                    try await markLost(record, reason: "the \(kind.rawValue) backend no longer has it", logger: logger)
+                case .stopped where record.status != .stopped:
+                    if record.conversationID == nil {
+                        // A warm sandbox that died holds no one's work: the pool makes another.
+                        try await markLost(record, reason: "the warm sandbox stopped", logger: logger)
+                        if let reference = record.reference { try? await backend.destroy(reference) }
+                    } else {
+                        try await store.setStatus(id: record.id, .stopped)
+                        await announce(record, "stopped", reason: "it stopped while no worker watched it")
+                    }
+                default:
+                    continue
                 }
             }
         }

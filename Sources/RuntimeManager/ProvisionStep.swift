@@ -6,10 +6,9 @@ import Foundation
 enum ProvisionStep: Equatable {
     /// No live sandbox: claim a warm one, else create one.
     case claimOrCreate
-    /// Running (or warm): hand it out again if it still answers `/alive`, else mark it lost.
-    case answerIfAlive
-    /// Paused or stopped: resume or start it, then hand it out.
-    case wake
+    /// Running, warm, paused or stopped: bring it back if it does not answer (resume, start, restart; it is
+    /// lost only if its backend no longer has it), then hand it out.
+    case handOut
     /// Another provision is starting it under a lease that still holds: wait and look again.
     case wait
     /// Its provision was interrupted (the lease ran out): take the lease over and start it afresh.
@@ -19,8 +18,7 @@ enum ProvisionStep: Equatable {
     static func next(status: SandboxRecord.Status?, leaseUntil: Date?, now: Date) -> ProvisionStep {
         switch status {
         case nil, .error, .lost: .claimOrCreate
-        case .running, .warm: .answerIfAlive
-        case .paused, .stopped: .wake
+        case .running, .warm, .paused, .stopped: .handOut
         case .starting:
             if let leaseUntil, leaseUntil > now { .wait } else { .takeOver }
         }

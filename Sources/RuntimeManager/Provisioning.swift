@@ -32,12 +32,15 @@ struct BackendFailure: Error, CustomStringConvertible {
     var description: String { "\(code): \(message)" }
 }
 
-/// Runs a backend call, turning its errors into ``BackendFailure``.
+/// Runs a backend call, turning its errors into ``BackendFailure`` — except an engine that does not answer
+/// (`unavailable`: a Docker daemon restarting, say), which is transient: the command is retried later.
 func backendCall<T: Sendable>(_ body: () async throws -> T) async throws -> T {
     do {
         return try await body()
     } catch is CancellationError {
         throw CancellationError()
+    } catch let error as DeckhandError where error.code == .unavailable {
+        throw error
     } catch {
         throw BackendFailure(error)
     }
@@ -69,24 +72,9 @@ extension RuntimeWorker {
             switch ProvisionStep.next(status: existing?.status, leaseUntil: existing?.leaseUntil, now: Date()) {
             case .claimOrCreate:
                 break
-            case .answerIfAlive:
+            case .handOut:
                 guard let existing else { continue }
-                if try await isUsable(existing) {
-                    try await store.touch(id: existing.id)
-                    try await sendReady(existing)
-                    return
-                }
-                try await markLost(existing, reason: "the sandbox no longer answers", logger: logger)
-                continue
-            case .wake:
-                guard let existing else { continue }
-                do {
-                    let resumed = try await wake(existing)
-                    try await sendReady(resumed)
-                    return
-                } catch let failure as BackendFailure {
-                    try await markLost(existing, reason: failure.message, logger: logger)
-                }
+                if try await handOut(existing, logger: logger) { return }
                 continue
             case .wait:
                 guard ContinuousClock.now < patience else {
@@ -128,7 +116,11 @@ extension RuntimeWorker {
                         await requestRefill()
                         return
                     }
+                    // A warm sandbox holds no one's work: one that does not answer is replaced.
                     try await markLost(warm, reason: "the warm sandbox no longer answers", logger: logger)
+                    if let backend = backends[warm.backend], let reference = warm.reference {
+                        try? await backend.destroy(reference)
+                    }
                     continue
                 }
             } catch let error as DeckhandError where error.postgresSQLState == "23505" {
@@ -321,17 +313,100 @@ extension RuntimeWorker {
         return resumed
     }
 
-    /// Marks a sandbox lost (its conversation may get another) and removes what is left of it.
+    /// Marks a sandbox lost: its conversation may get another. Nothing is removed — a sandbox is declared
+    /// lost when its backend no longer has it, and a workspace is never thrown away on a guess.
     func markLost(_ record: SandboxRecord, reason: String, logger: Logger) async throws {
         logger.warning(
             "sandbox lost",
             metadata: [LogKey.sandboxID.rawValue: "\(record.id)", LogKey.reason.rawValue: "\(reason)"]
         )
         try await store.setStatus(id: record.id, .lost, reason: reason)
-        if let backend = backends[record.backend], let reference = record.reference {
-            try? await backend.destroy(reference)
-        }
         await announce(record, "lost", reason: reason)
+    }
+
+    // MARK: Recovery
+
+    /// Hands the conversation's existing sandbox out again (`sandbox_ready`), bringing it back first if
+    /// needed; returns false when the backend no longer has it (marked lost: the caller provisions another).
+    /// A sandbox that exists but cannot be brought back is kept, with its files, and marked `error`; its
+    /// conversation gets `sandbox_failed`.
+    func handOut(_ record: SandboxRecord, logger: Logger) async throws -> Bool {
+        var logger = logger
+        logger[metadataKey: LogKey.sandboxID.rawValue] = "\(record.id)"
+        do {
+            guard let recovered = try await recover(record, logger: logger) else { return false }
+            try await store.touch(id: recovered.id)
+            try await sendReady(recovered)
+            return true
+        } catch let failure as BackendFailure {
+            if let backend = backends[record.backend], let reference = record.reference,
+                (try? await backend.inspect(reference)) == .missing
+            {
+                try await markLost(record, reason: failure.message, logger: logger)
+                return false
+            }
+            logger.error(
+                "cannot bring the sandbox back; its files are kept",
+                metadata: [LogKey.error.rawValue: "\(failure)"]
+            )
+            try await store.setStatus(id: record.id, .error, reason: failure.message)
+            await announce(record, "error", reason: failure.message)
+            if let conversation = record.conversationID {
+                try await sendFailed(
+                    conversation: conversation,
+                    sandbox: record.id,
+                    code: failure.code,
+                    reason: failure.message
+                )
+            }
+            return true
+        }
+    }
+
+    /// The sandbox answering again, or nil when its backend no longer has it (then marked lost). What the
+    /// backend says decides: a paused sandbox is resumed, a stopped or exited one started again in its
+    /// files, a running one that does not answer is probed with back-off for `runtime.probe_deadline`
+    /// (unreachable for now: a busy host, a server restarting) and then restarted in place.
+    func recover(_ record: SandboxRecord, logger: Logger) async throws -> SandboxRecord? {
+        guard let backend = backends[record.backend], let reference = record.reference else {
+            throw BackendFailure(
+                DeckhandError(.runtimeBackend, "the \(record.backend.rawValue) backend is not enabled here")
+            )
+        }
+        let deadline = ContinuousClock.now + settings.probeDeadline
+        var backoff = Backoff(minimum: .milliseconds(100), maximum: .seconds(2))
+        while true {
+            if record.status == .running || record.status == .warm, let url = record.url, await answersAlive(url) {
+                return record
+            }
+            var woken = record
+            switch try await backendCall({ try await backend.inspect(reference) }) {
+            case .missing:
+                try await markLost(
+                    record,
+                    reason: "the \(record.backend.rawValue) backend no longer has it",
+                    logger: logger
+                )
+                return nil
+            case .paused:
+                woken.status = .paused
+            case .stopped, .created:
+                woken.status = .stopped
+            case .running where record.status == .paused || record.status == .stopped:
+                woken.status = .running  // already back (another worker woke it): probe it
+                return try await recover(woken, logger: logger)
+            case .running:
+                guard ContinuousClock.now >= deadline else {
+                    try await Task.sleep(for: backoff.next())
+                    continue
+                }
+                logger.notice("the sandbox runs but has not answered for \(settings.probeDeadline): restarting it")
+                try await backendCall { try await backend.stop(reference) }
+                woken.status = .stopped
+            }
+            if record.status == .running { logger.notice("bringing the sandbox back (\(woken.status.rawValue))") }
+            return try await wake(woken)
+        }
     }
 
     /// A random 256-bit session key, hex.

@@ -140,7 +140,24 @@ public final class RuntimeWorker: Service, Sendable {
             }
             switch command {
             case .provision:
-                try await provision(delivery.decodeCommand(ProvisionRequest.self), logger: logger)
+                let request = try delivery.decodeCommand(ProvisionRequest.self)
+                do {
+                    try await provision(request, logger: logger)
+                } catch let error as DeckhandError where error.code == .unavailable {
+                    // The engine did not answer: retried like any outage, and on the last attempt the
+                    // conversation is told rather than left waiting.
+                    guard delivery.attempt >= configuration.maxAttempts else { throw error }
+                    logger.error(
+                        "the sandbox backend stayed unavailable through every attempt",
+                        metadata: [LogKey.error.rawValue: "\(error)"]
+                    )
+                    try await sendFailed(
+                        conversation: request.conversationID,
+                        sandbox: nil,
+                        code: error.code,
+                        reason: error.message
+                    )
+                }
             case .pause, .resume, .stop, .destroy:
                 try await lifecycle(command, delivery.decodeCommand(SandboxTarget.self), logger: logger)
             case .poolRefill:

@@ -9,7 +9,7 @@ struct ActionExecutor: Sendable {
     let browser: Browser
 
     /// An HTTP answer: a status and a JSON body.
-    struct Answer {
+    struct Answer: Sendable {
         var status: Int
         var body: JSONValue
     }

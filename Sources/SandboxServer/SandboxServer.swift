@@ -1,6 +1,7 @@
 import DeckhandCore
 import Foundation
 import HTTPClient
+import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
@@ -57,8 +58,15 @@ public struct SandboxServer: Sendable {
             guard let executor = state.executor else {
                 return SandboxHTTP.detail("the sandbox is not initialized yet", status: .serviceUnavailable)
             }
-            let body = try await request.body.collect(upTo: 64 << 20)
-            let answer = await executor.execute(body: Array(buffer: body))
+            let actionID = request.headers[HTTPField.Name(ActionJournal.header)!]
+            if let actionID, actionID.isEmpty || actionID.count > ActionJournal.maximumIDLength {
+                return SandboxHTTP.detail(
+                    "\(ActionJournal.header) must be 1 to \(ActionJournal.maximumIDLength) characters",
+                    status: .badRequest
+                )
+            }
+            let body = Array(buffer: try await request.body.collect(upTo: 64 << 20))
+            let answer = await state.journal.answer(id: actionID) { await executor.execute(body: body) }
             return SandboxHTTP.json(answer.body, status: .init(code: answer.status))
         }
         router.post("list_files") { request, _ -> Response in
@@ -100,6 +108,8 @@ final class SandboxState: Service, Sendable {
     let logger: Logger
     let activity = ActivityClock()
     let serverInfo: ServerInfo
+    /// The observations of the actions run, by the caller's action id: a repeated request runs nothing twice.
+    let journal = ActionJournal()
     private let parts = Mutex<Parts?>(nil)
 
     private struct Parts {

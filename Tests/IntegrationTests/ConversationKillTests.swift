@@ -66,7 +66,6 @@ import Glibc
                     workers[victim] = try bed.launchWorkerProcess(name: victim == 0 ? "worker-a" : "worker-b")
                 }
 
-                var interrupted = 0
                 var repeatedModelCalls = 0
                 for conversation in conversations {
                     let record = try await bed.waitFor(conversation.id, [.finished, .error], timeout: .seconds(180))
@@ -77,11 +76,14 @@ import Glibc
                     let events = try await bed.events(conversation.id)
                     // Ids 0…N, no gap, no duplicate.
                     #expect(events.map(\.id) == Array(0..<events.count).map { $0 }, "\(conversation.tag)")
-                    // Every tool call ran at most once: each line is in the file at most once, and every action
-                    // has exactly one observation.
-                    let lines = Self.lines(conversation.file)
-                    #expect(Set(lines).count == lines.count, "\(conversation.tag): \(lines)")
-                    #expect(Set(lines).isSubset(of: Set((0..<steps).map { "\(conversation.tag)-\($0)" })))
+                    // Every tool call ran exactly once, and none is reported interrupted: a step redelivered
+                    // after a kill sends its recorded action again under its id, and the sandbox answers with
+                    // the observation it kept. Each line is in the file once, in order; every action has
+                    // exactly one observation.
+                    #expect(
+                        Self.lines(conversation.file) == (0..<steps).map { "\(conversation.tag)-\($0)" },
+                        "\(conversation.tag)"
+                    )
                     let runs = events.filter { $0.action == "run" }
                     for run in runs {
                         let answers = events.filter { $0.cause == run.id }
@@ -90,14 +92,7 @@ import Glibc
                             "\(conversation.tag): action \(run.id ?? -1) has \(answers.count) observations"
                         )
                     }
-                    let interruptions = events.filter { $0.extras["error_id"] == "AGENT_ERROR$INTERRUPTED" }.count
-                    interrupted += interruptions
-                    // An interrupted action may or may not have run before its worker died: each of them
-                    // leaves its line or not.
-                    #expect(
-                        (runs.count - interruptions...runs.count).contains(lines.count),
-                        "\(conversation.tag): \(lines.count) lines, \(runs.count) runs, \(interruptions) interrupted"
-                    )
+                    #expect(!events.contains { $0.extras["error_id"] == "AGENT_ERROR$INTERRUPTED" })
                     // One model call per step. The only second call is one whose first was cut by a kill: a worker
                     // died between sending the request and storing the answer, so the first call was made about
                     // when a worker died (the fake logs a request when it has read it, a little after it was sent)
@@ -124,10 +119,8 @@ import Glibc
                     )[0].decode(Int.self, "calls")
                     #expect(stored == record.iteration)
                 }
-                // The kills hit work in flight: some model call or action was cut.
-                #expect(repeatedModelCalls + interrupted > 0)
                 print(
-                    "kill test: \(count) conversations finished; \(interrupted) interrupted actions; "
+                    "kill test: \(count) conversations finished, every action ran once; "
                         + "\(repeatedModelCalls) model calls repeated after a kill"
                 )
             }

@@ -120,6 +120,39 @@ import Glibc
         }
     }
 
+    /// A container killed under its conversation (`docker kill`, an OOM kill, a daemon restart) is not lost:
+    /// the next provision starts the same container again, with its files; one paused behind Deckhand's back
+    /// is resumed.
+    @Test func aKilledOrPausedContainerComesBackWithItsFiles() async throws {
+        try await TestRuntime.with { runtime in
+            try await requireImage(runtime)
+            let worker = try runtime.makeWorker(backends: [.docker])
+            try await running(worker) {
+                let conversation = UUID()
+                try await runtime.provision(conversation)
+                let ready = try #require(try await runtime.reply(for: conversation).ready)
+                _ = try await runtime.run("echo kept > /workspace/notes.txt", in: ready)
+                let container = try #require(try await runtime.store.sandbox(id: ready.sandboxID)?.reference)
+                let backend = try runtime.makeBackends([.docker])[0]
+
+                let docker = TestDocker(client: runtime.http)
+                try await docker.kill(container)
+                try await eventually("the container exited") { try await backend.inspect(container) == .stopped }
+                try await runtime.provision(conversation)
+                let restarted = try #require(try await runtime.reply(for: conversation).ready)
+                #expect(restarted.sandboxID == ready.sandboxID, "the same sandbox, started again")
+                #expect(try await runtime.run("cat /workspace/notes.txt", in: restarted).contains("kept"))
+
+                try await docker.pause(container)
+                try await runtime.provision(conversation)
+                let resumed = try #require(try await runtime.reply(for: conversation).ready)
+                #expect(resumed.sandboxID == ready.sandboxID)
+                #expect(try await runtime.run("cat /workspace/notes.txt", in: resumed).contains("kept"))
+                #expect(try await backend.inspect(container) == .running)
+            }
+        }
+    }
+
     @Test func aMissingImageFailsWithAReadableReason() async throws {
         try await TestRuntime.with { runtime in
             let worker = try runtime.makeWorker(backends: [.docker])
@@ -136,10 +169,13 @@ import Glibc
         }
     }
 
-    @Test func anUnreachableDockerSocketFailsWithAReadableReason() async throws {
+    /// An engine that does not answer is an outage: the provision is retried (here for 1 s: two attempts),
+    /// and only when every attempt failed does the conversation get `sandbox_failed`, with a readable reason.
+    @Test func anUnreachableDockerSocketIsRetriedThenFailsWithAReadableReason() async throws {
         try await TestRuntime.with { runtime in
             let socket = "/tmp/\(runtime.namespace)-no-docker.sock"
-            let worker = try runtime.makeWorker(backends: [.docker], dockerSocket: socket)
+            let settings = TestRuntime.settings { $0.commandRetryFor = .seconds(1) }
+            let worker = try runtime.makeWorker(settings: settings, backends: [.docker], dockerSocket: socket)
             try await running(worker) {
                 let conversation = UUID()
                 try await runtime.provision(conversation)

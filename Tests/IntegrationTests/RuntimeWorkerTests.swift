@@ -179,40 +179,62 @@ import Glibc
         }
     }
 
-    @Test func aLostProcessSandboxIsMarkedAndItsConversationProvisionedAgain() async throws {
+    /// A process sandbox whose server died (SIGKILL) is not lost: its folder is there, so the next provision
+    /// for its conversation starts it again in its workspace — same sandbox, same files.
+    @Test func aKilledProcessSandboxIsStartedAgainInItsWorkspace() async throws {
         try await TestRuntime.with { runtime in
             let conversation = UUID()
-            let first = try runtime.makeWorker()
-            let ready = try await running(first) {
+            let worker = try runtime.makeWorker()
+            try await running(worker) {
                 try await runtime.provision(conversation)
-                return try #require(try await runtime.reply(for: conversation).ready)
-            }
-            // The sandbox dies (as it would with its worker): a new worker finds it lost and replaces it.
-            let record = try #require(try await runtime.store.sandbox(id: ready.sandboxID))
-            let pid = try String(contentsOfFile: (record.reference ?? "") + "/pid", encoding: .utf8)
-                .split(separator: " ").first.flatMap { Int32($0) }
-            kill(try #require(pid), SIGKILL)
-            try await eventually("the sandbox process is gone") {
-                try await runtime.makeBackends([.process])[0].inspect(record.reference ?? "") != .running
-            }
-            let second = try runtime.makeWorker()
-            try await running(second) {
-                let replacement = try #require(try await runtime.reply(for: conversation).ready)
-                #expect(replacement.sandboxID != ready.sandboxID)
-                #expect(try await runtime.store.sandbox(id: ready.sandboxID)?.status == .lost)
-                #expect(try await runtime.run("echo again", in: replacement).contains("again"))
+                let ready = try #require(try await runtime.reply(for: conversation).ready)
+                _ = try await runtime.run("echo kept > notes.txt", in: ready)
+                let record = try #require(try await runtime.store.sandbox(id: ready.sandboxID))
+                try await TestRuntime.killSandboxServer(folder: record.reference ?? "")
+                try await eventually("the sandbox is stopped") {
+                    try await runtime.makeBackends([.process])[0].inspect(record.reference ?? "") == .stopped
+                }
+
+                try await runtime.provision(conversation)
+                let again = try #require(try await runtime.reply(for: conversation).ready)
+                #expect(again.sandboxID == ready.sandboxID, "the same sandbox, not a replacement")
+                #expect(try await runtime.run("cat notes.txt", in: again).contains("kept"))
+                #expect(try await runtime.store.sandbox(id: ready.sandboxID)?.status == .running)
             }
         }
     }
 
-    @Test func processSandboxesDieWithTheirWorkerAndAreReplaced() async throws {
+    /// A sandbox whose files are gone is lost, and only then does its conversation get a new one.
+    @Test func aSandboxWhoseFolderIsGoneIsLostAndReplaced() async throws {
+        try await TestRuntime.with { runtime in
+            let conversation = UUID()
+            let worker = try runtime.makeWorker()
+            try await running(worker) {
+                try await runtime.provision(conversation)
+                let ready = try #require(try await runtime.reply(for: conversation).ready)
+                let folder = try #require(try await runtime.store.sandbox(id: ready.sandboxID)?.reference)
+                try await runtime.makeBackends([.process])[0].destroy(folder)
+
+                try await runtime.provision(conversation)
+                let replacement = try #require(try await runtime.reply(for: conversation).ready)
+                #expect(replacement.sandboxID != ready.sandboxID)
+                #expect(try await runtime.store.sandbox(id: ready.sandboxID)?.status == .lost)
+                #expect(try await runtime.run("echo replaced", in: replacement).contains("replaced"))
+            }
+        }
+    }
+
+    /// Process sandboxes shut down with their worker. A worker that starts later records them `stopped`
+    /// (not lost) and provisions nothing by itself; when the conversation asks again, its sandbox is started
+    /// in its old workspace.
+    @Test func processSandboxesDieWithTheirWorkerAndComeBackWhenUsed() async throws {
         try await TestRuntime.with { runtime in
             let process = try runtime.launchWorkerProcess()
             let conversation = UUID()
             try await runtime.provision(conversation)
             let first = try? await runtime.reply(for: conversation)
             let ready = try #require(first?.ready, "worker log: \(runtime.workerProcessLog)")
-            #expect(try await runtime.run("echo alive", in: ready).contains("alive"))
+            _ = try await runtime.run("echo survived > notes.txt", in: ready)
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
             // The sandbox's lifeline closed with the worker: it shuts down by itself.
@@ -224,10 +246,19 @@ import Glibc
             #expect((try? await runtime.run("true", in: ready)) == nil, "its server is gone")
             let survivor = try runtime.makeWorker()
             try await running(survivor) {
-                let replacement = try #require(try await runtime.reply(for: conversation).ready)
-                #expect(replacement.sandboxID != ready.sandboxID)
-                #expect(try await runtime.store.sandbox(id: ready.sandboxID)?.status == .lost)
-                #expect(try await runtime.run("echo replaced", in: replacement).contains("replaced"))
+                try await eventually("the new worker's reconciliation records the sandbox stopped") {
+                    try await runtime.store.sandbox(id: ready.sandboxID)?.status == .stopped
+                }
+                // A sentinel provision for another conversation: answered after anything reconciliation sent.
+                let sentinel = UUID()
+                try await runtime.provision(sentinel)
+                _ = try #require(try await runtime.reply(for: sentinel).ready)
+                #expect(try runtime.allReplies()[conversation]?.count == 1, "nothing was provisioned unasked")
+
+                try await runtime.provision(conversation)
+                let again = try #require(try await runtime.reply(for: conversation).ready)
+                #expect(again.sandboxID == ready.sandboxID)
+                #expect(try await runtime.run("cat notes.txt", in: again).contains("survived"))
             }
         }
     }

@@ -31,6 +31,54 @@ import Testing
         }
     }
 
+    /// An action named by `X-Deckhand-Action-ID` runs once: a repeat — sent while it still runs, or after —
+    /// gets the same observation; a caller that hangs up does not stop the run; another id runs anew; a
+    /// request without an id runs as before.
+    @Test func aNamedActionRunsOnceAndARepeatCollectsItsObservation() async throws {
+        try await TestSandbox.with { server in
+            func send(_ command: String, id: String?, timeout: Duration = .seconds(60)) async throws -> HTTPResponse {
+                var headers: HTTPHeaders = [:]
+                if let id { headers.add(name: "X-Deckhand-Action-ID", value: id) }
+                let action: JSONValue = ["action": ["action": "run", "args": ["command": .string(command)]]]
+                var request = HTTPRequest(
+                    method: .post,
+                    url: server.base + "/execute_action",
+                    headers: headers,
+                    body: Array(try JSONEncoder().encode(action))
+                )
+                request.headers.replaceOrAdd(name: "X-Session-API-Key", value: server.key)
+                request.headers.replaceOrAdd(name: "Content-Type", value: "application/json")
+                request.timeout = timeout
+                return try await server.client.execute(request)
+            }
+            let log = server.workspace + "/runs.log"
+            let command = "sleep 1; echo ran >> runs.log; echo done"
+            // The first caller gives up mid-run (as a killed worker would); two repeats arrive meanwhile.
+            async let abandoned = try? send(command, id: "c/1", timeout: .milliseconds(300))
+            try await Task.sleep(for: .milliseconds(100))
+            async let repeated = send(command, id: "c/1")
+            async let again = send(command, id: "c/1")
+            let (first, second) = try await (repeated, again)
+            _ = await abandoned
+            #expect(first.status == 200)
+            #expect(first.text == second.text)
+            #expect(try first.decode(JSONValue.self)["content"] == "done")
+            #expect(try String(contentsOfFile: log, encoding: .utf8) == "ran\n")
+
+            let later = try await send(command, id: "c/1")
+            #expect(later.text == first.text, "collected after the run, not run again")
+            #expect(try String(contentsOfFile: log, encoding: .utf8) == "ran\n")
+
+            _ = try await send("echo ran >> runs.log", id: "c/2")
+            _ = try await send("echo ran >> runs.log", id: nil)
+            _ = try await send("echo ran >> runs.log", id: nil)
+            #expect(try String(contentsOfFile: log, encoding: .utf8) == "ran\nran\nran\nran\n")
+
+            let tooLong = try await send("true", id: String(repeating: "x", count: 201))
+            #expect(tooLong.status == 400)
+        }
+    }
+
     @Test func aRunObservationHasOpenHandsFields() async throws {
         try await TestSandbox.with { server in
             let observation = try await server.run("echo hi; echo oops >&2")

@@ -15,10 +15,9 @@ import Testing
     }
 
     @Test func aRunningOrPausedSandboxIsHandedOutAgain() {
-        #expect(ProvisionStep.next(status: .running, leaseUntil: nil, now: now) == .answerIfAlive)
-        #expect(ProvisionStep.next(status: .warm, leaseUntil: nil, now: now) == .answerIfAlive)
-        #expect(ProvisionStep.next(status: .paused, leaseUntil: nil, now: now) == .wake)
-        #expect(ProvisionStep.next(status: .stopped, leaseUntil: nil, now: now) == .wake)
+        for status: SandboxRecord.Status in [.running, .warm, .paused, .stopped] {
+            #expect(ProvisionStep.next(status: status, leaseUntil: nil, now: now) == .handOut)
+        }
     }
 
     @Test func aStartingSandboxIsWaitedForUntilItsLeaseRunsOut() {
