@@ -13,6 +13,11 @@ import Postgres
 /// once per quiet period; a second copy of a step is harmless (the step protocol skips a step already done).
 /// After `agent.step_restarts` restarts of the same step, the chain ends in `error` with the reason as an
 /// event, and the user's next message starts it again.
+///
+/// Conversations waiting in `loading` for their sandbox are looked after the same way: one quiet for that
+/// long (its `provision` died, or its answer did) gets its sandbox asked for again — a repeated provision
+/// hands out the sandbox the conversation has, never a second one — and after `agent.step_restarts` such
+/// requests it ends in `error`, saying so.
 struct ChainWatchdog: Sendable {
     let worker: ConversationWorker
 
@@ -22,6 +27,10 @@ struct ChainWatchdog: Sendable {
     enum Outcome: Equatable {
         case restarted(step: Int)
         case ended(step: Int)
+        /// A conversation in `loading`: its sandbox was asked for again.
+        case sandboxRequested
+        /// A conversation in `loading` that no request brought a sandbox: it ended in `error`.
+        case sandboxAbandoned
     }
 
     /// Looks every quarter of `agent.step_watchdog` until cancelled. A failed look (PostgreSQL or RabbitMQ
@@ -46,14 +55,47 @@ struct ChainWatchdog: Sendable {
     func sweep(limit: Int = 100) async throws -> [UUID: Outcome] {
         var outcomes: [UUID: Outcome] = [:]
         let quiet = try await worker.store.quietChains(quietFor: quietFor, limit: limit)
-        guard !quiet.isEmpty else { return outcomes }
+        let loading = try await worker.store.quietChains(in: .loading, quietFor: quietFor, limit: limit)
+        guard !quiet.isEmpty || !loading.isEmpty else { return outcomes }
         let waiting = try await worker.bus.connection.inspect(queue: worker.topology.conversationQueue).messageCount
         guard waiting == 0 else {
             worker.logger.info(
                 "chain watchdog: quiet chains left alone while commands wait",
-                metadata: [LogKey.quietChains.rawValue: "\(quiet.count)"]
+                metadata: [LogKey.quietChains.rawValue: "\(quiet.count + loading.count)"]
             )
             return outcomes
+        }
+        for id in loading {
+            guard
+                case .restart(_, let requests) = try await worker.store.claimRestart(
+                    id,
+                    in: .loading,
+                    quietFor: quietFor
+                )
+            else { continue }
+            var logger = worker.logger
+            logger[metadataKey: LogKey.conversationID.rawValue] = "\(id)"
+            if requests > worker.agent.stepRestarts {
+                let waited = quietFor * requests
+                try await worker.sandboxFailed(
+                    SandboxFailed(
+                        conversationID: id,
+                        sandboxID: nil,
+                        code: DeckhandError.Code.timeout.rawValue,
+                        reason: "it was not ready after \(waited) and \(requests) requests (a runtime worker or its "
+                            + "backend may be unavailable). Send a message to try again."
+                    )
+                )
+                logger.error("chain watchdog: no sandbox came; the agent ended in error")
+                outcomes[id] = .sandboxAbandoned
+            } else {
+                try await worker.requestSandbox(id)
+                logger.notice(
+                    "chain watchdog: a conversation waited for its sandbox with no answer; it was asked for again",
+                    metadata: [LogKey.restarts.rawValue: "\(requests)"]
+                )
+                outcomes[id] = .sandboxRequested
+            }
         }
         for id in quiet {
             guard case .restart(let step, let restarts) = try await worker.store.claimRestart(id, quietFor: quietFor)

@@ -14,22 +14,24 @@ extension ConversationStore {
         case restart(step: Int, restarts: Int)
     }
 
-    /// Running conversations with no change for `quietFor` (no event, no step end), oldest first.
-    public func quietChains(quietFor: Duration, limit: Int) async throws -> [UUID] {
+    /// Conversations in `state` (`running`: a step should be in flight; `loading`: a sandbox should be on its
+    /// way) with no change for `quietFor` (no event, no step end), oldest first.
+    public func quietChains(in state: AgentState = .running, quietFor: Duration, limit: Int) async throws -> [UUID] {
         try await postgres.query(
             """
             SELECT id FROM conversations
             WHERE agent_state = $1 AND NOT deleting AND updated_at < now() - $2 * interval '1 millisecond'
             ORDER BY updated_at LIMIT $3
             """,
-            [.text(AgentState.running.rawValue), .int(Int64(quietFor.milliseconds)), .int(Int64(limit))]
+            [.text(state.rawValue), .int(Int64(quietFor.milliseconds)), .int(Int64(limit))]
         ).map { try $0.decode(UUID.self, "id") }
     }
 
     /// Claims the restart of `id`'s chain if no copy of its step holds the conversation's step lock and it is
-    /// still running and quiet: counts the restart (from 1 again when the step moved since the last one) and
-    /// marks the row changed, so that no other worker claims it before `quietFor` passes again.
-    public func claimRestart(_ id: UUID, quietFor: Duration) async throws -> ChainCheck {
+    /// still in `state` and quiet: counts the restart (from 1 again when the step moved since the last one)
+    /// and marks the row changed, so that no other worker claims it before `quietFor` passes again.
+    public func claimRestart(_ id: UUID, in state: AgentState = .running, quietFor: Duration) async throws -> ChainCheck
+    {
         let key = stepLockKey(id)
         return try await postgres.withConnection { connection in
             guard try Self.tryLock(connection, key) else { return .busy }
@@ -44,7 +46,7 @@ extension ConversationStore {
                         AND updated_at < now() - $3 * interval '1 millisecond'
                     RETURNING step_seq, watchdog_restarts
                     """,
-                    [.uuid(id), .text(AgentState.running.rawValue), .int(Int64(quietFor.milliseconds))]
+                    [.uuid(id), .text(state.rawValue), .int(Int64(quietFor.milliseconds))]
                 ).first
             else { return .moved }
             return .restart(

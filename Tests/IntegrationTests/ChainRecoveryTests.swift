@@ -211,4 +211,61 @@ import Testing
             #expect(AgentStateMachine.apply(.message, in: record.agentState)?.to == .running)
         }
     }
+
+    /// A conversation waiting in `loading` whose `provision` died is asked a sandbox again once it has been
+    /// quiet for `agent.step_watchdog`; after `agent.step_restarts` requests with no sandbox, it ends in
+    /// `error`, saying so.
+    @Test func aConversationWaitingForItsSandboxIsAskedForAgainThenEndsInError() async throws {
+        try await TestConversations.with { bed in
+            let agent = TestConversations.agentSettings {
+                $0.stepWatchdog = .seconds(1)
+                $0.stepRestarts = 2
+            }
+            let watchdog = ChainWatchdog(worker: bed.makeWorker(agent: agent))
+            let id = UUID()
+            _ = try await bed.store.create(ConversationStore.NewConversation(id: id, userID: bed.userID))
+            let quiet = {
+                _ = try await bed.runtime.postgres.execute(
+                    """
+                    UPDATE conversations SET agent_state = 'loading', resume_on_ready = true,
+                        updated_at = now() - interval '1 hour' WHERE id = $1
+                    """,
+                    [.uuid(id)]
+                )
+            }
+            let queue = bed.runtime.topology.runtimeQueue
+            for request in 1...2 {
+                try await quiet()
+                #expect(try await watchdog.sweep() == [id: .sandboxRequested], "request \(request)")
+                // The provision went out (and is lost: nothing consumes it here).
+                #expect(try await bed.runtime.connection.purge(queue: queue) == 1)
+            }
+            try await quiet()
+            #expect(try await watchdog.sweep() == [id: .sandboxAbandoned])
+            let record = try #require(try await bed.store.conversation(id))
+            #expect(record.agentState == .error)
+            #expect(record.lastError?.contains("not ready after") == true, "\(record.lastError ?? "")")
+            #expect(try await bed.events(id).last?.announcedState == .error)
+        }
+    }
+
+    /// End to end: the provision of a new conversation is lost (purged before any runtime worker ran); the
+    /// watchdog asks again and the conversation gets its sandbox and finishes.
+    @Test func aLostProvisionIsSentAgainAndTheConversationFinishes() async throws {
+        try await TestConversations.with { bed in
+            let worker = bed.makeWorker(agent: TestConversations.agentSettings { $0.stepWatchdog = .seconds(1) })
+            try await running(worker) {
+                let id = try await bed.start(script: FakeLLM.Script(steps: [.bash("echo hi"), .finish("Done.")]))
+                let queue = bed.runtime.topology.runtimeQueue
+                try await eventually("the provision is queued") {
+                    try await bed.runtime.connection.inspect(queue: queue).messageCount >= 1
+                }
+                #expect(try await bed.runtime.connection.purge(queue: queue) >= 1)
+                try await running(try bed.makeRuntimeWorker()) {
+                    let ended = try await bed.waitFor(id, [.finished, .error], timeout: .seconds(60))
+                    #expect(ended.agentState == .finished, "\(ended.lastError ?? "")")
+                }
+            }
+        }
+    }
 }
