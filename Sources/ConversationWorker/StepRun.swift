@@ -207,6 +207,7 @@ struct StepRun: Sendable {
         var messages = history.messages(from: events)
         if !record.hasReplay,
             let condensation = try await condenseIfNeeded(
+                record: record,
                 events: events,
                 messages: messages,
                 reportedTokens: lastPromptTokens,
@@ -240,7 +241,11 @@ struct StepRun: Sendable {
                 temperature: worker.configuration.llm.temperature
             )
             do {
-                let completion = try await worker.llm.complete(request, endpoint: endpoint)
+                let completion = try await worker.llm.complete(
+                    request,
+                    endpoint: endpoint,
+                    idempotencyKey: modelCallKey(record, "answer")
+                )
                 answer = .model(completion.response)
                 usage = completion.response.usage
                 attempts = completion.attempts
@@ -292,9 +297,18 @@ struct StepRun: Sendable {
         return events
     }
 
+    /// The `Idempotency-Key` of this step's model call for `purpose`: the same for every delivery of the
+    /// step, different for a conversation made again under the same id.
+    func modelCallKey(_ record: ConversationRecord, _ purpose: String) -> String {
+        let created = Int64((record.createdAt.timeIntervalSince1970 * 1000).rounded())
+        return "deckhand-\(id.uuidString.lowercased())-\(created)-step-\(number)-\(purpose)"
+    }
+
     /// Replaces the middle of a history grown past `agent.condense_after_tokens` by the model's summary
-    /// (a `condensation` event). Returns the stored `condensation` event, if it did.
+    /// (a `condensation` event). Returns the stored `condensation` event, if it did. Once per step: a
+    /// redelivered step whose first delivery condensed finds that condensation in its history and keeps it.
     func condenseIfNeeded(
+        record: ConversationRecord,
         events: [StoredEvent],
         messages: [ChatMessage],
         reportedTokens reported: Int?,
@@ -302,6 +316,10 @@ struct StepRun: Sendable {
         masker: SecretMasker
     ) async throws -> Event? {
         guard agent.condenseAfterTokens > 0 else { return nil }
+        let number = self.number
+        guard !events.contains(where: { $0.step == number && $0.event.action == "condensation" }) else {
+            return nil
+        }
         let id = self.id
         let estimated =
             messages.reduce(0) { $0 + ($1.content?.count ?? 0) + $1.toolCalls.reduce(0) { $0 + $1.arguments.count } }
@@ -315,7 +333,12 @@ struct StepRun: Sendable {
         )
         let summary: String
         do {
-            summary = try await worker.llm.complete(request, endpoint: endpoint).response.content ?? ""
+            summary =
+                try await worker.llm.complete(
+                    request,
+                    endpoint: endpoint,
+                    idempotencyKey: modelCallKey(record, "condensation")
+                ).response.content ?? ""
         } catch let failure as LLMFailure {
             logger.warning("cannot condense the history", metadata: [LogKey.error.rawValue: "\(failure)"])
             return nil

@@ -147,6 +147,8 @@ public final class FakeLLM: Sendable {
         public var messages: [ChatMessage]
         /// When it arrived.
         public var at: Date
+        /// Its `Idempotency-Key` header.
+        public var idempotencyKey: String?
     }
 
     struct State {
@@ -196,14 +198,15 @@ public final class FakeLLM: Sendable {
                 let bytes = try await request.body.collect(upTo: 64 << 20)
                 return try await self.answer(
                     body: Data(bytes.readableBytesView),
-                    authorization: request.headers[.authorization]
+                    authorization: request.headers[.authorization],
+                    idempotencyKey: request.headers[HTTPField.Name("Idempotency-Key")!]
                 )
             }
         }
         return try await LoopbackHTTPServer.serve(router) { port in try await body("http://127.0.0.1:\(port)/v1") }
     }
 
-    func answer(body: Data, authorization: String?) async throws -> Response {
+    func answer(body: Data, authorization: String?, idempotencyKey: String? = nil) async throws -> Response {
         let received = Date()
         struct Messages: Decodable {
             var messages: [ChatMessage]
@@ -308,7 +311,8 @@ public final class FakeLLM: Sendable {
             status: status,
             isSummary: isSummary,
             messages: messages,
-            at: received
+            at: received,
+            idempotencyKey: idempotencyKey
         )
         state.withLock { $0.log.append(entry) }
         return response

@@ -68,15 +68,21 @@ public struct LLMClient: Sendable {
     }
 
     /// Asks `endpoint` for a completion of `request` (whose `model` is replaced by the endpoint's), retrying
-    /// what may succeed later. Throws the last ``LLMFailure``, or `CancellationError`.
-    public func complete(_ request: ChatRequest, endpoint: LLMEndpoint) async throws -> LLMCompletion {
+    /// what may succeed later. Throws the last ``LLMFailure``, or `CancellationError`. `idempotencyKey` goes
+    /// in an `Idempotency-Key` header on every attempt: a provider that honours it answers a repeat of the
+    /// call (a retry, or a redelivered step whose first answer was never stored) without charging twice.
+    public func complete(
+        _ request: ChatRequest,
+        endpoint: LLMEndpoint,
+        idempotencyKey: String? = nil
+    ) async throws -> LLMCompletion {
         var request = request
         request.model = endpoint.model
         let body = try JSONEncoder().encode(request)
         var attempt = 1
         while true {
             do {
-                let response = try await once(body: [UInt8](body), endpoint: endpoint)
+                let response = try await once(body: [UInt8](body), endpoint: endpoint, idempotencyKey: idempotencyKey)
                 return LLMCompletion(response: response, attempts: attempt)
             } catch let failure as LLMFailure where failure.isRetryable && attempt < retry.maxAttempts {
                 let delay = retry.delay(afterAttempt: attempt, retryAfter: failure.retryAfter)
@@ -96,9 +102,10 @@ public struct LLMClient: Sendable {
     }
 
     /// One attempt.
-    func once(body: [UInt8], endpoint: LLMEndpoint) async throws -> ChatResponse {
+    func once(body: [UInt8], endpoint: LLMEndpoint, idempotencyKey: String? = nil) async throws -> ChatResponse {
         var headers: HTTPHeaders = ["Content-Type": "application/json", "Accept": "application/json"]
         if let key = endpoint.apiKey, !key.isEmpty { headers.add(name: "Authorization", value: "Bearer \(key)") }
+        if let idempotencyKey { headers.add(name: "Idempotency-Key", value: idempotencyKey) }
         let request = HTTPRequest(
             method: .post,
             url: endpoint.baseURL + "/chat/completions",

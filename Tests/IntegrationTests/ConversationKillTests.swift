@@ -101,8 +101,13 @@ import Glibc
                     let answered = bed.llm.requests(model: model).filter { $0.status == 200 && !$0.isSummary }
                     let perIndex = Dictionary(grouping: answered, by: \.index)
                     #expect(perIndex.keys.sorted() == Array(0..<record.iteration))
+                    // One key per step.
+                    #expect(Set(answered.compactMap(\.idempotencyKey)).count == perIndex.count)
                     for calls in perIndex.values where calls.count > 1 {
                         repeatedModelCalls += calls.count - 1
+                        // Asked again under the same Idempotency-Key: a provider that honours it answers the
+                        // repeat without charging twice.
+                        #expect(Set(calls.map(\.idempotencyKey)).count == 1, "\(calls.map(\.idempotencyKey))")
                         for (first, second) in zip(calls, calls.dropFirst()) {
                             #expect(
                                 kills.contains { kill in

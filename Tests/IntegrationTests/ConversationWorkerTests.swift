@@ -199,6 +199,11 @@ import Testing
                 let requests = bed.llm.requests(model: try await bed.model(of: id))
                 #expect(requests.map(\.status) == [429, 429, 429, 503, 200, 200])
                 #expect(requests.map(\.index) == [0, 0, 0, 0, 0, 1])
+                // Every attempt of one step's call carries the step's Idempotency-Key; the next step has its own.
+                let keys = requests.map { $0.idempotencyKey ?? "" }
+                #expect(Set(keys.prefix(5)).count == 1)
+                #expect(keys[0].hasPrefix("deckhand-\(id.uuidString.lowercased())-") && keys[0].hasSuffix("-answer"))
+                #expect(keys[5] != keys[0])
                 let events = try await bed.events(id)
                 #expect(events.contains { $0.observation == "run" && $0.content.contains("survived") })
             }
