@@ -35,8 +35,10 @@ else
   # The runtime and conversation suites start sandbox processes and containers in bursts that load this
   # machine for seconds: they run after the rest (whose soft timeouts and deadlines they would distort),
   # and the load suite and the kill suite each run alone after them.
-  swift test --skip-build --skip 'IntegrationTests\.(Runtime|Conversation|Gateway)'
+  swift test --skip-build --skip 'IntegrationTests\.(Runtime|Conversation|Gateway|BrokerAlarm)'
   swift test --skip-build --filter 'IntegrationTests\.(Runtime|Conversation|Gateway)' --skip 'RuntimeLoadTests|ConversationKillTests'
   swift test --skip-build --filter RuntimeLoadTests
   swift test --skip-build --filter ConversationKillTests
+  # A broker resource alarm blocks every publishing connection of the broker: nothing may run beside it.
+  swift test --skip-build --filter BrokerAlarmTests
 fi

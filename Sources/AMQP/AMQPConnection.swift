@@ -13,6 +13,8 @@ extension DeckhandError.Code {
     public static let amqpUnroutable: Self = "AMQP$UNROUTABLE"
     /// The connection was closed by its owner.
     public static let amqpClosed: Self = "AMQP$CLOSED"
+    /// The broker blocks publishing on this connection (a resource alarm: memory or disk).
+    public static let amqpBlocked: Self = "AMQP$BLOCKED"
 }
 
 /// The broker's own reason for refusing an operation (the `underlying` error of an `AMQP$REFUSED`).
@@ -82,6 +84,9 @@ public final class AMQPConnection: Sendable {
         public var connections: Int
         /// The reason the connection was last lost, if it was.
         public var lastError: String?
+        /// The broker blocks publishing on the connection (`connection.blocked`: a memory or disk alarm) until
+        /// it says `connection.unblocked`; publishes wait meanwhile.
+        public var blocked = false
     }
 
     let shared: ConnectionShared

@@ -161,7 +161,16 @@ final class ConnectionCore {
         }
         amqp_set_handshake_timeout(state, &timeout)
         amqp_set_rpc_timeout(state, &timeout)
-        var properties = arena.table(["connection_name": .string(configuration.name)])
+        // librabbitmq announces only `authentication_failure_close`; without `connection.blocked` the broker
+        // blocks a publishing connection during a resource alarm without saying so, and the gateway cannot
+        // answer 503 at once. Consumer cancellations are handled too (a deleted queue ends its consumer).
+        var properties = arena.table([
+            "connection_name": .string(configuration.name),
+            "capabilities": .table([
+                "authentication_failure_close": .bool(true), "connection.blocked": .bool(true),
+                "consumer_cancel_notify": .bool(true),
+            ]),
+        ])
         let login = deckhand_amqp_login_plain(
             state,
             url.vhost,
@@ -197,6 +206,7 @@ final class ConnectionCore {
             $0.connected = true
             $0.connections += 1
             $0.serverVersion = version
+            $0.blocked = false
         }
         backoff.reset()
         reconnectAt = nil
@@ -717,8 +727,10 @@ final class ConnectionCore {
             disconnect("the broker closed the connection: \(close.reply_code) \(close.reply_text.string)")
         case DECKHAND_AMQP_CONNECTION_BLOCKED:
             logger.warning("RabbitMQ blocked this connection (resource alarm): publishes wait")
+            shared.status.withLock { $0.blocked = true }
         case DECKHAND_AMQP_CONNECTION_UNBLOCKED:
             logger.notice("RabbitMQ unblocked this connection")
+            shared.status.withLock { $0.blocked = false }
         default:
             break
         }
@@ -769,7 +781,11 @@ final class ConnectionCore {
         if connection != nil, configuration.heartbeat > .zero, now - lastInbound > configuration.heartbeat * 2 {
             disconnect("no data from the broker for \(configuration.heartbeat * 2) (missed heartbeats)")
         }
-        let outage = shared.status.withLock { $0.lastError } ?? "not connected"
+        let (outage, blocked) = shared.status.withLock { ($0.lastError ?? "not connected", $0.blocked) }
+        let late =
+            blocked
+            ? DeckhandError(.amqpBlocked, "RabbitMQ blocked publishing (a memory or disk alarm) until the deadline")
+            : nil
         var index = pendingHead
         while index < pending.count {
             if pending[index].deadline <= now {
@@ -777,7 +793,7 @@ final class ConnectionCore {
                 publish.completion.fail(
                     connection == nil
                         ? DeckhandError(.unavailable, "RabbitMQ was unavailable until the publish deadline (\(outage))")
-                        : DeckhandError(.timeout, "the publish could not be sent before its deadline")
+                        : late ?? DeckhandError(.timeout, "the publish could not be sent before its deadline")
                 )
             } else {
                 index += 1
@@ -790,7 +806,7 @@ final class ConnectionCore {
                 requests[id] = nil
             }
             publish.completion.fail(
-                DeckhandError(.timeout, "the broker did not confirm the publish before its deadline")
+                late ?? DeckhandError(.timeout, "the broker did not confirm the publish before its deadline")
             )
         }
         for (id, request) in requests where request.deadline <= now {

@@ -57,7 +57,7 @@ struct ChainWatchdog: Sendable {
         let quiet = try await worker.store.quietChains(quietFor: quietFor, limit: limit)
         let loading = try await worker.store.quietChains(in: .loading, quietFor: quietFor, limit: limit)
         guard !quiet.isEmpty || !loading.isEmpty else { return outcomes }
-        let waiting = try await worker.bus.connection.inspect(queue: worker.topology.conversationQueue).messageCount
+        let waiting = try await worker.bus.consuming.inspect(queue: worker.topology.conversationQueue).messageCount
         guard waiting == 0 else {
             worker.logger.info(
                 "chain watchdog: quiet chains left alone while commands wait",

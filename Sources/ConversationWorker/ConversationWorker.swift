@@ -104,7 +104,7 @@ public final class ConversationWorker: Service, Sendable {
             group.addTask { await ChainWatchdog(worker: self).run() }
             defer { group.cancelAll() }
             try await DrainingConsumer(
-                connection: bus.connection,
+                connection: bus.consuming,
                 queue: topology.conversationQueue,
                 prefetch: configuration.prefetch,
                 shutdownTimeout: agent.shutdownTimeout,

@@ -123,6 +123,7 @@ public final class TestConversations: Sendable {
         sandboxSecrets: [String] = [],
         maxAttempts: Int = 5,
         connection: AMQPConnection? = nil,
+        consuming: AMQPConnection? = nil,
         postgres: PostgresClient? = nil
     ) -> ConversationWorker {
         var configuration = ConversationWorker.Configuration(
@@ -135,7 +136,11 @@ public final class TestConversations: Sendable {
         configuration.sandboxSecrets = sandboxSecrets
         return ConversationWorker(
             configuration: configuration,
-            bus: CommandBus(connection: connection ?? runtime.connection, topology: runtime.topology),
+            bus: CommandBus(
+                connection: connection ?? runtime.connection,
+                consuming: consuming,
+                topology: runtime.topology
+            ),
             store: postgres.map { ConversationStore(postgres: $0, deployment: store.deployment, sealer: store.sealer) }
                 ?? store,
             http: runtime.http,

@@ -184,6 +184,7 @@ public final class TestRuntime: Sendable {
         dockerSocket: String = TestEnvironment.dockerSocket,
         prefetch: Int = 32,
         connection: AMQPConnection? = nil,
+        consuming: AMQPConnection? = nil,
         store: SandboxStore? = nil
     ) throws -> RuntimeWorker {
         let configuration = RuntimeWorker.Configuration(
@@ -193,7 +194,7 @@ public final class TestRuntime: Sendable {
         )
         return RuntimeWorker(
             configuration: configuration,
-            bus: CommandBus(connection: connection ?? self.connection, topology: topology),
+            bus: CommandBus(connection: connection ?? self.connection, consuming: consuming, topology: topology),
             store: store ?? self.store,
             backends: try makeBackends(kinds, settings: settings, dockerSocket: dockerSocket),
             http: http,

@@ -32,6 +32,34 @@ public enum TestAMQP {
         }
     }
 
+    /// The broker's state of each connection whose name contains `name` (`running`, `blocking`, `blocked`,
+    /// …), by connection name.
+    public static func connectionStates(named name: String) async throws -> [String: String] {
+        let listing = try await TestEnvironment.runDetached(
+            "deploy/local/services.sh",
+            ["rabbitmqctl", "list_connections", "-q", "--no-table-headers", "state", "client_properties"]
+        )
+        var states: [String: String] = [:]
+        for line in listing.split(separator: "\n") {
+            let fields = line.split(separator: "\t", maxSplits: 1)
+            guard fields.count == 2, let start = fields[1].range(of: "{\"connection_name\",\"") else { continue }
+            let rest = fields[1][start.upperBound...]
+            guard let end = rest.firstIndex(of: "\""), rest[..<end].contains(name) else { continue }
+            states[String(rest[..<end])] = String(fields[0])
+        }
+        return states
+    }
+
+    /// Raises the broker's memory alarm (a watermark far below what it uses) or clears it (the default
+    /// watermark, 0.4). The alarm blocks every publishing connection of the broker: only a test that runs
+    /// alone may raise it (`scripts/test.sh` runs `BrokerAlarmTests` in a phase of its own).
+    public static func setMemoryAlarm(_ raised: Bool) async throws {
+        _ = try await TestEnvironment.runDetached(
+            "deploy/local/services.sh",
+            ["rabbitmqctl", "set_vm_memory_high_watermark", raised ? "0.00001" : "0.4"]
+        )
+    }
+
     /// Forcibly closes, from the broker's side, every connection whose name contains `name`; returns how
     /// many it closed. Only this test's connections are touched, so tests running beside it are not.
     @discardableResult

@@ -134,7 +134,7 @@ extension APIError {
     /// `Retry-After`), not that the server is broken.
     static let transient: Set<DeckhandError.Code> = [
         .unavailable, .postgresPoolTimeout, .postgresStatementTimeout, .postgresClosed, .amqpRefused, .amqpNacked,
-        .amqpUnroutable, .amqpClosed,
+        .amqpUnroutable, .amqpClosed, .amqpBlocked,
     ]
 
     /// A 405 for a route that exists with other methods.

@@ -447,8 +447,9 @@ func rawJSON(_ text: String, status: HTTPResponse.Status = .ok) -> Response {
 
 /// What the conversation routes ask of the broker (``CommandBus``; an in-memory one in unit tests).
 protocol ConversationCommandSending: Sendable {
-    /// Throws `SERVICE$UNAVAILABLE` (a 503) while the broker is not connected, rather than letting a publish
-    /// wait for `amqp.publish_timeout`.
+    /// Throws `SERVICE$UNAVAILABLE` (a 503) while the broker is not connected, and `AMQP$BLOCKED` (a 503)
+    /// while it blocks publishing (a resource alarm), rather than letting a publish wait for
+    /// `amqp.publish_timeout`.
     func requireConnected() throws
     /// Publishes a conversation command; returns once the broker confirmed it.
     func send<Payload: Encodable & Sendable>(
@@ -460,7 +461,11 @@ protocol ConversationCommandSending: Sendable {
 
 extension CommandBus: ConversationCommandSending {
     func requireConnected() throws {
-        guard connection.status.connected else { throw DeckhandError(.unavailable, "RabbitMQ is not connected") }
+        let status = connection.status
+        guard status.connected else { throw DeckhandError(.unavailable, "RabbitMQ is not connected") }
+        guard !status.blocked else {
+            throw DeckhandError(.amqpBlocked, "RabbitMQ is refusing new messages for now (a memory or disk alarm)")
+        }
     }
 
     func send<Payload: Encodable & Sendable>(

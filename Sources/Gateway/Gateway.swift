@@ -68,7 +68,7 @@ public struct Gateway: Service {
             Authenticator(store: keys, ttl: settings.keyCacheTTL, failureLimit: settings.authFailureLimit)
         )
         let hub = EventHub(
-            connection: bus.connection,
+            connection: bus.consuming,
             topology: bus.topology,
             instance: instance,
             bufferSize: settings.streamBuffer,

@@ -111,7 +111,7 @@ public final class GatewayMetrics: Sendable {
     /// does not answer within a second).
     func exposition(bus: CommandBus) async -> [UInt8] {
         for queue in bus.topology.workQueues {
-            let connection = bus.connection
+            let connection = bus.consuming
             if let depth = try? await withDeadline(
                 .seconds(1),
                 { try await connection.inspect(queue: queue).messageCount }

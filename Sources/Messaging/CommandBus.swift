@@ -5,12 +5,21 @@ import Logging
 
 /// Sends Deckhand's commands and events with the properties DESIGN §2 asks of every message, and hands a
 /// failed command to the delayed-retry queues.
+///
+/// Two connections: RabbitMQ blocks a connection that publishes while a resource alarm (memory, disk)
+/// lasts — it stops reading its socket, so acks and deliveries on it would stall too. Consumers and their
+/// acks use ``consuming``, which never publishes; publishes (commands, events, replies, retries) use
+/// ``connection``. An alarm then holds back only what is published.
 public struct CommandBus: Sendable {
+    /// Publishes: commands, events, replies, retries.
     public let connection: AMQPConnection
+    /// Consumes, acks and looks at queues; never publishes. The same as ``connection`` when one was given.
+    public let consuming: AMQPConnection
     public let topology: Topology
 
-    public init(connection: AMQPConnection, topology: Topology) {
+    public init(connection: AMQPConnection, consuming: AMQPConnection? = nil, topology: Topology) {
         self.connection = connection
+        self.consuming = consuming ?? connection
         self.topology = topology
     }
 

@@ -80,7 +80,7 @@ public final class RuntimeWorker: Service, Sendable {
         let responder = WorkspaceResponder(bus: bus, store: store, http: http, logger: logger)
         do {
             try await DrainingConsumer(
-                connection: bus.connection,
+                connection: bus.consuming,
                 queue: topology.workspaceQueue,
                 prefetch: 16,
                 shutdownTimeout: settings.shutdownTimeout,
@@ -106,7 +106,7 @@ public final class RuntimeWorker: Service, Sendable {
             ]
         )
         try await DrainingConsumer(
-            connection: bus.connection,
+            connection: bus.consuming,
             queue: topology.runtimeQueue,
             prefetch: configuration.prefetch,
             shutdownTimeout: settings.shutdownTimeout,

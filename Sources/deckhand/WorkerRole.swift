@@ -12,8 +12,9 @@ import RuntimeManager
 import ServiceLifecycle
 import UnixSignals
 
-/// What a worker role needs: PostgreSQL (migrated), an HTTP client, RabbitMQ with the topology declared,
-/// and the configuration and deployment name they were opened with.
+/// What a worker role needs: PostgreSQL (migrated), an HTTP client, RabbitMQ with the topology declared
+/// (two connections: one publishes, one consumes — a resource alarm blocks only the first), and the
+/// configuration and deployment name they were opened with.
 struct WorkerResources: Sendable {
     let configuration: DeckhandConfiguration
     /// The deployment's name in lock keys and sandbox labels: the namespace, or `default`.
@@ -21,9 +22,11 @@ struct WorkerResources: Sendable {
     let postgres: PostgresClient
     let http: HTTPClient
     let amqp: AMQPConnection
+    /// The connection consumers use; it never publishes.
+    let consuming: AMQPConnection
     let topology: Topology
 
-    var bus: CommandBus { CommandBus(connection: amqp, topology: topology) }
+    var bus: CommandBus { CommandBus(connection: amqp, consuming: consuming, topology: topology) }
 
     /// A runtime worker on the backends the configuration selects (`deckhand runtime-worker`, `deckhand dev`).
     func runtimeWorker(workerID: String? = nil, logger: Logger) async throws -> RuntimeWorker {
@@ -106,16 +109,20 @@ func runWorkerRole(
 ) async throws {
     let postgres = PostgresClient(settings: configuration.postgres)
     let http = try HTTPClient()
-    var connection: AMQPConnection?
+    var connections: [AMQPConnection] = []
     func close() async {
-        await connection?.close()
+        for connection in connections { await connection.close() }
         await http.shutdown()
         await postgres.close()
     }
     do {
         try await DeckhandSchema.migrate(postgres)
         let amqp = try await AMQPConnection.connect(configuration: .init(settings: configuration.amqp, name: name))
-        connection = amqp
+        connections.append(amqp)
+        let consuming = try await AMQPConnection.connect(
+            configuration: .init(settings: configuration.amqp, name: name + "-consume")
+        )
+        connections.append(consuming)
         let topology = Topology(namespace: namespace)
         try await topology.declare(on: amqp)
         let services = try await makeServices(
@@ -125,6 +132,7 @@ func runWorkerRole(
                 postgres: postgres,
                 http: http,
                 amqp: amqp,
+                consuming: consuming,
                 topology: topology
             )
         )
