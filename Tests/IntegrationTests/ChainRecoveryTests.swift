@@ -15,10 +15,16 @@ import Testing
     /// while it is cut); closes both afterwards.
     static func withProxiedPostgres<T: Sendable>(
         _ bed: TestConversations,
+        poolSize: Int = 4,
         _ body: (TCPProxy, PostgresClient) async throws -> T
     ) async throws -> T {
         let (proxy, url) = try TCPProxy.inFront(of: bed.runtime.postgresURL)
-        let postgres = PostgresClient(url: url, poolSize: 4, acquireTimeout: .seconds(2), connectTimeout: .seconds(2))
+        let postgres = PostgresClient(
+            url: url,
+            poolSize: poolSize,
+            acquireTimeout: .seconds(2),
+            connectTimeout: .seconds(2)
+        )
         let result: Result<T, any Error>
         do {
             result = .success(try await body(proxy, postgres))
