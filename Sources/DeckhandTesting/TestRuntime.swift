@@ -319,6 +319,16 @@ public final class TestRuntime: Sendable {
         }
     }
 
+    /// Provisions a sandbox for `conversation` and returns its `sandbox_ready` (fails on `sandbox_failed`).
+    public func provisioned(_ conversation: UUID) async throws -> SandboxReady {
+        try await provision(conversation)
+        let reply = try await reply(for: conversation)
+        guard let ready = reply.ready else {
+            throw DeckhandError(.protocolViolation, "expected sandbox_ready for \(conversation), got \(reply)")
+        }
+        return ready
+    }
+
     /// The next reply for `conversation` (waiting at most `timeout`); resumes as soon as it arrives.
     public func reply(for conversation: UUID, timeout: Duration = .seconds(60)) async throws -> Reply {
         try Self.decode(try await replyDelivery(for: conversation, timeout: timeout))

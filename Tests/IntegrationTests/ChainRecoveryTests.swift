@@ -86,7 +86,7 @@ import Testing
                     // It failed twice (it waits in the 5 s retry queue): the database has been away a while.
                     let topology = bed.runtime.topology
                     let retry = topology.retryQueue(for: topology.conversationQueue, delay: .fiveSeconds)
-                    try await eventually("the message retried through the outage", timeout: .seconds(30)) {
+                    try await eventually("the message retried through the outage", timeout: .seconds(60)) {
                         try await bed.runtime.connection.inspect(queue: retry).messageCount == 1
                     }
                     proxy.restore()
@@ -166,25 +166,36 @@ import Testing
         }
     }
 
+    /// A watchdog that looks for chains quiet for a second and gives up after two restarts; a new
+    /// conversation; and `quiet`, which sets `assignments` on it and makes it unchanged for an hour.
+    static func quietConversation(
+        _ bed: TestConversations,
+        _ assignments: String
+    ) async throws -> (ChainWatchdog, UUID, @Sendable () async throws -> Void) {
+        let agent = TestConversations.agentSettings {
+            $0.stepWatchdog = .seconds(1)
+            $0.stepRestarts = 2
+        }
+        let watchdog = ChainWatchdog(worker: bed.makeWorker(agent: agent))
+        let id = UUID()
+        _ = try await bed.store.create(ConversationStore.NewConversation(id: id, userID: bed.userID))
+        let postgres = bed.runtime.postgres
+        let quiet: @Sendable () async throws -> Void = {
+            _ = try await postgres.execute(
+                "UPDATE conversations SET \(assignments), updated_at = now() - interval '1 hour' WHERE id = $1",
+                [.uuid(id)]
+            )
+        }
+        return (watchdog, id, quiet)
+    }
+
     @Test func aStepThatKeepsDyingEndsTheChainInErrorAndAMessageRestartsIt() async throws {
         try await TestConversations.with { bed in
-            let agent = TestConversations.agentSettings {
-                $0.stepWatchdog = .seconds(1)
-                $0.stepRestarts = 2
-            }
-            let watchdog = ChainWatchdog(worker: bed.makeWorker(agent: agent))
-            let id = UUID()
-            _ = try await bed.store.create(ConversationStore.NewConversation(id: id, userID: bed.userID))
             // A chain at step 3 whose step nothing runs (no worker consumes here): quiet for an hour.
-            let quiet = {
-                _ = try await bed.runtime.postgres.execute(
-                    """
-                    UPDATE conversations SET agent_state = 'running', step_seq = 3, step_published = 3,
-                        updated_at = now() - interval '1 hour' WHERE id = $1
-                    """,
-                    [.uuid(id)]
-                )
-            }
+            let (watchdog, id, quiet) = try await Self.quietConversation(
+                bed,
+                "agent_state = 'running', step_seq = 3, step_published = 3"
+            )
             try await quiet()
             // A copy of the step holding the conversation keeps the watchdog away.
             let key = bed.store.stepLockKey(id)
@@ -223,22 +234,10 @@ import Testing
     /// `error`, saying so.
     @Test func aConversationWaitingForItsSandboxIsAskedForAgainThenEndsInError() async throws {
         try await TestConversations.with { bed in
-            let agent = TestConversations.agentSettings {
-                $0.stepWatchdog = .seconds(1)
-                $0.stepRestarts = 2
-            }
-            let watchdog = ChainWatchdog(worker: bed.makeWorker(agent: agent))
-            let id = UUID()
-            _ = try await bed.store.create(ConversationStore.NewConversation(id: id, userID: bed.userID))
-            let quiet = {
-                _ = try await bed.runtime.postgres.execute(
-                    """
-                    UPDATE conversations SET agent_state = 'loading', resume_on_ready = true,
-                        updated_at = now() - interval '1 hour' WHERE id = $1
-                    """,
-                    [.uuid(id)]
-                )
-            }
+            let (watchdog, id, quiet) = try await Self.quietConversation(
+                bed,
+                "agent_state = 'loading', resume_on_ready = true"
+            )
             let queue = bed.runtime.topology.runtimeQueue
             for request in 1...2 {
                 try await quiet()

@@ -59,8 +59,7 @@ import Glibc
             let worker = try runtime.makeWorker(backends: [.docker])
             try await running(worker) {
                 let conversation = UUID()
-                try await runtime.provision(conversation)
-                let ready = try #require(try await runtime.reply(for: conversation).ready)
+                let ready = try await runtime.provisioned(conversation)
                 let reference = try #require(try await runtime.store.sandbox(id: ready.sandboxID)?.reference)
                 var request = HTTPRequest(
                     method: .get,
@@ -106,8 +105,7 @@ import Glibc
             let worker = try runtime.makeWorker(backends: [.docker])
             try await running(worker) {
                 let conversation = UUID()
-                try await runtime.provision(conversation)
-                let ready = try #require(try await runtime.reply(for: conversation).ready)
+                let ready = try await runtime.provisioned(conversation)
                 _ = try await runtime.run("echo kept > /workspace/notes.txt", in: ready)
                 try await runtime.send(.pause, sandbox: ready.sandboxID)
                 try await eventually("the container is paused") {
@@ -129,8 +127,7 @@ import Glibc
             let worker = try runtime.makeWorker(backends: [.docker])
             try await running(worker) {
                 let conversation = UUID()
-                try await runtime.provision(conversation)
-                let ready = try #require(try await runtime.reply(for: conversation).ready)
+                let ready = try await runtime.provisioned(conversation)
                 _ = try await runtime.run("echo kept > /workspace/notes.txt", in: ready)
                 let container = try #require(try await runtime.store.sandbox(id: ready.sandboxID)?.reference)
                 let backend = try runtime.makeBackends([.docker])[0]
@@ -138,14 +135,12 @@ import Glibc
                 let docker = TestDocker(client: runtime.http)
                 try await docker.kill(container)
                 try await eventually("the container exited") { try await backend.inspect(container) == .stopped }
-                try await runtime.provision(conversation)
-                let restarted = try #require(try await runtime.reply(for: conversation).ready)
+                let restarted = try await runtime.provisioned(conversation)
                 #expect(restarted.sandboxID == ready.sandboxID, "the same sandbox, started again")
                 #expect(try await runtime.run("cat /workspace/notes.txt", in: restarted).contains("kept"))
 
                 try await docker.pause(container)
-                try await runtime.provision(conversation)
-                let resumed = try #require(try await runtime.reply(for: conversation).ready)
+                let resumed = try await runtime.provisioned(conversation)
                 #expect(resumed.sandboxID == ready.sandboxID)
                 #expect(try await runtime.run("cat /workspace/notes.txt", in: resumed).contains("kept"))
                 #expect(try await backend.inspect(container) == .running)

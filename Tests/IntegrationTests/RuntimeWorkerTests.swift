@@ -82,8 +82,7 @@ import Glibc
                 let pool = Set(try await warm().map(\.id))
 
                 let conversation = UUID()
-                try await runtime.provision(conversation)
-                let ready = try #require(try await runtime.reply(for: conversation).ready)
+                let ready = try await runtime.provisioned(conversation)
                 #expect(pool.contains(ready.sandboxID), "the sandbox came from the warm pool")
                 #expect(try await runtime.run("echo warm", in: ready).contains("warm"))
 
@@ -100,8 +99,7 @@ import Glibc
             let worker = try runtime.makeWorker()
             try await running(worker) {
                 let conversation = UUID()
-                try await runtime.provision(conversation)
-                let ready = try #require(try await runtime.reply(for: conversation).ready)
+                let ready = try await runtime.provisioned(conversation)
                 _ = try await runtime.run("echo kept > notes.txt", in: ready)
 
                 try await runtime.send(.pause, sandbox: ready.sandboxID)
@@ -122,8 +120,7 @@ import Glibc
                     try await runtime.store.sandbox(id: ready.sandboxID)?.status == .stopped
                 }
                 // A provision for the conversation starts its stopped sandbox again, files and all.
-                try await runtime.provision(conversation)
-                let restarted = try #require(try await runtime.reply(for: conversation).ready)
+                let restarted = try await runtime.provisioned(conversation)
                 #expect(restarted.sandboxID == ready.sandboxID)
                 #expect(try await runtime.run("cat notes.txt", in: restarted).contains("kept"))
             }
@@ -140,8 +137,7 @@ import Glibc
             let worker = try runtime.makeWorker(settings: settings)
             try await running(worker) {
                 let conversation = UUID()
-                try await runtime.provision(conversation)
-                let ready = try #require(try await runtime.reply(for: conversation).ready)
+                let ready = try await runtime.provisioned(conversation)
                 #expect(try await runtime.store.sandbox(id: ready.sandboxID)?.status == .running)
                 try await eventually("the idle sandbox is paused") {
                     try await runtime.store.sandbox(id: ready.sandboxID)?.status == .paused
@@ -186,8 +182,7 @@ import Glibc
             let conversation = UUID()
             let worker = try runtime.makeWorker()
             try await running(worker) {
-                try await runtime.provision(conversation)
-                let ready = try #require(try await runtime.reply(for: conversation).ready)
+                let ready = try await runtime.provisioned(conversation)
                 _ = try await runtime.run("echo kept > notes.txt", in: ready)
                 let record = try #require(try await runtime.store.sandbox(id: ready.sandboxID))
                 try await TestRuntime.killSandboxServer(folder: record.reference ?? "")
@@ -195,8 +190,7 @@ import Glibc
                     try await runtime.makeBackends([.process])[0].inspect(record.reference ?? "") == .stopped
                 }
 
-                try await runtime.provision(conversation)
-                let again = try #require(try await runtime.reply(for: conversation).ready)
+                let again = try await runtime.provisioned(conversation)
                 #expect(again.sandboxID == ready.sandboxID, "the same sandbox, not a replacement")
                 #expect(try await runtime.run("cat notes.txt", in: again).contains("kept"))
                 #expect(try await runtime.store.sandbox(id: ready.sandboxID)?.status == .running)
@@ -210,13 +204,11 @@ import Glibc
             let conversation = UUID()
             let worker = try runtime.makeWorker()
             try await running(worker) {
-                try await runtime.provision(conversation)
-                let ready = try #require(try await runtime.reply(for: conversation).ready)
+                let ready = try await runtime.provisioned(conversation)
                 let folder = try #require(try await runtime.store.sandbox(id: ready.sandboxID)?.reference)
                 try await runtime.makeBackends([.process])[0].destroy(folder)
 
-                try await runtime.provision(conversation)
-                let replacement = try #require(try await runtime.reply(for: conversation).ready)
+                let replacement = try await runtime.provisioned(conversation)
                 #expect(replacement.sandboxID != ready.sandboxID)
                 #expect(try await runtime.store.sandbox(id: ready.sandboxID)?.status == .lost)
                 #expect(try await runtime.run("echo replaced", in: replacement).contains("replaced"))
@@ -255,8 +247,7 @@ import Glibc
                 _ = try #require(try await runtime.reply(for: sentinel).ready)
                 #expect(try runtime.allReplies()[conversation]?.count == 1, "nothing was provisioned unasked")
 
-                try await runtime.provision(conversation)
-                let again = try #require(try await runtime.reply(for: conversation).ready)
+                let again = try await runtime.provisioned(conversation)
                 #expect(again.sandboxID == ready.sandboxID)
                 #expect(try await runtime.run("cat notes.txt", in: again).contains("survived"))
             }
