@@ -335,7 +335,6 @@ extension RuntimeWorker {
         logger[metadataKey: LogKey.sandboxID.rawValue] = "\(record.id)"
         do {
             guard let recovered = try await recover(record, logger: logger) else { return false }
-            try await store.touch(id: recovered.id)
             try await sendReady(recovered)
             return true
         } catch let failure as BackendFailure {
@@ -363,10 +362,11 @@ extension RuntimeWorker {
         }
     }
 
-    /// The sandbox answering again, or nil when its backend no longer has it (then marked lost). What the
-    /// backend says decides: a paused sandbox is resumed, a stopped or exited one started again in its
-    /// files, a running one that does not answer is probed with back-off for `runtime.probe_deadline`
-    /// (unreachable for now: a busy host, a server restarting) and then restarted in place.
+    /// The sandbox answering again (touched: it is handed out now), or nil when its backend no longer has it
+    /// (then marked lost). What the backend says decides: a paused sandbox is resumed, a stopped or exited
+    /// one started again in its files, a running one that does not answer is probed with back-off for
+    /// `runtime.probe_deadline` (unreachable for now: a busy host, a server restarting) and then restarted in
+    /// place.
     func recover(_ record: SandboxRecord, logger: Logger) async throws -> SandboxRecord? {
         guard let backend = backends[record.backend], let reference = record.reference else {
             throw BackendFailure(
@@ -377,6 +377,7 @@ extension RuntimeWorker {
         var backoff = Backoff(minimum: .milliseconds(100), maximum: .seconds(2))
         while true {
             if record.status == .running || record.status == .warm, let url = record.url, await answersAlive(url) {
+                try await store.touch(id: record.id)
                 return record
             }
             var woken = record
@@ -393,8 +394,7 @@ extension RuntimeWorker {
             case .stopped, .created:
                 woken.status = .stopped
             case .running where record.status == .paused || record.status == .stopped:
-                woken.status = .running  // already back (another worker woke it): probe it
-                return try await recover(woken, logger: logger)
+                woken.status = .running  // another worker woke it: only the row is behind
             case .running:
                 guard ContinuousClock.now >= deadline else {
                     try await Task.sleep(for: backoff.next())

@@ -99,7 +99,11 @@ import Glibc
         }
     }
 
-    @Test func pauseAndResumeAContainerKeepsItsFiles() async throws {
+    /// Runs `body` with a docker worker and a conversation's container whose workspace holds `notes.txt`
+    /// (`kept`).
+    func withNotedContainer(
+        _ body: @Sendable (TestRuntime, _ conversation: UUID, SandboxReady) async throws -> Void
+    ) async throws {
         try await TestRuntime.with { runtime in
             try await requireImage(runtime)
             let worker = try runtime.makeWorker(backends: [.docker])
@@ -107,14 +111,25 @@ import Glibc
                 let conversation = UUID()
                 let ready = try await runtime.provisioned(conversation)
                 _ = try await runtime.run("echo kept > /workspace/notes.txt", in: ready)
-                try await runtime.send(.pause, sandbox: ready.sandboxID)
-                try await eventually("the container is paused") {
-                    try await runtime.store.sandbox(id: ready.sandboxID)?.status == .paused
-                }
-                try await runtime.send(.resume, sandbox: ready.sandboxID)
-                let resumed = try #require(try await runtime.reply(for: conversation).ready)
-                #expect(try await runtime.run("cat /workspace/notes.txt", in: resumed).contains("kept"))
+                try await body(runtime, conversation, ready)
             }
+        }
+    }
+
+    /// Whether `sandbox`'s workspace still holds the notes ``withNotedContainer(_:)`` wrote.
+    func notesKept(_ runtime: TestRuntime, in sandbox: SandboxReady) async throws -> Bool {
+        try await runtime.run("cat /workspace/notes.txt", in: sandbox).contains("kept")
+    }
+
+    @Test func pauseAndResumeAContainerKeepsItsFiles() async throws {
+        try await withNotedContainer { runtime, conversation, ready in
+            try await runtime.send(.pause, sandbox: ready.sandboxID)
+            try await eventually("the container is paused") {
+                try await runtime.store.sandbox(id: ready.sandboxID)?.status == .paused
+            }
+            try await runtime.send(.resume, sandbox: ready.sandboxID)
+            let resumed = try #require(try await runtime.reply(for: conversation).ready)
+            #expect(try await notesKept(runtime, in: resumed))
         }
     }
 
@@ -122,29 +137,22 @@ import Glibc
     /// the next provision starts the same container again, with its files; one paused behind Deckhand's back
     /// is resumed.
     @Test func aKilledOrPausedContainerComesBackWithItsFiles() async throws {
-        try await TestRuntime.with { runtime in
-            try await requireImage(runtime)
-            let worker = try runtime.makeWorker(backends: [.docker])
-            try await running(worker) {
-                let conversation = UUID()
-                let ready = try await runtime.provisioned(conversation)
-                _ = try await runtime.run("echo kept > /workspace/notes.txt", in: ready)
-                let container = try #require(try await runtime.store.sandbox(id: ready.sandboxID)?.reference)
-                let backend = try runtime.makeBackends([.docker])[0]
+        try await withNotedContainer { runtime, conversation, ready in
+            let container = try #require(try await runtime.store.sandbox(id: ready.sandboxID)?.reference)
+            let backend = try runtime.makeBackends([.docker])[0]
 
-                let docker = TestDocker(client: runtime.http)
-                try await docker.kill(container)
-                try await eventually("the container exited") { try await backend.inspect(container) == .stopped }
-                let restarted = try await runtime.provisioned(conversation)
-                #expect(restarted.sandboxID == ready.sandboxID, "the same sandbox, started again")
-                #expect(try await runtime.run("cat /workspace/notes.txt", in: restarted).contains("kept"))
+            let docker = TestDocker(client: runtime.http)
+            try await docker.kill(container)
+            try await eventually("the container exited") { try await backend.inspect(container) == .stopped }
+            let restarted = try await runtime.provisioned(conversation)
+            #expect(restarted.sandboxID == ready.sandboxID, "the same sandbox, started again")
+            #expect(try await notesKept(runtime, in: restarted))
 
-                try await docker.pause(container)
-                let resumed = try await runtime.provisioned(conversation)
-                #expect(resumed.sandboxID == ready.sandboxID)
-                #expect(try await runtime.run("cat /workspace/notes.txt", in: resumed).contains("kept"))
-                #expect(try await backend.inspect(container) == .running)
-            }
+            try await docker.pause(container)
+            let resumed = try await runtime.provisioned(conversation)
+            #expect(resumed.sandboxID == ready.sandboxID)
+            #expect(try await notesKept(runtime, in: resumed))
+            #expect(try await backend.inspect(container) == .running)
         }
     }
 
