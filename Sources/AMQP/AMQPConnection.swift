@@ -87,6 +87,8 @@ public final class AMQPConnection: Sendable {
         /// The broker blocks publishing on the connection (`connection.blocked`: a memory or disk alarm) until
         /// it says `connection.unblocked`; publishes wait meanwhile.
         public var blocked = false
+        /// Publishes that failed because their deadline (`amqp.publish_timeout`) passed, since the start.
+        public var expiredPublishes = 0
     }
 
     let shared: ConnectionShared

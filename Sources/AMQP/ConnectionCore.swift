@@ -787,8 +787,10 @@ final class ConnectionCore {
             ? DeckhandError(.amqpBlocked, "RabbitMQ blocked publishing (a memory or disk alarm) until the deadline")
             : nil
         var index = pendingHead
+        var failed = 0
         while index < pending.count {
             if pending[index].deadline <= now {
+                failed += 1
                 let publish = pending.remove(at: index)
                 publish.completion.fail(
                     connection == nil
@@ -800,6 +802,8 @@ final class ConnectionCore {
             }
         }
         let expired = confirms.payloads.filter { $0.deadline <= now && !abandoned.contains($0.id) }
+        failed += expired.count
+        if failed > 0 { shared.status.withLock { $0.expiredPublishes += failed } }
         for publish in expired {
             abandoned.insert(publish.id)
             if case .request = publish.completion, let id = publish.message.properties.correlationID {

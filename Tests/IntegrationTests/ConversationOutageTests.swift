@@ -8,8 +8,9 @@ import Messaging
 import Postgres
 import Testing
 
-/// Outages of a minute and a half in the middle of ten running conversations, with users sending messages
-/// meanwhile: afterwards every conversation finishes or ends in `error` with a reason, every message that
+/// Outages of PostgreSQL and RabbitMQ in the middle of running conversations, each lasting until it has done
+/// its harm (a step dead-lettered, messages failed three times, deliveries taken back), with users sending
+/// messages meanwhile: afterwards every conversation finishes or ends in `error` with a reason, every message that
 /// got a 2xx is in its conversation's events, and no action ran twice.
 @Suite struct ConversationOutageTests {
     static let steps = 6
@@ -90,9 +91,13 @@ import Testing
         return accepted
     }
 
-    /// `count` conversations under way, then PostgreSQL cut from every worker and the gateway for `outage`
-    /// while each user sends a message.
-    static func postgresOutage(count: Int, outage: Duration) async throws {
+    /// `count` conversations under way, then PostgreSQL cut from every worker and the gateway, while each user
+    /// sends a message, until `lasted` (named by `what`) says the outage did its harm.
+    static func postgresOutage(
+        count: Int,
+        until what: String,
+        _ lasted: @escaping @Sendable (TestConversations, _ accepted: Int) async throws -> Bool
+    ) async throws {
         try await TestConversations.with { bed in
             try await ChainRecoveryTests.withProxiedPostgres(bed, poolSize: 40) { proxy, postgres in
                 // Production's retries (5 attempts over 66 s for a step) and a watchdog quick enough for a test.
@@ -116,9 +121,13 @@ import Testing
                             bed.llm.totalArrivals >= 2 * count
                         }
                         proxy.sever()
+                        let cut = ContinuousClock.now
                         let accepted = await Self.sayToEach(gateway, started)
-                        try await Task.sleep(for: outage)
+                        try await eventually(what, timeout: .seconds(240), interval: .milliseconds(250)) {
+                            try await lasted(bed, accepted.count)
+                        }
                         proxy.restore()
+                        let outage = ContinuousClock.now - cut
                         try await Self.check(bed, started, accepted: accepted, fault: "PostgreSQL outage of \(outage)")
                     }
                 }
@@ -126,16 +135,25 @@ import Testing
         }
     }
 
-    @Test func aPostgresOutageOfNinetySecondsMidRun() async throws {
-        try await Self.postgresOutage(count: 10, outage: .seconds(90))
+    /// An outage longer than a step's retries (5 attempts over 66 s): the database stays away until a step
+    /// went to the dead queue — the chain it leaves has nothing in flight, and only the watchdog restarts it.
+    @Test func aPostgresOutageThatOutlastsTheStepRetries() async throws {
+        try await Self.postgresOutage(count: 10, until: "a step's retries ran out (dead-lettered)") { bed, _ in
+            try await DeadLetterQueue(connection: bed.runtime.connection, topology: bed.runtime.topology).count() >= 1
+        }
     }
 
-    /// The restart: 20 conversations, the database gone for 20 s.
+    /// The restart: 20 conversations, the database away until every accepted message failed three
+    /// times (it waits in the 30 s retry queue).
     @Test func twentyConversationsThroughAPostgresRestart() async throws {
-        try await Self.postgresOutage(count: 20, outage: .seconds(20))
+        try await Self.postgresOutage(count: 20, until: "every accepted message failed three times") { bed, accepted in
+            let topology = bed.runtime.topology
+            let retry = topology.retryQueue(for: topology.conversationQueue, delay: .thirtySeconds)
+            return try await bed.runtime.connection.inspect(queue: retry).messageCount >= max(1, accepted)
+        }
     }
 
-    @Test func aRabbitMQOutageOfNinetySecondsMidRun() async throws {
+    @Test func aRabbitMQOutageMidRun() async throws {
         try await TestConversations.with { bed in
             let (proxy, url) = try TCPProxy.inFront(of: TestEnvironment.amqpURL)
             defer { proxy.stop() }
@@ -185,11 +203,23 @@ import Testing
                     try await eventually("the gateway sees the broker gone") {
                         !gatewayBus.connection.status.connected
                     }
+                    let cut = ContinuousClock.now
                     let accepted = await Self.sayToEach(gateway, started)
                     #expect(accepted.isEmpty, "the gateway refuses commands it cannot publish (503)")
-                    try await Task.sleep(for: .seconds(90))
+                    // Away until the broker took back every step the workers held (their consumers are gone, the
+                    // steps wait ready for whoever comes back) and the workers' publishes in flight failed at
+                    // their deadline (amqp.publish_timeout, 5 s here): the steps they belonged to died.
+                    let queue = bed.runtime.topology.conversationQueue
+                    try await eventually("the broker took the steps in flight back", timeout: .seconds(120)) {
+                        let (ready, consumers) = try await bed.runtime.connection.inspect(queue: queue)
+                        return consumers == 0 && ready >= 1
+                    }
+                    try await eventually("a worker's publish failed at its deadline", timeout: .seconds(120)) {
+                        publishing.status.expiredPublishes >= 1
+                    }
                     proxy.restore()
-                    try await Self.check(bed, started, accepted: accepted, fault: "RabbitMQ outage of 90 s")
+                    let outage = ContinuousClock.now - cut
+                    try await Self.check(bed, started, accepted: accepted, fault: "RabbitMQ outage of \(outage)")
                 }
             }
             for connection in [publishing, consuming, gatewayBus.connection, gatewayBus.consuming] {

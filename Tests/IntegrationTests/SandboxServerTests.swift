@@ -52,10 +52,11 @@ import Testing
                 return try await server.client.execute(request)
             }
             let log = server.workspace + "/runs.log"
-            let command = "sleep 1; echo ran >> runs.log; echo done"
+            let command = "touch started.flag; sleep 1; echo ran >> runs.log; echo done"
             // The first caller gives up mid-run (as a killed worker would); two repeats arrive meanwhile.
             async let abandoned = try? send(command, id: "c/1", timeout: .milliseconds(300))
-            try await Task.sleep(for: .milliseconds(100))
+            let started = server.workspace + "/started.flag"
+            try await eventually("the first request's run started") { FileManager.default.fileExists(atPath: started) }
             async let repeated = send(command, id: "c/1")
             async let again = send(command, id: "c/1")
             let (first, second) = try await (repeated, again)
