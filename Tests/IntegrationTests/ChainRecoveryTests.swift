@@ -40,8 +40,13 @@ import Testing
         try await TestConversations.with { bed in
             try await Self.withProxiedPostgres(bed) { proxy, postgres in
                 // One attempt per step: the outage kills the step at once (in production, after its retries).
+                // A quick watchdog with room for a loaded machine: the sandbox may take seconds to come, and a
+                // conversation still loading after stepRestarts watchdog rounds is given up.
                 let worker = bed.makeWorker(
-                    agent: TestConversations.agentSettings { $0.stepWatchdog = .seconds(1) },
+                    agent: TestConversations.agentSettings {
+                        $0.stepWatchdog = .seconds(1)
+                        $0.stepRestarts = 20
+                    },
                     maxAttempts: 1,
                     postgres: postgres
                 )
@@ -258,7 +263,13 @@ import Testing
     /// watchdog asks again and the conversation gets its sandbox and finishes.
     @Test func aLostProvisionIsSentAgainAndTheConversationFinishes() async throws {
         try await TestConversations.with { bed in
-            let worker = bed.makeWorker(agent: TestConversations.agentSettings { $0.stepWatchdog = .seconds(1) })
+            // Rounds enough for a sandbox that takes seconds on a loaded machine (CI gave it 4 s and it failed).
+            let worker = bed.makeWorker(
+                agent: TestConversations.agentSettings {
+                    $0.stepWatchdog = .seconds(1)
+                    $0.stepRestarts = 20
+                }
+            )
             try await running(worker) {
                 let id = try await bed.start(script: FakeLLM.Script(steps: [.bash("echo hi"), .finish("Done.")]))
                 let queue = bed.runtime.topology.runtimeQueue
