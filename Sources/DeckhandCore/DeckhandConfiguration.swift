@@ -11,6 +11,7 @@ public struct DeckhandConfiguration: Sendable {
     public var agent: AgentSettings
     public var gateway: GatewaySettings
     public var log: LogSettings
+    public var node: NodeSettings
 
     public init(
         amqp: AMQPSettings = .init(),
@@ -20,7 +21,8 @@ public struct DeckhandConfiguration: Sendable {
         llm: LLMSettings = .init(),
         agent: AgentSettings = .init(),
         gateway: GatewaySettings = .init(),
-        log: LogSettings = .init()
+        log: LogSettings = .init(),
+        node: NodeSettings = .init()
     ) {
         self.amqp = amqp
         self.postgres = postgres
@@ -30,12 +32,13 @@ public struct DeckhandConfiguration: Sendable {
         self.agent = agent
         self.gateway = gateway
         self.log = log
+        self.node = node
     }
 
     /// Every key this configuration reads; a key in the file that is not here is a mistake.
     public static let knownKeys: Set<String> = AMQPSettings.keys.union(PostgresSettings.keys)
         .union(DockerSettings.keys).union(RuntimeSettings.keys).union(LLMSettings.keys).union(AgentSettings.keys)
-        .union(GatewaySettings.keys).union(LogSettings.keys)
+        .union(GatewaySettings.keys).union(LogSettings.keys).union(NodeSettings.keys)
 
     /// Reads every section; fails on the first bad value, or on a file key that no section knows.
     public init(reader: ConfigurationReader) throws(DeckhandError) {
@@ -54,6 +57,7 @@ public struct DeckhandConfiguration: Sendable {
         self.agent = try AgentSettings(reader: reader)
         self.gateway = try GatewaySettings(reader: reader)
         self.log = try LogSettings(reader: reader)
+        self.node = try NodeSettings(reader: reader)
     }
 }
 

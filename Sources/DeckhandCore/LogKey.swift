@@ -44,4 +44,8 @@ public enum LogKey: String, Sendable, CaseIterable {
     case quietChains = "deckhand.quiet_chains"
     /// How many times the chain watchdog restarted this step.
     case restarts = "deckhand.restarts"
+    /// The node a process runs on (`node.id`), or a sandbox's node.
+    case node = "deckhand.node"
+    /// How many rows a statement changed.
+    case rows = "deckhand.rows"
 }

@@ -20,6 +20,8 @@ public struct SandboxRecord: Sendable, Equatable {
     public var leaseUntil: Date?
     public var reason: String?
     public var lastActiveAt: Date
+    /// The node whose runtime workers manage it (`node.id`).
+    public var node: String
 
     public init(row: PostgresRow) throws {
         id = try row.decode(UUID.self, "id")
@@ -38,6 +40,7 @@ public struct SandboxRecord: Sendable, Equatable {
         leaseUntil = try row.decode(Date?.self, "lease_until")
         reason = try row.decode(String?.self, "reason")
         lastActiveAt = try row.decode(Date.self, "last_active_at")
+        node = try row.decode(String.self, "node")
     }
 }
 
@@ -46,14 +49,18 @@ public struct SandboxStore: Sendable {
     public let postgres: PostgresClient
     /// Names the deployment in advisory-lock keys (advisory locks are database-wide; schemas are not).
     public let deployment: String
+    /// The node this store's worker runs on (`node.id`): the rows it makes are this node's, and its
+    /// maintenance and reconciliation see only those.
+    public let node: String
 
-    public init(postgres: PostgresClient, deployment: String) {
+    public init(postgres: PostgresClient, deployment: String, node: String = NodeSettings.hostName) {
         self.postgres = postgres
         self.deployment = deployment
+        self.node = node
     }
 
     public static let columns =
-        "id, backend, backend_ref, image, status, url, session_api_key, conversation_id, worker_id, lease_until, reason, last_active_at"
+        "id, backend, backend_ref, image, status, url, session_api_key, conversation_id, worker_id, lease_until, reason, last_active_at, node"
     /// Statuses of a sandbox that no longer counts (its conversation may get another).
     public static let dead = "('lost', 'error')"
 
@@ -77,6 +84,13 @@ public struct SandboxStore: Sendable {
 
     public func all() async throws -> [SandboxRecord] {
         try await postgres.query("SELECT \(Self.columns) FROM sandboxes ORDER BY created_at").map(SandboxRecord.init)
+    }
+
+    /// Gives this node the rows of no node (made before nodes were recorded, on the one node there was);
+    /// returns how many.
+    @discardableResult
+    public func adoptUnassigned() async throws -> Int {
+        try await postgres.execute("UPDATE sandboxes SET node = $1 WHERE node = ''", [.text(node)])
     }
 
     /// Hands the oldest warm sandbox of `backend` and `image` to `conversation` (skipping rows another
@@ -124,14 +138,15 @@ public struct SandboxStore: Sendable {
             let rows = try await postgres.query(
                 """
                 INSERT INTO sandboxes (id, backend, image, status, session_api_key, conversation_id, worker_id,
-                    lease_until, claimed_at)
+                    lease_until, claimed_at, node)
                 VALUES ($1, $2, $3, 'starting', $4, $5, $6, now() + $7::float8 * interval '1 millisecond',
-                    CASE WHEN $5::uuid IS NULL THEN NULL ELSE now() END)
+                    CASE WHEN $5::uuid IS NULL THEN NULL ELSE now() END, $8)
                 RETURNING \(Self.columns)
                 """,
                 [
                     .uuid(id), .text(backend.rawValue), .text(image), .text(sessionAPIKey),
                     .optional(conversation.map { .uuid($0) }), .text(worker), .int(lease.wholeMilliseconds),
+                    .text(node),
                 ]
             )
             guard let row = rows.first else { throw DeckhandError(.internalError, "INSERT … RETURNING gave no row") }
@@ -149,14 +164,15 @@ public struct SandboxStore: Sendable {
         ) == 1
     }
 
-    /// Takes over a `starting` sandbox whose lease ran out (its worker died); false when the lease still holds.
+    /// Takes over a `starting` sandbox whose lease ran out (its worker died) for this node, where it is started
+    /// now; false when the lease still holds.
     public func takeOver(id: UUID, worker: String, lease: Duration) async throws -> Bool {
         try await postgres.execute(
             """
-            UPDATE sandboxes SET worker_id = $2, lease_until = now() + $3::float8 * interval '1 millisecond'
+            UPDATE sandboxes SET worker_id = $2, lease_until = now() + $3::float8 * interval '1 millisecond', node = $4
             WHERE id = $1 AND status = 'starting' AND (lease_until IS NULL OR lease_until < now())
             """,
-            [.uuid(id), .text(worker), .int(lease.wholeMilliseconds)]
+            [.uuid(id), .text(worker), .int(lease.wholeMilliseconds), .text(node)]
         ) == 1
     }
 
@@ -217,38 +233,42 @@ public struct SandboxStore: Sendable {
 
     // MARK: Warm pool
 
-    /// Under a transaction advisory lock per pool (so concurrent refills never overshoot): counts the pool's
-    /// warm sandboxes and those starting for it, and inserts `starting` rows for the shortfall, leased to
-    /// `worker`. Returns the new rows.
+    /// Under a transaction advisory lock per pool and node (so concurrent refills never overshoot): counts this
+    /// node's warm sandboxes of the pool and those starting for it, and inserts `starting` rows for the
+    /// shortfall, leased to `worker`. Returns the new rows.
+    ///
+    /// The pool is per node: `runtime.warm_pool` says what each node keeps warm, so a pool grows with the
+    /// nodes that carry it, no node starts another's share, and a node that dies takes only its own warm
+    /// sandboxes with it. Any node's warm sandbox may be handed to any conversation (its URL is reachable).
     public func reserveWarm(
         target: RuntimeSettings.PoolTarget,
         worker: String,
         lease: Duration,
         makeKey: @escaping @Sendable () -> String
     ) async throws -> [SandboxRecord] {
-        let key = lockKey("pool:\(target.backend.rawValue):\(target.image)")
+        let key = lockKey("pool:\(node):\(target.backend.rawValue):\(target.image)")
         return try await postgres.transaction { connection in
             _ = try connection.execute("SELECT pg_advisory_xact_lock($1)", [.int(key)])
             let count =
                 try connection.query(
                     """
                     SELECT count(*) AS n FROM sandboxes
-                    WHERE backend = $1 AND image = $2 AND conversation_id IS NULL
+                    WHERE backend = $1 AND image = $2 AND node = $3 AND conversation_id IS NULL
                       AND (status = 'warm' OR (status = 'starting' AND lease_until > now()))
                     """,
-                    [.text(target.backend.rawValue), .text(target.image)]
+                    [.text(target.backend.rawValue), .text(target.image), .text(node)]
                 ).first?.decode(Int.self, "n") ?? 0
             var reserved: [SandboxRecord] = []
             for _ in 0..<max(0, target.size - count) {
                 let rows = try connection.query(
                     """
-                    INSERT INTO sandboxes (id, backend, image, status, session_api_key, worker_id, lease_until)
-                    VALUES ($1, $2, $3, 'starting', $4, $5, now() + $6::float8 * interval '1 millisecond')
+                    INSERT INTO sandboxes (id, backend, image, status, session_api_key, worker_id, lease_until, node)
+                    VALUES ($1, $2, $3, 'starting', $4, $5, now() + $6::float8 * interval '1 millisecond', $7)
                     RETURNING \(Self.columns)
                     """,
                     [
                         .uuid(UUID()), .text(target.backend.rawValue), .text(target.image), .text(makeKey()),
-                        .text(worker), .int(lease.wholeMilliseconds),
+                        .text(worker), .int(lease.wholeMilliseconds), .text(node),
                     ]
                 )
                 if let row = rows.first { reserved.append(try SandboxRecord(row: row)) }
@@ -259,9 +279,9 @@ public struct SandboxStore: Sendable {
 
     // MARK: Maintenance
 
-    /// Under the deployment's maintenance lock, if no other worker holds it: the sandboxes due for an idle
-    /// action (pause, stop, destroy) and the abandoned warm starts, each leased to `worker` so no one else acts
-    /// on them meanwhile. Nil when another worker is doing the maintenance.
+    /// Under this node's maintenance lock, if no other worker holds it: the node's sandboxes due for an idle
+    /// action (pause, stop, destroy) and its abandoned warm starts, each leased to `worker` so no one else acts
+    /// on them meanwhile. Nil when another worker of the node is doing the maintenance.
     public func claimMaintenance(
         worker: String,
         lease: Duration,
@@ -269,7 +289,7 @@ public struct SandboxStore: Sendable {
         stopAfter: Duration,
         destroyAfter: Duration
     ) async throws -> [SandboxRecord]? {
-        let key = lockKey("maintenance")
+        let key = lockKey("maintenance:\(node)")
         return try await postgres.transaction { connection -> [SandboxRecord]? in
             guard try connection.tryAdvisoryTransactionLock(key: key) else { return nil }
             func due(_ after: Duration) -> PostgresValue { after > .zero ? .int(after.wholeMilliseconds) : .null }
@@ -277,7 +297,7 @@ public struct SandboxStore: Sendable {
                 """
                 WITH due AS (
                     SELECT id FROM sandboxes
-                    WHERE (lease_until IS NULL OR lease_until < now()) AND (
+                    WHERE node = $6 AND (lease_until IS NULL OR lease_until < now()) AND (
                         (status = 'running' AND conversation_id IS NOT NULL
                             AND last_active_at < now() - $1::float8 * interval '1 millisecond')
                         OR (status IN ('running', 'paused') AND conversation_id IS NOT NULL
@@ -292,7 +312,10 @@ public struct SandboxStore: Sendable {
                 FROM due WHERE sandboxes.id = due.id
                 RETURNING \(Self.columns.split(separator: ",").map { "sandboxes." + $0.trimmingCharacters(in: .whitespaces) }.joined(separator: ", "))
                 """,
-                [due(pauseAfter), due(stopAfter), due(destroyAfter), .text(worker), .int(lease.wholeMilliseconds)]
+                [
+                    due(pauseAfter), due(stopAfter), due(destroyAfter), .text(worker), .int(lease.wholeMilliseconds),
+                    .text(node),
+                ]
             )
             _ = try connection.execute("DELETE FROM processed_messages WHERE processed_at < now() - interval '7 days'")
             return try rows.map(SandboxRecord.init)

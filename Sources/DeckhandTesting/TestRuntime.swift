@@ -143,18 +143,25 @@ public final class TestRuntime: Sendable {
     public func makeBackends(
         _ kinds: [RuntimeSettings.Backend],
         settings: RuntimeSettings = TestRuntime.settings(),
-        dockerSocket: String = TestEnvironment.dockerSocket
+        dockerSocket: String = TestEnvironment.dockerSocket,
+        advertiseHost: String = "127.0.0.1"
     ) throws -> [any SandboxBackend] {
         let logger = Logger(label: "test.runtime")
         return try kinds.map { kind -> any SandboxBackend in
             switch kind {
             case .process:
-                return try ProcessBackend(root: processRoot, settings: settings, logger: logger)
+                return try ProcessBackend(
+                    root: processRoot,
+                    settings: settings,
+                    advertiseHost: advertiseHost,
+                    logger: logger
+                )
             case .docker:
                 return DockerBackend(
                     socket: dockerSocket,
                     settings: Self.dockerSettings,
                     deployment: namespace,
+                    advertiseHost: advertiseHost,
                     client: http,
                     logger: logger
                 )
@@ -177,7 +184,8 @@ public final class TestRuntime: Sendable {
         return settings
     }
 
-    /// A worker on this test bed's topology and schema.
+    /// A worker on this test bed's topology and schema; on `node` (its id and advertised address) when given,
+    /// else on the bed's store's node at 127.0.0.1.
     public func makeWorker(
         settings: RuntimeSettings = TestRuntime.settings(),
         backends kinds: [RuntimeSettings.Backend] = [.process],
@@ -185,7 +193,8 @@ public final class TestRuntime: Sendable {
         prefetch: Int = 32,
         connection: AMQPConnection? = nil,
         consuming: AMQPConnection? = nil,
-        store: SandboxStore? = nil
+        store: SandboxStore? = nil,
+        node: NodeSettings? = nil
     ) throws -> RuntimeWorker {
         let configuration = RuntimeWorker.Configuration(
             settings: settings,
@@ -195,8 +204,14 @@ public final class TestRuntime: Sendable {
         return RuntimeWorker(
             configuration: configuration,
             bus: CommandBus(connection: connection ?? self.connection, consuming: consuming, topology: topology),
-            store: store ?? self.store,
-            backends: try makeBackends(kinds, settings: settings, dockerSocket: dockerSocket),
+            store: store ?? node.map { SandboxStore(postgres: postgres, deployment: namespace, node: $0.id) }
+                ?? self.store,
+            backends: try makeBackends(
+                kinds,
+                settings: settings,
+                dockerSocket: dockerSocket,
+                advertiseHost: node?.advertiseHost ?? "127.0.0.1"
+            ),
             http: http,
             logger: Logger(label: "test.runtime.worker")
         )

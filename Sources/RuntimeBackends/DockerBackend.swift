@@ -12,8 +12,8 @@ import Logging
 /// capabilities it needs to drop to the image's unprivileged user (`docker.user`), reads its key from its
 /// environment, and becomes that user, non-dumpable, before the agent's shell starts: the shell cannot read the
 /// key (the container's init, which has it in its environment, is root's) and no process of the agent holds a
-/// capability or can gain one (`no-new-privileges`). Its server is reached on a port Docker publishes on
-/// 127.0.0.1 from a bridge network of Deckhand's own (`docker.bridge_network`: the host's loopback services are
+/// capability or can gain one (`no-new-privileges`). Its server is reached on a port Docker publishes on the
+/// node's advertised address (`node.advertise_host`, 127.0.0.1 on one machine) from a bridge network of Deckhand's own (`docker.bridge_network`: the host's loopback services are
 /// out of reach), or, on the host's network, at a port the kernel picks when the server binds port 0 (so no two
 /// sandboxes, of any worker, ever share one); the server announces it on its standard output, which the
 /// backend reads back from the container's log.
@@ -23,6 +23,8 @@ public struct DockerBackend: SandboxBackend {
     /// The `deckhand.deployment` label: the containers this deployment manages (others sharing the engine
     /// are never touched).
     public let deployment: String
+    /// The address sandbox servers are published on (bridge) or listen on (host network), and their URLs name.
+    public let advertiseHost: String
     let client: HTTPClient
     let logger: Logger
 
@@ -35,10 +37,18 @@ public struct DockerBackend: SandboxBackend {
     /// that installs packages needs.
     static let rootCapabilities = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID"]
 
-    public init(socket: String, settings: DockerSettings, deployment: String, client: HTTPClient, logger: Logger) {
+    public init(
+        socket: String,
+        settings: DockerSettings,
+        deployment: String,
+        advertiseHost: String = "127.0.0.1",
+        client: HTTPClient,
+        logger: Logger
+    ) {
         self.socket = socket
         self.settings = settings
         self.deployment = deployment
+        self.advertiseHost = advertiseHost
         self.client = client
         self.logger = logger
     }
@@ -132,11 +142,11 @@ public struct DockerBackend: SandboxBackend {
             try await ensureNetwork()
             hostConfig["NetworkMode"] = .string(settings.bridgeNetwork)
             hostConfig["PortBindings"] = [
-                "\(Self.containerPort)/tcp": [["HostIp": "127.0.0.1", "HostPort": ""]]
+                "\(Self.containerPort)/tcp": [["HostIp": .string(advertiseHost), "HostPort": ""]]
             ]
             exposed = ["\(Self.containerPort)/tcp": [:]]
         }
-        let (host, port) = settings.network == .host ? ("127.0.0.1", 0) : ("0.0.0.0", Self.containerPort)
+        let (host, port) = settings.network == .host ? (advertiseHost, 0) : ("0.0.0.0", Self.containerPort)
         var command: [JSONValue] = [
             "--host", .string(host), "--port", .string(String(port)), "--working-dir", "/workspace",
             "--announce-port",
@@ -220,7 +230,7 @@ public struct DockerBackend: SandboxBackend {
             let deadline = ContinuousClock.now + .seconds(30)
             while ContinuousClock.now < deadline {
                 let ports = try await announcedPorts(reference)
-                if ports.count > earlier, let port = ports.last { return "http://127.0.0.1:\(port)" }
+                if ports.count > earlier, let port = ports.last { return "http://\(advertiseHost):\(port)" }
                 let state = try await inspect(reference)
                 if state == .stopped || state == .missing {
                     throw DeckhandError(.runtimeNotAlive, "the sandbox container exited before it listened")
@@ -239,7 +249,7 @@ public struct DockerBackend: SandboxBackend {
             else {
                 throw DeckhandError(.runtimeBackend, "Docker published no port for the sandbox container")
             }
-            return "http://127.0.0.1:\(hostPort)"
+            return "http://\(advertiseHost):\(hostPort)"
         }
     }
 

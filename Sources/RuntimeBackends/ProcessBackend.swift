@@ -17,10 +17,13 @@ import Glibc
 /// port it listens on (it picks a free one, so two workers never share a port) and its pid with the process's
 /// start time (so a recycled pid is never mistaken for it). Each server watches a lifeline pipe whose write
 /// end only this process holds: when the worker dies, however it dies, its sandboxes shut down. Any worker on
-/// the same machine can manage any process sandbox; a worker elsewhere sees none of them.
+/// the same machine can manage any process sandbox; a worker elsewhere sees none of them. Servers listen on
+/// the node's advertised address (`node.advertise_host`), which their URLs name.
 public struct ProcessBackend: SandboxBackend {
     public let root: String
     public let binary: String
+    /// The address sandbox servers listen on and their URLs name (`node.advertise_host`).
+    public let advertiseHost: String
     /// How sandboxes are confined; nil: not at all (`runtime.process_isolation = none`).
     public let jail: ProcessJail?
     let logger: Logger
@@ -30,11 +33,13 @@ public struct ProcessBackend: SandboxBackend {
         root: String,
         binary: String? = nil,
         settings: RuntimeSettings = RuntimeSettings(),
+        advertiseHost: String = "127.0.0.1",
         logger: Logger
     )
         throws
     {
         self.root = root
+        self.advertiseHost = advertiseHost
         self.binary = binary ?? Self.defaultBinary
         self.logger = logger
         guard FileManager.default.isExecutableFile(atPath: self.binary) else {
@@ -133,7 +138,7 @@ public struct ProcessBackend: SandboxBackend {
             throw DeckhandError(.runtimeLost, "the process sandbox's folder \(paths.folder) is gone")
         }
         if let process = SandboxProcess.running(paths) {
-            if let port = Self.readPort(paths.portFile) { return "http://127.0.0.1:\(port)" }
+            if let port = Self.readPort(paths.portFile) { return url(port: port) }
             await process.terminate(grace: .seconds(5))
         }
         try? FileManager.default.removeItem(atPath: paths.portFile)
@@ -148,7 +153,7 @@ public struct ProcessBackend: SandboxBackend {
                 try await blocking {
                     try Data("\(port)\n".utf8).write(to: URL(fileURLWithPath: paths.portFile), options: .atomic)
                 }
-                return "http://127.0.0.1:\(port)"
+                return url(port: port)
             }
             if !alive {
                 let log = (try? String(contentsOfFile: paths.log, encoding: .utf8)) ?? ""
@@ -162,6 +167,9 @@ public struct ProcessBackend: SandboxBackend {
         await process.terminate(grace: .seconds(1))
         throw DeckhandError(.runtimeNotAlive, "deckhand-sandbox reported no port within 30 s")
     }
+
+    /// The URL of a server of this backend listening on `port`.
+    func url(port: Int) -> String { "http://\(advertiseHost):\(port)" }
 
     /// The port in the first `deckhand-sandbox port <n>` line of `log` after byte `offset`.
     static func announcedPort(_ log: String, from offset: Int) -> Int? {
@@ -180,7 +188,7 @@ public struct ProcessBackend: SandboxBackend {
         paths: Paths,
         spec: SandboxSpec
     ) throws -> (arguments: [String], environment: [String: String], uid: uid_t?) {
-        let server = ["--host", "127.0.0.1", "--port", "0", "--announce-port", "--lifeline-fd", "3"]
+        let server = ["--host", advertiseHost, "--port", "0", "--announce-port", "--lifeline-fd", "3"]
         guard let jail else {
             let inherited = ProcessInfo.processInfo.environment
             var environment: [String: String] = [:]

@@ -24,6 +24,7 @@ public enum BackendSelection {
                 socket: socket,
                 settings: configuration.docker,
                 deployment: deployment,
+                advertiseHost: configuration.node.advertiseHost,
                 client: http,
                 logger: logger
             )
@@ -33,6 +34,7 @@ public enum BackendSelection {
                 root: runtime.workspaceRoot + "/" + deployment,
                 binary: runtime.sandboxBinary,
                 settings: runtime,
+                advertiseHost: configuration.node.advertiseHost,
                 logger: logger
             )
         }

@@ -131,13 +131,22 @@ extension RuntimeWorker {
 
     // MARK: Reconciliation
 
-    /// Makes the backends and the `sandboxes` table agree, at start: a sandbox the backend runs but the table
-    /// does not know is removed; a row whose sandbox the backend no longer has is marked `lost`; a process
+    /// Makes the backends and this node's rows of the `sandboxes` table agree, at start: a sandbox the backend
+    /// runs but the table does not know (on any node: nodes on one machine share its engine and folders) is
+    /// removed; a row of this node whose sandbox the backend no longer has is marked `lost`; a process
     /// sandbox that died with its worker is recorded `stopped` (its folder is kept, and it is started again in
     /// it when its conversation next needs it). Nothing is provisioned here: a conversation gets a sandbox when
     /// it is used, so a restart does not start one for every earlier conversation. A backend that does not
-    /// answer is skipped (and logged).
+    /// answer is skipped (and logged). Other nodes' rows are theirs: a worker never judges them by what its own
+    /// backends list.
     public func reconcile() async throws {
+        let adopted = try await store.adoptUnassigned()
+        if adopted > 0 {
+            logger.notice(
+                "this node took the sandboxes recorded before nodes were",
+                metadata: [LogKey.rows.rawValue: "\(adopted)"]
+            )
+        }
         for (kind, backend) in backends {
             let listed: [ListedSandbox]
             do {
@@ -164,7 +173,7 @@ extension RuntimeWorker {
                 try? await backend.destroy(orphan.reference)
             }
             let states = Dictionary(listed.map { ($0.sandboxID, $0.state) }, uniquingKeysWith: { first, _ in first })
-            for record in records where record.backend == kind {
+            for record in records where record.backend == kind && record.node == store.node {
                 guard [.warm, .running, .paused, .stopped].contains(record.status) else { continue }
                 switch states[record.id] ?? .missing {
                 case .missing:

@@ -116,9 +116,10 @@ extension RuntimeWorker {
                         await requestRefill()
                         return
                     }
-                    // A warm sandbox holds no one's work: one that does not answer is replaced.
+                    // A warm sandbox holds no one's work: one that does not answer is replaced (and removed, when
+                    // it is this node's: another node's backend is out of reach).
                     try await markLost(warm, reason: "the warm sandbox no longer answers", logger: logger)
-                    if let backend = backends[warm.backend], let reference = warm.reference {
+                    if warm.node == store.node, let backend = backends[warm.backend], let reference = warm.reference {
                         try? await backend.destroy(reference)
                     }
                     continue
@@ -368,6 +369,7 @@ extension RuntimeWorker {
     /// `runtime.probe_deadline` (unreachable for now: a busy host, a server restarting) and then restarted in
     /// place.
     func recover(_ record: SandboxRecord, logger: Logger) async throws -> SandboxRecord? {
+        guard record.node == store.node else { return try await answering(record) }
         guard let backend = backends[record.backend], let reference = record.reference else {
             throw BackendFailure(
                 DeckhandError(.runtimeBackend, "the \(record.backend.rawValue) backend is not enabled here")
@@ -409,6 +411,24 @@ extension RuntimeWorker {
         }
     }
 
+    /// Another node's sandbox, if it answers: only its own node's workers can ask their backend about it, so
+    /// one that does not answer is left to them (the command is retried).
+    func answering(_ record: SandboxRecord) async throws -> SandboxRecord {
+        if record.status == .running || record.status == .warm, let url = record.url, await answersAlive(url) {
+            try await store.touch(id: record.id)
+            return record
+        }
+        throw Self.elsewhere(record)
+    }
+
+    /// The retryable refusal of a command about another node's sandbox.
+    static func elsewhere(_ record: SandboxRecord) -> DeckhandError {
+        DeckhandError(
+            .unavailable,
+            "sandbox \(record.id) is \(record.status.rawValue) on node \(record.node): only that node's runtime workers manage it"
+        )
+    }
+
     /// A random 256-bit session key, hex.
     static func makeSessionKey() -> String {
         (0..<4).map { _ in String(format: "%016llx", UInt64.random(in: .min ... .max)) }.joined()
@@ -429,6 +449,7 @@ extension RuntimeWorker {
             logger.debug("\(command.rawValue): no such live sandbox; nothing to do")
             return
         }
+        guard record.node == store.node else { throw Self.elsewhere(record) }
         guard let backend = backends[record.backend] else {
             throw DeckhandError(.runtimeBackend, "the \(record.backend.rawValue) backend is not enabled here")
         }

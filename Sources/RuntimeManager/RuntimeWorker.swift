@@ -67,6 +67,7 @@ public final class RuntimeWorker: Service, Sendable {
         self.http = http
         var logger = logger
         logger[metadataKey: LogKey.worker.rawValue] = "\(configuration.workerID)"
+        logger[metadataKey: LogKey.node.rawValue] = "\(store.node)"
         self.logger = logger
     }
 

@@ -45,7 +45,7 @@ struct WorkerResources: Sendable {
         return RuntimeWorker(
             configuration: settings,
             bus: bus,
-            store: SandboxStore(postgres: postgres, deployment: deployment),
+            store: SandboxStore(postgres: postgres, deployment: deployment, node: configuration.node.id),
             backends: backends,
             http: http,
             logger: logger

@@ -25,10 +25,12 @@ import Glibc
         }
     }
 
+    /// On a node advertised at 127.0.0.2: the container's port is published there, and its URL says so.
     @Test func provisionRunDestroyAContainer() async throws {
         try await TestRuntime.with { runtime in
             try await requireImage(runtime)
-            let worker = try runtime.makeWorker(backends: [.docker])
+            let node = NodeSettings(id: "node-a", advertiseHost: "127.0.0.2")
+            let worker = try runtime.makeWorker(backends: [.docker], node: node)
             let backend = try runtime.makeBackends([.docker])[0]
             try await running(worker) {
                 let conversation = UUID()
@@ -36,6 +38,7 @@ import Glibc
                 let reply = try await runtime.reply(for: conversation)
                 let ready = try #require(reply.ready, "expected sandbox_ready, got \(reply)")
                 #expect(ready.backend == .docker)
+                #expect(ready.url.hasPrefix("http://127.0.0.2:"), "\(ready.url)")
                 #expect(try await runtime.run("echo from-$(hostname)-$((6*7))", in: ready).contains("42"))
 
                 let listed = try await backend.list()

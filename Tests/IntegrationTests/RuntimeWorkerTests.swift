@@ -254,6 +254,80 @@ import Glibc
         }
     }
 
+    /// Runtime workers on other nodes leave a node's sandboxes alone: one on another machine (whose backend
+    /// lists none of them) and one on this machine (whose backend lists their folders) reconcile and maintain
+    /// without marking them lost, pausing them or removing them. The sandbox is served at its node's address.
+    @Test func aSecondNodeLeavesTheFirstNodesSandboxesAlone() async throws {
+        try await TestRuntime.with { runtime in
+            let workerA = try runtime.makeWorker(node: NodeSettings(id: "node-a", advertiseHost: "127.0.0.2"))
+            try await running(workerA) {
+                let ready = try await runtime.provisioned(UUID())
+                #expect(ready.url.hasPrefix("http://127.0.0.2:"), "\(ready.url)")
+                #expect(try await runtime.store.sandbox(id: ready.sandboxID)?.node == "node-a")
+                _ = try await runtime.run("echo mine > notes.txt", in: ready)
+
+                let eager = TestRuntime.settings { $0.idlePauseAfter = .milliseconds(1) }
+                let elsewhere = RuntimeWorker(
+                    configuration: .init(settings: eager, defaultBackend: .process),
+                    bus: runtime.bus,
+                    store: SandboxStore(postgres: runtime.postgres, deployment: runtime.namespace, node: "node-b"),
+                    backends: [
+                        try ProcessBackend(
+                            root: runtime.processRoot + "-node-b",
+                            settings: eager,
+                            advertiseHost: "127.0.0.3",
+                            logger: Logger(label: "test.runtime")
+                        )
+                    ],
+                    http: runtime.http
+                )
+                let sameMachine = try runtime.makeWorker(
+                    settings: eager,
+                    node: NodeSettings(id: "node-c", advertiseHost: "127.0.0.3")
+                )
+                for worker in [elsewhere, sameMachine] {
+                    try await worker.reconcile()
+                    #expect(await worker.maintain(), "the node's maintenance lock is its own")
+                }
+                let record = try #require(try await runtime.store.sandbox(id: ready.sandboxID))
+                #expect(record.status == .running, "\(record.reason ?? "")")
+                #expect(record.node == "node-a")
+                #expect(try await runtime.run("cat notes.txt", in: ready).contains("mine"))
+            }
+        }
+    }
+
+    /// A command about another node's sandbox is not judged by a worker whose backend cannot see it: it goes
+    /// back for a retry, and the sandbox's own node carries it out.
+    @Test func aCommandAboutAnotherNodesSandboxIsLeftToThatNode() async throws {
+        try await TestRuntime.with { runtime in
+            let nodeA = NodeSettings(id: "node-a", advertiseHost: "127.0.0.2")
+            let ready = try await running(try runtime.makeWorker(node: nodeA)) {
+                try await runtime.provisioned(UUID())
+            }
+            let nodeB = try runtime.makeWorker(node: NodeSettings(id: "node-b", advertiseHost: "127.0.0.3"))
+            try await running(nodeB) {
+                try await runtime.send(.pause, sandbox: ready.sandboxID)
+                let retryQueues = [RetryDelay.oneSecond, .fiveSeconds].map {
+                    runtime.topology.retryQueue(for: runtime.topology.runtimeQueue, delay: $0)
+                }
+                try await eventually("node B sent the pause back for a retry") {
+                    var waiting = 0
+                    for queue in retryQueues {
+                        waiting += try await runtime.connection.inspect(queue: queue).messageCount
+                    }
+                    return waiting == 1
+                }
+            }
+            #expect(try await runtime.store.sandbox(id: ready.sandboxID)?.status == .running)
+            try await running(try runtime.makeWorker(node: nodeA)) {
+                try await eventually("node A paused its sandbox", timeout: .seconds(30)) {
+                    try await runtime.store.sandbox(id: ready.sandboxID)?.status == .paused
+                }
+            }
+        }
+    }
+
     @Test func sigtermDrainsAndExitsZero() async throws {
         try await TestRuntime.with { runtime in
             let process = try runtime.launchWorkerProcess()
