@@ -31,6 +31,8 @@ public final class TestRuntime: Sendable {
     public let processRoot: String
     private let replies: AMQPConsumer?
     private let inbox: ReplyInbox
+    /// The nodes whose runtime workers ran here (each declares its node's queue, removed at the end).
+    private let nodes = Mutex<Set<String>>([])
 
     private init(
         namespace: String,
@@ -105,7 +107,9 @@ public final class TestRuntime: Sendable {
         try? FileManager.default.removeItem(
             atPath: FileManager.default.temporaryDirectory.appendingPathComponent(namespace).path
         )
-        for queue in topology.workQueues {
+        // Every worker of the bed's own node (in this process or a child) declared its node's queue too.
+        let nodeQueues = nodes.withLock { $0.union([store.node]) }.map(topology.runtimeNodeQueue)
+        for queue in topology.workQueues + nodeQueues {
             for delay in RetryDelay.allCases {
                 _ = try? await connection.deleteQueue(topology.retryQueue(for: queue, delay: delay))
             }
@@ -196,6 +200,9 @@ public final class TestRuntime: Sendable {
         store: SandboxStore? = nil,
         node: NodeSettings? = nil
     ) throws -> RuntimeWorker {
+        let store =
+            store ?? node.map { SandboxStore(postgres: postgres, deployment: namespace, node: $0.id) } ?? self.store
+        nodes.withLock { _ = $0.insert(store.node) }
         let configuration = RuntimeWorker.Configuration(
             settings: settings,
             defaultBackend: kinds[0],
@@ -204,8 +211,7 @@ public final class TestRuntime: Sendable {
         return RuntimeWorker(
             configuration: configuration,
             bus: CommandBus(connection: connection ?? self.connection, consuming: consuming, topology: topology),
-            store: store ?? node.map { SandboxStore(postgres: postgres, deployment: namespace, node: $0.id) }
-                ?? self.store,
+            store: store,
             backends: try makeBackends(
                 kinds,
                 settings: settings,

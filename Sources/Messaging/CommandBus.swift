@@ -59,6 +59,13 @@ public struct CommandBus: Sendable {
         try await connection.publish(message, exchange: topology.eventsExchange, routingKey: routingKey)
     }
 
+    /// Sends `delivery` on to `queue` (bound on the commands exchange under its name) as it is: same message id,
+    /// type, body, trace and attempt. The caller then acks the original; the message is not handled here.
+    public func forward(_ delivery: AMQPDelivery, to queue: String) async throws {
+        let message = delivery.message.again(attempt: delivery.attempt)
+        try await connection.publish(message, exchange: topology.commandsExchange, routingKey: queue, mandatory: true)
+    }
+
     /// After a handler failed on `delivery` (taken from `queue`): publishes a copy to the retry queue for its
     /// next attempt and returns `true` (the caller then acks the original), or returns `false` when the
     /// message has had `maxAttempts` attempts (the caller rejects it: the queue dead-letters it).

@@ -37,6 +37,9 @@ public struct Topology: Sendable, Equatable {
     /// The delayed-retry queue of `queue` for `delay`: messages wait there, then return to `queue`.
     public func retryQueue(for queue: String, delay: RetryDelay) -> String { "\(queue).retry.\(delay.label)" }
 
+    /// The queue of one node's runtime workers: commands about the sandboxes that node holds (DESIGN §10).
+    public func runtimeNodeQueue(_ node: String) -> String { name("runtime.node.\(node)") }
+
     /// The work queues: quorum queues whose rejected or over-delivered messages go to the dead queue.
     public var workQueues: [String] { [conversationQueue, runtimeQueue] }
 
@@ -51,26 +54,30 @@ public struct Topology: Sendable, Equatable {
         try await connection.bind(
             AMQPBinding(queue: workspaceQueue, exchange: commandsExchange, routingKey: workspaceQueue)
         )
-        for queue in workQueues {
+        for queue in workQueues { try await declareWorkQueue(queue, on: connection, deliveryLimit: deliveryLimit) }
+    }
+
+    /// Declares `queue` as a work queue (a quorum queue that dead-letters to the dead queue, with its retry
+    /// queues) bound on the commands exchange under its own name (idempotent).
+    public func declareWorkQueue(_ queue: String, on connection: AMQPConnection, deliveryLimit: Int = 20) async throws {
+        _ = try await connection.declare(
+            AMQPQueue(
+                name: queue,
+                deadLetterExchange: "",
+                deadLetterRoutingKey: deadQueue,
+                deliveryLimit: deliveryLimit
+            )
+        )
+        try await connection.bind(AMQPBinding(queue: queue, exchange: commandsExchange, routingKey: queue))
+        for delay in RetryDelay.allCases {
             _ = try await connection.declare(
                 AMQPQueue(
-                    name: queue,
+                    name: retryQueue(for: queue, delay: delay),
                     deadLetterExchange: "",
-                    deadLetterRoutingKey: deadQueue,
-                    deliveryLimit: deliveryLimit
+                    deadLetterRoutingKey: queue,
+                    messageTTLMilliseconds: delay.milliseconds
                 )
             )
-            try await connection.bind(AMQPBinding(queue: queue, exchange: commandsExchange, routingKey: queue))
-            for delay in RetryDelay.allCases {
-                _ = try await connection.declare(
-                    AMQPQueue(
-                        name: retryQueue(for: queue, delay: delay),
-                        deadLetterExchange: "",
-                        deadLetterRoutingKey: queue,
-                        messageTTLMilliseconds: delay.milliseconds
-                    )
-                )
-            }
         }
     }
 }

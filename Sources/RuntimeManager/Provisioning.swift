@@ -46,6 +46,13 @@ func backendCall<T: Sendable>(_ body: () async throws -> T) async throws -> T {
     }
 }
 
+/// A command about a sandbox another node holds: only that node's workers may act on it, so the command is
+/// sent on to its queue (``RuntimeWorker/handle(_:from:)``).
+struct HeldElsewhere: Error {
+    let node: String
+    let sandbox: UUID
+}
+
 extension RuntimeWorker {
     // MARK: provision
 
@@ -412,21 +419,13 @@ extension RuntimeWorker {
     }
 
     /// Another node's sandbox, if it answers: only its own node's workers can ask their backend about it, so
-    /// one that does not answer is left to them (the command is retried).
+    /// one that does not answer is left to them (``HeldElsewhere``: the command goes to that node's queue).
     func answering(_ record: SandboxRecord) async throws -> SandboxRecord {
         if record.status == .running || record.status == .warm, let url = record.url, await answersAlive(url) {
             try await store.touch(id: record.id)
             return record
         }
-        throw Self.elsewhere(record)
-    }
-
-    /// The retryable refusal of a command about another node's sandbox.
-    static func elsewhere(_ record: SandboxRecord) -> DeckhandError {
-        DeckhandError(
-            .unavailable,
-            "sandbox \(record.id) is \(record.status.rawValue) on node \(record.node): only that node's runtime workers manage it"
-        )
+        throw HeldElsewhere(node: record.node, sandbox: record.id)
     }
 
     /// A random 256-bit session key, hex.
@@ -449,7 +448,7 @@ extension RuntimeWorker {
             logger.debug("\(command.rawValue): no such live sandbox; nothing to do")
             return
         }
-        guard record.node == store.node else { throw Self.elsewhere(record) }
+        guard record.node == store.node else { throw HeldElsewhere(node: record.node, sandbox: record.id) }
         guard let backend = backends[record.backend] else {
             throw DeckhandError(.runtimeBackend, "the \(record.backend.rawValue) backend is not enabled here")
         }

@@ -98,34 +98,54 @@ public final class RuntimeWorker: Service, Sendable {
     /// commands, lets the ones in flight finish within `runtime.shutdown_timeout` (cancelling, and so
     /// requeueing, what is left), and returns.
     public func run() async throws {
+        try await topology.declareWorkQueue(nodeQueue, on: bus.connection)
         try await reconcile()
         logger.info(
             "runtime worker consuming",
             metadata: [
-                LogKey.amqpQueue.rawValue: "\(topology.runtimeQueue)",
+                LogKey.amqpQueue.rawValue: "\(topology.runtimeQueue),\(nodeQueue)",
                 LogKey.backends.rawValue: "\(backends.keys.map(\.rawValue).sorted().joined(separator: ","))",
             ]
         )
-        try await DrainingConsumer(
-            connection: bus.consuming,
-            queue: topology.runtimeQueue,
-            prefetch: configuration.prefetch,
-            shutdownTimeout: settings.shutdownTimeout,
-            logger: logger
-        ).run(
+        try await consumer(of: topology.runtimeQueue).run(
             alongside: {
                 async let maintenance: Void = self.maintenanceLoop()
                 async let workspace: Void = self.answerWorkspaceRequests()
-                _ = await (maintenance, workspace)
+                async let node: Void = self.consumeNodeQueue()
+                _ = await (maintenance, workspace, node)
             },
-            handle: { await self.handle($0) }
+            handle: { await self.handle($0, from: self.topology.runtimeQueue) }
         )
         logger.info("runtime worker stopped")
     }
 
+    /// This node's queue: commands about its sandboxes that a worker of another node took and sent on.
+    var nodeQueue: String { topology.runtimeNodeQueue(store.node) }
+
+    private func consumer(of queue: String) -> DrainingConsumer {
+        DrainingConsumer(
+            connection: bus.consuming,
+            queue: queue,
+            prefetch: configuration.prefetch,
+            shutdownTimeout: settings.shutdownTimeout,
+            logger: logger
+        )
+    }
+
+    private func consumeNodeQueue() async {
+        do {
+            try await consumer(of: nodeQueue).run(handle: { await self.handle($0, from: self.nodeQueue) })
+        } catch {
+            if !Task.isCancelled {
+                logger.error("the node's queue stopped", metadata: [LogKey.error.rawValue: "\(error)"])
+            }
+        }
+    }
+
     // MARK: Commands
 
-    func handle(_ delivery: AMQPDelivery) async {
+    /// Handles a command taken from `queue` (the shared one or this node's).
+    func handle(_ delivery: AMQPDelivery, from queue: String) async {
         let logger = self.logger.forDelivery(delivery)
         guard let command = delivery.properties.type.flatMap(RuntimeCommand.init(rawValue:)) else {
             logger.error("unknown runtime command: dead-lettered")
@@ -166,11 +186,29 @@ public final class RuntimeWorker: Service, Sendable {
             }
             if let messageID { try await store.markProcessed(consumer: Self.consumerName, messageID: messageID) }
             delivery.ack()
+        } catch let elsewhere as HeldElsewhere {
+            // Not handled here, so not recorded as processed: the node that holds the sandbox handles it.
+            do {
+                try await bus.forward(delivery, to: topology.runtimeNodeQueue(elsewhere.node))
+                logger.notice(
+                    "sent on to node \(elsewhere.node), which holds the sandbox",
+                    metadata: [LogKey.sandboxID.rawValue: "\(elsewhere.sandbox)"]
+                )
+                delivery.ack()
+            } catch {
+                await bus.settle(
+                    failed: delivery,
+                    error: error,
+                    from: queue,
+                    maxAttempts: configuration.maxAttempts,
+                    logger: logger
+                )
+            }
         } catch {
             await bus.settle(
                 failed: delivery,
                 error: error,
-                from: topology.runtimeQueue,
+                from: queue,
                 maxAttempts: configuration.maxAttempts,
                 logger: logger
             )
