@@ -88,4 +88,15 @@ public struct TestDocker: Sendable {
     public func remove(_ id: String) async throws {
         _ = try await call(.delete, "/containers/\(id)?force=true")
     }
+
+    /// The names of the engine's networks that start with `prefix`.
+    public func networks(named prefix: String) async throws -> [String] {
+        guard case .array(let networks) = try await call(.get, "/networks").decode(JSONValue.self) else { return [] }
+        return networks.compactMap { $0["Name"]?.stringValue }.filter { $0.hasPrefix(prefix) }
+    }
+
+    /// Removes a network (one that is gone already is fine).
+    public func removeNetwork(_ name: String) async throws {
+        _ = try await call(.delete, "/networks/\(name)")
+    }
 }

@@ -211,8 +211,14 @@ public struct DockerBackend: SandboxBackend {
         let response = try await call(.post, "/networks/create", body: body)
         guard response.status == 201 || response.status == 409 else {
             // Two provisions that both found no network race to make it; the loser is told that the address
-            // pool overlaps (not 409). The network is there: go on.
-            if try await call(.get, "/networks/\(encoded)").status == 200 { return }
+            // pool overlaps (not 409), sometimes before the winner's network can be read (CI saw it on a fresh
+            // engine): it waits a little for the network to appear.
+            let deadline = ContinuousClock.now + .seconds(5)
+            var backoff = Backoff(minimum: .milliseconds(20), maximum: .milliseconds(500))
+            repeat {
+                if try await call(.get, "/networks/\(encoded)").status == 200 { return }
+                try await Task.sleep(for: backoff.next())
+            } while ContinuousClock.now < deadline
             throw fail("make the sandbox network \(name) (\(settings.bridgeSubnet))", response)
         }
     }

@@ -3,9 +3,11 @@ import DeckhandStore
 import DeckhandTesting
 import Foundation
 import HTTPClient
-import RuntimeBackends
+import Logging
 import RuntimeManager
 import Testing
+
+@testable import RuntimeBackends
 
 #if canImport(Glibc)
 import Glibc
@@ -53,6 +55,43 @@ import Glibc
                 #expect(try await backend.inspect(container) == .missing, "the container is gone")
                 #expect(try await backend.list().isEmpty)
             }
+        }
+    }
+
+    /// Provisions that find no sandbox network race to make it: the losers are told the address pool overlaps,
+    /// sometimes before the winner's network can be read; every one of them goes on (CI failed on a fresh
+    /// engine when the loser looked only once).
+    @Test func provisionsRacingToMakeTheNetworkAllGoOn() async throws {
+        try await TestRuntime.with { runtime in
+            let docker = TestDocker(client: runtime.http)
+            let prefix = "deckhand-race-"
+            for leftover in try await docker.networks(named: prefix) { try await docker.removeNetwork(leftover) }
+            var settings = TestRuntime.dockerSettings
+            settings.bridgeNetwork = prefix + runtime.namespace
+            settings.bridgeSubnet = "198.18.2.0/24"
+            let backend = DockerBackend(
+                socket: TestEnvironment.dockerSocket,
+                settings: settings,
+                deployment: runtime.namespace,
+                client: runtime.http,
+                logger: Logger(label: "test.runtime")
+            )
+            let outcomes = await withTaskGroup(of: (any Error)?.self) { group in
+                for _ in 0..<8 {
+                    group.addTask {
+                        do {
+                            try await backend.ensureNetwork()
+                            return nil
+                        } catch {
+                            return error
+                        }
+                    }
+                }
+                return await group.reduce(into: [(any Error)?]()) { $0.append($1) }
+            }
+            try await docker.removeNetwork(settings.bridgeNetwork)
+            #expect(outcomes.compactMap { $0 }.isEmpty, "\(outcomes.compactMap { $0 })")
+            #expect(outcomes.count == 8)
         }
     }
 
