@@ -206,7 +206,9 @@ extension ConversationWorker {
 
     // MARK: From the runtime workers
 
-    /// The sandbox answers: a `loading` agent goes on with its task, or waits for the user.
+    /// The sandbox answers: a `loading` agent goes on with its task, or waits for the user. A sandbox other
+    /// than the conversation's earlier one replaces a lost one: an `error` observation (`AGENT_ERROR$WORKSPACE_LOST`)
+    /// tells the user and the agent that the files are gone.
     func sandboxReady(_ ready: SandboxReady, logger: Logger) async throws {
         let id = ready.conversationID
         let masker = self.masker(for: nil)
@@ -214,6 +216,17 @@ extension ConversationWorker {
             guard let record = try ConversationStore.conversation(connection, id, lock: true) else { return nil }
             var outcome = CommandOutcome()
             guard record.agentState != .stopped else { return outcome }
+            var notice: [Event] = []
+            if let earlier = record.sandboxID, earlier != ready.sandboxID {
+                notice = try ConversationStore.append(
+                    connection,
+                    id,
+                    [.errorObservation(Self.workspaceLost, errorID: Self.workspaceLostID)],
+                    step: nil,
+                    masker: masker
+                )
+            }
+            outcome.events = notice
             try ConversationStore.sandboxReady(connection, id, sandbox: ready.sandboxID)
             let input = AgentStateMachine.Input.sandboxReady(pendingTask: record.resumeOnReady)
             guard let transition = AgentStateMachine.apply(input, in: record.agentState) else { return outcome }
@@ -221,9 +234,10 @@ extension ConversationWorker {
                 let started = try Self.startChainRecorded(connection, id, from: [record.agentState], masker: masker)
             {
                 outcome = started
+                outcome.events = notice + started.events
             } else if !transition.effects.contains(.startChain) {
                 try ConversationStore.setAgentState(connection, id, transition.to)
-                outcome.events = try ConversationStore.append(
+                outcome.events += try ConversationStore.append(
                     connection,
                     id,
                     [.stateChanged(transition.to)],
@@ -245,6 +259,11 @@ extension ConversationWorker {
         try await follow(outcome, conversation: id)
         try await ensureChainPublished(id)
     }
+
+    static let workspaceLostID = "AGENT_ERROR$WORKSPACE_LOST"
+    static let workspaceLost =
+        "The sandbox was lost, and its files with it (its node went away, or its backend no longer has it). "
+        + "The conversation goes on in a new sandbox with an empty workspace: files written earlier are gone."
 
     /// No sandbox can be had: the agent ends in `error` with the reason.
     func sandboxFailed(_ failed: SandboxFailed) async throws {

@@ -56,6 +56,10 @@ public struct RuntimeSettings: Sendable {
     public var probeDeadline: Duration = .seconds(20)
     /// `runtime.lease`: how long a provision in progress is reserved to the worker doing it without a renewal.
     public var lease: Duration = .seconds(15)
+    /// `runtime.node_lease`: how long a node counts as alive after its runtime workers last renewed its lease
+    /// (each renews it every third of this). A node silent for longer is taken for dead: a surviving worker
+    /// marks its sandboxes lost, and what waited in its queue comes back to the shared one.
+    public var nodeLease: Duration = .seconds(30)
     /// `runtime.maintenance_interval`: how often a worker tries to do the pool maintenance.
     public var maintenanceInterval: Duration = .seconds(30)
     /// `runtime.command_retry_for`: how long a runtime command (provision, pause, resume, stop, destroy) is
@@ -81,7 +85,7 @@ public struct RuntimeSettings: Sendable {
         "runtime.alive_timeout", "runtime.lease", "runtime.maintenance_interval", "runtime.idle_pause_after",
         "runtime.idle_stop_after", "runtime.idle_destroy_after", "runtime.shutdown_timeout", "runtime.environment",
         "runtime.process_isolation", "runtime.process_max_processes", "runtime.process_tmp_size",
-        "runtime.user_backends", "runtime.command_retry_for", "runtime.probe_deadline",
+        "runtime.user_backends", "runtime.command_retry_for", "runtime.probe_deadline", "runtime.node_lease",
     ]
 
     public init(reader: ConfigurationReader) throws(DeckhandError) {
@@ -144,6 +148,7 @@ public struct RuntimeSettings: Sendable {
         aliveTimeout = try reader.duration("runtime.alive_timeout", default: aliveTimeout, minimum: .milliseconds(100))
         probeDeadline = try reader.duration("runtime.probe_deadline", default: probeDeadline)
         lease = try reader.duration("runtime.lease", default: lease, minimum: .seconds(1))
+        nodeLease = try reader.duration("runtime.node_lease", default: nodeLease, minimum: .seconds(1))
         maintenanceInterval = try reader.duration(
             "runtime.maintenance_interval",
             default: maintenanceInterval,

@@ -322,6 +322,53 @@ public struct SandboxStore: Sendable {
         }
     }
 
+    // MARK: Node leases
+
+    /// Renews this node's lease for `lease` (recording the address its sandboxes are published on); true when
+    /// the node had been taken for dead meanwhile (its sandboxes given up on: the caller removes what it still
+    /// runs of them).
+    public func renewNode(lease: Duration, advertiseHost: String) async throws -> Bool {
+        try await postgres.query(
+            """
+            WITH earlier AS (SELECT swept_at FROM nodes WHERE id = $1 FOR UPDATE)
+            INSERT INTO nodes (id, lease_until, advertise_host)
+            VALUES ($1, now() + $2::float8 * interval '1 millisecond', $3)
+            ON CONFLICT (id) DO UPDATE
+                SET lease_until = EXCLUDED.lease_until, advertise_host = EXCLUDED.advertise_host, swept_at = NULL
+            RETURNING COALESCE((SELECT swept_at IS NOT NULL FROM earlier), false) AS swept
+            """,
+            [.text(node), .int(lease.wholeMilliseconds), .text(advertiseHost)]
+        ).first?.decode(Bool.self, "swept") ?? false
+    }
+
+    /// Takes every other node whose lease ran out for dead (each once, by whichever worker gets to it first):
+    /// marks its live sandboxes lost, saying why. Returns them.
+    public func sweepLapsedNodes() async throws -> [SandboxRecord] {
+        try await postgres.transaction { connection -> [SandboxRecord] in
+            let lapsed = try connection.query(
+                """
+                SELECT id FROM nodes WHERE lease_until < now() AND swept_at IS NULL AND id <> $1
+                FOR UPDATE SKIP LOCKED
+                """,
+                [.text(node)]
+            ).map { try $0.decode(String.self, "id") }
+            var given: [SandboxRecord] = []
+            for dead in lapsed {
+                given += try connection.query(
+                    """
+                    UPDATE sandboxes SET status = 'lost', worker_id = NULL, lease_until = NULL,
+                        reason = 'its node ' || node || ' stopped renewing its lease (taken for dead)'
+                    WHERE node = $1 AND status NOT IN \(Self.dead)
+                    RETURNING \(Self.columns)
+                    """,
+                    [.text(dead)]
+                ).map(SandboxRecord.init)
+                _ = try connection.execute("UPDATE nodes SET swept_at = now() WHERE id = $1", [.text(dead)])
+            }
+            return given
+        }
+    }
+
     // MARK: Processed messages
 
     public func isProcessed(consumer: String, messageID: String) async throws -> Bool {

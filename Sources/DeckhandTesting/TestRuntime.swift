@@ -108,8 +108,10 @@ public final class TestRuntime: Sendable {
             atPath: FileManager.default.temporaryDirectory.appendingPathComponent(namespace).path
         )
         // Every worker of the bed's own node (in this process or a child) declared its node's queue too.
-        let nodeQueues = nodes.withLock { $0.union([store.node]) }.map(topology.runtimeNodeQueue)
-        for queue in topology.workQueues + nodeQueues {
+        for queue in nodes.withLock({ $0.union([store.node]) }).map(topology.runtimeNodeQueue) {
+            _ = try? await connection.deleteQueue(queue)
+        }
+        for queue in topology.workQueues {
             for delay in RetryDelay.allCases {
                 _ = try? await connection.deleteQueue(topology.retryQueue(for: queue, delay: delay))
             }
@@ -203,11 +205,12 @@ public final class TestRuntime: Sendable {
         let store =
             store ?? node.map { SandboxStore(postgres: postgres, deployment: namespace, node: $0.id) } ?? self.store
         nodes.withLock { _ = $0.insert(store.node) }
-        let configuration = RuntimeWorker.Configuration(
+        var configuration = RuntimeWorker.Configuration(
             settings: settings,
             defaultBackend: kinds[0],
             prefetch: prefetch
         )
+        configuration.advertiseHost = node?.advertiseHost ?? "127.0.0.1"
         return RuntimeWorker(
             configuration: configuration,
             bus: CommandBus(connection: connection ?? self.connection, consuming: consuming, topology: topology),

@@ -59,10 +59,12 @@ public struct CommandBus: Sendable {
         try await connection.publish(message, exchange: topology.eventsExchange, routingKey: routingKey)
     }
 
-    /// Sends `delivery` on to `queue` (bound on the commands exchange under its name) as it is: same message id,
-    /// type, body, trace and attempt. The caller then acks the original; the message is not handled here.
-    public func forward(_ delivery: AMQPDelivery, to queue: String) async throws {
-        let message = delivery.message.again(attempt: delivery.attempt)
+    /// Sends `delivery` on to `queue` (bound on the commands exchange under its name) as it is — same message id,
+    /// type, body, trace and attempt — to expire there after `expireAfter` if no one takes it. The caller then
+    /// acks the original; the message is not handled here.
+    public func forward(_ delivery: AMQPDelivery, to queue: String, expireAfter: Duration) async throws {
+        var message = delivery.message.again(attempt: delivery.attempt)
+        message.properties.expiration = String(max(1, expireAfter.wholeMilliseconds))
         try await connection.publish(message, exchange: topology.commandsExchange, routingKey: queue, mandatory: true)
     }
 

@@ -57,6 +57,24 @@ public struct Topology: Sendable, Equatable {
         for queue in workQueues { try await declareWorkQueue(queue, on: connection, deliveryLimit: deliveryLimit) }
     }
 
+    /// Declares `runtimeNodeQueue(node)`: a quorum queue bound on the commands exchange under its name, whose
+    /// rejected, over-delivered and expired messages go to the shared runtime queue. Forwarded commands carry
+    /// an expiration (``CommandBus/forward(_:to:expireAfter:)``): those no worker of the node took in time (the
+    /// node is down) return to the shared queue, where a surviving worker finds the node's sandboxes given up
+    /// on. A failure is retried through the shared queue's retry queues (and forwarded again from there).
+    public func declareNodeQueue(_ node: String, on connection: AMQPConnection, deliveryLimit: Int = 20) async throws {
+        let queue = runtimeNodeQueue(node)
+        _ = try await connection.declare(
+            AMQPQueue(
+                name: queue,
+                deadLetterExchange: "",
+                deadLetterRoutingKey: runtimeQueue,
+                deliveryLimit: deliveryLimit
+            )
+        )
+        try await connection.bind(AMQPBinding(queue: queue, exchange: commandsExchange, routingKey: queue))
+    }
+
     /// Declares `queue` as a work queue (a quorum queue that dead-letters to the dead queue, with its retry
     /// queues) bound on the commands exchange under its own name (idempotent).
     public func declareWorkQueue(_ queue: String, on connection: AMQPConnection, deliveryLimit: Int = 20) async throws {

@@ -129,11 +129,52 @@ extension RuntimeWorker {
         }
     }
 
+    // MARK: Node lease
+
+    /// Every third of `runtime.node_lease`, until a graceful shutdown: ``keepNodeLease()``.
+    func nodeLeaseLoop() async {
+        while !Task.isCancelled, !Task.isShuttingDownGracefully {
+            await keepNodeLease()
+            do {
+                try await cancelWhenGracefulShutdown {
+                    try await Task.sleep(for: self.settings.nodeLease / 3)
+                }
+            } catch {
+                return
+            }
+        }
+    }
+
+    /// Renews this node's lease — after the node was taken for dead, reconciling again, which removes the
+    /// sandboxes the database gave up on — and takes the other nodes whose lease ran out for dead: their
+    /// sandboxes are marked lost (and announced), so their conversations get new ones when they next need one.
+    /// Commands that waited in a dead node's queue come back to the shared queue by themselves (its messages
+    /// expire after `runtime.node_lease`).
+    public func keepNodeLease() async {
+        do {
+            if try await store.renewNode(lease: settings.nodeLease, advertiseHost: configuration.advertiseHost) {
+                logger.warning("this node had been taken for dead: removing the sandboxes given up on")
+                try await reconcile()
+            }
+            for record in try await store.sweepLapsedNodes() {
+                logger.warning(
+                    "sandbox lost with its node",
+                    metadata: [
+                        LogKey.sandboxID.rawValue: "\(record.id)", LogKey.reason.rawValue: "\(record.reason ?? "")",
+                    ]
+                )
+                await announce(record, "lost", reason: record.reason)
+            }
+        } catch {
+            logger.warning("cannot keep the node's lease", metadata: [LogKey.error.rawValue: "\(error)"])
+        }
+    }
+
     // MARK: Reconciliation
 
     /// Makes the backends and this node's rows of the `sandboxes` table agree, at start: a sandbox the backend
-    /// runs but the table does not know (on any node: nodes on one machine share its engine and folders) is
-    /// removed; a row of this node whose sandbox the backend no longer has is marked `lost`; a process
+    /// runs but the table does not know or gave up on (on any node: nodes on one machine share its engine and
+    /// folders) is removed; a row of this node whose sandbox the backend no longer has is marked `lost`; a process
     /// sandbox that died with its worker is recorded `stopped` (its folder is kept, and it is started again in
     /// it when its conversation next needs it). Nothing is provisioned here: a conversation gets a sandbox when
     /// it is used, so a restart does not start one for every earlier conversation. A backend that does not
@@ -161,10 +202,11 @@ extension RuntimeWorker {
             // Read after listing: a row is written before its sandbox is created, so every sandbox listed by
             // a worker that is provisioning right now is known here.
             let records = try await store.all()
-            let known = Set(records.filter { $0.backend == kind }.map(\.id))
+            // A sandbox whose row is lost was given up on (its node was taken for dead): it goes too.
+            let known = Set(records.filter { $0.backend == kind && $0.status != .lost }.map(\.id))
             for orphan in listed where !known.contains(orphan.sandboxID) {
                 logger.notice(
-                    "removing a sandbox the database does not know",
+                    "removing a sandbox the database does not know, or gave up on",
                     metadata: [
                         LogKey.sandboxID.rawValue: "\(orphan.sandboxID)",
                         LogKey.sandboxReference.rawValue: "\(orphan.reference)",

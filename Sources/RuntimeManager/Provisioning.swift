@@ -47,7 +47,7 @@ func backendCall<T: Sendable>(_ body: () async throws -> T) async throws -> T {
 }
 
 /// A command about a sandbox another node holds: only that node's workers may act on it, so the command is
-/// sent on to its queue (``RuntimeWorker/handle(_:from:)``).
+/// sent on to its queue (``RuntimeWorker/handle(_:)``).
 struct HeldElsewhere: Error {
     let node: String
     let sandbox: UUID

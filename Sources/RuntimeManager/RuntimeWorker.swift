@@ -27,6 +27,8 @@ public final class RuntimeWorker: Service, Sendable {
         /// Attempts through the retry queues before a failing command is dead-lettered: by default as many as
         /// span `runtime.command_retry_for`.
         public var maxAttempts: Int
+        /// The address this node's sandboxes are published on (`node.advertise_host`), recorded with its lease.
+        public var advertiseHost: String = "127.0.0.1"
 
         public init(
             settings: RuntimeSettings,
@@ -98,7 +100,8 @@ public final class RuntimeWorker: Service, Sendable {
     /// commands, lets the ones in flight finish within `runtime.shutdown_timeout` (cancelling, and so
     /// requeueing, what is left), and returns.
     public func run() async throws {
-        try await topology.declareWorkQueue(nodeQueue, on: bus.connection)
+        try await topology.declareNodeQueue(store.node, on: bus.connection)
+        _ = try await store.renewNode(lease: settings.nodeLease, advertiseHost: configuration.advertiseHost)
         try await reconcile()
         logger.info(
             "runtime worker consuming",
@@ -112,9 +115,10 @@ public final class RuntimeWorker: Service, Sendable {
                 async let maintenance: Void = self.maintenanceLoop()
                 async let workspace: Void = self.answerWorkspaceRequests()
                 async let node: Void = self.consumeNodeQueue()
-                _ = await (maintenance, workspace, node)
+                async let lease: Void = self.nodeLeaseLoop()
+                _ = await (maintenance, workspace, node, lease)
             },
-            handle: { await self.handle($0, from: self.topology.runtimeQueue) }
+            handle: { await self.handle($0) }
         )
         logger.info("runtime worker stopped")
     }
@@ -134,7 +138,7 @@ public final class RuntimeWorker: Service, Sendable {
 
     private func consumeNodeQueue() async {
         do {
-            try await consumer(of: nodeQueue).run(handle: { await self.handle($0, from: self.nodeQueue) })
+            try await consumer(of: nodeQueue).run(handle: { await self.handle($0) })
         } catch {
             if !Task.isCancelled {
                 logger.error("the node's queue stopped", metadata: [LogKey.error.rawValue: "\(error)"])
@@ -144,8 +148,9 @@ public final class RuntimeWorker: Service, Sendable {
 
     // MARK: Commands
 
-    /// Handles a command taken from `queue` (the shared one or this node's).
-    func handle(_ delivery: AMQPDelivery, from queue: String) async {
+    /// Handles a command taken from the shared queue or this node's; a failure is retried through the shared
+    /// queue's retry queues either way (from there it is sent on to the node again if it is the node's).
+    func handle(_ delivery: AMQPDelivery) async {
         let logger = self.logger.forDelivery(delivery)
         guard let command = delivery.properties.type.flatMap(RuntimeCommand.init(rawValue:)) else {
             logger.error("unknown runtime command: dead-lettered")
@@ -189,7 +194,11 @@ public final class RuntimeWorker: Service, Sendable {
         } catch let elsewhere as HeldElsewhere {
             // Not handled here, so not recorded as processed: the node that holds the sandbox handles it.
             do {
-                try await bus.forward(delivery, to: topology.runtimeNodeQueue(elsewhere.node))
+                try await bus.forward(
+                    delivery,
+                    to: topology.runtimeNodeQueue(elsewhere.node),
+                    expireAfter: settings.nodeLease
+                )
                 logger.notice(
                     "sent on to node \(elsewhere.node), which holds the sandbox",
                     metadata: [LogKey.sandboxID.rawValue: "\(elsewhere.sandbox)"]
@@ -199,7 +208,7 @@ public final class RuntimeWorker: Service, Sendable {
                 await bus.settle(
                     failed: delivery,
                     error: error,
-                    from: queue,
+                    from: topology.runtimeQueue,
                     maxAttempts: configuration.maxAttempts,
                     logger: logger
                 )
@@ -208,7 +217,7 @@ public final class RuntimeWorker: Service, Sendable {
             await bus.settle(
                 failed: delivery,
                 error: error,
-                from: queue,
+                from: topology.runtimeQueue,
                 maxAttempts: configuration.maxAttempts,
                 logger: logger
             )

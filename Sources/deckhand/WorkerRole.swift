@@ -42,6 +42,7 @@ struct WorkerResources: Sendable {
             prefetch: configuration.amqp.prefetch
         )
         if let workerID { settings.workerID = workerID }
+        settings.advertiseHost = configuration.node.advertiseHost
         return RuntimeWorker(
             configuration: settings,
             bus: bus,

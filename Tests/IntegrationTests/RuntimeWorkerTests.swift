@@ -336,6 +336,53 @@ import Glibc
         }
     }
 
+    /// A node that stops renewing its lease is taken for dead by a worker of another node: its sandbox is marked
+    /// lost, a provision that waited in its queue comes back to the shared queue and is answered with a new
+    /// sandbox, and the node, when it returns, removes the sandbox the database gave up on.
+    @Test func aNodeThatStopsRenewingItsLeaseIsTakenForDead() async throws {
+        try await TestRuntime.with { runtime in
+            // Node A's lease outlasts what node B forwards to it (which comes back when it expires, and is sent on
+            // again while node A counts as alive).
+            let leaseA = TestRuntime.settings { $0.nodeLease = .seconds(5) }
+            let quick = TestRuntime.settings { $0.nodeLease = .seconds(2) }
+            let nodeA = NodeSettings(id: "node-a", advertiseHost: "127.0.0.2")
+            let conversation = UUID()
+            let first = try await running(try runtime.makeWorker(settings: leaseA, node: nodeA)) {
+                let first = try await runtime.provisioned(conversation)
+                try await runtime.send(.stop, sandbox: first.sandboxID)
+                try await eventually("node A stopped its sandbox") {
+                    try await runtime.store.sandbox(id: first.sandboxID)?.status == .stopped
+                }
+                return first
+            }
+            let folder = try #require(try await runtime.store.sandbox(id: first.sandboxID)?.reference)
+            let nodeB = NodeSettings(id: "node-b", advertiseHost: "127.0.0.3")
+            try await running(try runtime.makeWorker(settings: quick, node: nodeB)) {
+                // Its sandbox must be woken, which only node A can do: the provision waits in node A's queue
+                // until node A is taken for dead, then comes back and gets a new sandbox on node B.
+                try await runtime.provision(conversation)
+                let queueA = runtime.topology.runtimeNodeQueue("node-a")
+                try await eventually("the provision waits in node A's queue") {
+                    try await runtime.connection.inspect(queue: queueA).messageCount == 1
+                }
+                let reply = try await runtime.reply(for: conversation)
+                let second = try #require(reply.ready, "\(reply)")
+                #expect(second.sandboxID != first.sandboxID)
+                #expect(second.url.hasPrefix("http://127.0.0.3:"), "\(second.url)")
+                let given = try #require(try await runtime.store.sandbox(id: first.sandboxID))
+                #expect(given.status == .lost)
+                #expect(given.reason?.contains("node-a") == true, "\(given.reason ?? "")")
+            }
+            let backend = try runtime.makeBackends([.process])[0]
+            #expect(try await backend.inspect(folder) != .missing, "node B leaves node A's sandbox alone")
+            try await running(try runtime.makeWorker(settings: leaseA, node: nodeA)) {
+                try await eventually("node A, back, removed the sandbox given up on") {
+                    try await backend.inspect(folder) == .missing
+                }
+            }
+        }
+    }
+
     @Test func sigtermDrainsAndExitsZero() async throws {
         try await TestRuntime.with { runtime in
             let process = try runtime.launchWorkerProcess()
