@@ -33,6 +33,8 @@ final class ConnectionCore {
     private var topology = TopologyRecord()
     private var backoff: Backoff
     private var reconnectAt: ContinuousClock.Instant?
+    /// The broker of the URL it is (or was last) connected to.
+    private var preferredEndpoint = 0
     private var lastInbound = ContinuousClock.now
     private var lastSweep = ContinuousClock.now
     private let arena = CArena()
@@ -143,21 +145,22 @@ final class ConnectionCore {
 
     // MARK: Connecting
 
-    private func establish() throws(DeckhandError) {
+    /// A connection to `endpoint`, logged in; throws what went wrong.
+    private func open(_ endpoint: AMQPURL.Endpoint) throws(DeckhandError) -> amqp_connection_state_t {
         guard let state = amqp_new_connection() else {
             throw DeckhandError(.internalError, "amqp_new_connection failed")
         }
         let url = configuration.url
-        let endpoint = "\(url.host):\(url.port)"
+        let address = "\(endpoint.host):\(endpoint.port)"
         guard let socket = amqp_tcp_socket_new(state) else {
             amqp_destroy_connection(state)
             throw DeckhandError(.internalError, "amqp_tcp_socket_new failed")
         }
         var timeout = timeval(configuration.connectTimeout)
-        let opened = amqp_socket_open_noblock(socket, url.host, Int32(url.port), &timeout)
+        let opened = amqp_socket_open_noblock(socket, endpoint.host, Int32(endpoint.port), &timeout)
         guard opened == AMQP_STATUS_OK.rawValue else {
             amqp_destroy_connection(state)
-            throw DeckhandError(.unavailable, "cannot reach RabbitMQ at \(endpoint): \(amqpErrorString(opened))")
+            throw DeckhandError(.unavailable, "cannot reach RabbitMQ at \(address): \(amqpErrorString(opened))")
         }
         amqp_set_handshake_timeout(state, &timeout)
         amqp_set_rpc_timeout(state, &timeout)
@@ -187,7 +190,36 @@ final class ConnectionCore {
             amqp_destroy_connection(state)
             throw DeckhandError(
                 .unavailable,
-                "RabbitMQ at \(endpoint) refused the login of user '\(url.user)' to vhost '\(url.vhost)': \(reason)"
+                "RabbitMQ at \(address) refused the login of user '\(url.user)' to vhost '\(url.vhost)': \(reason)"
+            )
+        }
+        return state
+    }
+
+    /// Connects to the first broker of the URL that answers and logs in: at first from the first; on a
+    /// reconnect from the one after the broker it had (a cluster's nodes in turn, so a lost node's clients move
+    /// to another without waiting out a connect timeout on it first).
+    private func establish() throws(DeckhandError) {
+        let url = configuration.url
+        var failures: [DeckhandError] = []
+        var opened: amqp_connection_state_t?
+        let first = generation == 0 ? 0 : preferredEndpoint + 1
+        for offset in 0..<url.endpoints.count {
+            let index = (first + offset) % url.endpoints.count
+            do {
+                opened = try open(url.endpoints[index])
+                preferredEndpoint = index
+                break
+            } catch {
+                failures.append(error)
+            }
+        }
+        guard let state = opened else {
+            guard failures.count > 1 else { throw failures[0] }
+            throw DeckhandError(
+                .unavailable,
+                "no RabbitMQ broker of \(url.redacted) answered: "
+                    + failures.map(\.message).joined(separator: "; ")
             )
         }
         connection = state

@@ -1,13 +1,36 @@
-/// The parts of an `amqp://user:password@host:port/vhost` URL.
+/// The parts of an `amqp://user:password@host:port/vhost` URL, which may name several brokers of one cluster:
+/// `amqp://user:password@a:5672,b:5672,c:5672/vhost` (same credentials and vhost on each).
 ///
 /// The vhost is the percent-decoded path after the first `/`; an empty path means the default vhost `/`
 /// (so `amqp://host/` and `amqp://host` both mean `/`, and `%2F` spells `/` explicitly).
 public struct AMQPURL: Sendable, Equatable {
-    public var host: String
-    public var port: Int
+    /// One broker address.
+    public struct Endpoint: Sendable, Equatable {
+        public var host: String
+        public var port: Int
+
+        public init(host: String, port: Int = 5672) {
+            self.host = host
+            self.port = port
+        }
+    }
+
+    /// The brokers, in the order they are tried (never empty).
+    public var endpoints: [Endpoint]
     public var user: String
     public var password: String
     public var vhost: String
+
+    /// The first broker's host.
+    public var host: String {
+        get { endpoints[0].host }
+        set { endpoints[0].host = newValue }
+    }
+    /// The first broker's port.
+    public var port: Int {
+        get { endpoints[0].port }
+        set { endpoints[0].port = newValue }
+    }
 
     public init(
         host: String = "127.0.0.1",
@@ -16,8 +39,13 @@ public struct AMQPURL: Sendable, Equatable {
         password: String = "guest",
         vhost: String = "/"
     ) {
-        self.host = host
-        self.port = port
+        self.init(endpoints: [Endpoint(host: host, port: port)], user: user, password: password, vhost: vhost)
+    }
+
+    /// A URL of several brokers; `endpoints` must not be empty.
+    public init(endpoints: [Endpoint], user: String = "guest", password: String = "guest", vhost: String = "/") {
+        precondition(!endpoints.isEmpty, "an AMQP URL names at least one broker")
+        self.endpoints = endpoints
         self.user = user
         self.password = password
         self.vhost = vhost
@@ -52,20 +80,27 @@ public struct AMQPURL: Sendable, Equatable {
                 user = u
             }
         }
-        var port = 5672
-        var host = rest
-        if let colon = rest.lastIndex(of: ":") {
-            guard let parsed = Int(rest[rest.index(after: colon)...]), (1...65535).contains(parsed) else { return nil }
-            port = parsed
-            host = rest[..<colon]
+        var endpoints: [Endpoint] = []
+        for address in rest.split(separator: ",", omittingEmptySubsequences: false) {
+            var port = 5672
+            var host = address
+            if let colon = address.lastIndex(of: ":") {
+                guard let parsed = Int(address[address.index(after: colon)...]), (1...65535).contains(parsed) else {
+                    return nil
+                }
+                port = parsed
+                host = address[..<colon]
+            }
+            guard !host.isEmpty else { return nil }
+            endpoints.append(Endpoint(host: String(host), port: port))
         }
-        guard !host.isEmpty else { return nil }
-        self.init(host: String(host), port: port, user: user, password: password, vhost: vhost)
+        self.init(endpoints: endpoints, user: user, password: password, vhost: vhost)
     }
 
     /// The URL without its password, safe to log.
     public var redacted: String {
-        "amqp://\(user):***@\(host):\(port)/\(vhost == "/" ? "" : vhost)"
+        let addresses = endpoints.map { "\($0.host):\($0.port)" }.joined(separator: ",")
+        return "amqp://\(user):***@\(addresses)/\(vhost == "/" ? "" : vhost)"
     }
 }
 

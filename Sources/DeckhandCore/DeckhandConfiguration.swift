@@ -63,7 +63,8 @@ public struct DeckhandConfiguration: Sendable {
 
 /// How to reach RabbitMQ and how patient to be with it.
 public struct AMQPSettings: Sendable {
-    /// `amqp.url`: the broker, `amqp://user:password@host:port/vhost`.
+    /// `amqp.url`: the broker, `amqp://user:password@host:port/vhost`, or a cluster's nodes,
+    /// `amqp://user:password@a:5672,b:5672/vhost` (tried in turn).
     public var url: AMQPURL = AMQPURL()
     /// `amqp.heartbeat`: AMQP heartbeat interval; a connection silent for two intervals is dead.
     public var heartbeat: Duration = .seconds(30)
@@ -93,7 +94,7 @@ public struct AMQPSettings: Sendable {
                 // The value may hold a password: name the key and the expected shape, not the value.
                 throw DeckhandError(
                     .invalidConfiguration,
-                    "amqp.url: expected amqp://user:password@host:port/vhost (the value is not shown; it may hold a password)"
+                    "amqp.url: expected amqp://user:password@host:port/vhost, or host:port,host:port for a cluster (the value is not shown; it may hold a password)"
                 )
             }
             self.url = url

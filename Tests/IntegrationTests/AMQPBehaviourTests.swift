@@ -241,6 +241,52 @@ import Testing
         await connection.close()
     }
 
+    /// A URL naming several brokers (a cluster): the connection takes the first that answers, and when that one
+    /// is lost it moves to another, its consumer resumed and its publishes delivered.
+    @Test func aURLOfSeveralBrokersMovesToAnotherWhenOneIsLost() async throws {
+        let name = TestEnvironment.uniqueName("brokers")
+        let url = try TestAMQP.url
+        let (first, second) = (
+            try TCPProxy.start(targetHost: url.host, targetPort: url.port),
+            try TCPProxy.start(targetHost: url.host, targetPort: url.port)
+        )
+        defer {
+            first.stop()
+            second.stop()
+        }
+        // Nothing listens on port 1: the first address is refused, the second answers.
+        let addresses = [1, first.port, second.port].map { AMQPURL.Endpoint(host: "127.0.0.1", port: $0) }
+        let connection = try await TestAMQP.connect(name: name) { configuration in
+            configuration.url.endpoints = addresses
+            configuration.heartbeat = .seconds(2)
+            configuration.reconnectMin = .milliseconds(50)
+        }
+        try await connection.declare(AMQPQueue(name: name))
+        let consumer = try await connection.consume(queue: name, prefetch: 10)
+        var deliveries = consumer.makeAsyncIterator()
+        try await connection.publish(AMQPMessage(json: Array("before".utf8)), exchange: "", routingKey: name)
+        let before = try #require(try await deliveries.next())
+        #expect(before.body == Array("before".utf8))
+        before.ack()
+
+        first.stop()
+        try await eventually("reconnected through the other broker") {
+            connection.status.connected && connection.status.connections >= 2
+        }
+        try await connection.publish(AMQPMessage(json: Array("after".utf8)), exchange: "", routingKey: name)
+        // "before" may come again first: its ack may not have reached the broker before the cut.
+        var seen: [String] = []
+        while seen.last != "after", let delivery = try await deliveries.next() {
+            seen.append(String(decoding: delivery.body, as: UTF8.self))
+            delivery.ack()
+        }
+        #expect(seen.last == "after", "the consumer resumed on the other broker: \(seen)")
+        #expect(seen.dropLast().allSatisfy { $0 == "before" }, "\(seen)")
+        await consumer.cancel()
+        _ = try await connection.deleteQueue(name)
+        await connection.close()
+    }
+
     @Test func theFirstConnectFailsWithTheEndpointNamed() async throws {
         var configuration = AMQPConnection.Configuration(url: AMQPURL(host: "127.0.0.1", port: 1), name: "nowhere")
         configuration.connectTimeout = .seconds(2)

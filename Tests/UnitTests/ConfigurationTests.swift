@@ -98,5 +98,20 @@ import Testing
         #expect(AMQPURL("amqp://h:0") == nil)
         #expect(AMQPURL("amqp://:5672") == nil)
         #expect(AMQPURL("amqp://u:secret@h:1/").map(\.redacted) == "amqp://u:***@h:1/")
+        // Several brokers of one cluster: tried in turn, same credentials and vhost.
+        let cluster = AMQPURL("amqp://u:p@a:5673,b,c:5674/v")
+        #expect(
+            cluster
+                == AMQPURL(
+                    endpoints: [.init(host: "a", port: 5673), .init(host: "b"), .init(host: "c", port: 5674)],
+                    user: "u",
+                    password: "p",
+                    vhost: "v"
+                )
+        )
+        #expect(cluster?.host == "a" && cluster?.port == 5673)
+        #expect(cluster?.redacted == "amqp://u:***@a:5673,b:5672,c:5674/v")
+        #expect(AMQPURL("amqp://u:p@a,,b/") == nil, "an empty address")
+        #expect(AMQPURL("amqp://u:p@a,b:99999/") == nil, "a bad port")
     }
 }
