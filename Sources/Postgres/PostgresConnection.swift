@@ -23,6 +23,9 @@ public final class PostgresConnection {
     private var statements: [String: String] = [:]
     private var nextStatementNumber = 0
     private var closed = false
+    /// The server turned out not to take writes (a standby, or a primary being failed over): the connection is
+    /// not given back to the pool, so the next one finds the new primary.
+    private var condemned = false
 
     /// The most prepared statements kept per connection; past it the cache is dropped (`DEALLOCATE ALL`).
     static let statementCacheLimit = 512
@@ -53,8 +56,13 @@ public final class PostgresConnection {
             2,
             Int(connectTimeout.components.seconds) + (connectTimeout.components.attoseconds > 0 ? 1 : 0)
         )
-        let keywords = ["dbname", "connect_timeout", "fallback_application_name"] + session.connectionKeywords.map(\.0)
-        let values = [url.raw, String(seconds), "deckhand"] + session.connectionKeywords.map(\.1)
+        var keywords = ["dbname", "connect_timeout", "fallback_application_name"] + session.connectionKeywords.map(\.0)
+        var values = [url.raw, String(seconds), "deckhand"] + session.connectionKeywords.map(\.1)
+        // Several hosts (a primary and its standbys): only the one that takes writes will do, unless the URL says.
+        if url.hostCount > 1, !url.raw.contains("target_session_attrs") {
+            keywords.append("target_session_attrs")
+            values.append("read-write")
+        }
         let handle: OpaquePointer? = withConstCStringArray(keywords) { keywordPointers in
             withConstCStringArray(values) { valuePointers in
                 PQconnectdbParams(keywordPointers, valuePointers, 1)
@@ -89,7 +97,8 @@ public final class PostgresConnection {
 
     /// Whether the connection can go back to the pool: connected, no transaction open, not in pipeline mode.
     var isReusable: Bool {
-        isConnected && PQtransactionStatus(handle) == PQTRANS_IDLE && PQpipelineStatus(handle) == PQ_PIPELINE_OFF
+        isConnected && !condemned && PQtransactionStatus(handle) == PQTRANS_IDLE
+            && PQpipelineStatus(handle) == PQ_PIPELINE_OFF
     }
 
     /// Whether a transaction block is open (or failed and not yet ended).
@@ -340,6 +349,17 @@ public final class PostgresConnection {
                 detail: Self.field(result, "D").map(url.scrub),
                 constraint: Self.field(result, "n")
             )
+            // A server that does not take writes (25006: a standby, or a primary demoted by a failover) or is
+            // shutting down (57P01-57P03): this connection is done; the work is retried on another.
+            if server.sqlState == "25006" || server.sqlState.hasPrefix("57P") {
+                condemned = true
+                throw DeckhandError(
+                    .unavailable,
+                    "the PostgreSQL server cannot take this work now (SQLSTATE \(server.sqlState): \(server.message)); "
+                        + "the connection is dropped and the work retried",
+                    underlying: server
+                )
+            }
             // 57014 is a cancelled statement: by postgres.statement_timeout here (nothing else cancels ours).
             throw DeckhandError(
                 server.sqlState == "57014" ? .postgresStatementTimeout : .postgresQuery,

@@ -8,6 +8,8 @@ struct PostgresURL: Sendable {
     private let secrets: [String]
     /// The URL with the password replaced by `***`.
     let redacted: String
+    /// How many hosts the URL names (`postgresql://u:p@a:5432,b:5432/db`: 2).
+    let hostCount: Int
 
     init(_ raw: String) {
         self.raw = raw
@@ -42,6 +44,14 @@ struct PostgresURL: Sendable {
         }
         self.secrets = secrets.sorted { $0.count > $1.count }
         self.redacted = redacted
+        var hosts = 1
+        if let schemeEnd = raw.range(of: "://") {
+            let rest = raw[schemeEnd.upperBound...]
+            let authority = rest[..<(rest.firstIndex(where: { $0 == "/" || $0 == "?" }) ?? rest.endIndex)]
+            let addresses = authority.lastIndex(of: "@").map { authority[authority.index(after: $0)...] } ?? authority
+            hosts = max(1, addresses.split(separator: ",").count)
+        }
+        self.hostCount = hosts
     }
 
     /// `text` with every occurrence of the password replaced by `***`.

@@ -112,6 +112,47 @@ import Testing
         await client.close()
     }
 
+    /// A URL of several hosts (a primary and its standbys): libpq tries them in turn, and Deckhand asks for the
+    /// one that takes writes. A refused first host is passed over.
+    @Test func aURLOfSeveralHostsConnectsToOneThatAnswers() async throws {
+        try await TestPostgres.withSchemaURL { url in
+            guard let at = url.range(of: "@127.0.0.1:") else {
+                throw DeckhandError(.invalidConfiguration, "the test database URL is not on 127.0.0.1: \(url)")
+            }
+            let several = url.replacingCharacters(in: at, with: "@127.0.0.1:1,127.0.0.1:")
+            let client = PostgresClient(url: several, poolSize: 1, connectTimeout: .seconds(2))
+            let readOnly = try await client.query("SHOW transaction_read_only")[0].decode(
+                String.self,
+                "transaction_read_only"
+            )
+            #expect(readOnly == "off")
+            await client.close()
+        }
+    }
+
+    /// A connection whose server stops taking writes (a standby, a primary demoted by a failover: SQLSTATE
+    /// 25006) fails with a retryable error and is not given back to the pool: the next statement gets a new
+    /// connection, which finds the server that takes writes.
+    @Test func aConnectionToAServerThatTakesNoWritesIsDropped() async throws {
+        try await TestPostgres.withSchema(poolSize: 1) { client in
+            try await client.execute("CREATE TABLE notes (text text)")
+            let before = try await client.query("SELECT pg_backend_pid() AS pid")[0].decode(Int32.self, "pid")
+            // This session now behaves as a standby's would.
+            try await client.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            let refused = await #expect(throws: DeckhandError.self) {
+                try await client.execute("INSERT INTO notes VALUES ('refused')")
+            }
+            #expect(refused?.code == .unavailable, "retryable: \(String(describing: refused))")
+            #expect(refused?.postgresSQLState == "25006")
+            try await client.execute("INSERT INTO notes VALUES ('kept')")
+            let after = try await client.query("SELECT pg_backend_pid() AS pid")[0].decode(Int32.self, "pid")
+            #expect(after != before, "a new connection")
+            #expect(
+                try await client.query("SELECT text FROM notes").map { try $0.decode(String.self, "text") } == ["kept"]
+            )
+        }
+    }
+
     @Test func poolOfFourServesSixtyFourConcurrentTasks() async throws {
         try await TestPostgres.withSchema(poolSize: 4) { client in
             let pids = try await withThrowingTaskGroup(of: Int32.self) { group in
