@@ -58,8 +58,9 @@ public struct RuntimeSettings: Sendable {
     public var lease: Duration = .seconds(15)
     /// `runtime.node_lease`: how long a node counts as alive after its runtime workers last renewed its lease
     /// (each renews it every third of this). A node silent for longer is taken for dead: a surviving worker
-    /// marks its sandboxes lost, and what waited in its queue comes back to the shared one.
-    public var nodeLease: Duration = .seconds(30)
+    /// marks its sandboxes lost, and what waited in its queue comes back to the shared one. Longer than a
+    /// rolling restart of a node's runtime workers takes, or the restart costs its conversations their files.
+    public var nodeLease: Duration = .seconds(60)
     /// `runtime.maintenance_interval`: how often a worker tries to do the pool maintenance.
     public var maintenanceInterval: Duration = .seconds(30)
     /// `runtime.command_retry_for`: how long a runtime command (provision, pause, resume, stop, destroy) is
