@@ -227,6 +227,12 @@ import Glibc
             let first = try? await runtime.reply(for: conversation)
             let ready = try #require(first?.ready, "worker log: \(runtime.workerProcessLog)")
             _ = try await runtime.run("echo survived > notes.txt", in: ready)
+            // Killed once its provision is recorded handled: a provision killed between its answer and that
+            // record is given to the survivor again and rightly answered again (CI saw it once).
+            try await eventually("the provision recorded as handled") {
+                try await runtime.postgres.query("SELECT count(*) AS n FROM processed_messages")[0]
+                    .decode(Int.self, "n") >= 1
+            }
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
             // The sandbox's lifeline closed with the worker: it shuts down by itself.
