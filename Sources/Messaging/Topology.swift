@@ -1,4 +1,5 @@
 import AMQP
+import DeckhandCore
 
 /// The names of Deckhand's exchanges and queues (DESIGN §2), optionally under a namespace prefix so that
 /// tests (or two deployments sharing a broker vhost) never meet.
@@ -48,9 +49,17 @@ public struct Topology: Sendable, Equatable {
         try await connection.declare(AMQPExchange(name: commandsExchange, kind: .direct))
         try await connection.declare(AMQPExchange(name: eventsExchange, kind: .topic))
         _ = try await connection.declare(AMQPQueue(name: deadQueue))
-        _ = try await connection.declare(
-            AMQPQueue(name: workspaceQueue, kind: .classic, messageTTLMilliseconds: 60_000)
-        )
+        // A quorum queue, replicated: a classic one lives on one broker node, and while that node is down no
+        // process can declare it, so none starts (the cluster drill found it).
+        let workspace = AMQPQueue(name: workspaceQueue, messageTTLMilliseconds: 60_000)
+        do {
+            _ = try await connection.declare(workspace)
+        } catch let error as DeckhandError where (error.underlying as? AMQPRefusal)?.replyCode == 406 {
+            // Made a classic queue by an earlier Deckhand: replaced (it only ever holds requests that expire
+            // within a minute, which their callers retry).
+            _ = try await connection.deleteQueue(workspaceQueue)
+            _ = try await connection.declare(workspace)
+        }
         try await connection.bind(
             AMQPBinding(queue: workspaceQueue, exchange: commandsExchange, routingKey: workspaceQueue)
         )

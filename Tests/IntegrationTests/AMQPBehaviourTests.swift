@@ -2,6 +2,7 @@ import AMQP
 import DeckhandCore
 import DeckhandTesting
 import Foundation
+import Messaging
 import Testing
 
 @Suite struct AMQPBehaviourTests {
@@ -284,6 +285,37 @@ import Testing
         #expect(seen.dropLast().allSatisfy { $0 == "before" }, "\(seen)")
         await consumer.cancel()
         _ = try await connection.deleteQueue(name)
+        await connection.close()
+    }
+
+    /// The workspace-requests queue is a quorum queue (replicated: a classic one lives on one broker node, and
+    /// while that node is down no process can declare it, so none starts); a classic one made by an earlier
+    /// Deckhand is replaced.
+    @Test func theWorkspaceQueueIsAQuorumQueueAndAnOlderClassicOneIsReplaced() async throws {
+        let name = TestEnvironment.uniqueName("wsq")
+        let topology = Topology(namespace: name)
+        let connection = try await TestAMQP.connect(name: name)
+        _ = try await connection.declare(
+            AMQPQueue(name: topology.workspaceQueue, kind: .classic, messageTTLMilliseconds: 60_000)
+        )
+        try await topology.declare(on: connection)
+        let classic = await #expect(throws: DeckhandError.self, "it is a quorum queue now") {
+            _ = try await connection.declare(
+                AMQPQueue(name: topology.workspaceQueue, kind: .classic, messageTTLMilliseconds: 60_000)
+            )
+        }
+        #expect((classic?.underlying as? AMQPRefusal)?.replyCode == 406)
+        try await topology.declare(on: connection)
+        for queue in [topology.workspaceQueue, topology.deadQueue] + topology.workQueues {
+            _ = try? await connection.deleteQueue(queue)
+        }
+        for queue in topology.workQueues {
+            for delay in RetryDelay.allCases {
+                _ = try? await connection.deleteQueue(topology.retryQueue(for: queue, delay: delay))
+            }
+        }
+        try? await connection.deleteExchange(topology.commandsExchange)
+        try? await connection.deleteExchange(topology.eventsExchange)
         await connection.close()
     }
 
