@@ -253,16 +253,18 @@ import Testing
 
     @Test func acquireTimeoutFiresWhenAllConnectionsAreHeld() async throws {
         try await TestPostgres.withSchema(poolSize: 1, acquireTimeout: .milliseconds(200)) { client in
-            let holder = Task { try await client.query("SELECT pg_sleep(4)") }
-            // Wait until the holder's query runs (it holds the only connection), however loaded the machine.
-            let observer = PostgresClient(url: TestEnvironment.postgresURL, poolSize: 1)
-            defer { Task { await observer.close() } }
-            try await eventually("the holder's query runs") {
-                let running = try await observer.query(
-                    "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(4)' AND state = 'active'"
-                )
-                return try running[0].decode(Int.self, 0) > 0
+            // The holder keeps the only connection until it is told to let go: no window for it to end early,
+            // however loaded the machine (a 4 s pg_sleep once ended before a loaded CI machine saw it run).
+            let (holding, heldNow) = AsyncStream<Void>.makeStream()
+            let (released, release) = AsyncStream<Void>.makeStream()
+            let holder = Task {
+                defer { heldNow.finish() }  // a holder that failed to acquire ends the wait below too
+                try await client.withReservedConnection { _ in
+                    heldNow.yield()
+                    for await _ in released {}
+                }
             }
+            for await _ in holding { break }
             let start = ContinuousClock.now
             do {
                 try await client.query("SELECT 1")
@@ -272,7 +274,8 @@ import Testing
                 #expect(error.message.contains("timeout"))
             }
             #expect(ContinuousClock.now - start < .seconds(3), "it timed out rather than waiting for the holder")
-            _ = try await holder.value
+            release.finish()
+            try await holder.value
             // The pool works again once the connection is back.
             #expect(try await client.query("SELECT 1")[0].decode(Int.self, 0) == 1)
         }
