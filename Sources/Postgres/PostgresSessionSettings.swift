@@ -40,11 +40,21 @@ public struct PostgresSessionSettings: Sendable, Equatable {
         ]
     }
 
-    /// The `SET` statements of a new session (0 is PostgreSQL's "no limit").
+    /// The `SET` statements of a new session (0 is PostgreSQL's "no limit"). The server probes its side of the
+    /// connection the same way: a session whose client vanished (a partitioned or powered-off node) ends, and its
+    /// locks and advisory locks go with it, instead of staying held until the server's kernel gives up (hours).
     var sessionStatements: String {
         let statement = statementTimeout.map(Self.milliseconds) ?? 0
         let idle = idleInTransactionTimeout.map(Self.milliseconds) ?? 0
-        return "SET statement_timeout = \(statement); SET idle_in_transaction_session_timeout = \(idle)"
+        var statements = ["SET statement_timeout = \(statement)", "SET idle_in_transaction_session_timeout = \(idle)"]
+        if let keepalivesIdle {
+            let seconds = max(1, Self.seconds(keepalivesIdle))
+            statements += [
+                "SET tcp_keepalives_idle = \(seconds)", "SET tcp_keepalives_interval = \(max(1, seconds / 3))",
+                "SET tcp_keepalives_count = 3", "SET tcp_user_timeout = \(2 * seconds * 1000)",
+            ]
+        }
+        return statements.joined(separator: "; ")
     }
 
     static func seconds(_ duration: Duration) -> Int { Int(duration.components.seconds) }

@@ -295,6 +295,10 @@ import Testing
         defer { Task { await holder.close() } }
         try await TestPostgres.withSchema(poolSize: 1, session: session) { client in
             #expect(try await client.query("SHOW statement_timeout")[0].decode(String.self, 0) == "300ms")
+            // The server probes its side of the TCP connection (the test's URL is TCP): a vanished client's
+            // session ends with its locks.
+            #expect(try await client.query("SHOW tcp_keepalives_idle")[0].decode(String.self, 0) == "30")
+            #expect(try await client.query("SHOW tcp_user_timeout")[0].decode(String.self, 0) == "60000")
             // A statement that would wait for good (for a lock the holder keeps) is cancelled by the server.
             let key = Int64.random(in: 1...Int64.max)
             let long = try await holder.withReservedConnection { held in

@@ -17,9 +17,22 @@ import Testing
     }
 
     @Test func limitsAreMillisecondsAndOffIsZero() {
-        let settings = PostgresSessionSettings(statementTimeout: .milliseconds(1500), idleInTransactionTimeout: nil)
+        let settings = PostgresSessionSettings(
+            keepalivesIdle: nil,
+            statementTimeout: .milliseconds(1500),
+            idleInTransactionTimeout: nil
+        )
         #expect(
             settings.sessionStatements == "SET statement_timeout = 1500; SET idle_in_transaction_session_timeout = 0"
         )
+    }
+
+    @Test func theServerProbesItsSideOfTheConnectionToo() {
+        let statements = PostgresSessionSettings(keepalivesIdle: .seconds(30)).sessionStatements
+            .split(separator: "; ").map(String.init)
+        #expect(statements.contains("SET tcp_keepalives_idle = 30"))
+        #expect(statements.contains("SET tcp_keepalives_interval = 10"))
+        #expect(statements.contains("SET tcp_keepalives_count = 3"))
+        #expect(statements.contains("SET tcp_user_timeout = 60000"))
     }
 }
