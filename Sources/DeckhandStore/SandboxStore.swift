@@ -328,17 +328,25 @@ public struct SandboxStore: Sendable {
     /// the node had been taken for dead meanwhile (its sandboxes given up on: the caller removes what it still
     /// runs of them).
     public func renewNode(lease: Duration, advertiseHost: String) async throws -> Bool {
-        try await postgres.query(
-            """
-            WITH earlier AS (SELECT swept_at FROM nodes WHERE id = $1 FOR UPDATE)
-            INSERT INTO nodes (id, lease_until, advertise_host)
-            VALUES ($1, now() + $2::float8 * interval '1 millisecond', $3)
-            ON CONFLICT (id) DO UPDATE
-                SET lease_until = EXCLUDED.lease_until, advertise_host = EXCLUDED.advertise_host, swept_at = NULL
-            RETURNING COALESCE((SELECT swept_at IS NOT NULL FROM earlier), false) AS swept
-            """,
-            [.text(node), .int(lease.wholeMilliseconds), .text(advertiseHost)]
-        ).first?.decode(Bool.self, "swept") ?? false
+        // Two statements under the row's lock: a CTE that reads `swept_at` beside the upsert that clears it sees
+        // the row as the upsert left it (so it always said "not swept", and a healed node never cleaned up).
+        try await postgres.transaction { connection -> Bool in
+            let swept =
+                try connection.query(
+                    "SELECT swept_at IS NOT NULL AS swept FROM nodes WHERE id = $1 FOR UPDATE",
+                    [.text(node)]
+                ).first?.decode(Bool.self, "swept") ?? false
+            _ = try connection.execute(
+                """
+                INSERT INTO nodes (id, lease_until, advertise_host)
+                VALUES ($1, now() + $2::float8 * interval '1 millisecond', $3)
+                ON CONFLICT (id) DO UPDATE
+                    SET lease_until = EXCLUDED.lease_until, advertise_host = EXCLUDED.advertise_host, swept_at = NULL
+                """,
+                [.text(node), .int(lease.wholeMilliseconds), .text(advertiseHost)]
+            )
+            return swept
+        }
     }
 
     /// Takes every other node whose lease ran out for dead (each once, by whichever worker gets to it first):

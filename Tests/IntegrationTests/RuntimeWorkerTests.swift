@@ -389,6 +389,26 @@ import Glibc
         }
     }
 
+    /// A node that was taken for dead and renews its lease again hears so once, from the renewal that cleared the
+    /// mark (its maintenance then removes what the database gave up on); the renewals after say nothing.
+    @Test func aRenewalSaysOnceThatTheNodeWasTakenForDead() async throws {
+        try await TestRuntime.with { runtime in
+            let nodeA = SandboxStore(postgres: runtime.postgres, deployment: runtime.namespace, node: "node-a")
+            let nodeB = SandboxStore(postgres: runtime.postgres, deployment: runtime.namespace, node: "node-b")
+            #expect(try await nodeA.renewNode(lease: .milliseconds(1), advertiseHost: "127.0.0.2") == false)
+            try await eventually("node B took node A for dead") {
+                _ = try await nodeB.sweepLapsedNodes()
+                let rows = try await runtime.postgres.query(
+                    "SELECT swept_at IS NOT NULL FROM nodes WHERE id = 'node-a'"
+                )
+                return try rows.first?.decode(Bool.self, 0) == true
+            }
+            #expect(try await nodeA.renewNode(lease: .seconds(60), advertiseHost: "127.0.0.2") == true)
+            #expect(try await nodeA.renewNode(lease: .seconds(60), advertiseHost: "127.0.0.2") == false)
+            #expect(try await nodeB.sweepLapsedNodes().isEmpty, "a renewed node is alive")
+        }
+    }
+
     @Test func sigtermDrainsAndExitsZero() async throws {
         try await TestRuntime.with { runtime in
             let process = try runtime.launchWorkerProcess()
