@@ -37,6 +37,8 @@ final class ConnectionCore {
     private var preferredEndpoint = 0
     private var lastInbound = ContinuousClock.now
     private var lastSweep = ContinuousClock.now
+    /// When a `basic.nack` last made the connection start over (at most once a second).
+    private var lastNackRecycle: ContinuousClock.Instant?
     private let arena = CArena()
 
     private var waitingTopology:
@@ -369,6 +371,18 @@ final class ConnectionCore {
         freeChannels.removeAll()
         nextChannel = firstConsumerChannel
         reconnectAt = .now + backoff.next()
+    }
+
+    /// A channel the broker nacked on may go on nacking: RabbitMQ's channel keeps its own view of a quorum queue's
+    /// members, and once a broker node has stopped it can refuse every later publish to that queue while a new
+    /// channel would be served. The refused publish has failed already (its caller retries it); the ones still
+    /// unconfirmed go out again on a new connection. At most once a second, so a queue that refuses for a reason
+    /// of its own (`x-overflow: reject-publish`) does not make the connection churn.
+    private func recycleAfterNack() {
+        let now = ContinuousClock.now
+        if let last = lastNackRecycle, now - last < .seconds(1) { return }
+        lastNackRecycle = now
+        disconnect("the broker refused a publish (basic.nack): starting over on a new channel")
     }
 
     private func teardown() {
@@ -729,6 +743,7 @@ final class ConnectionCore {
         case DECKHAND_AMQP_BASIC_NACK:
             let nack = method.decoded.assumingMemoryBound(to: amqp_basic_nack_t.self).pointee
             complete(confirms.nack(nack.delivery_tag, multiple: nack.multiple != 0))
+            recycleAfterNack()
         case DECKHAND_AMQP_BASIC_RETURN:
             let returned = method.decoded.assumingMemoryBound(to: amqp_basic_return_t.self).pointee
             let reason =

@@ -154,6 +154,29 @@ import Testing
         await connection.close()
     }
 
+    /// A publish the broker refuses (`basic.nack`: here a full queue with `x-overflow: reject-publish`) fails with
+    /// AMQP$NACKED, and the connection starts over, so the next publish goes out on a new channel (a channel a
+    /// stopped cluster node left with a stale view of a quorum queue would refuse it too).
+    @Test func aRefusedPublishFailsAndTheNextGoesOutOnANewChannel() async throws {
+        let name = TestEnvironment.uniqueName("nacked")
+        let connection = try await TestAMQP.connect(name: name)
+        let full: AMQPTable = ["x-max-length": .int(1), "x-overflow": "reject-publish"]
+        try await connection.declare(
+            AMQPQueue(name: name, kind: .classic, durable: false, exclusive: true, autoDelete: true, arguments: full)
+        )
+        try await connection.publish(AMQPMessage(json: Array("1".utf8)), exchange: "", routingKey: name)
+        let refused = await #expect(throws: DeckhandError.self) {
+            try await connection.publish(AMQPMessage(json: Array("2".utf8)), exchange: "", routingKey: name)
+        }
+        #expect(refused?.code == .amqpNacked)
+        try await eventually("the connection started over") { connection.status.connections == 2 }
+        #expect(connection.status.lastError?.contains("basic.nack") == true, "\(connection.status.lastError ?? "")")
+        // The queue was exclusive to the old connection: declared again, empty, it takes the next publish.
+        try await connection.publish(AMQPMessage(json: Array("3".utf8)), exchange: "", routingKey: name)
+        #expect(try await connection.inspect(queue: name).messageCount == 1)
+        await connection.close()
+    }
+
     @Test func anExclusiveQueueOfAnotherConnectionIsLocked() async throws {
         let name = TestEnvironment.uniqueName("locked")
         let owner = try await TestAMQP.connect(name: name + "-owner")
