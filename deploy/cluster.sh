@@ -8,26 +8,37 @@
 #   deploy/cluster.sh down            stop everything it started
 #   deploy/cluster.sh status          what runs, which broker nodes are in the cluster, which database is primary
 #   deploy/cluster.sh env             the URLs every node uses, as shell exports
-#   deploy/cluster.sh kill-node N     SIGKILL every process of node N (its sandboxes die with its runtime worker)
+#   deploy/cluster.sh kill-node N     SIGKILL every process of node N, its sandboxes too, at once (a power cut)
 #   deploy/cluster.sh start-node N    start node N again
+#   deploy/cluster.sh partition N     cut node N off: nothing its processes send reaches anyone (heal undoes it)
+#   deploy/cluster.sh heal            end every partition
 #   deploy/cluster.sh stop-broker N   stop RabbitMQ node N (1..3); start-broker N brings it back into the cluster
 #   deploy/cluster.sh promote         stop the primary database and promote the standby
 #
-# Node N's gateway listens on 127.0.0.1:(3100+N), its sandboxes on 127.0.10.N. State and logs are in
-# .deckhand/cluster. Environment: DECKHAND_CLUSTER_NODES (3), DECKHAND_CLUSTER_AMQP_PORT (brokers on base+1..3,
-# default 5700), DECKHAND_CLUSTER_PG_PORT (primary; the standby on the next port; default 5440); DECKHAND_LLM_*
-# reach every node (without a model, conversations can replay a trajectory).
+# Node N's gateway listens on 127.0.0.1:(3100+N), its sandboxes on 127.0.10.N. Each node's processes, and the
+# sandboxes they start, run in a cgroup of their own (cgroup v2), which is what kill-node kills and what
+# partition's firewall rule (iptables OUTPUT, -m cgroup) drops. State and logs are in .deckhand/cluster.
+# Environment: DECKHAND_CLUSTER_NODES (3), DECKHAND_CLUSTER_AMQP_PORT (brokers on base+1..3, default 5700),
+# DECKHAND_CLUSTER_PG_PORT (primary; the standby on the next port; default 5440), DECKHAND_CLUSTER_GATEWAY_PORT
+# (gateways on base+1..N, default 3100), DECKHAND_CLUSTER_STATE (the state folder), DECKHAND_CLUSTER_NAME (the
+# prefix of broker node names and cgroups, default deckhand-cluster: two clusters need two names),
+# DECKHAND_CLUSTER_BINARY (the deckhand executable, default .build/debug/deckhand); DECKHAND_LLM_* and other
+# DECKHAND_* settings reach every node (without a model, conversations can replay a trajectory).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-state=$repo/.deckhand/cluster
+state=${DECKHAND_CLUSTER_STATE:-$repo/.deckhand/cluster}
+name=${DECKHAND_CLUSTER_NAME:-deckhand-cluster}
 nodes=${DECKHAND_CLUSTER_NODES:-3}
+gateway_base=${DECKHAND_CLUSTER_GATEWAY_PORT:-3100}
 amqp_base=${DECKHAND_CLUSTER_AMQP_PORT:-5700}
 pg_primary=${DECKHAND_CLUSTER_PG_PORT:-5440}
 pg_standby=$((pg_primary + 1))
 pg_bin=/usr/lib/postgresql/15/bin
 rabbit_bin=/usr/lib/rabbitmq/bin
-deckhand=$repo/.build/debug/deckhand
+deckhand=${DECKHAND_CLUSTER_BINARY:-$repo/.build/debug/deckhand}
+cgroup_root=/sys/fs/cgroup
+[[ -f $cgroup_root/cgroup.procs ]] || cgroup_root=/sys/fs/cgroup/unified  # a hybrid host's v2 hierarchy
 
 log() { printf '[cluster] %s\n' "$*" >&2; }
 die() { printf '[cluster] error: %s\n' "$*" >&2; exit 1; }
@@ -51,7 +62,7 @@ secret() { # name: made once, kept 0600
 }
 
 # ---------------------------------------------------------------- RabbitMQ: three nodes, one cluster
-broker_name() { echo "deckhand-cluster-$1@localhost"; }
+broker_name() { echo "$name-$1@localhost"; }
 broker_port() { echo $((amqp_base + $1)); }
 broker_env() { # N
   local dir=$state/rabbitmq-$1
@@ -167,7 +178,7 @@ SQL
   if [[ ! -f $standby/PG_VERSION ]]; then
     log "copying the primary into the standby (pg_basebackup)"
     pg env PGPASSWORD="$(secret replication-password)" "$pg_bin/pg_basebackup" -h 127.0.0.1 -p "$pg_primary" \
-      -U replicator -D "$standby" -R -X stream >/dev/null
+      -U replicator -D "$standby" -R -X stream -c fast >/dev/null
     cat >>"$standby/postgresql.conf" <<CONF
 port = $pg_standby
 unix_socket_directories = '$standby'
@@ -209,32 +220,74 @@ urls() {
   echo "export DECKHAND_POSTGRES_URL=postgresql://deckhand:$(secret postgres-password)@127.0.0.1:$pg_primary,127.0.0.1:$pg_standby/deckhand"
 }
 
+gateway_port() { echo $((gateway_base + $1)); }
+# Node N's cgroup (v2): its processes and every sandbox they start, whatever becomes of their parents.
+node_cgroup() { echo "$cgroup_root/$name-node-$1"; }
+
 start_node() { # N
-  local n=$1 dir=$state/node-$1
+  local n=$1 dir=$state/node-$1 cgroup
   [[ -x $deckhand ]] || die "no $deckhand: run swift build first (up does)"
-  mkdir -p "$dir/sandboxes"
+  cgroup=$(node_cgroup "$n")
+  mkdir -p "$dir/sandboxes" "$cgroup"
   eval "$(urls)"
   export DECKHAND_NODE_ID=node-$n DECKHAND_NODE_ADVERTISE_HOST=127.0.10.$n
   export DECKHAND_RUNTIME_BACKEND=process DECKHAND_RUNTIME_WORKSPACE_ROOT=$dir/sandboxes
-  export DECKHAND_GATEWAY_HOST=127.0.0.1 DECKHAND_GATEWAY_PORT=$((3100 + n))
+  export DECKHAND_GATEWAY_HOST=127.0.0.1 DECKHAND_GATEWAY_PORT; DECKHAND_GATEWAY_PORT=$(gateway_port "$n")
   local role
   for role in runtime-worker conversation-worker gateway; do
     pid_alive "$dir/$role.pid" && continue
-    setsid "$deckhand" "$role" >>"$dir/$role.log" 2>&1 </dev/null &
+    # The shell joins the node's cgroup, then becomes the role: the pid is the role's from its first instruction.
+    setsid bash -c 'echo $$ >"$1/cgroup.procs" && exec "$2" "$3"' _ "$cgroup" "$deckhand" "$role" \
+      >>"$dir/$role.log" 2>&1 </dev/null &
     echo $! >"$dir/$role.pid"
   done
-  wait_for "node $n's gateway" 60 curl -fsS "http://127.0.0.1:$((3100 + n))/health"
-  log "node $n: gateway http://127.0.0.1:$((3100 + n)), sandboxes on 127.0.10.$n"
+  wait_for "node $n's gateway" 60 curl -fsS "http://127.0.0.1:$(gateway_port "$n")/health"
+  log "node $n: gateway http://127.0.0.1:$(gateway_port "$n"), sandboxes on 127.0.10.$n"
 }
 
-kill_node() { # N: every process of the node at once, as a power cut would
+kill_cgroup() { # folder: SIGKILL everything in it, and wait until it is empty
+  local cgroup=$1 pid
+  [[ -d $cgroup ]] || return 0
+  if [[ -f $cgroup/cgroup.kill ]]; then
+    echo 1 >"$cgroup/cgroup.kill"
+  else
+    while read -r pid; do kill -KILL "$pid" 2>/dev/null || true; done <"$cgroup/cgroup.procs"
+  fi
+  for _ in $(seq 1 100); do [[ -s $cgroup/cgroup.procs ]] || return 0; sleep 0.1; done
+  die "$cgroup still has processes after SIGKILL"
+}
+
+kill_node() { # N: every process of the node at once, sandboxes included, as a power cut would
   local dir=$state/node-$1 pidfile
+  kill_cgroup "$(node_cgroup "$1")"
   for pidfile in "$dir"/*.pid; do
     [[ -f $pidfile ]] || continue
     kill -KILL "$(cat "$pidfile")" 2>/dev/null || true
     rm -f "$pidfile"
   done
   log "node $1 killed"
+}
+
+# ---------------------------------------------------------------- partitions
+# A partitioned node's processes (and sandboxes) send nothing that arrives: every packet leaving a socket of
+# its cgroup is dropped, so its TCP connections stall as over a cut cable, and connections to it get no answer.
+partition_rule() { echo "OUTPUT -m cgroup --path ${1#"$cgroup_root"/} -m comment --comment $name-partition -j DROP"; }
+
+partition() { # N
+  local cgroup; cgroup=$(node_cgroup "$1")
+  [[ -d $cgroup ]] || die "node $1 has no cgroup (is it up?)"
+  # shellcheck disable=SC2046 # the rule is words
+  iptables -C $(partition_rule "$cgroup") 2>/dev/null || iptables -I $(partition_rule "$cgroup")
+  log "node $1 partitioned"
+}
+
+heal() {
+  local rule
+  while rule=$(iptables -S OUTPUT | grep -- "--comment $name-partition" | head -1) && [[ -n $rule ]]; do
+    # shellcheck disable=SC2046 # the rule is words
+    iptables $(echo "$rule" | sed 's/^-A /-D /')
+  done
+  log "every partition healed"
 }
 
 stop_node() { # N: gracefully
@@ -276,6 +329,7 @@ status() {
     for role in gateway conversation-worker runtime-worker; do
       if pid_alive "$dir/$role.pid"; then line+=" $role up"; else line+=" $role down"; fi
     done
+    if iptables -S OUTPUT 2>/dev/null | grep -q -- "--path ${name}-node-$n .*$name-partition"; then line+=" (partitioned)"; fi
     echo "$line"
   done
 }
@@ -297,7 +351,12 @@ up() {
 
 down() {
   local n
-  for ((n = 1; n <= nodes; n++)); do stop_node "$n"; done
+  heal
+  for ((n = 1; n <= nodes; n++)); do
+    stop_node "$n"
+    kill_cgroup "$(node_cgroup "$n")"  # the sandboxes the runtime worker left behind
+    rmdir "$(node_cgroup "$n")" 2>/dev/null || true
+  done
   for n in 3 2 1; do stop_broker "$n"; done
   stop_databases
 }
@@ -312,5 +371,7 @@ case ${1:-} in
   stop-broker) stop_broker "${2:?broker number 1..3}" ;;
   start-broker) start_broker "${2:?broker number 1..3}" && ready_broker "$2" ;;
   promote) promote ;;
-  *) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  partition) partition "${2:?node number}" ;;
+  heal) heal ;;
+  *) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

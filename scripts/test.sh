@@ -36,7 +36,7 @@ else
   # machine for seconds: they run after the rest (whose soft timeouts and deadlines they would distort),
   # and the load, kill and outage suites each run alone after them (CI once saw a gateway test's stream limit
   # go wrong beside the minute-long PostgreSQL outage, whose retries load the whole process).
-  swift test --skip-build --skip 'IntegrationTests\.(Runtime|Conversation|Gateway|BrokerAlarm)'
+  swift test --skip-build --skip 'IntegrationTests\.(Runtime|Conversation|Gateway|BrokerAlarm|ClusterDrill)'
   swift test --skip-build --filter 'IntegrationTests\.(Runtime|Conversation|Gateway)' \
     --skip 'RuntimeLoadTests|ConversationKillTests|ConversationOutageTests'
   swift test --skip-build --filter RuntimeLoadTests
@@ -44,4 +44,7 @@ else
   swift test --skip-build --filter ConversationOutageTests
   # A broker resource alarm blocks every publishing connection of the broker: nothing may run beside it.
   swift test --skip-build --filter BrokerAlarmTests
+  # The cluster drills build a cluster of their own (deploy/cluster.sh: three brokers, two databases, three
+  # nodes) and kill, stop and cut parts of it under load: last, alone.
+  swift test --skip-build --filter ClusterDrillTests
 fi

@@ -1,6 +1,10 @@
 import DeckhandCore
 import Foundation
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Where the test services answer, and helpers every integration test shares.
 ///
 /// The URLs come from the same `DECKHAND_*` variables that `deploy/local/services.sh env` prints, with the
@@ -110,8 +114,22 @@ public enum TestEnvironment {
         process.standardError = output
         try process.run()
         let data = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+        return (reap(process), String(decoding: data, as: UTF8.self))
+    }
+
+    /// Waits for the child with `waitpid` and returns its exit status (128 + the signal when one ended it).
+    /// Foundation's `waitUntilExit` was seen to wait for good for a script whose own children (daemons it
+    /// started, in their own sessions) outlived it.
+    private static func reap(_ process: Process) -> Int32 {
+        var status: Int32 = 0
+        while waitpid(process.processIdentifier, &status, 0) == -1 {
+            guard errno == EINTR else {
+                // Foundation reaped it first: it knows the status.
+                process.waitUntilExit()
+                return process.terminationStatus
+            }
+        }
+        return status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + status & 0x7f
     }
 
     private static func checked(

@@ -77,6 +77,20 @@ public struct TestGateway: Sendable {
         return id
     }
 
+    /// Every stored event of a conversation, page by page.
+    public func events(_ conversation: String) async throws -> [Event] {
+        var events: [Event] = []
+        while true {
+            let page = try await json(
+                .get,
+                "/api/conversations/\(conversation)/events?start_id=\(events.count)&limit=100"
+            )
+            let batch = try (page["events"]?.arrayValue ?? []).map { try Event(json: $0) }
+            events += batch
+            if page["has_more"]?.boolValue != true || batch.isEmpty { return events }
+        }
+    }
+
     /// Sends a request and parses the JSON answer; fails unless the status is `expect`.
     public func json(
         _ method: HTTPRequest.Method,

@@ -35,7 +35,7 @@ wants() { [[ " $services " == *" $1 "* ]]; }
 # ---------------------------------------------------------------- packages
 install_packages() {
   local missing=()
-  local pkgs=(pkgconf librabbitmq-dev libcurl4-openssl-dev libpq-dev postgresql-15 rabbitmq-server docker.io zip unzip nghttp2-server curl debootstrap binutils bubblewrap util-linux iproute2)
+  local pkgs=(pkgconf librabbitmq-dev libcurl4-openssl-dev libpq-dev postgresql-15 rabbitmq-server docker.io zip unzip nghttp2-server curl debootstrap binutils bubblewrap util-linux iproute2 iptables)
   for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
   done
