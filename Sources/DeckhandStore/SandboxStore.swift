@@ -349,6 +349,16 @@ public struct SandboxStore: Sendable {
         }
     }
 
+    /// How long node `node`'s lease still runs, by the database's clock (zero when it ran out; nil when the node
+    /// never renewed one).
+    public func leaseRemaining(node: String) async throws -> Duration? {
+        let rows = try await postgres.query(
+            "SELECT greatest(0, extract(epoch FROM lease_until - now()) * 1000)::float8 AS ms FROM nodes WHERE id = $1",
+            [.text(node)]
+        )
+        return try rows.first.map { .milliseconds(Int64(try $0.decode(Double.self, "ms"))) }
+    }
+
     /// Takes every other node whose lease ran out for dead (each once, by whichever worker gets to it first):
     /// marks its live sandboxes lost, saying why. Returns them.
     public func sweepLapsedNodes() async throws -> [SandboxRecord] {

@@ -197,7 +197,7 @@ public final class RuntimeWorker: Service, Sendable {
                 try await bus.forward(
                     delivery,
                     to: topology.runtimeNodeQueue(elsewhere.node),
-                    expireAfter: settings.nodeLease
+                    expireAfter: try await forwardExpiry(node: elsewhere.node)
                 )
                 logger.notice(
                     "sent on to node \(elsewhere.node), which holds the sandbox",
@@ -222,6 +222,15 @@ public final class RuntimeWorker: Service, Sendable {
                 logger: logger
             )
         }
+    }
+
+    /// How long a command sent on to `node` waits in its queue before it comes back to the shared one: the rest
+    /// of the node's lease and one sweep round (a survivor's renewal interval). A node that is alive takes it long
+    /// before; for a dead one it comes back about when the sweep has given the node's sandboxes up, not a whole
+    /// lease after that (with the full lease, a conversation of a dead node waited up to two leases).
+    func forwardExpiry(node: String) async throws -> Duration {
+        guard let remaining = try await store.leaseRemaining(node: node) else { return settings.nodeLease }
+        return min(settings.nodeLease, max(.seconds(1), remaining + settings.nodeLease / 3))
     }
 
     // MARK: Messages out

@@ -409,6 +409,20 @@ import Glibc
         }
     }
 
+    /// What a forwarded command's expiry is made from: the rest of the node's lease by the database's clock — none
+    /// for a node that never renewed, zero once it ran out.
+    @Test func aNodesLeaseSaysHowLongItStillRuns() async throws {
+        try await TestRuntime.with { runtime in
+            let store = SandboxStore(postgres: runtime.postgres, deployment: runtime.namespace, node: "node-a")
+            #expect(try await store.leaseRemaining(node: "node-a") == nil)
+            _ = try await store.renewNode(lease: .seconds(60), advertiseHost: "127.0.0.2")
+            let remaining = try #require(try await store.leaseRemaining(node: "node-a"))
+            #expect(remaining > .seconds(50) && remaining <= .seconds(60), "\(remaining)")
+            _ = try await store.renewNode(lease: .milliseconds(1), advertiseHost: "127.0.0.2")
+            try await eventually("the lease ran out") { try await store.leaseRemaining(node: "node-a") == .zero }
+        }
+    }
+
     @Test func sigtermDrainsAndExitsZero() async throws {
         try await TestRuntime.with { runtime in
             let process = try runtime.launchWorkerProcess()
