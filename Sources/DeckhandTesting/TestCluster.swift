@@ -10,7 +10,7 @@ import Glibc
 /// A cluster of `deploy/cluster.sh` for one test: Deckhand nodes (each a gateway, a conversation worker and a
 /// runtime worker with process sandboxes), a 3-node RabbitMQ cluster and a PostgreSQL primary with a standby.
 /// It has a state folder, broker node names and cgroups of its own, and fixed ports (brokers 5761–5763,
-/// databases 5491–5492, gateways 3161…), so the drills run one at a time; it is taken down whatever happens.
+/// databases 5490–5491, gateways 3161…), so the drills run one at a time; it is taken down whatever happens.
 public struct TestCluster: Sendable {
     public static let amqpBase = 5760
     public static let postgresPort = 5490

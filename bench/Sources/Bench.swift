@@ -28,7 +28,9 @@ struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "deckhand-bench",
         abstract: "Deckhand's benchmarks against the local services (deploy/local/services.sh start first).",
-        subcommands: [Foundation.self, Sandbox.self, Runtime.self, Conversation.self, GatewayBench.self]
+        subcommands: [
+            Foundation.self, Sandbox.self, Runtime.self, Conversation.self, GatewayBench.self, ClusterBench.self,
+        ]
     )
 }
 
@@ -167,6 +169,32 @@ extension Bench {
                     idleClients: idleClients,
                     subscribers: subscribers,
                     events: events
+                )
+            )
+        }
+    }
+}
+
+extension Bench {
+    struct ClusterBench: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "cluster",
+            abstract:
+                "deploy/cluster.sh: conversations/s and step latency with 1, 2 and 3 nodes, node death to running again."
+        )
+
+        @Option(help: "Conversations at once in each round.") var conversations = 32
+        @Option(help: "Commands per conversation (the death round's are twice as long).") var steps = 8
+        @Option(help: "The scripted model's latency per answer, in milliseconds.") var latency = 200
+        @Option(help: "runtime.node_lease of every node, in seconds.") var lease = 10
+
+        func run() async throws {
+            report(
+                try await ClusterBenchmark.run(
+                    conversations: conversations,
+                    steps: steps,
+                    latency: latency,
+                    lease: lease
                 )
             )
         }
