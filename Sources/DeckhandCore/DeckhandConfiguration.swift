@@ -10,6 +10,7 @@ public struct DeckhandConfiguration: Sendable {
     public var llm: LLMSettings
     public var agent: AgentSettings
     public var gateway: GatewaySettings
+    public var runtimeAPI: RuntimeAPISettings
     public var log: LogSettings
     public var node: NodeSettings
 
@@ -21,6 +22,7 @@ public struct DeckhandConfiguration: Sendable {
         llm: LLMSettings = .init(),
         agent: AgentSettings = .init(),
         gateway: GatewaySettings = .init(),
+        runtimeAPI: RuntimeAPISettings = .init(),
         log: LogSettings = .init(),
         node: NodeSettings = .init()
     ) {
@@ -31,6 +33,7 @@ public struct DeckhandConfiguration: Sendable {
         self.llm = llm
         self.agent = agent
         self.gateway = gateway
+        self.runtimeAPI = runtimeAPI
         self.log = log
         self.node = node
     }
@@ -38,7 +41,7 @@ public struct DeckhandConfiguration: Sendable {
     /// Every key this configuration reads; a key in the file that is not here is a mistake.
     public static let knownKeys: Set<String> = AMQPSettings.keys.union(PostgresSettings.keys)
         .union(DockerSettings.keys).union(RuntimeSettings.keys).union(LLMSettings.keys).union(AgentSettings.keys)
-        .union(GatewaySettings.keys).union(LogSettings.keys).union(NodeSettings.keys)
+        .union(GatewaySettings.keys).union(RuntimeAPISettings.keys).union(LogSettings.keys).union(NodeSettings.keys)
 
     /// Reads every section; fails on the first bad value, or on a file key that no section knows.
     public init(reader: ConfigurationReader) throws(DeckhandError) {
@@ -56,6 +59,7 @@ public struct DeckhandConfiguration: Sendable {
         self.llm = try LLMSettings(reader: reader)
         self.agent = try AgentSettings(reader: reader)
         self.gateway = try GatewaySettings(reader: reader)
+        self.runtimeAPI = try RuntimeAPISettings(reader: reader)
         self.log = try LogSettings(reader: reader)
         self.node = try NodeSettings(reader: reader)
     }

@@ -7,10 +7,27 @@ import Postgres
 public struct Principal: Sendable, Equatable {
     public var userID: UUID
     public var keyID: UUID?
+    /// The key's scopes (`api_keys.scopes`): which API it opens.
+    public var scopes: Set<APIKeyScope>
 
-    public init(userID: UUID, keyID: UUID? = nil) {
+    public init(userID: UUID, keyID: UUID? = nil, scopes: Set<APIKeyScope> = [.gateway]) {
         self.userID = userID
         self.keyID = keyID
+        self.scopes = scopes
+    }
+}
+
+/// Which API a key opens. A key opens only its own: a key for `deckhand runtime-api` (a sandbox provider's
+/// credential) cannot drive conversations, and a user's gateway key cannot start sandboxes through the Runtime
+/// API. Keys from before scopes (an empty `scopes`) are gateway keys.
+public enum APIKeyScope: String, Sendable, Hashable, CaseIterable {
+    case gateway
+    case runtimeAPI = "runtime_api"
+
+    /// The scopes stored in `api_keys.scopes`; unknown names are ignored (a newer Deckhand's scope opens nothing
+    /// here).
+    public static func parse(_ stored: [String]) -> Set<APIKeyScope> {
+        stored.isEmpty ? [.gateway] : Set(stored.compactMap(APIKeyScope.init(rawValue:)))
     }
 }
 
@@ -33,6 +50,7 @@ public struct APIKeyStore: APIKeyChecking {
         public var userID: UUID
         public var key: String
         public var prefix: String
+        public var scope: APIKeyScope
     }
 
     /// A key as `deckhand keys list` shows it (never the key itself).
@@ -44,6 +62,7 @@ public struct APIKeyStore: APIKeyChecking {
         public var createdAt: String
         public var lastUsedAt: String?
         public var revoked: Bool
+        public var scopes: Set<APIKeyScope>
     }
 
     /// The id of the user called `name`, created if missing.
@@ -64,22 +83,25 @@ public struct APIKeyStore: APIKeyChecking {
     }
 
     /// Creates a key for the user `user` (created if missing) and returns it: the only time it is seen.
-    public func create(user: String, name: String = "") async throws -> CreatedKey {
-        try await create(userID: try await ensureUser(named: user), name: name)
+    public func create(user: String, name: String = "", scope: APIKeyScope = .gateway) async throws -> CreatedKey {
+        try await create(userID: try await ensureUser(named: user), name: name, scope: scope)
     }
 
     /// Creates a key for the existing user `userID` and returns it.
-    public func create(userID: UUID, name: String = "") async throws -> CreatedKey {
+    public func create(userID: UUID, name: String = "", scope: APIKeyScope = .gateway) async throws -> CreatedKey {
         var random = SystemRandomNumberGenerator()
         let key =
             "dh_" + (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &random)) }.joined()
         let prefix = String(key.prefix(Self.prefixLength))
         let id = UUID()
         try await postgres.execute(
-            "INSERT INTO api_keys (id, user_id, name, key_hash, key_prefix) VALUES ($1, $2, $3, $4, $5)",
-            [.uuid(id), .uuid(userID), .text(name), .bytea(Self.hash(key)), .text(prefix)]
+            """
+            INSERT INTO api_keys (id, user_id, name, key_hash, key_prefix, scopes)
+            VALUES ($1, $2, $3, $4, $5, ARRAY[$6])
+            """,
+            [.uuid(id), .uuid(userID), .text(name), .bytea(Self.hash(key)), .text(prefix), .text(scope.rawValue)]
         )
-        return CreatedKey(id: id, userID: userID, key: key, prefix: prefix)
+        return CreatedKey(id: id, userID: userID, key: key, prefix: prefix, scope: scope)
     }
 
     /// The keys of `user` (every user's when nil), newest first.
@@ -87,7 +109,8 @@ public struct APIKeyStore: APIKeyChecking {
         let rows = try await postgres.query(
             """
             SELECT k.id, u.name AS user_name, k.name, k.key_prefix, k.created_at::text AS created,
-                k.last_used_at::text AS last_used, k.revoked_at IS NOT NULL AS revoked
+                k.last_used_at::text AS last_used, k.revoked_at IS NOT NULL AS revoked,
+                array_to_string(k.scopes, ',') AS scopes
             FROM api_keys k JOIN users u ON u.id = k.user_id
             WHERE $1::text IS NULL OR u.name = $1
             ORDER BY k.created_at DESC
@@ -102,7 +125,8 @@ public struct APIKeyStore: APIKeyChecking {
                 prefix: try row.decode(String.self, "key_prefix"),
                 createdAt: try row.decode(String.self, "created"),
                 lastUsedAt: try row.decode(String?.self, "last_used"),
-                revoked: try row.decode(Bool.self, "revoked")
+                revoked: try row.decode(Bool.self, "revoked"),
+                scopes: APIKeyScope.parse(Self.split(try row.decode(String.self, "scopes")))
             )
         }
     }
@@ -129,7 +153,10 @@ public struct APIKeyStore: APIKeyChecking {
     /// ``authenticate(_:)`` of a well-formed key whose hash is `presented`.
     public func authenticate(_ key: String, hash presented: [UInt8]) async throws -> Principal? {
         let rows = try await postgres.query(
-            "SELECT id, user_id, key_hash FROM api_keys WHERE key_prefix = $1 AND revoked_at IS NULL",
+            """
+            SELECT id, user_id, key_hash, array_to_string(scopes, ',') AS scopes FROM api_keys
+            WHERE key_prefix = $1 AND revoked_at IS NULL
+            """,
             [.text(String(key.prefix(Self.prefixLength)))]
         )
         for row in rows {
@@ -137,7 +164,11 @@ public struct APIKeyStore: APIKeyChecking {
             guard constantTimeEquals(stored, presented) else { continue }
             let id = try row.decode(UUID.self, "id")
             try await postgres.execute("UPDATE api_keys SET last_used_at = now() WHERE id = $1", [.uuid(id)])
-            return Principal(userID: try row.decode(UUID.self, "user_id"), keyID: id)
+            return Principal(
+                userID: try row.decode(UUID.self, "user_id"),
+                keyID: id,
+                scopes: APIKeyScope.parse(Self.split(try row.decode(String.self, "scopes")))
+            )
         }
         return nil
     }
@@ -149,6 +180,10 @@ public struct APIKeyStore: APIKeyChecking {
                 (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9"))
                     || (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "f"))
             }
+    }
+
+    private static func split(_ joined: String) -> [String] {
+        joined.split(separator: ",").map(String.init)
     }
 
     /// SHA-256 of the key's bytes.

@@ -152,7 +152,11 @@ extension APIError {
     static let serverFault = APIError(.internalServerError, .internalError, "internal error")
 
     /// Whether the server should log this error (it is not the client's fault).
-    var isServerFault: Bool { status.code >= 500 && status != .serviceUnavailable }
+    /// Whether the answer is a fault of this server to log: a 5xx other than the ones that say what is missing
+    /// (a dependency: 503; a start that failed elsewhere: 502; a route not offered: 501).
+    var isServerFault: Bool {
+        status.code >= 500 && ![.serviceUnavailable, .badGateway, .notImplemented].contains(status)
+    }
 }
 
 /// The codes of the gateway's own answers (the others are the modules' `DeckhandError` codes).

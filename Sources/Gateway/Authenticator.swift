@@ -13,6 +13,8 @@ public final class Authenticator: Sendable {
     let store: any APIKeyChecking
     let ttl: Duration
     let failureLimit: Int
+    /// The API this authenticator guards: a key of another scope is not a key here.
+    let scope: APIKeyScope
     /// The time (the system's monotonic clock; tests give their own to move it).
     let now: @Sendable () -> ContinuousClock.Instant
     private let cache: BoundedCache<[UInt8], Checked>
@@ -30,12 +32,14 @@ public final class Authenticator: Sendable {
         store: any APIKeyChecking,
         ttl: Duration,
         failureLimit: Int = 30,
+        scope: APIKeyScope = .gateway,
         capacity: Int = 10_000,
         now: @escaping @Sendable () -> ContinuousClock.Instant = { .now }
     ) {
         self.store = store
         self.ttl = ttl
         self.failureLimit = failureLimit
+        self.scope = scope
         self.now = now
         self.cache = BoundedCache(capacity: capacity)
     }
@@ -45,9 +49,13 @@ public final class Authenticator: Sendable {
     public func principal(for key: String, from address: String? = nil) async throws -> Principal? {
         let hash = APIKeyStore.hash(key)
         let now = self.now()
-        if let cached = cache[hash], cached.until > now, let principal = cached.principal { return principal }
+        if let cached = cache[hash], cached.until > now, let principal = cached.principal,
+            principal.scopes.contains(scope)
+        {
+            return principal
+        }
         if let address, failureLimit > 0 { try refuseIfOverLimit(address, now: now) }
-        let principal: Principal?
+        var principal: Principal?
         if let cached = cache[hash], cached.until > now {
             principal = nil
         } else if APIKeyStore.isWellFormed(key) {
@@ -56,6 +64,7 @@ public final class Authenticator: Sendable {
         } else {
             principal = nil
         }
+        if let found = principal, !found.scopes.contains(scope) { principal = nil }
         if principal == nil, let address { countFailure(address, now: now) }
         return principal
     }

@@ -8,7 +8,7 @@ struct Deckhand: AsyncParsableCommand {
         abstract: "Deckhand: an OpenHands-compatible agent platform around RabbitMQ and PostgreSQL.",
         subcommands: [
             Migrate.self, Check.self, GatewayCommand.self, RuntimeWorkerCommand.self, ConversationWorkerCommand.self,
-            KeysCommand.self, DeadLettersCommand.self, DevCommand.self,
+            KeysCommand.self, DeadLettersCommand.self, DevCommand.self, RuntimeAPICommand.self,
         ]
     )
 }

@@ -26,6 +26,9 @@ struct KeysCommand: AsyncParsableCommand {
         @Option(help: "A label to tell the key apart in listings.")
         var name = ""
 
+        @Option(help: "What the key opens: gateway (the conversation API) or runtime_api (deckhand runtime-api).")
+        var scope: APIKeyScope = .gateway
+
         func validate() throws {
             guard !user.isEmpty, user.count <= 100 else {
                 throw ValidationError("--user must be 1 to 100 characters")
@@ -34,10 +37,13 @@ struct KeysCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await withKeyStore(options) { keys in
-                let created = try await keys.create(user: user, name: name)
+                let created = try await keys.create(user: user, name: name, scope: scope)
                 print(created.key)
                 FileHandle.standardError.write(
-                    Data("deckhand keys: created key \(created.prefix)… (id \(created.id)) for user \(user)\n".utf8)
+                    Data(
+                        "deckhand keys: created \(scope.rawValue) key \(created.prefix)… (id \(created.id)) for user \(user)\n"
+                            .utf8
+                    )
                 )
             }
         }
@@ -53,11 +59,12 @@ struct KeysCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await withKeyStore(options) { keys in
-                print("ID\tPREFIX\tUSER\tNAME\tCREATED\tLAST USED\tSTATE")
+                print("ID\tPREFIX\tUSER\tNAME\tSCOPE\tCREATED\tLAST USED\tSTATE")
                 for key in try await keys.list(user: user) {
                     let state = key.revoked ? "revoked" : "active"
+                    let scopes = key.scopes.map(\.rawValue).sorted().joined(separator: ",")
                     print(
-                        "\(key.id)\t\(key.prefix)\t\(key.user)\t\(key.name)\t\(key.createdAt)\t\(key.lastUsedAt ?? "-")\t\(state)"
+                        "\(key.id)\t\(key.prefix)\t\(key.user)\t\(key.name)\t\(scopes)\t\(key.createdAt)\t\(key.lastUsedAt ?? "-")\t\(state)"
                     )
                 }
             }
@@ -105,3 +112,5 @@ private func withKeyStore(_ options: GlobalOptions, _ body: (APIKeyStore) async 
         throw ExitCode(1)
     }
 }
+
+extension APIKeyScope: ExpressibleByArgument {}

@@ -97,6 +97,18 @@ struct WorkerResources: Sendable {
             onRunning: onRunning
         )
     }
+
+    /// `deckhand runtime-api` on the configuration's `runtime_api.*` settings.
+    func runtimeAPI(logger: Logger, onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) -> RuntimeAPI {
+        RuntimeAPI(
+            settings: configuration.runtimeAPI,
+            postgres: postgres,
+            bus: bus,
+            retryAfter: configuration.gateway.retryAfterSeconds,
+            logger: logger,
+            onRunning: onRunning
+        )
+    }
 }
 
 /// Runs a worker role: opens its resources, runs the services `makeServices` builds until SIGTERM or SIGINT

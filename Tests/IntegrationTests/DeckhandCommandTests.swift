@@ -60,6 +60,19 @@ import Testing
             #expect(listed.output.contains(String(key.prefix(12))))
             #expect(listed.output.contains("laptop") && listed.output.contains("active"))
             #expect(!listed.output.contains(key), "a listing never shows the key")
+            // A key for deckhand runtime-api says its scope; a scope that does not exist is refused by name.
+            let provider = try await Self.deckhand(
+                ["keys", "create", "--user", "alice", "--scope", "runtime_api"],
+                environment: environment
+            )
+            #expect(provider.status == 0, "\(provider.output)")
+            let scoped = try await Self.deckhand(["keys", "list", "--user", "alice"], environment: environment)
+            #expect(scoped.output.contains("runtime_api") && scoped.output.contains("gateway"))
+            let badScope = try await Self.deckhand(
+                ["keys", "create", "--user", "alice", "--scope", "root"],
+                environment: environment
+            )
+            #expect(badScope.status != 0 && badScope.output.contains("scope"), "\(badScope.output)")
 
             let revoked = try await Self.deckhand(["keys", "revoke", String(key.prefix(12))], environment: environment)
             #expect(revoked.status == 0, "\(revoked.output)")

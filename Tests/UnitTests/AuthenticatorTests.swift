@@ -18,18 +18,18 @@ import Testing
 
     /// Keys that can be revoked, counting the look-ups that reach the store.
     final class Keys: APIKeyChecking {
-        private let live = Mutex<[String: UUID]>([:])
+        private let live = Mutex<[String: Principal]>([:])
         private let lookups = Mutex(0)
         var lookupCount: Int { lookups.withLock { $0 } }
-        func add(_ key: String) -> UUID {
+        func add(_ key: String, scopes: Set<APIKeyScope> = [.gateway]) -> UUID {
             let user = UUID()
-            live.withLock { $0[key] = user }
+            live.withLock { $0[key] = Principal(userID: user, scopes: scopes) }
             return user
         }
         func revoke(_ key: String) { _ = live.withLock { $0.removeValue(forKey: key) } }
         func authenticate(_ key: String, hash: [UInt8]) async throws -> Principal? {
             lookups.withLock { $0 += 1 }
-            return live.withLock { $0[key] }.map { Principal(userID: $0) }
+            return live.withLock { $0[key] }
         }
     }
 
@@ -54,6 +54,32 @@ import Testing
         // A key that is not well-formed never reaches the store.
         #expect(try await authenticator.principal(for: "dh_short") == nil)
         #expect(keys.lookupCount == 2)
+    }
+
+    /// A key opens only the API of its scope: elsewhere it is a wrong key (and counts as one).
+    @Test func aKeyOpensOnlyItsOwnAPI() async throws {
+        let keys = Keys()
+        let gateway = Authenticator(store: keys, ttl: .seconds(10), failureLimit: 1)
+        let runtimeAPI = Authenticator(store: keys, ttl: .seconds(10), failureLimit: 1, scope: .runtimeAPI)
+        let (userKey, providerKey) = (Self.key("a"), Self.key("b"))
+        let user = keys.add(userKey)
+        let provider = keys.add(providerKey, scopes: [.runtimeAPI])
+        #expect(try await gateway.principal(for: userKey)?.userID == user)
+        #expect(try await runtimeAPI.principal(for: providerKey)?.userID == provider)
+        // Asked again, from the cache too.
+        #expect(try await runtimeAPI.principal(for: userKey, from: "198.18.0.9") == nil)
+        #expect(try await gateway.principal(for: providerKey) == nil)
+        #expect(try await gateway.principal(for: providerKey) == nil)
+        await #expect(throws: APIError.self, "the refused key counted as a wrong one") {
+            try await runtimeAPI.principal(for: Self.key("c"), from: "198.18.0.9")
+        }
+    }
+
+    /// A key from before scopes (none stored) is a gateway key; a scope this version does not know opens nothing.
+    @Test func scopesAreReadAsStored() {
+        #expect(APIKeyScope.parse([]) == [.gateway])
+        #expect(APIKeyScope.parse(["runtime_api"]) == [.runtimeAPI])
+        #expect(APIKeyScope.parse(["billing"]).isEmpty)
     }
 
     @Test func wrongKeysFromOneAddressAreLimitedForTheRestOfTheMinute() async throws {
