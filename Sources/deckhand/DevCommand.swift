@@ -5,6 +5,7 @@ import Foundation
 import Gateway
 import Logging
 import RuntimeManager
+import ServiceLifecycle
 
 /// `deckhand dev`: the whole stack in one process against the local services (DESIGN §1).
 struct DevCommand: AsyncParsableCommand {
@@ -16,7 +17,8 @@ struct DevCommand: AsyncParsableCommand {
             engine answers and has the sandbox image, process sandboxes otherwise. Creates the user --user if \
             needed and prints a new API key for it, and the API's URL. The model is llm.* \
             (DECKHAND_LLM_BASE_URL, DECKHAND_LLM_API_KEY, DECKHAND_LLM_MODEL); without one, conversations can \
-            still replay a trajectory (replay_json). SIGTERM or SIGINT stops everything gracefully.
+            still replay a trajectory (replay_json). With --runtime-api, also serves OpenHands' Remote Runtime \
+            API (runtime_api.port) and prints a key for it. SIGTERM or SIGINT stops everything gracefully.
             """
     )
 
@@ -30,6 +32,9 @@ struct DevCommand: AsyncParsableCommand {
 
     @Option(help: "The user to create a key for.")
     var user = "local"
+
+    @Flag(help: "Also serve OpenHands' Remote Runtime API (deckhand runtime-api) on runtime_api.port.")
+    var runtimeAPI = false
 
     func run() async throws {
         var configuration = try options.loadConfiguration()
@@ -62,9 +67,24 @@ struct DevCommand: AsyncParsableCommand {
                 FileHandle.standardOutput.write(Data(banner.utf8))
             }
             // Shut down in reverse: the gateway stops taking requests first, the runtime worker goes last.
-            return [
+            var services: [any Service] = [
                 runtime, resources.conversationWorker(logger: Logger(label: "deckhand.conversation")), gateway,
             ]
+            if runtimeAPI {
+                let apiHost = resources.configuration.runtimeAPI.host
+                let providerKey = try await APIKeyStore(postgres: resources.postgres)
+                    .create(user: user, name: "deckhand dev runtime-api", scope: .runtimeAPI)
+                services.append(
+                    resources.runtimeAPI(logger: Logger(label: "deckhand.runtime-api")) { port in
+                        let banner = """
+                            Runtime API: http://\(apiHost):\(port) (X-API-Key, shown once: \(providerKey.key))
+
+                            """
+                        FileHandle.standardOutput.write(Data(banner.utf8))
+                    }
+                )
+            }
+            return services
         }
     }
 }

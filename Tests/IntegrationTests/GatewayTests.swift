@@ -130,8 +130,12 @@ import Testing
             let output = bed.runtime.processRoot + "-dev.out"
             let log = bed.runtime.processRoot + "-dev.log"
             let process = try bed.runtime.launchDeckhand(
-                ["dev", "--namespace", bed.runtime.namespace, "--port", "0", "--user", "dev-\(UUID())"],
+                [
+                    "dev", "--namespace", bed.runtime.namespace, "--port", "0", "--user", "dev-\(UUID())",
+                    "--runtime-api",
+                ],
                 variables: [
+                    "DECKHAND_RUNTIME_API_PORT": "0",
                     "DECKHAND_RUNTIME_BACKEND": "process",
                     "DECKHAND_RUNTIME_WORKSPACE_ROOT": URL(fileURLWithPath: bed.runtime.processRoot)
                         .deletingLastPathComponent().path,
@@ -147,16 +151,32 @@ import Testing
             defer { if process.isRunning { process.terminate() } }
             var banner = ""
             let deadline = ContinuousClock.now + .seconds(60)
-            while !banner.contains("API key") && process.isRunning && ContinuousClock.now < deadline {
+            while !(banner.contains("API key") && banner.contains("Runtime API:")) && process.isRunning
+                && ContinuousClock.now < deadline
+            {
                 try await Task.sleep(for: .milliseconds(50))
                 banner = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
             }
             let logged = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+            let lines = banner.split(separator: "\n")
             let url = try #require(
-                banner.split(separator: " ").first { $0.hasPrefix("http://127.0.0.1:") }.map(String.init),
+                lines.first { $0.hasPrefix("Deckhand is running: ") }.map { String($0.split(separator: " ")[3]) },
                 "no URL in: \(banner) \(logged)"
             )
-            let key = try #require(banner.split(separator: " ").first { $0.hasPrefix("dh_") && $0.count >= 67 })
+            func firstKey(_ line: Substring?) -> Substring? {
+                line?.split(separator: " ").first { $0.hasPrefix("dh_") && $0.count >= 67 }
+            }
+            let key = try #require(firstKey(lines.first { $0.contains("API key of user") }), "no key in: \(banner)")
+            // The Runtime API beside it, with a key of its own that the gateway's does not replace.
+            let apiLine = try #require(lines.first { $0.hasPrefix("Runtime API: ") }, "no runtime API in: \(banner)")
+            let apiURL = String(apiLine.split(separator: " ")[2])
+            let apiKey = String(try #require(firstKey(apiLine)).prefix(67))
+            var list = HTTPRequest(url: apiURL + "/list")
+            list.headers.replaceOrAdd(name: "X-API-Key", value: apiKey)
+            let listed = try await bed.runtime.http.execute(list)
+            #expect(listed.status == 200 && listed.text.contains("runtimes"), "\(listed.status) \(listed.text)")
+            list.headers.replaceOrAdd(name: "X-API-Key", value: String(key.prefix(67)))
+            #expect(try await bed.runtime.http.execute(list).status == 401, "a gateway key opens no runtime API")
             let document = try await bed.runtime.http.execute(HTTPRequest(url: url + "/openapi.json"))
             let gateway = TestGateway(
                 baseURL: url,
