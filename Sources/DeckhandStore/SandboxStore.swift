@@ -227,6 +227,18 @@ public struct SandboxStore: Sendable {
         try await postgres.execute("UPDATE sandboxes SET last_active_at = now() WHERE id = $1", [.uuid(id)])
     }
 
+    /// Records that the sandbox was last used `idle` ago, by its own account (its server's `idle_time`); a later
+    /// use already recorded is kept.
+    public func touch(id: UUID, idleFor idle: Duration) async throws {
+        try await postgres.execute(
+            """
+            UPDATE sandboxes SET last_active_at = greatest(last_active_at, now() - $2::float8 * interval '1 millisecond')
+            WHERE id = $1
+            """,
+            [.uuid(id), .int(idle.wholeMilliseconds)]
+        )
+    }
+
     public func delete(id: UUID) async throws {
         try await postgres.execute("DELETE FROM sandboxes WHERE id = $1", [.uuid(id)])
     }

@@ -1,6 +1,7 @@
 import DeckhandCore
 import DeckhandStore
 import Foundation
+import HTTPClient
 import Logging
 import Messaging
 import RuntimeBackends
@@ -100,8 +101,18 @@ extension RuntimeWorker {
             try await store.delete(id: record.id)
             return
         }
-        let idle = Duration.seconds(Date().timeIntervalSince(record.lastActiveAt))
+        var idle = Duration.seconds(Date().timeIntervalSince(record.lastActiveAt))
         func due(_ after: Duration) -> Bool { after > .zero && idle >= after }
+        // A running sandbox may be used by a client that touches no row (a runtime-API session's): its server's
+        // own idle time decides when it is more recent.
+        if record.status == .running, let served = await idleTime(of: record), served < idle {
+            idle = served
+            if !due(settings.idleDestroyAfter), !due(settings.idleStopAfter), !due(settings.idlePauseAfter) {
+                try await store.touch(id: record.id, idleFor: served)
+                try await store.setStatus(id: record.id, record.status)
+                return
+            }
+        }
         let reference = record.reference ?? ""
         do {
             if due(settings.idleDestroyAfter) {
@@ -127,6 +138,19 @@ extension RuntimeWorker {
                 throw DeckhandError(failure.code, failure.message)
             }
         }
+    }
+
+    /// How long ago the sandbox's server last served an authenticated request (`/server_info`'s `idle_time`, an
+    /// open route that counts as no use); nil when it does not answer within 2 s.
+    func idleTime(of record: SandboxRecord) async -> Duration? {
+        guard let url = record.url else { return nil }
+        var request = HTTPRequest(method: .get, url: url + "/server_info")
+        request.timeout = .seconds(2)
+        guard let response = try? await http.execute(request), response.status == 200,
+            let info = try? JSONValue(parsing: response.body), let seconds = info["idle_time"]?.doubleValue,
+            seconds >= 0
+        else { return nil }
+        return .milliseconds(Int64(seconds * 1000))
     }
 
     // MARK: Node lease

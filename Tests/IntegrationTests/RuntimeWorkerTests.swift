@@ -152,6 +152,34 @@ import Glibc
         }
     }
 
+    /// A client that uses the sandbox directly (a runtime-API session's) touches no row: the sandbox's own idle
+    /// time keeps it running while it is used, and the idle rules apply once it is not.
+    @Test func aSandboxUsedDirectlyIsNotPausedWhileItIsUsed() async throws {
+        try await TestRuntime.with { runtime in
+            let settings = TestRuntime.settings {
+                $0.maintenanceInterval = .milliseconds(200)
+                $0.idlePauseAfter = .seconds(2)
+                $0.idleStopAfter = .zero
+            }
+            let worker = try runtime.makeWorker(settings: settings)
+            try await running(worker) {
+                let ready = try await runtime.provisioned(UUID())
+                // Used every 300 ms for three times the pause rule, straight at its URL.
+                let until = ContinuousClock.now + .seconds(6)
+                while ContinuousClock.now < until {
+                    #expect(try await runtime.run("echo in-use", in: ready).contains("in-use"))
+                    try await Task.sleep(for: .milliseconds(300))
+                }
+                #expect(try await runtime.store.sandbox(id: ready.sandboxID)?.status == .running)
+                let record = try #require(try await runtime.store.sandbox(id: ready.sandboxID))
+                #expect(Date().timeIntervalSince(record.lastActiveAt) < 4, "its use was recorded from its own clock")
+                try await eventually("the sandbox, no longer used, is paused", timeout: .seconds(15)) {
+                    try await runtime.store.sandbox(id: ready.sandboxID)?.status == .paused
+                }
+            }
+        }
+    }
+
     @Test func gracefulShutdownFinishesTheProvisionInFlight() async throws {
         try await TestRuntime.with { runtime in
             let worker = try runtime.makeWorker()
