@@ -7,6 +7,7 @@ public struct DeckhandConfiguration: Sendable {
     public var postgres: PostgresSettings
     public var docker: DockerSettings
     public var runtime: RuntimeSettings
+    public var remote: RemoteSettings
     public var llm: LLMSettings
     public var agent: AgentSettings
     public var gateway: GatewaySettings
@@ -19,6 +20,7 @@ public struct DeckhandConfiguration: Sendable {
         postgres: PostgresSettings = .init(),
         docker: DockerSettings = .init(),
         runtime: RuntimeSettings = .init(),
+        remote: RemoteSettings = .init(),
         llm: LLMSettings = .init(),
         agent: AgentSettings = .init(),
         gateway: GatewaySettings = .init(),
@@ -30,6 +32,7 @@ public struct DeckhandConfiguration: Sendable {
         self.postgres = postgres
         self.docker = docker
         self.runtime = runtime
+        self.remote = remote
         self.llm = llm
         self.agent = agent
         self.gateway = gateway
@@ -40,7 +43,8 @@ public struct DeckhandConfiguration: Sendable {
 
     /// Every key this configuration reads; a key in the file that is not here is a mistake.
     public static let knownKeys: Set<String> = AMQPSettings.keys.union(PostgresSettings.keys)
-        .union(DockerSettings.keys).union(RuntimeSettings.keys).union(LLMSettings.keys).union(AgentSettings.keys)
+        .union(DockerSettings.keys).union(RuntimeSettings.keys).union(RemoteSettings.keys).union(LLMSettings.keys)
+        .union(AgentSettings.keys)
         .union(GatewaySettings.keys).union(RuntimeAPISettings.keys).union(LogSettings.keys).union(NodeSettings.keys)
 
     /// Reads every section; fails on the first bad value, or on a file key that no section knows.
@@ -56,6 +60,7 @@ public struct DeckhandConfiguration: Sendable {
         self.postgres = try PostgresSettings(reader: reader)
         self.docker = try DockerSettings(reader: reader)
         self.runtime = try RuntimeSettings(reader: reader)
+        self.remote = try RemoteSettings(reader: reader)
         self.llm = try LLMSettings(reader: reader)
         self.agent = try AgentSettings(reader: reader)
         self.gateway = try GatewaySettings(reader: reader)

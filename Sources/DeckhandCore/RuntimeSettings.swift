@@ -3,6 +3,8 @@ public struct RuntimeSettings: Sendable {
     /// A sandbox backend the runtime workers implement.
     public enum Backend: String, Sendable, CaseIterable, Codable {
         case docker, process
+        /// A Runtime API's runtimes (`remote.*`).
+        case remote
     }
 
     /// One warm-pool target: keep `size` idle sandboxes of `backend` and `image` started.
@@ -90,7 +92,11 @@ public struct RuntimeSettings: Sendable {
     ]
 
     public init(reader: ConfigurationReader) throws(DeckhandError) {
-        let backendName = try reader.choice("runtime.backend", default: "auto", choices: ["auto", "docker", "process"])
+        let backendName = try reader.choice(
+            "runtime.backend",
+            default: "auto",
+            choices: ["auto", "docker", "process", "remote"]
+        )
         backend = Backend(rawValue: backendName)
         image = reader.optionalString("runtime.image") ?? image
         sandboxBinary = reader.optionalString("runtime.sandbox_binary")

@@ -239,6 +239,11 @@ public struct SandboxStore: Sendable {
         )
     }
 
+    /// Records the key the sandbox's server demands (a Runtime API chose it).
+    public func setSessionKey(id: UUID, _ key: String) async throws {
+        try await postgres.execute("UPDATE sandboxes SET session_api_key = $2 WHERE id = $1", [.uuid(id), .text(key)])
+    }
+
     public func delete(id: UUID) async throws {
         try await postgres.execute("DELETE FROM sandboxes WHERE id = $1", [.uuid(id)])
     }

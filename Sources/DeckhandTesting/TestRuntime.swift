@@ -150,7 +150,8 @@ public final class TestRuntime: Sendable {
         _ kinds: [RuntimeSettings.Backend],
         settings: RuntimeSettings = TestRuntime.settings(),
         dockerSocket: String = TestEnvironment.dockerSocket,
-        advertiseHost: String = "127.0.0.1"
+        advertiseHost: String = "127.0.0.1",
+        remote: RemoteSettings? = nil
     ) throws -> [any SandboxBackend] {
         let logger = Logger(label: "test.runtime")
         return try kinds.map { kind -> any SandboxBackend in
@@ -171,6 +172,11 @@ public final class TestRuntime: Sendable {
                     client: http,
                     logger: logger
                 )
+            case .remote:
+                guard let remote else {
+                    throw DeckhandError(.invalidConfiguration, "a remote backend needs the Runtime API's settings")
+                }
+                return RemoteBackend(settings: remote, deployment: namespace, client: http, logger: logger)
             }
         }
     }
@@ -200,7 +206,8 @@ public final class TestRuntime: Sendable {
         connection: AMQPConnection? = nil,
         consuming: AMQPConnection? = nil,
         store: SandboxStore? = nil,
-        node: NodeSettings? = nil
+        node: NodeSettings? = nil,
+        remote: RemoteSettings? = nil
     ) throws -> RuntimeWorker {
         let store =
             store ?? node.map { SandboxStore(postgres: postgres, deployment: namespace, node: $0.id) } ?? self.store
@@ -219,7 +226,8 @@ public final class TestRuntime: Sendable {
                 kinds,
                 settings: settings,
                 dockerSocket: dockerSocket,
-                advertiseHost: node?.advertiseHost ?? "127.0.0.1"
+                advertiseHost: node?.advertiseHost ?? "127.0.0.1",
+                remote: remote
             ),
             http: http,
             logger: Logger(label: "test.runtime.worker")

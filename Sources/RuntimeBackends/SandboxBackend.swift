@@ -91,4 +91,11 @@ public protocol SandboxBackend: Sendable {
     func inspect(_ reference: String) async throws -> SandboxBackendState
     /// Every sandbox of this backend that carries Deckhand's labels.
     func list() async throws -> [ListedSandbox]
+    /// The key the started sandbox's server demands, when the backend chose it (a Runtime API does); nil: the
+    /// spec's.
+    func sessionAPIKey(of reference: String) async throws -> String?
+}
+
+extension SandboxBackend {
+    public func sessionAPIKey(of reference: String) async throws -> String? { nil }
 }

@@ -38,7 +38,20 @@ public enum BackendSelection {
                 logger: logger
             )
         }
+        let remote = configuration.remote.url.map { _ in
+            RemoteBackend(settings: configuration.remote, deployment: deployment, client: http, logger: logger)
+        }
+        // A Runtime API is offered beside the local backends whenever it is configured.
+        let extra: [any SandboxBackend] = remote.map { [$0] } ?? []
         switch runtime.backend {
+        case .remote:
+            guard let remote else {
+                throw DeckhandError(
+                    .invalidConfiguration,
+                    "runtime.backend is remote but remote.url is empty (set it to the Runtime API's URL)"
+                )
+            }
+            return ([remote], .remote)
         case .docker:
             guard let socket = configuration.docker.socket else {
                 throw DeckhandError(
@@ -47,20 +60,20 @@ public enum BackendSelection {
                 )
             }
             try await ping(socket, http: http)
-            return ([docker(socket)], .docker)
+            return ([docker(socket)] + extra, .docker)
         case .process:
-            return ([try process()], .process)
+            return ([try process()] + extra, .process)
         case nil:
             if let socket = configuration.docker.socket {
                 do {
                     try await ping(socket, http: http)
                     if try await imageExists(runtime.image, socket: socket, http: http) {
-                        return ([docker(socket), try process()], .docker)
+                        return ([docker(socket), try process()] + extra, .docker)
                     }
                     logger.warning(
                         "the sandbox image \(runtime.image) is not in the Docker engine: using process sandboxes (deploy/sandbox/build-offline.sh builds it)"
                     )
-                    return ([try process(), docker(socket)], .process)
+                    return ([try process(), docker(socket)] + extra, .process)
                 } catch {
                     logger.warning(
                         "the Docker engine does not answer: using process sandboxes",
@@ -68,7 +81,7 @@ public enum BackendSelection {
                     )
                 }
             }
-            return ([try process()], .process)
+            return ([try process()] + extra, .process)
         }
     }
 

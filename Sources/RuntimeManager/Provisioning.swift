@@ -174,6 +174,7 @@ extension RuntimeWorker {
                 try await self.store.setReference(id: record.id, reference: created)
                 let url = try await backendCall { try await backend.start(created, spec: spec) }
                 try await self.waitUntilAlive(url: url, backend: backend, reference: created)
+                try await self.adoptSessionKey(of: record.id, reference: created, backend: backend, spec: spec)
                 return url
             }
         } catch let failure as BackendFailure {
@@ -222,6 +223,22 @@ extension RuntimeWorker {
             sessionAPIKey: record.sessionAPIKey ?? "",
             environment: settings.environment
         )
+    }
+
+    /// Records the session key the backend chose for the sandbox, when it chose one other than the spec's (a
+    /// Runtime API decides its runtimes' keys); returns the key the sandbox demands.
+    @discardableResult
+    func adoptSessionKey(
+        of id: UUID,
+        reference: String,
+        backend: any SandboxBackend,
+        spec: SandboxSpec
+    ) async throws -> String {
+        guard let key = try await backendCall({ try await backend.sessionAPIKey(of: reference) }),
+            key != spec.sessionAPIKey
+        else { return spec.sessionAPIKey }
+        try await store.setSessionKey(id: id, key)
+        return key
     }
 
     /// Removes whatever an interrupted attempt left of this sandbox in the backend.
@@ -312,11 +329,18 @@ extension RuntimeWorker {
         default:
             break
         }
+        let key = try await adoptSessionKey(
+            of: record.id,
+            reference: reference,
+            backend: backend,
+            spec: spec(for: record)
+        )
         try await store.setStatus(id: record.id, .running, url: url)
         try await store.touch(id: record.id)
         var resumed = record
         resumed.status = .running
         resumed.url = url
+        resumed.sessionAPIKey = key
         await announce(resumed, "running")
         return resumed
     }

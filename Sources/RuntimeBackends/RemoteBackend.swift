@@ -1,0 +1,242 @@
+import DeckhandCore
+import Foundation
+import HTTPClient
+import Logging
+
+/// Sandboxes from a Runtime API (OpenHands' Remote Runtime API, PROTOCOL.md §D): another Deckhand's
+/// `deckhand runtime-api`, or any provider of it.
+///
+/// A sandbox is a runtime session whose id is Deckhand's, `dh-<deployment>-<sandbox id>` (the reference), so the
+/// backend finds it again by session after any restart and lists only the sessions this deployment started. The
+/// API decides the sandbox's URL and its session key (``sessionAPIKey(of:)``). A request that fails on the
+/// network or with a 5xx is tried again with back-off for `remote.retry_for`, then the operation fails as
+/// `unavailable` (an outage: the runtime command is retried later); a 4xx is a `RUNTIME$REMOTE` failure naming
+/// the API's answer.
+public struct RemoteBackend: SandboxBackend {
+    public let settings: RemoteSettings
+    public let deployment: String
+    let client: HTTPClient
+    let logger: Logger
+
+    public var kind: RuntimeSettings.Backend { .remote }
+
+    public init(settings: RemoteSettings, deployment: String, client: HTTPClient, logger: Logger) {
+        self.settings = settings
+        self.deployment = deployment
+        self.client = client
+        self.logger = logger
+    }
+
+    /// The session ids of this deployment's sandboxes start with it.
+    var sessionPrefix: String { "dh-" + (deployment.isEmpty ? "" : deployment + "-") }
+
+    func sessionID(of sandbox: UUID) -> String { sessionPrefix + sandbox.uuidString.lowercased() }
+
+    /// One runtime as the API describes it (`/sessions/{id}`, `/list`).
+    struct Runtime {
+        var runtimeID: String
+        var status: String
+        var podStatus: String?
+        var url: String?
+        var sessionAPIKey: String?
+
+        init?(_ json: JSONValue) {
+            guard let id = json["runtime_id"]?.stringValue else { return nil }
+            runtimeID = id
+            status = json["status"]?.stringValue ?? ""
+            podStatus = json["pod_status"]?.stringValue?.lowercased()
+            url = json["url"]?.stringValue
+            sessionAPIKey = json["session_api_key"]?.stringValue
+        }
+
+        /// What Deckhand makes of it. `stopped` is a runtime that may start again with its files (another
+        /// provider's `/stop` deletes it: it is then no longer found); a `failed` one is gone.
+        var state: SandboxBackendState {
+            if podStatus == "failed" { return .missing }
+            switch status {
+            case "running": return podStatus == "ready" ? .running : .created
+            case "paused": return .paused
+            case "stopped": return .stopped
+            default: return .missing
+            }
+        }
+    }
+
+    public func create(_ spec: SandboxSpec) async throws -> String {
+        let session = sessionID(of: spec.id)
+        _ = try await startSession(session, spec: spec)
+        return session
+    }
+
+    public func start(_ reference: String, spec: SandboxSpec) async throws -> String {
+        let runtime = try await session(reference)
+        switch runtime?.state {
+        case .paused?:
+            try await post("/resume", ["runtime_id": .string(runtime!.runtimeID)])
+        case .running?, .created?:
+            break
+        case .stopped?, .missing?, nil:
+            _ = try await startSession(reference, spec: spec)
+        }
+        let ready = try await waitUntilReady(reference)
+        guard let url = ready.url, !url.isEmpty else {
+            throw DeckhandError(.runtimeBackend, "the Runtime API gave runtime \(ready.runtimeID) no url")
+        }
+        return url
+    }
+
+    public func sessionAPIKey(of reference: String) async throws -> String? {
+        try await session(reference)?.sessionAPIKey
+    }
+
+    public func stop(_ reference: String) async throws {
+        try await command("/stop", reference)
+    }
+
+    public func pause(_ reference: String) async throws {
+        try await command("/pause", reference)
+    }
+
+    public func resume(_ reference: String) async throws {
+        try await command("/resume", reference)
+    }
+
+    /// `/stop`: the API has no other way to end a runtime (OpenHands' own service deletes it on stop).
+    public func destroy(_ reference: String) async throws {
+        try await command("/stop", reference)
+    }
+
+    public func inspect(_ reference: String) async throws -> SandboxBackendState {
+        try await session(reference)?.state ?? .missing
+    }
+
+    public func list() async throws -> [ListedSandbox] {
+        let answer = try await call(.get, "/list")
+        let prefix = sessionPrefix
+        return (answer["runtimes"]?.arrayValue ?? []).compactMap { item in
+            guard let session = item["session_id"]?.stringValue, session.hasPrefix(prefix),
+                let sandbox = UUID(uuidString: String(session.dropFirst(prefix.count))),
+                let runtime = Runtime(item)
+            else { return nil }
+            return ListedSandbox(sandboxID: sandbox, reference: session, state: runtime.state)
+        }
+    }
+
+    // MARK: Requests
+
+    /// `POST /start` for the session (idempotent at the API: a session's live runtime is answered).
+    func startSession(_ session: String, spec: SandboxSpec) async throws -> Runtime {
+        let body: JSONValue = [
+            "image": .string(spec.image), "command": [], "working_dir": "/workspace",
+            "environment": .object(spec.environment.mapValues(JSONValue.string)), "session_id": .string(session),
+            "resource_factor": 1,
+        ]
+        let answer = try await call(.post, "/start", body: body)
+        guard let runtime = Runtime(answer) else {
+            throw DeckhandError(.runtimeBackend, "the Runtime API's /start answered no runtime_id")
+        }
+        return runtime
+    }
+
+    /// The session's runtime; nil when the API has none (404).
+    func session(_ session: String) async throws -> Runtime? {
+        do {
+            return Runtime(try await call(.get, "/sessions/\(session)"))
+        } catch let error as RemoteAnswer where error.status == 404 {
+            return nil
+        }
+    }
+
+    /// A pause, resume or stop of the session's runtime; a session the API does not have is already stopped.
+    func command(_ path: String, _ reference: String) async throws {
+        guard let runtime = try await session(reference) else { return }
+        do {
+            try await post(path, ["runtime_id": .string(runtime.runtimeID)])
+        } catch let error as RemoteAnswer where error.status == 404 {
+            return
+        }
+    }
+
+    func post(_ path: String, _ body: JSONValue) async throws {
+        _ = try await call(.post, path, body: body)
+    }
+
+    /// Polls the session until its runtime is `ready` (`remote.start_timeout`); a `failed` one is an error.
+    func waitUntilReady(_ reference: String) async throws -> Runtime {
+        let deadline = ContinuousClock.now + settings.startTimeout
+        var pause: Duration = .milliseconds(50)
+        while true {
+            if let runtime = try await session(reference) {
+                if runtime.podStatus == "failed" || runtime.podStatus == "crashloopbackoff" {
+                    throw DeckhandError(.runtimeBackend, "the remote runtime \(runtime.runtimeID) failed to start")
+                }
+                if runtime.status == "running", runtime.podStatus == "ready" { return runtime }
+            }
+            guard ContinuousClock.now < deadline else {
+                throw DeckhandError(
+                    .runtimeNotAlive,
+                    "the remote runtime of \(reference) was not ready within \(settings.startTimeout)"
+                )
+            }
+            try await Task.sleep(for: pause)
+            pause = min(pause * 2, .seconds(2))
+        }
+    }
+
+    /// A 4xx answer of the API.
+    struct RemoteAnswer: Error, CustomStringConvertible {
+        var status: Int
+        var message: String
+        var description: String { "the Runtime API answered \(status): \(message)" }
+    }
+
+    /// One request, retried on network errors and 5xx for `remote.retry_for`; its JSON answer.
+    func call(_ method: HTTPRequest.Method, _ path: String, body: JSONValue? = nil) async throws -> JSONValue {
+        let deadline = ContinuousClock.now + settings.retryFor
+        var backoff = Backoff(minimum: .milliseconds(100), maximum: .seconds(5))
+        while true {
+            var request = HTTPRequest(method: method, url: (settings.url ?? "") + path)
+            request.timeout = settings.timeout
+            request.headers.replaceOrAdd(name: "X-API-Key", value: settings.apiKey)
+            if let body {
+                request.headers.replaceOrAdd(name: "Content-Type", value: "application/json")
+                request.body = Array(body.serialized.utf8)
+            }
+            let failure: String
+            do {
+                let response = try await client.execute(request)
+                switch response.status {
+                case 200..<300:
+                    return try JSONValue(parsing: response.body)
+                case 400..<500:
+                    let answer = try? JSONValue(parsing: response.body)
+                    let message =
+                        answer?["message"]?.stringValue ?? answer?["detail"]?.stringValue
+                        ?? String(response.text.prefix(300))
+                    if response.status == 404 { throw RemoteAnswer(status: 404, message: message) }
+                    throw DeckhandError(
+                        .runtimeRemote,
+                        "\(method) \(path): the Runtime API answered \(response.status): \(message)"
+                    )
+                default:
+                    failure = "\(method) \(path) answered \(response.status)"
+                }
+            } catch let error as DeckhandError where error.code.rawValue.hasPrefix("HTTP$") {
+                failure = "\(method) \(path): \(error.message)"
+            }
+            guard ContinuousClock.now < deadline else {
+                throw DeckhandError(
+                    .unavailable,
+                    "the Runtime API at \(settings.url ?? "") does not answer (\(failure))"
+                )
+            }
+            logger.debug("the Runtime API failed; trying again", metadata: [LogKey.error.rawValue: "\(failure)"])
+            try await Task.sleep(for: backoff.next())
+        }
+    }
+}
+
+extension DeckhandError.Code {
+    /// The Runtime API of the `remote` backend refused a request (a 4xx).
+    public static let runtimeRemote: Self = "RUNTIME$REMOTE"
+}

@@ -1,0 +1,156 @@
+import DeckhandCore
+import DeckhandStore
+import DeckhandTesting
+import Foundation
+import HTTPClient
+import Logging
+import RuntimeBackends
+import Testing
+
+/// The `remote` backend against a real Runtime API: a second Deckhand's `deckhand runtime-api` with its own
+/// runtime worker and process sandboxes (its own schema and queues).
+@Suite struct RemoteBackendTests {
+    /// A Runtime API to provision from, and the settings of a `remote` backend that uses it.
+    static func withProvider(_ body: (TestRuntime, RemoteSettings) async throws -> Void) async throws {
+        try await RuntimeAPITests.withRuntimeAPI { provider, port in
+            var remote = RemoteSettings()
+            remote.url = "http://127.0.0.1:\(port)"
+            remote.apiKey = try await APIKeyStore(postgres: provider.postgres)
+                .create(user: "another-deckhand", scope: .runtimeAPI).key
+            remote.retryFor = .seconds(2)
+            try await body(provider, remote)
+        }
+    }
+
+    static func sandbox(_ url: String, key: String) -> SandboxReady {
+        SandboxReady(
+            conversationID: UUID(),
+            sandboxID: UUID(),
+            url: url,
+            sessionAPIKey: key,
+            backend: .remote,
+            image: "deckhand/sandbox"
+        )
+    }
+
+    /// Create → start (the API's URL and key) → pause → start again resumes it → stop → start again with its
+    /// files → destroy; listed by its session while it lives; an unknown session is missing.
+    @Test func theBackendDrivesARuntimeThroughItsLife() async throws {
+        try await Self.withProvider { _, remote in
+            try await TestRuntime.with { runtime in
+                let backend = RemoteBackend(
+                    settings: remote,
+                    deployment: runtime.namespace,
+                    client: runtime.http,
+                    logger: Logger(label: "test.remote")
+                )
+                let spec = SandboxSpec(id: UUID(), image: "deckhand/sandbox", sessionAPIKey: "deckhand-chose-this")
+                let reference = try await backend.create(spec)
+                #expect(reference.hasSuffix(spec.id.uuidString.lowercased()))
+                let url = try await backend.start(reference, spec: spec)
+                let key = try #require(try await backend.sessionAPIKey(of: reference))
+                #expect(key != spec.sessionAPIKey, "the API chose the key")
+                #expect(try await backend.inspect(reference) == .running)
+                let listed = try await backend.list()
+                #expect(listed == [ListedSandbox(sandboxID: spec.id, reference: reference, state: .running)])
+                _ = try await runtime.run("echo kept > /workspace/note", in: Self.sandbox(url, key: key))
+                #expect(try await runtime.run("cat /workspace/note", in: Self.sandbox(url, key: key)).contains("kept"))
+
+                try await backend.pause(reference)
+                try await eventually("the runtime is paused", timeout: .seconds(30)) {
+                    try await backend.inspect(reference) == .paused
+                }
+                let resumed = try await backend.start(reference, spec: spec)
+                #expect(
+                    try await runtime.run("cat /workspace/note", in: Self.sandbox(resumed, key: key)).contains("kept")
+                )
+
+                try await backend.stop(reference)
+                try await eventually("the runtime is stopped", timeout: .seconds(30)) {
+                    try await backend.inspect(reference) == .stopped
+                }
+                let restarted = try await backend.start(reference, spec: spec)
+                let restartedKey = try #require(try await backend.sessionAPIKey(of: reference))
+                #expect(
+                    try await runtime.run("cat /workspace/note", in: Self.sandbox(restarted, key: restartedKey))
+                        .contains("kept")
+                )
+
+                try await backend.destroy(reference)
+                try await eventually("the runtime is ended", timeout: .seconds(30)) {
+                    let state = try await backend.inspect(reference)
+                    return state == .stopped || state == .missing
+                }
+                #expect(try await backend.inspect("dh-\(runtime.namespace)-\(UUID())") == .missing)
+            }
+        }
+    }
+
+    /// A runtime worker whose backend is `remote`: the conversation's sandbox is the API's runtime, answered
+    /// with its URL and key; a pause reaches the API, and asking for the sandbox again wakes it with its files.
+    @Test func aRuntimeWorkerProvisionsFromTheRuntimeAPI() async throws {
+        try await Self.withProvider { _, remote in
+            try await TestRuntime.with { runtime in
+                let worker = try runtime.makeWorker(backends: [.remote], remote: remote)
+                try await running(worker) {
+                    let conversation = UUID()
+                    let ready = try await runtime.provisioned(conversation)
+                    #expect(ready.backend == .remote)
+                    #expect(
+                        try await runtime.run("echo remote > /workspace/f && cat /workspace/f", in: ready).contains(
+                            "remote"
+                        )
+                    )
+                    let record = try #require(try await runtime.store.sandbox(id: ready.sandboxID))
+                    #expect(record.sessionAPIKey == ready.sessionAPIKey)
+                    let reference = try #require(record.reference)
+
+                    try await runtime.send(.pause, sandbox: ready.sandboxID)
+                    let backend = try runtime.makeBackends([.remote], remote: remote)[0]
+                    try await eventually("the API's runtime is paused", timeout: .seconds(30)) {
+                        try await backend.inspect(reference) == .paused
+                    }
+                    #expect(try await runtime.store.sandbox(id: ready.sandboxID)?.status == .paused)
+                    let again = try await runtime.provisioned(conversation)
+                    #expect(again.sandboxID == ready.sandboxID)
+                    #expect(try await runtime.run("cat /workspace/f", in: again).contains("remote"))
+                }
+            }
+        }
+    }
+
+    /// A Runtime API that does not answer is an outage (retried later, naming the API); one that refuses the key
+    /// is a failure that says what it answered.
+    @Test func anUnreachableAPIIsAnOutageAndARefusalSaysWhy() async throws {
+        try await Self.withProvider { _, remote in
+            try await TestRuntime.with { runtime in
+                let spec = SandboxSpec(id: UUID(), image: "deckhand/sandbox", sessionAPIKey: "k")
+                var unreachable = remote
+                unreachable.url = "http://127.0.0.1:1"
+                unreachable.retryFor = .milliseconds(300)
+                let gone = RemoteBackend(
+                    settings: unreachable,
+                    deployment: runtime.namespace,
+                    client: runtime.http,
+                    logger: Logger(label: "test.remote")
+                )
+                let outage = await #expect(throws: DeckhandError.self) { try await gone.create(spec) }
+                #expect(outage?.code == .unavailable)
+                #expect(outage?.message.contains("127.0.0.1:1") == true)
+
+                var wrongKey = remote
+                wrongKey.apiKey = "dh_" + String(repeating: "0", count: 64)
+                let refused = RemoteBackend(
+                    settings: wrongKey,
+                    deployment: runtime.namespace,
+                    client: runtime.http,
+                    logger: Logger(label: "test.remote")
+                )
+                let refusal = await #expect(throws: DeckhandError.self) { try await refused.create(spec) }
+                #expect(refusal?.code == .runtimeRemote)
+                #expect(refusal?.message.contains("401") == true)
+                #expect(refusal?.message.contains(wrongKey.apiKey) == false, "the key is never in a message")
+            }
+        }
+    }
+}
