@@ -119,6 +119,50 @@ import Testing
         }
     }
 
+    /// A conversation of the scripted model end to end on a sandbox of the Runtime API: its command runs there;
+    /// stopping the conversation stops the API's runtime; a message wakes it, with its files.
+    @Test func aConversationRunsOnARemoteSandboxAndStoppingItStopsTheRuntime() async throws {
+        try await Self.withProvider { _, remote in
+            try await TestConversations.with { bed in
+                let runtimeWorker = try bed.runtime.makeWorker(backends: [.remote], remote: remote)
+                let worker = bed.makeWorker(sandboxBackend: .remote)
+                try await running(runtimeWorker, worker) {
+                    let id = try await bed.start(
+                        script: FakeLLM.Script(steps: [
+                            .bash("echo remote-e2e > /workspace/r && cat /workspace/r"), .finish("Written."),
+                            .bash("cat /workspace/r"), .finish("Read."),
+                        ])
+                    )
+                    try await bed.waitFor(id, [.finished])
+                    let written = try await bed.events(id).filter { $0.observation == "run" }
+                    #expect(written.count == 1 && written.first?.content.contains("remote-e2e") == true)
+                    let sandbox = try #require(try await bed.runtime.store.liveSandbox(conversation: id))
+                    #expect(sandbox.backend == .remote)
+                    let reference = try #require(sandbox.reference)
+
+                    try await bed.send(.stop, ConversationTarget(conversationID: id))
+                    try await bed.waitFor(id, [.stopped])
+                    let api = try bed.runtime.makeBackends([.remote], remote: remote)[0]
+                    try await eventually("the API's runtime is stopped", timeout: .seconds(30)) {
+                        try await api.inspect(reference) == .stopped
+                    }
+
+                    try await bed.say("Read it back.", to: id)
+                    try await bed.waitFor(id, [.finished])
+                    let read = try await bed.events(id).filter { $0.observation == "run" }
+                    #expect(
+                        read.count == 2 && read.last?.content.contains("remote-e2e") == true,
+                        "\(read.map(\.content))"
+                    )
+                    #expect(
+                        try await bed.runtime.store.liveSandbox(conversation: id)?.id == sandbox.id,
+                        "the same runtime"
+                    )
+                }
+            }
+        }
+    }
+
     /// A Runtime API that does not answer is an outage (retried later, naming the API); one that refuses the key
     /// is a failure that says what it answered.
     @Test func anUnreachableAPIIsAnOutageAndARefusalSaysWhy() async throws {
