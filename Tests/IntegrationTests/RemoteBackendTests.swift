@@ -5,6 +5,7 @@ import Foundation
 import HTTPClient
 import Logging
 import RuntimeBackends
+import RuntimeManager
 import Testing
 
 /// The `remote` backend against a real Runtime API: a second Deckhand's `deckhand runtime-api` with its own
@@ -158,6 +159,58 @@ import Testing
                         try await bed.runtime.store.liveSandbox(conversation: id)?.id == sandbox.id,
                         "the same runtime"
                     )
+                }
+            }
+        }
+    }
+
+    /// Provisioning while the Runtime API does not answer: the command is retried, and on its last attempt the
+    /// conversation is told why (`sandbox_failed`, naming the API).
+    @Test func aProvisionWhileTheAPIIsUnreachableIsRetriedThenFailsWithAReason() async throws {
+        try await TestRuntime.with { runtime in
+            var remote = RemoteSettings()
+            remote.url = "http://127.0.0.1:1"
+            remote.apiKey = "dh_" + String(repeating: "1", count: 64)
+            remote.retryFor = .milliseconds(200)
+            let settings = TestRuntime.settings { $0.commandRetryFor = .seconds(1) }
+            let worker = try runtime.makeWorker(settings: settings, backends: [.remote], remote: remote)
+            try await running(worker) {
+                let conversation = UUID()
+                try await runtime.provision(conversation)
+                let reply = try await runtime.reply(for: conversation)
+                let failed = try #require(reply.failed, "expected sandbox_failed, got \(reply)")
+                #expect(failed.code == DeckhandError.Code.unavailable.rawValue)
+                #expect(failed.reason.contains("Runtime API at http://127.0.0.1:1 does not answer"), "\(failed.reason)")
+                #expect(!failed.reason.contains(remote.apiKey))
+            }
+        }
+    }
+
+    /// The warm pool and reconciliation work for `remote` as for the other backends: a warm runtime is started
+    /// ahead and handed out; a runtime of this deployment that the database does not know is ended.
+    @Test func theWarmPoolAndReconciliationWorkForRemoteRuntimes() async throws {
+        try await Self.withProvider { _, remote in
+            try await TestRuntime.with { runtime in
+                let settings = TestRuntime.settings {
+                    $0.warmPool = [.init(backend: .remote, image: $0.image, size: 1)]
+                }
+                let worker = try runtime.makeWorker(settings: settings, backends: [.remote], remote: remote)
+                let api = try runtime.makeBackends([.remote], remote: remote)[0]
+                let stray = SandboxSpec(id: UUID(), image: "deckhand/sandbox", sessionAPIKey: "k")
+                let strayReference = try await api.create(stray)
+                try await running(worker) {
+                    let warm = try await eventuallyValue("a warm remote runtime", timeout: .seconds(60)) {
+                        () async throws -> SandboxRecord? in
+                        try await runtime.store.all().first { $0.status == .warm && $0.backend == .remote }
+                    }
+                    let ready = try await runtime.provisioned(UUID())
+                    #expect(ready.sandboxID == warm.id, "the warm runtime was handed out")
+                    #expect(try await runtime.run("echo warm", in: ready).contains("warm"))
+                    try await worker.reconcile()
+                    try await eventually("the stray runtime is ended", timeout: .seconds(30)) {
+                        try await api.inspect(strayReference) == .stopped
+                    }
+                    #expect(try await api.inspect(try #require(warm.reference)) == .running, "a known one is kept")
                 }
             }
         }
