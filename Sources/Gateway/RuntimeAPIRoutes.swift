@@ -117,7 +117,7 @@ struct RuntimeAPIRoutes: Sendable {
     /// `Retry-After` after it (the start goes on), a 502 when the start failed.
     func ready(_ session: RuntimeSession, earlier: UUID?) async throws -> RuntimeSession {
         let deadline = ContinuousClock.now + settings.startTimeout
-        var pause: Duration = .milliseconds(20)
+        var pause: Duration = .milliseconds(5)
         while true {
             if let current = try await sessions.session(user: session.userID, runtimeID: session.runtimeID) {
                 if let sandbox = current.liveSandbox, sandbox.status == .running, sandbox.url != nil {

@@ -30,6 +30,7 @@ struct Bench: AsyncParsableCommand {
         abstract: "Deckhand's benchmarks against the local services (deploy/local/services.sh start first).",
         subcommands: [
             Foundation.self, Sandbox.self, Runtime.self, Conversation.self, GatewayBench.self, ClusterBench.self,
+            RuntimeAPIBench.self,
         ]
     )
 }
@@ -197,6 +198,24 @@ extension Bench {
                     lease: lease
                 )
             )
+        }
+    }
+}
+
+extension Bench {
+    struct RuntimeAPIBench: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "runtime-api",
+            abstract:
+                "deckhand runtime-api: /start to ready and first echo, cold and warm; a conversation on remote sandboxes."
+        )
+
+        @Option(help: "Starts of new sessions in each of the cold and warm runs.") var starts = 30
+        @Option(help: "Warm pool size of the warm run.") var pool = 4
+        @Option(help: "Conversations timed end to end on remote sandboxes.") var runs = 20
+
+        func run() async throws {
+            report(try await RuntimeAPIBenchmark.run(starts: starts, pool: pool, endToEndRuns: runs))
         }
     }
 }

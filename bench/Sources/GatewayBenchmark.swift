@@ -307,10 +307,27 @@ enum GatewayBenchmark {
 
     /// A scripted two-step conversation (a command, then finish) from `POST /api/conversations` to the
     /// `finished` event on a WebSocket: gateway, workers and a warm process-sandbox pool in this process, a
-    /// model that answers at once.
-    static func endToEnd(runs: Int) async throws -> [BenchmarkResult] {
+    /// model that answers at once. With `remote`, the sandboxes are a Runtime API's (a warm pool of its runtimes).
+    static func endToEnd(
+        runs: Int,
+        remote: RemoteSettings? = nil,
+        name: String = "gateway.end_to_end"
+    ) async throws
+        -> [BenchmarkResult]
+    {
         try await TestConversations.with { bed in
-            try await running(try bed.makeRuntimeWorker(warm: 2), bed.makeWorker()) {
+            let runtimeWorker =
+                try remote.map { remote in
+                    try bed.runtime.makeWorker(
+                        settings: TestRuntime.settings {
+                            $0.warmPool = [.init(backend: .remote, image: $0.image, size: 2)]
+                        },
+                        backends: [.remote],
+                        remote: remote
+                    )
+                } ?? bed.makeRuntimeWorker(warm: 2)
+            let conversationWorker = bed.makeWorker(sandboxBackend: remote == nil ? .process : .remote)
+            return try await running(runtimeWorker, conversationWorker) {
                 try await bed.withGateway { gateway in
                     try await Task.sleep(for: .seconds(2))
                     var durations: [Double] = []
@@ -337,14 +354,14 @@ enum GatewayBenchmark {
                     }
                     return [
                         BenchmarkResult(
-                            name: "gateway.end_to_end.two_steps.p50",
+                            name: "\(name).two_steps.p50",
                             value: percentile(durations, 0.5),
                             unit: "ms",
-                            target: 150,
+                            target: remote == nil ? 150 : nil,
                             lowerIsBetter: true
                         ),
                         BenchmarkResult(
-                            name: "gateway.end_to_end.two_steps.p90",
+                            name: "\(name).two_steps.p90",
                             value: percentile(durations, 0.9),
                             unit: "ms",
                             target: nil
