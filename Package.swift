@@ -142,7 +142,7 @@ let package = Package(
         .target(
             name: "Gateway",
             dependencies: [
-                "AMQP", "DeckhandCore", "DeckhandStore", "Messaging", "Postgres",
+                "AMQP", "DeckhandCore", "DeckhandStore", "HTTPClient", "Messaging", "Postgres",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),

@@ -2,8 +2,13 @@ import DeckhandCore
 import Foundation
 import Postgres
 
-/// A session of `deckhand runtime-api`: the caller's session id, the runtime id Deckhand gave it, and its sandbox.
+/// A session of `deckhand runtime-api`: the caller's session id, the id that owns its sandboxes, and its sandbox.
+///
+/// The runtime id the API shows is the sandbox's own id (``publicRuntimeID``): when a session's sandbox is lost
+/// and replaced, its runtime id changes, so a client sees a new runtime (with a new, empty workspace), as
+/// OpenHands' API shows a new runtime after one is gone.
 public struct RuntimeSession: Sendable, Equatable {
+    /// The owner of the session's sandboxes (`sandboxes.conversation_id`), fixed for the session.
     public var runtimeID: UUID
     public var userID: UUID
     public var sessionID: String
@@ -13,6 +18,9 @@ public struct RuntimeSession: Sendable, Equatable {
     /// The session's sandbox (the runtime workers' row owned by `runtimeID`): its live one, else its newest
     /// (lost or failed); nil before its first provision.
     public var sandbox: SandboxRecord?
+
+    /// The runtime id the API shows: the sandbox's id, or the owner's before the session has one.
+    public var publicRuntimeID: UUID { sandbox?.id ?? runtimeID }
 
     /// The sandbox, when it still counts (not lost, not failed).
     public var liveSandbox: SandboxRecord? {
@@ -70,12 +78,27 @@ public struct RuntimeSessionStore: Sendable {
         ).first
     }
 
-    /// The user's session of runtime `runtimeID`; nil when the user has none (another user's does not exist).
+    /// The user's session that owns `runtimeID`; nil when the user has none (another user's does not exist).
     public func session(user: UUID, runtimeID: UUID) async throws -> RuntimeSession? {
         try await sessions(
             "SELECT \(Self.columns) FROM runtime_sessions WHERE user_id = $1 AND runtime_id = $2",
             [.uuid(user), .uuid(runtimeID)]
         ).first
+    }
+
+    /// The user's runtime `id` as the API shows it (a sandbox's id, or a session's owner id before it had one):
+    /// its session, described with that sandbox (an earlier, lost one included). Nil when the user has none.
+    public func runtime(user: UUID, id: UUID) async throws -> RuntimeSession? {
+        if let session = try await session(user: user, runtimeID: id) { return session }
+        let rows = try await postgres.query(
+            "SELECT \(SandboxStore.columns) FROM sandboxes WHERE id = $1 AND conversation_id IS NOT NULL",
+            [.uuid(id)]
+        )
+        guard let sandbox = try rows.first.map(SandboxRecord.init), let owner = sandbox.conversationID,
+            var session = try await session(user: user, runtimeID: owner)
+        else { return nil }
+        session.sandbox = sandbox
+        return session
     }
 
     /// Every session of the user, oldest first.

@@ -1,6 +1,7 @@
 import DeckhandCore
 import DeckhandStore
 import Foundation
+import HTTPClient
 import HTTPTypes
 import Hummingbird
 import Logging
@@ -20,6 +21,8 @@ public struct RuntimeAPI: Service {
     public let settings: RuntimeAPISettings
     public let postgres: PostgresClient
     public let bus: CommandBus
+    /// What asks a sandbox's `/alive` before `/start` answers with it.
+    public let http: HTTPClient
     /// The `Retry-After` seconds of a 503.
     public let retryAfter: Int
     let logger: Logger
@@ -29,6 +32,7 @@ public struct RuntimeAPI: Service {
         settings: RuntimeAPISettings,
         postgres: PostgresClient,
         bus: CommandBus,
+        http: HTTPClient,
         retryAfter: Int = 2,
         logger: Logger = Logger(label: "deckhand.runtime-api"),
         onRunning: @escaping @Sendable (Int) async -> Void = { _ in }
@@ -36,6 +40,7 @@ public struct RuntimeAPI: Service {
         self.settings = settings
         self.postgres = postgres
         self.bus = bus
+        self.http = http
         self.retryAfter = retryAfter
         self.logger = logger
         self.onRunning = onRunning
@@ -49,7 +54,7 @@ public struct RuntimeAPI: Service {
         )
         let router = Router(context: GatewayRequestContext.self)
         router.add(middleware: RuntimeAPIMiddleware(authenticator: authenticator, retryAfter: retryAfter))
-        RuntimeAPIRoutes(settings: settings, sessions: RuntimeSessionStore(postgres: postgres), bus: bus)
+        RuntimeAPIRoutes(settings: settings, sessions: RuntimeSessionStore(postgres: postgres), bus: bus, http: http)
             .add(to: router)
         let settings = settings
         let logger = logger

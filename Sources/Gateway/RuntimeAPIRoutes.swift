@@ -1,6 +1,7 @@
 import DeckhandCore
 import DeckhandStore
 import Foundation
+import HTTPClient
 import Hummingbird
 import Messaging
 
@@ -10,6 +11,7 @@ struct RuntimeAPIRoutes: Sendable {
     let settings: RuntimeAPISettings
     let sessions: RuntimeSessionStore
     let bus: CommandBus
+    let http: HTTPClient
 
     /// What a `/start` body may hold (OpenHands' `RemoteRuntime._start_runtime`).
     static let startFields: Set<String> = [
@@ -83,11 +85,11 @@ struct RuntimeAPIRoutes: Sendable {
         }
         var session = try await sessions.session(user: principal.userID, sessionID: sessionID)
         switch session?.liveSandbox?.status {
-        case .running?, .starting?, .warm?:
+        case .starting?:
             break
-        case .paused?:
-            try await send(.resume, session!)
-        case .stopped?:
+        case .running?, .warm?, .paused?, .stopped?:
+            // The runtime workers check a running sandbox (one that died is restarted in its files, or replaced
+            // when it is gone), resume a paused one and start a stopped one.
             try await provision(session!)
         case .error?, .lost?, nil:
             if settings.maxLiveRuntimes > 0,
@@ -120,7 +122,9 @@ struct RuntimeAPIRoutes: Sendable {
         var pause: Duration = .milliseconds(5)
         while true {
             if let current = try await sessions.session(user: session.userID, runtimeID: session.runtimeID) {
-                if let sandbox = current.liveSandbox, sandbox.status == .running, sandbox.url != nil {
+                if let sandbox = current.liveSandbox, sandbox.status == .running, let url = sandbox.url,
+                    await SandboxProbe.answersAlive(url, http: http)
+                {
                     return current
                 }
                 // A start that failed: a sandbox of this start (not the one that was lost before it) in error.
@@ -159,14 +163,16 @@ struct RuntimeAPIRoutes: Sendable {
             throw APIError.invalidField("`runtime_id` is required")
         }
         let session = try await session(runtime: id, context)
+        // A runtime that was replaced (its sandbox lost) is gone: only the session's current one takes commands.
+        guard session.publicRuntimeID == session.liveSandbox?.id || session.sandbox == nil else { throw Self.notFound }
         try await send(command, session)
-        return json(["runtime_id": .string(session.runtimeID.uuidString.lowercased())])
+        return json(["runtime_id": .string(session.publicRuntimeID.uuidString.lowercased())])
     }
 
     func session(runtime id: String, _ context: GatewayRequestContext) async throws -> RuntimeSession {
         let principal = try context.requirePrincipal()
         guard let runtimeID = UUID(uuidString: id),
-            let session = try await sessions.session(user: principal.userID, runtimeID: runtimeID)
+            let session = try await sessions.runtime(user: principal.userID, id: runtimeID)
         else { throw Self.notFound }
         return session
     }
@@ -194,7 +200,7 @@ struct RuntimeAPIRoutes: Sendable {
         let sandbox = session.sandbox
         let live = session.liveSandbox
         return [
-            "runtime_id": .string(session.runtimeID.uuidString.lowercased()),
+            "runtime_id": .string(session.publicRuntimeID.uuidString.lowercased()),
             "session_id": .string(session.sessionID),
             "status": .string(RuntimeAPIStatus.status(sandbox?.status)),
             "pod_status": .string(RuntimeAPIStatus.podStatus(sandbox?.status)),

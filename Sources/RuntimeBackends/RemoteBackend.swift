@@ -6,9 +6,12 @@ import Logging
 /// Sandboxes from a Runtime API (OpenHands' Remote Runtime API, PROTOCOL.md §D): another Deckhand's
 /// `deckhand runtime-api`, or any provider of it.
 ///
-/// A sandbox is a runtime session whose id is Deckhand's, `dh-<deployment>-<sandbox id>` (the reference), so the
-/// backend finds it again by session after any restart and lists only the sessions this deployment started. The
-/// API decides the sandbox's URL and its session key (``sessionAPIKey(of:)``). A request that fails on the
+/// A sandbox is a runtime session whose id is Deckhand's, `dh-<deployment>-<sandbox id>`, so the backend finds it
+/// again by session after any restart and lists only the sessions this deployment started. The reference is
+/// `<session>#<runtime id>`: a session whose runtime is no longer that one (the API replaced a lost runtime, or
+/// started a new one after a stop deleted the old, as OpenHands' own service does) has a new, empty workspace,
+/// so the sandbox counts as missing (lost, and the conversation told). The API decides the sandbox's URL and its
+/// session key (``sessionAPIKey(of:)``). A request that fails on the
 /// network or with a 5xx is tried again with back-off for `remote.retry_for`, then the operation fails as
 /// `unavailable` (an outage: the runtime command is retried later); a 4xx is a `RUNTIME$REMOTE` failure naming
 /// the API's answer.
@@ -31,6 +34,14 @@ public struct RemoteBackend: SandboxBackend {
     var sessionPrefix: String { "dh-" + (deployment.isEmpty ? "" : deployment + "-") }
 
     func sessionID(of sandbox: UUID) -> String { sessionPrefix + sandbox.uuidString.lowercased() }
+
+    /// The session and the runtime a reference names (a reference without `#` names any runtime of the session).
+    static func parse(_ reference: String) -> (session: String, runtime: String?) {
+        guard let mark = reference.firstIndex(of: "#") else { return (reference, nil) }
+        return (String(reference[..<mark]), String(reference[reference.index(after: mark)...]))
+    }
+
+    static func reference(session: String, runtime: String) -> String { session + "#" + runtime }
 
     /// One runtime as the API describes it (`/sessions/{id}`, `/list`).
     struct Runtime {
@@ -64,21 +75,28 @@ public struct RemoteBackend: SandboxBackend {
 
     public func create(_ spec: SandboxSpec) async throws -> String {
         let session = sessionID(of: spec.id)
-        _ = try await startSession(session, spec: spec)
-        return session
+        let runtime = try await startSession(session, spec: spec)
+        return Self.reference(session: session, runtime: runtime.runtimeID)
     }
 
     public func start(_ reference: String, spec: SandboxSpec) async throws -> String {
-        let runtime = try await session(reference)
+        let (sessionID, expected) = Self.parse(reference)
+        let runtime = try await session(sessionID)
         switch runtime?.state {
         case .paused?:
             try await post("/resume", ["runtime_id": .string(runtime!.runtimeID)])
         case .running?, .created?:
             break
         case .stopped?, .missing?, nil:
-            _ = try await startSession(reference, spec: spec)
+            _ = try await startSession(sessionID, spec: spec)
         }
-        let ready = try await waitUntilReady(reference)
+        let ready = try await waitUntilReady(sessionID)
+        if let expected, ready.runtimeID != expected {
+            throw DeckhandError(
+                .runtimeLost,
+                "the Runtime API runs runtime \(ready.runtimeID) for the session now, not \(expected): its workspace is gone"
+            )
+        }
         guard let url = ready.url, !url.isEmpty else {
             throw DeckhandError(.runtimeBackend, "the Runtime API gave runtime \(ready.runtimeID) no url")
         }
@@ -86,7 +104,7 @@ public struct RemoteBackend: SandboxBackend {
     }
 
     public func sessionAPIKey(of reference: String) async throws -> String? {
-        try await session(reference)?.sessionAPIKey
+        try await session(Self.parse(reference).session)?.sessionAPIKey
     }
 
     public func stop(_ reference: String) async throws {
@@ -107,7 +125,10 @@ public struct RemoteBackend: SandboxBackend {
     }
 
     public func inspect(_ reference: String) async throws -> SandboxBackendState {
-        try await session(reference)?.state ?? .missing
+        let (sessionID, expected) = Self.parse(reference)
+        guard let runtime = try await session(sessionID) else { return .missing }
+        if let expected, runtime.runtimeID != expected { return .missing }
+        return runtime.state
     }
 
     public func list() async throws -> [ListedSandbox] {
@@ -118,7 +139,11 @@ public struct RemoteBackend: SandboxBackend {
                 let sandbox = UUID(uuidString: String(session.dropFirst(prefix.count))),
                 let runtime = Runtime(item)
             else { return nil }
-            return ListedSandbox(sandboxID: sandbox, reference: session, state: runtime.state)
+            return ListedSandbox(
+                sandboxID: sandbox,
+                reference: Self.reference(session: session, runtime: runtime.runtimeID),
+                state: runtime.state
+            )
         }
     }
 
@@ -140,6 +165,7 @@ public struct RemoteBackend: SandboxBackend {
 
     /// The session's runtime; nil when the API has none (404).
     func session(_ session: String) async throws -> Runtime? {
+        guard !session.contains("#") else { return try await self.session(Self.parse(session).session) }
         do {
             return Runtime(try await call(.get, "/sessions/\(session)"))
         } catch let error as RemoteAnswer where error.status == 404 {
@@ -147,9 +173,13 @@ public struct RemoteBackend: SandboxBackend {
         }
     }
 
-    /// A pause, resume or stop of the session's runtime; a session the API does not have is already stopped.
+    /// A pause, resume or stop of the session's runtime; a session the API does not have, or whose runtime is no
+    /// longer the one named, is already stopped.
     func command(_ path: String, _ reference: String) async throws {
-        guard let runtime = try await session(reference) else { return }
+        let (sessionID, expected) = Self.parse(reference)
+        guard let runtime = try await session(sessionID), expected == nil || runtime.runtimeID == expected else {
+            return
+        }
         do {
             try await post(path, ["runtime_id": .string(runtime.runtimeID)])
         } catch let error as RemoteAnswer where error.status == 404 {

@@ -104,6 +104,7 @@ struct WorkerResources: Sendable {
             settings: configuration.runtimeAPI,
             postgres: postgres,
             bus: bus,
+            http: http,
             retryAfter: configuration.gateway.retryAfterSeconds,
             logger: logger,
             onRunning: onRunning

@@ -4,6 +4,7 @@ import DeckhandTesting
 import Foundation
 import HTTPClient
 import Logging
+import Postgres
 import RuntimeBackends
 import RuntimeManager
 import Testing
@@ -47,7 +48,7 @@ import Testing
                 )
                 let spec = SandboxSpec(id: UUID(), image: "deckhand/sandbox", sessionAPIKey: "deckhand-chose-this")
                 let reference = try await backend.create(spec)
-                #expect(reference.hasSuffix(spec.id.uuidString.lowercased()))
+                #expect(reference.hasPrefix("dh-\(runtime.namespace)-\(spec.id.uuidString.lowercased())#"))
                 let url = try await backend.start(reference, spec: spec)
                 let key = try #require(try await backend.sessionAPIKey(of: reference))
                 #expect(key != spec.sessionAPIKey, "the API chose the key")
@@ -214,6 +215,101 @@ import Testing
                 }
             }
         }
+    }
+
+    /// The API replaced the session's runtime (its sandbox was lost, and a `/start` made a new one): the new
+    /// runtime has an empty workspace, so the sandbox Deckhand knew is missing, and starting it fails.
+    @Test func aRuntimeTheAPIReplacedCountsAsMissing() async throws {
+        try await Self.withProvider { provider, remote in
+            try await TestRuntime.with { runtime in
+                let backend = RemoteBackend(
+                    settings: remote,
+                    deployment: runtime.namespace,
+                    client: runtime.http,
+                    logger: Logger(label: "test.remote")
+                )
+                let spec = SandboxSpec(id: UUID(), image: "deckhand/sandbox", sessionAPIKey: "k")
+                let reference = try await backend.create(spec)
+                _ = try await backend.start(reference, spec: spec)
+                let session = String(reference.prefix { $0 != "#" })
+                let lostID = try #require(UUID(uuidString: String(reference.drop { $0 != "#" }.dropFirst())))
+                try await Self.loseProviderSandbox(provider, lostID)
+                #expect(try await backend.inspect(reference) == .missing, "a lost runtime is missing")
+                // A client of the API starts the session again: a new runtime, which is not the sandbox Deckhand had.
+                let client = RuntimeAPITests.Client(base: remote.url ?? "", key: remote.apiKey, http: runtime.http)
+                let restarted = try await client.json(
+                    .post,
+                    "/start",
+                    body: RuntimeAPITests.startBody(session: session)
+                )
+                #expect(restarted["runtime_id"]?.stringValue != lostID.uuidString.lowercased())
+                #expect(try await backend.inspect(reference) == .missing, "a replaced runtime is missing")
+                let failure = await #expect(throws: DeckhandError.self) {
+                    try await backend.start(reference, spec: spec)
+                }
+                #expect(failure?.code == .runtimeLost)
+            }
+        }
+    }
+
+    /// A remote sandbox lost in the middle of a conversation: the next command finds it gone, the conversation
+    /// gets a new one, says its workspace was lost, and goes on.
+    @Test func aRemoteSandboxLostMidConversationIsReplacedAndTheConversationSaysSo() async throws {
+        try await Self.withProvider { provider, remote in
+            try await TestConversations.with { bed in
+                let runtimeWorker = try bed.runtime.makeWorker(backends: [.remote], remote: remote)
+                let worker = bed.makeWorker(sandboxBackend: .remote)
+                try await running(runtimeWorker, worker) {
+                    let id = try await bed.start(
+                        script: FakeLLM.Script(steps: [
+                            .bash("echo before > /workspace/f"), .finish("Written."),
+                            .bash("cat /workspace/f || echo no-file"), .finish("Read."),
+                        ])
+                    )
+                    try await bed.waitFor(id, [.finished])
+                    let first = try #require(try await bed.runtime.store.liveSandbox(conversation: id))
+                    let reference = try #require(first.reference)
+                    let providerID = try #require(UUID(uuidString: String(reference.drop { $0 != "#" }.dropFirst())))
+                    try await Self.loseProviderSandbox(provider, providerID)
+
+                    try await bed.say("Read it back.", to: id)
+                    // (The agent is `finished` already: wait for an end after the message.)
+                    let events = try await eventuallyValue(
+                        "the agent finished after the message",
+                        timeout: .seconds(90)
+                    ) {
+                        () async throws -> [Event]? in
+                        let events = try await bed.events(id)
+                        guard
+                            let said = events.lastIndex(where: {
+                                $0.action == "message" && $0.args["content"]?.stringValue == "Read it back."
+                            })
+                        else { return nil }
+                        let ended = events[said...].contains {
+                            $0.observation == "agent_state_changed"
+                                && $0.extras["agent_state"]?.stringValue == "finished"
+                        }
+                        return ended ? events : nil
+                    }
+                    // The command in flight is answered with what happened to it, then the loss is told, once.
+                    let read = try #require(events.last { $0.action == "run" })
+                    let answer = try #require(events.first { $0.cause == read.id && $0.cause != nil })
+                    #expect(answer.content.contains("could not be reached"), "\(answer.content)")
+                    #expect(events.filter { $0.json.serialized.contains("WORKSPACE_LOST") }.count == 1)
+                    let second = try #require(try await bed.runtime.store.liveSandbox(conversation: id))
+                    #expect(second.id != first.id)
+                    #expect(try await bed.runtime.store.sandbox(id: first.id)?.status == .lost)
+                }
+            }
+        }
+    }
+
+    /// What a provider's lost sandbox looks like: its row given up on (as when its node is taken for dead) and its
+    /// server gone.
+    static func loseProviderSandbox(_ provider: TestRuntime, _ id: UUID) async throws {
+        let record = try #require(try await provider.store.sandbox(id: id))
+        try await provider.postgres.execute("UPDATE sandboxes SET status = 'lost' WHERE id = $1", [.uuid(id)])
+        try await TestRuntime.killSandboxServer(folder: try #require(record.reference))
     }
 
     /// A Runtime API that does not answer is an outage (retried later, naming the API); one that refuses the key

@@ -51,7 +51,8 @@ import Testing
             settings.port = 0
             configure(&settings)
             let (ports, announce) = AsyncStream.makeStream(of: Int.self)
-            let api = RuntimeAPI(settings: settings, postgres: runtime.postgres, bus: runtime.bus) { port in
+            let api = RuntimeAPI(settings: settings, postgres: runtime.postgres, bus: runtime.bus, http: runtime.http) {
+                port in
                 announce.yield(port)
             }
             try await running(try runtime.makeWorker(), api) {
@@ -151,6 +152,43 @@ import Testing
                 try await client.json(.get, "/sessions/s-1")["status"]?.stringValue == "stopped"
             }
         }
+    }
+
+    /// A `/start` of a session whose sandbox server died brings it back in its files (same runtime) rather than
+    /// answering with a URL nobody serves.
+    @Test func aStartOfARuntimeWhoseServerDiedBringsItBack() async throws {
+        try await Self.withRuntimeAPI { runtime, port in
+            let key = try await APIKeyStore(postgres: runtime.postgres).create(user: "oh", scope: .runtimeAPI).key
+            let client = Client(base: "http://127.0.0.1:\(port)", key: key, http: runtime.http)
+            let started = try await client.json(.post, "/start", body: Self.startBody(session: "s-died"))
+            let runtimeID = try #require(started["runtime_id"]?.stringValue)
+            let first = Self.sandbox(started)
+            _ = try await runtime.run("echo kept > /workspace/note", in: try #require(first))
+            let sandboxID = try #require(UUID(uuidString: runtimeID))
+            let record = try #require(try await runtime.store.sandbox(id: sandboxID))
+            let folder = try #require(record.reference)
+            try await TestRuntime.killSandboxServer(folder: folder)
+
+            let again = try await client.json(.post, "/start", body: Self.startBody(session: "s-died"))
+            #expect(again["runtime_id"]?.stringValue == runtimeID, "the same runtime, brought back")
+            let back = try #require(Self.sandbox(again))
+            #expect(try await runtime.run("cat /workspace/note", in: back).contains("kept"))
+        }
+    }
+
+    /// The sandbox a `/start` answer names.
+    static func sandbox(_ answer: JSONValue) -> SandboxReady? {
+        guard let url = answer["url"]?.stringValue, let key = answer["session_api_key"]?.stringValue,
+            let id = answer["runtime_id"]?.stringValue.flatMap(UUID.init(uuidString:))
+        else { return nil }
+        return SandboxReady(
+            conversationID: id,
+            sandboxID: id,
+            url: url,
+            sessionAPIKey: key,
+            backend: .process,
+            image: "deckhand-sandbox"
+        )
     }
 
     /// Every route but `/alive` wants a runtime-API key: none, a wrong one and a gateway key are each a 401 with a

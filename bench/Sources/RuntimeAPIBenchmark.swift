@@ -18,7 +18,12 @@ enum RuntimeAPIBenchmark {
             settings.port = 0
             settings.maxLiveRuntimes = 0
             let (ports, announce) = AsyncStream.makeStream(of: Int.self)
-            let api = RuntimeAPI(settings: settings, postgres: provider.postgres, bus: provider.bus) {
+            let api = RuntimeAPI(
+                settings: settings,
+                postgres: provider.postgres,
+                bus: provider.bus,
+                http: provider.http
+            ) {
                 announce.yield($0)
             }
             return try await running(api) {
