@@ -17,16 +17,34 @@ public struct ProvisionRequest: Codable, Sendable, Equatable {
     public var conversationID: UUID
     public var backend: RuntimeSettings.Backend?
     public var image: String?
+    /// Variables for a sandbox made for this request, beside `runtime.environment` (a Runtime API caller's).
+    /// May hold secrets: never logged. A request with some is not served from the warm pool.
+    public var environment: [String: String]?
+    /// How many times the backend's limits a sandbox made for this request gets (a Runtime API's
+    /// `resource_factor`); above 1 it is not served from the warm pool.
+    public var resourceFactor: Int?
 
-    public init(conversationID: UUID, backend: RuntimeSettings.Backend? = nil, image: String? = nil) {
+    public init(
+        conversationID: UUID,
+        backend: RuntimeSettings.Backend? = nil,
+        image: String? = nil,
+        environment: [String: String]? = nil,
+        resourceFactor: Int? = nil
+    ) {
         self.conversationID = conversationID
         self.backend = backend
         self.image = image
+        self.environment = environment
+        self.resourceFactor = resourceFactor
     }
+
+    /// Whether a warm sandbox (made with the worker's settings only) will do.
+    public var fitsWarmPool: Bool { (environment ?? [:]).isEmpty && (resourceFactor ?? 1) <= 1 }
 
     enum CodingKeys: String, CodingKey {
         case conversationID = "conversation_id"
-        case backend, image
+        case backend, image, environment
+        case resourceFactor = "resource_factor"
     }
 }
 

@@ -77,7 +77,13 @@ struct RuntimeAPIRoutes: Sendable {
         }
         _ = try body.strings("command")
         _ = try body.string("working_dir")
-        _ = try body.object("environment")
+        var environment: [String: String] = [:]
+        for (name, value) in try body.object("environment") ?? [:] {
+            guard let value = value.stringValue else {
+                throw APIError.invalidField("`environment.\(name)` must be a string")
+            }
+            environment[name] = value
+        }
         _ = try body.string("runtime_class")
         let factor = try body.int("resource_factor", range: 1...8) ?? 1
         guard Self.resourceFactors.contains(factor) else {
@@ -90,7 +96,7 @@ struct RuntimeAPIRoutes: Sendable {
         case .running?, .warm?, .paused?, .stopped?:
             // The runtime workers check a running sandbox (one that died is restarted in its files, or replaced
             // when it is gone), resume a paused one and start a stopped one.
-            try await provision(session!)
+            try await provision(session!, environment: environment, resourceFactor: factor)
         case .error?, .lost?, nil:
             if settings.maxLiveRuntimes > 0,
                 try await sessions.liveCount(user: principal.userID) >= settings.maxLiveRuntimes
@@ -109,7 +115,7 @@ struct RuntimeAPIRoutes: Sendable {
                 resourceFactor: factor
             )
             session = opened
-            try await provision(opened)
+            try await provision(opened, environment: environment, resourceFactor: factor)
         }
         guard let session else { throw APIError.serverFault }
         return json(.object(Self.describe(try await ready(session, earlier: session.sandbox?.id))))
@@ -177,10 +183,21 @@ struct RuntimeAPIRoutes: Sendable {
         return session
     }
 
-    func provision(_ session: RuntimeSession) async throws {
+    /// Asks for the session's sandbox; one made for it gets the caller's `environment` and resource factor.
+    func provision(
+        _ session: RuntimeSession,
+        environment: [String: String] = [:],
+        resourceFactor: Int = 1
+    )
+        async throws
+    {
         try await bus.send(
             RuntimeCommand.provision.rawValue,
-            ProvisionRequest(conversationID: session.runtimeID),
+            ProvisionRequest(
+                conversationID: session.runtimeID,
+                environment: environment.isEmpty ? nil : environment,
+                resourceFactor: resourceFactor > 1 ? resourceFactor : nil
+            ),
             to: bus.topology.runtimeQueue
         )
     }

@@ -131,8 +131,9 @@ public struct DockerBackend: SandboxBackend {
                 "/run": "rw,nosuid,nodev,size=16m,mode=0755",
             ]
         }
-        if settings.memoryBytes > 0 { hostConfig["Memory"] = .number(Double(settings.memoryBytes)) }
-        if settings.cpus > 0 { hostConfig["NanoCpus"] = .number((settings.cpus * 1e9).rounded()) }
+        let factor = Double(spec.resourceFactor)
+        if settings.memoryBytes > 0 { hostConfig["Memory"] = .number(Double(settings.memoryBytes) * factor) }
+        if settings.cpus > 0 { hostConfig["NanoCpus"] = .number((settings.cpus * factor * 1e9).rounded()) }
         if settings.pidsLimit > 0 { hostConfig["PidsLimit"] = .number(Double(settings.pidsLimit)) }
         var exposed: JSONValue = [:]
         switch settings.network {

@@ -92,6 +92,9 @@ public struct ProcessBackend: SandboxBackend {
         var portFile: String { folder + "/port" }
         var pidFile: String { folder + "/pid" }
         var log: String { folder + "/sandbox.log" }
+        /// What the sandbox was made with beyond the worker's settings (its requested environment and resource
+        /// factor), kept for every later start: the worker's own file (0600), which the sandbox cannot read.
+        var requested: String { folder + "/requested.json" }
         /// Mounted at `/run/deckhand` in an isolated sandbox: the session key's way in, and the sandbox's
         /// accounts (its `/etc/passwd` and `/etc/group` link there).
         var run: String { folder + "/run" }
@@ -115,6 +118,13 @@ public struct ProcessBackend: SandboxBackend {
         let jail = jail
         try await blocking {
             try FileManager.default.createDirectory(atPath: paths.workspace, withIntermediateDirectories: true)
+            if !spec.environment.isEmpty || spec.resourceFactor > 1 {
+                let requested: JSONValue = [
+                    "environment": .object(spec.environment.mapValues(JSONValue.string)),
+                    "resource_factor": .number(Double(spec.resourceFactor)),
+                ]
+                try Self.writeNew(paths.requested, requested.serialized, mode: 0o600, owner: nil)
+            }
             guard let jail else {
                 chmod(paths.folder, 0o700)
                 return
@@ -205,7 +215,8 @@ public struct ProcessBackend: SandboxBackend {
         try Self.writeNew(paths.run + "/group", accounts.group, mode: 0o644, owner: nil)
         let etc = try jail.systemFiles.etc()
         return (
-            jail.command(folder: paths, etc: etc, serverArguments: server), jail.environment(spec.environment), uid
+            jail.command(folder: paths, etc: etc, serverArguments: server, resourceFactor: spec.resourceFactor),
+            jail.environment(spec.environment), uid
         )
     }
 
@@ -227,6 +238,15 @@ public struct ProcessBackend: SandboxBackend {
     }
 
     private func spawn(paths: Paths, spec: SandboxSpec) throws -> SandboxProcess {
+        var spec = spec
+        if let text = try? String(contentsOfFile: paths.requested, encoding: .utf8),
+            let requested = try? JSONValue(parsing: Array(text.utf8))
+        {
+            if case .object(let variables)? = requested["environment"] {
+                for (key, value) in variables { if let value = value.stringValue { spec.environment[key] = value } }
+            }
+            spec.resourceFactor = max(spec.resourceFactor, requested["resource_factor"]?.intValue ?? 1)
+        }
         let (arguments, environment, uid) = try launch(paths: paths, spec: spec)
         let log = open(paths.log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
         let null = open("/dev/null", O_RDONLY | O_CLOEXEC)

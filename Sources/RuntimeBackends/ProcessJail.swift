@@ -85,7 +85,13 @@ public struct ProcessJail: Sendable {
     /// The command that starts the server of the sandbox in `folder` with `etc` (``SystemFiles``) as its
     /// `/etc`, and `serverArguments` after the server's path (the caller adds the port announcement and the
     /// lifeline, and drops to the sandbox's uid).
-    func command(folder: ProcessBackend.Paths, etc: String, serverArguments: [String]) -> [String] {
+    func command(
+        folder: ProcessBackend.Paths,
+        etc: String,
+        serverArguments: [String],
+        resourceFactor: Int = 1
+    ) -> [String] {
+        let tmpBytes = self.tmpBytes * resourceFactor
         var command = [
             bubblewrap, "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
             "--disable-userns", "--new-session", "--hostname", "sandbox",
@@ -106,7 +112,7 @@ public struct ProcessJail: Sendable {
         ]
         command += serverArguments
         command += ["--working-dir", Self.workspaceInside, "--session-key-file", Self.keyInside]
-        if separateUIDs { command += ["--max-processes", String(maxProcesses)] }
+        if separateUIDs { command += ["--max-processes", String(maxProcesses * resourceFactor)] }
         return command
     }
 

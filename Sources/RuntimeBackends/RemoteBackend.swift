@@ -30,6 +30,9 @@ public struct RemoteBackend: SandboxBackend {
         self.logger = logger
     }
 
+    /// The factors OpenHands' API offers.
+    static let resourceFactors = [1, 2, 4, 8]
+
     /// The session ids of this deployment's sandboxes start with it.
     var sessionPrefix: String { "dh-" + (deployment.isEmpty ? "" : deployment + "-") }
 
@@ -154,7 +157,7 @@ public struct RemoteBackend: SandboxBackend {
         let body: JSONValue = [
             "image": .string(spec.image), "command": [], "working_dir": "/workspace",
             "environment": .object(spec.environment.mapValues(JSONValue.string)), "session_id": .string(session),
-            "resource_factor": 1,
+            "resource_factor": .number(Double(Self.resourceFactors.last { $0 <= spec.resourceFactor } ?? 1)),
         ]
         let answer = try await call(.post, "/start", body: body)
         guard let runtime = Runtime(answer) else {

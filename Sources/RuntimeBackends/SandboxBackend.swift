@@ -35,17 +35,21 @@ public struct SandboxSpec: Sendable {
     public var sessionAPIKey: String
     /// Extra variables for the sandbox (may hold secrets: never logged).
     public var environment: [String: String]
+    /// How many times the backend's resource limits the sandbox gets (a Runtime API's `resource_factor`).
+    public var resourceFactor: Int
 
     public init(
         id: UUID,
         image: String,
         sessionAPIKey: String,
-        environment: [String: String] = [:]
+        environment: [String: String] = [:],
+        resourceFactor: Int = 1
     ) {
         self.id = id
         self.image = image
         self.sessionAPIKey = sessionAPIKey
         self.environment = environment
+        self.resourceFactor = max(1, resourceFactor)
     }
 }
 

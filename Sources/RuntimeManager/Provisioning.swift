@@ -105,17 +105,20 @@ extension RuntimeWorker {
                     existing,
                     backend: backends[existing.backend] ?? backend,
                     leftovers: true,
+                    requested: request,
                     logger: logger
                 )
                 return
             }
 
             do {
-                if let warm = try await store.claimWarm(
-                    conversation: request.conversationID,
-                    backend: kind,
-                    image: image
-                ) {
+                if request.fitsWarmPool,
+                    let warm = try await store.claimWarm(
+                        conversation: request.conversationID,
+                        backend: kind,
+                        image: image
+                    )
+                {
                     if try await isUsable(warm) {
                         logger.debug("claimed a warm sandbox", metadata: [LogKey.sandboxID.rawValue: "\(warm.id)"])
                         try await sendReady(warm)
@@ -146,7 +149,7 @@ extension RuntimeWorker {
             )
             switch outcome {
             case .inserted(let record):
-                try await bringUp(record, backend: backend, leftovers: false, logger: logger)
+                try await bringUp(record, backend: backend, leftovers: false, requested: request, logger: logger)
                 return
             case .conversationTaken:
                 continue
@@ -158,11 +161,20 @@ extension RuntimeWorker {
     /// conversation, which then gets `sandbox_ready`) or `warm`. A backend failure marks the sandbox `error`
     /// and answers `sandbox_failed` (a warm one is just removed). `leftovers`: an earlier attempt may have
     /// left a container or folder behind; remove it first.
-    func bringUp(_ record: SandboxRecord, backend: any SandboxBackend, leftovers: Bool, logger: Logger) async throws {
+    func bringUp(
+        _ record: SandboxRecord,
+        backend: any SandboxBackend,
+        leftovers: Bool,
+        requested: ProvisionRequest? = nil,
+        logger: Logger
+    ) async throws {
         var logger = logger
         logger[metadataKey: LogKey.sandboxID.rawValue] = "\(record.id)"
         await announce(record, "starting")
-        let spec = spec(for: record)
+        var asked = spec(for: record)
+        asked.environment.merge(requested?.environment ?? [:]) { _, requested in requested }
+        asked.resourceFactor = max(1, requested?.resourceFactor ?? 1)
+        let spec = asked
         let started = ContinuousClock.now
         let url: String
         do {

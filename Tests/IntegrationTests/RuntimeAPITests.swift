@@ -176,6 +176,41 @@ import Testing
         }
     }
 
+    /// The caller's `environment` reaches the sandbox, also after a stop and a new `/start`; a factor above 1 is
+    /// taken (the sandbox is made for it, not taken from the warm pool).
+    @Test func theCallersEnvironmentReachesTheSandbox() async throws {
+        try await Self.withRuntimeAPI { runtime, port in
+            let key = try await APIKeyStore(postgres: runtime.postgres).create(user: "oh", scope: .runtimeAPI).key
+            let client = Client(base: "http://127.0.0.1:\(port)", key: key, http: runtime.http)
+            var body = Self.startBody(session: "s-env")
+            body["environment"] = ["DH_GREETING": "hello-env"]
+            body["resource_factor"] = 2
+            let started = try await client.json(.post, "/start", body: body)
+            let runtimeID = try #require(started["runtime_id"]?.stringValue)
+            #expect(
+                try await runtime.run("echo $DH_GREETING", in: try #require(Self.sandbox(started))).contains(
+                    "hello-env"
+                )
+            )
+            _ = try await client.json(.post, "/stop", body: ["runtime_id": .string(runtimeID)])
+            try await eventually("the runtime is stopped", timeout: .seconds(30)) {
+                try await client.json(.get, "/sessions/s-env")["status"]?.stringValue == "stopped"
+            }
+            let again = try await client.json(.post, "/start", body: Self.startBody(session: "s-env"))
+            #expect(again["runtime_id"]?.stringValue == runtimeID)
+            #expect(
+                try await runtime.run("echo $DH_GREETING", in: try #require(Self.sandbox(again))).contains("hello-env")
+            )
+            let bad = try await client.json(
+                .post,
+                "/start",
+                body: ["image": "x", "session_id": "s-bad", "environment": ["N": 1]],
+                expect: 422
+            )
+            #expect(bad["message"]?.stringValue?.contains("environment.N") == true)
+        }
+    }
+
     /// The sandbox a `/start` answer names.
     static func sandbox(_ answer: JSONValue) -> SandboxReady? {
         guard let url = answer["url"]?.stringValue, let key = answer["session_api_key"]?.stringValue,
