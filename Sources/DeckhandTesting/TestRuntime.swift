@@ -432,9 +432,14 @@ public final class TestRuntime: Sendable {
 
     /// `POST /execute_action` with a `run` action on a ready sandbox; the observation's content.
     public func run(_ command: String, in sandbox: SandboxReady) async throws -> String {
-        var request = HTTPRequest(method: .post, url: sandbox.url + "/execute_action")
+        try await run(command, url: sandbox.url, key: sandbox.sessionAPIKey)
+    }
+
+    /// `POST /execute_action` with a `run` action on the sandbox server at `url` whose key is `key`.
+    public func run(_ command: String, url: String, key: String) async throws -> String {
+        var request = HTTPRequest(method: .post, url: url + "/execute_action")
         request.timeout = .seconds(30)
-        request.headers.replaceOrAdd(name: "X-Session-API-Key", value: sandbox.sessionAPIKey)
+        request.headers.replaceOrAdd(name: "X-Session-API-Key", value: key)
         request.headers.replaceOrAdd(name: "Content-Type", value: "application/json")
         let action: JSONValue = ["action": ["action": "run", "args": ["command": .string(command)]]]
         request.body = Array(try JSONEncoder().encode(action))

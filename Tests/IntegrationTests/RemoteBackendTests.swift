@@ -24,28 +24,12 @@ import Testing
         }
     }
 
-    static func sandbox(_ url: String, key: String) -> SandboxReady {
-        SandboxReady(
-            conversationID: UUID(),
-            sandboxID: UUID(),
-            url: url,
-            sessionAPIKey: key,
-            backend: .remote,
-            image: "deckhand/sandbox"
-        )
-    }
-
     /// Create → start (the API's URL and key) → pause → start again resumes it → stop → start again with its
     /// files → destroy; listed by its session while it lives; an unknown session is missing.
     @Test func theBackendDrivesARuntimeThroughItsLife() async throws {
         try await Self.withProvider { _, remote in
             try await TestRuntime.with { runtime in
-                let backend = RemoteBackend(
-                    settings: remote,
-                    deployment: runtime.namespace,
-                    client: runtime.http,
-                    logger: Logger(label: "test.remote")
-                )
+                let backend = try runtime.makeBackends([.remote], remote: remote)[0]
                 let spec = SandboxSpec(id: UUID(), image: "deckhand/sandbox", sessionAPIKey: "deckhand-chose-this")
                 let reference = try await backend.create(spec)
                 #expect(reference.hasPrefix("dh-\(runtime.namespace)-\(spec.id.uuidString.lowercased())#"))
@@ -55,8 +39,8 @@ import Testing
                 #expect(try await backend.inspect(reference) == .running)
                 let listed = try await backend.list()
                 #expect(listed == [ListedSandbox(sandboxID: spec.id, reference: reference, state: .running)])
-                _ = try await runtime.run("echo kept > /workspace/note", in: Self.sandbox(url, key: key))
-                #expect(try await runtime.run("cat /workspace/note", in: Self.sandbox(url, key: key)).contains("kept"))
+                _ = try await runtime.run("echo kept > /workspace/note", url: url, key: key)
+                #expect(try await runtime.run("cat /workspace/note", url: url, key: key).contains("kept"))
 
                 try await backend.pause(reference)
                 try await eventually("the runtime is paused", timeout: .seconds(30)) {
@@ -64,7 +48,7 @@ import Testing
                 }
                 let resumed = try await backend.start(reference, spec: spec)
                 #expect(
-                    try await runtime.run("cat /workspace/note", in: Self.sandbox(resumed, key: key)).contains("kept")
+                    try await runtime.run("cat /workspace/note", url: resumed, key: key).contains("kept")
                 )
 
                 try await backend.stop(reference)
@@ -74,7 +58,7 @@ import Testing
                 let restarted = try await backend.start(reference, spec: spec)
                 let restartedKey = try #require(try await backend.sessionAPIKey(of: reference))
                 #expect(
-                    try await runtime.run("cat /workspace/note", in: Self.sandbox(restarted, key: restartedKey))
+                    try await runtime.run("cat /workspace/note", url: restarted, key: restartedKey)
                         .contains("kept")
                 )
 
@@ -121,46 +105,54 @@ import Testing
         }
     }
 
+    /// A conversation test bed whose runtime worker takes its sandboxes from the Runtime API, with a conversation
+    /// worker, both running for the length of `body`.
+    static func withRemoteConversations(
+        _ remote: RemoteSettings,
+        _ body: @Sendable (TestConversations) async throws -> Void
+    ) async throws {
+        try await TestConversations.with { bed in
+            let runtimeWorker = try bed.runtime.makeWorker(backends: [.remote], remote: remote)
+            try await running(runtimeWorker, bed.makeWorker(sandboxBackend: .remote)) { try await body(bed) }
+        }
+    }
+
     /// A conversation of the scripted model end to end on a sandbox of the Runtime API: its command runs there;
     /// stopping the conversation stops the API's runtime; a message wakes it, with its files.
     @Test func aConversationRunsOnARemoteSandboxAndStoppingItStopsTheRuntime() async throws {
         try await Self.withProvider { _, remote in
-            try await TestConversations.with { bed in
-                let runtimeWorker = try bed.runtime.makeWorker(backends: [.remote], remote: remote)
-                let worker = bed.makeWorker(sandboxBackend: .remote)
-                try await running(runtimeWorker, worker) {
-                    let id = try await bed.start(
-                        script: FakeLLM.Script(steps: [
-                            .bash("echo remote-e2e > /workspace/r && cat /workspace/r"), .finish("Written."),
-                            .bash("cat /workspace/r"), .finish("Read."),
-                        ])
-                    )
-                    try await bed.waitFor(id, [.finished])
-                    let written = try await bed.events(id).filter { $0.observation == "run" }
-                    #expect(written.count == 1 && written.first?.content.contains("remote-e2e") == true)
-                    let sandbox = try #require(try await bed.runtime.store.liveSandbox(conversation: id))
-                    #expect(sandbox.backend == .remote)
-                    let reference = try #require(sandbox.reference)
+            try await Self.withRemoteConversations(remote) { bed in
+                let id = try await bed.start(
+                    script: FakeLLM.Script(steps: [
+                        .bash("echo remote-e2e > /workspace/r && cat /workspace/r"), .finish("Written."),
+                        .bash("cat /workspace/r"), .finish("Read."),
+                    ])
+                )
+                try await bed.waitFor(id, [.finished])
+                let written = try await bed.events(id).filter { $0.observation == "run" }
+                #expect(written.count == 1 && written.first?.content.contains("remote-e2e") == true)
+                let sandbox = try #require(try await bed.runtime.store.liveSandbox(conversation: id))
+                #expect(sandbox.backend == .remote)
+                let reference = try #require(sandbox.reference)
 
-                    try await bed.send(.stop, ConversationTarget(conversationID: id))
-                    try await bed.waitFor(id, [.stopped])
-                    let api = try bed.runtime.makeBackends([.remote], remote: remote)[0]
-                    try await eventually("the API's runtime is stopped", timeout: .seconds(30)) {
-                        try await api.inspect(reference) == .stopped
-                    }
-
-                    try await bed.say("Read it back.", to: id)
-                    try await bed.waitFor(id, [.finished])
-                    let read = try await bed.events(id).filter { $0.observation == "run" }
-                    #expect(
-                        read.count == 2 && read.last?.content.contains("remote-e2e") == true,
-                        "\(read.map(\.content))"
-                    )
-                    #expect(
-                        try await bed.runtime.store.liveSandbox(conversation: id)?.id == sandbox.id,
-                        "the same runtime"
-                    )
+                try await bed.send(.stop, ConversationTarget(conversationID: id))
+                try await bed.waitFor(id, [.stopped])
+                let api = try bed.runtime.makeBackends([.remote], remote: remote)[0]
+                try await eventually("the API's runtime is stopped", timeout: .seconds(30)) {
+                    try await api.inspect(reference) == .stopped
                 }
+
+                try await bed.say("Read it back.", to: id)
+                try await bed.waitFor(id, [.finished])
+                let read = try await bed.events(id).filter { $0.observation == "run" }
+                #expect(
+                    read.count == 2 && read.last?.content.contains("remote-e2e") == true,
+                    "\(read.map(\.content))"
+                )
+                #expect(
+                    try await bed.runtime.store.liveSandbox(conversation: id)?.id == sandbox.id,
+                    "the same runtime"
+                )
             }
         }
     }
@@ -222,12 +214,7 @@ import Testing
     @Test func aRuntimeTheAPIReplacedCountsAsMissing() async throws {
         try await Self.withProvider { provider, remote in
             try await TestRuntime.with { runtime in
-                let backend = RemoteBackend(
-                    settings: remote,
-                    deployment: runtime.namespace,
-                    client: runtime.http,
-                    logger: Logger(label: "test.remote")
-                )
+                let backend = try runtime.makeBackends([.remote], remote: remote)[0]
                 let spec = SandboxSpec(id: UUID(), image: "deckhand/sandbox", sessionAPIKey: "k")
                 let reference = try await backend.create(spec)
                 _ = try await backend.start(reference, spec: spec)
@@ -256,50 +243,46 @@ import Testing
     /// gets a new one, says its workspace was lost, and goes on.
     @Test func aRemoteSandboxLostMidConversationIsReplacedAndTheConversationSaysSo() async throws {
         try await Self.withProvider { provider, remote in
-            try await TestConversations.with { bed in
-                let runtimeWorker = try bed.runtime.makeWorker(backends: [.remote], remote: remote)
-                let worker = bed.makeWorker(sandboxBackend: .remote)
-                try await running(runtimeWorker, worker) {
-                    let id = try await bed.start(
-                        script: FakeLLM.Script(steps: [
-                            .bash("echo before > /workspace/f"), .finish("Written."),
-                            .bash("cat /workspace/f || echo no-file"), .finish("Read."),
-                        ])
-                    )
-                    try await bed.waitFor(id, [.finished])
-                    let first = try #require(try await bed.runtime.store.liveSandbox(conversation: id))
-                    let reference = try #require(first.reference)
-                    let providerID = try #require(UUID(uuidString: String(reference.drop { $0 != "#" }.dropFirst())))
-                    try await Self.loseProviderSandbox(provider, providerID)
+            try await Self.withRemoteConversations(remote) { bed in
+                let id = try await bed.start(
+                    script: FakeLLM.Script(steps: [
+                        .bash("echo before > /workspace/f"), .finish("Written."),
+                        .bash("cat /workspace/f || echo no-file"), .finish("Read."),
+                    ])
+                )
+                try await bed.waitFor(id, [.finished])
+                let first = try #require(try await bed.runtime.store.liveSandbox(conversation: id))
+                let reference = try #require(first.reference)
+                let providerID = try #require(UUID(uuidString: String(reference.drop { $0 != "#" }.dropFirst())))
+                try await Self.loseProviderSandbox(provider, providerID)
 
-                    try await bed.say("Read it back.", to: id)
-                    // (The agent is `finished` already: wait for an end after the message.)
-                    let events = try await eventuallyValue(
-                        "the agent finished after the message",
-                        timeout: .seconds(90)
-                    ) {
-                        () async throws -> [Event]? in
-                        let events = try await bed.events(id)
-                        guard
-                            let said = events.lastIndex(where: {
-                                $0.action == "message" && $0.args["content"]?.stringValue == "Read it back."
-                            })
-                        else { return nil }
-                        let ended = events[said...].contains {
-                            $0.observation == "agent_state_changed"
-                                && $0.extras["agent_state"]?.stringValue == "finished"
-                        }
-                        return ended ? events : nil
+                try await bed.say("Read it back.", to: id)
+                // (The agent is `finished` already: wait for an end after the message.)
+                let events = try await eventuallyValue(
+                    "the agent finished after the message",
+                    timeout: .seconds(90)
+                ) {
+                    () async throws -> [Event]? in
+                    let events = try await bed.events(id)
+                    guard
+                        let said = events.lastIndex(where: {
+                            $0.action == "message" && $0.args["content"]?.stringValue == "Read it back."
+                        })
+                    else { return nil }
+                    let ended = events[said...].contains {
+                        $0.observation == "agent_state_changed"
+                            && $0.extras["agent_state"]?.stringValue == "finished"
                     }
-                    // The command in flight is answered with what happened to it, then the loss is told, once.
-                    let read = try #require(events.last { $0.action == "run" })
-                    let answer = try #require(events.first { $0.cause == read.id && $0.cause != nil })
-                    #expect(answer.content.contains("could not be reached"), "\(answer.content)")
-                    #expect(events.filter { $0.json.serialized.contains("WORKSPACE_LOST") }.count == 1)
-                    let second = try #require(try await bed.runtime.store.liveSandbox(conversation: id))
-                    #expect(second.id != first.id)
-                    #expect(try await bed.runtime.store.sandbox(id: first.id)?.status == .lost)
+                    return ended ? events : nil
                 }
+                // The command in flight is answered with what happened to it, then the loss is told, once.
+                let read = try #require(events.last { $0.action == "run" })
+                let answer = try #require(events.first { $0.cause == read.id && $0.cause != nil })
+                #expect(answer.content.contains("could not be reached"), "\(answer.content)")
+                #expect(events.filter { $0.json.serialized.contains("WORKSPACE_LOST") }.count == 1)
+                let second = try #require(try await bed.runtime.store.liveSandbox(conversation: id))
+                #expect(second.id != first.id)
+                #expect(try await bed.runtime.store.sandbox(id: first.id)?.status == .lost)
             }
         }
     }

@@ -96,15 +96,8 @@ import Testing
             // The sandbox answers at the URL, with the key.
             let alive = try await runtime.http.execute(HTTPRequest(method: .get, url: url + "/alive"))
             #expect(alive.status == 200 && alive.text.contains("ok"))
-            let sandbox = SandboxReady(
-                conversationID: try #require(UUID(uuidString: runtimeID)),
-                sandboxID: UUID(),
-                url: url,
-                sessionAPIKey: sessionKey,
-                backend: .process,
-                image: "deckhand-sandbox"
-            )
-            #expect(try await runtime.run("echo kept > /workspace/note && echo hi", in: sandbox).contains("hi"))
+            let said = try await runtime.run("echo kept > /workspace/note && echo hi", url: url, key: sessionKey)
+            #expect(said.contains("hi"))
 
             // A second /start of the session is the same runtime.
             let again = try await client.json(.post, "/start", body: Self.startBody(session: "s-1"))
@@ -132,15 +125,7 @@ import Testing
                 let info = try await client.json(.get, "/sessions/s-1")
                 return info["pod_status"]?.stringValue == "ready" ? info["url"]?.stringValue : nil
             }
-            let resumed = SandboxReady(
-                conversationID: sandbox.conversationID,
-                sandboxID: sandbox.sandboxID,
-                url: resumedURL,
-                sessionAPIKey: sessionKey,
-                backend: .process,
-                image: "deckhand-sandbox"
-            )
-            #expect(try await runtime.run("cat /workspace/note", in: resumed).contains("kept"))
+            #expect(try await runtime.run("cat /workspace/note", url: resumedURL, key: sessionKey).contains("kept"))
 
             let listed = try await client.json(.get, "/list")["runtimes"]?.arrayValue ?? []
             #expect(listed.count == 1)

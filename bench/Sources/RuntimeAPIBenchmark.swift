@@ -82,15 +82,7 @@ enum RuntimeAPIBenchmark {
             guard let url = answer["url"]?.stringValue, let sessionKey = answer["session_api_key"]?.stringValue,
                 let runtimeID = answer["runtime_id"]?.stringValue, let owner = UUID(uuidString: runtimeID)
             else { throw DeckhandError(.protocolViolation, "a /start answered \(answer.serialized)") }
-            let sandbox = SandboxReady(
-                conversationID: owner,
-                sandboxID: owner,
-                url: url,
-                sessionAPIKey: sessionKey,
-                backend: .process,
-                image: "deckhand-sandbox"
-            )
-            guard try await provider.run("echo hi", in: sandbox).contains("hi") else {
+            guard try await provider.run("echo hi", url: url, key: sessionKey).contains("hi") else {
                 throw DeckhandError(.protocolViolation, "the first echo did not answer hi")
             }
             started.append((ready - begin).milliseconds)
