@@ -313,8 +313,11 @@ import Glibc
     /// seen when the gateway closes the socket; returns the ids seen, in the order they came.
     static func follow(_ conversation: String, on gateway: TestGateway) async throws -> [Int] {
         var ids: [Int] = []
-        let deadline = ContinuousClock.now + .seconds(420)
-        while ContinuousClock.now < deadline {
+        try await eventually(
+            "the stream of \(conversation) saw the agent finish",
+            timeout: .seconds(420),
+            interval: .milliseconds(500)
+        ) {
             let seen = try? await gateway.webSocket(
                 conversation,
                 latestEventID: ids.last,
@@ -322,10 +325,9 @@ import Glibc
             ) { seen in seen.events.contains { Self.finishes($0) } }
             let events = seen?.events ?? []
             ids += events.compactMap { $0["id"]?.intValue }
-            if events.contains(where: Self.finishes) { return ids }
-            try await Task.sleep(for: .milliseconds(500))
+            return events.contains(where: Self.finishes)
         }
-        throw DeckhandError(.timeout, "the stream of \(conversation) did not see the agent finish")
+        return ids
     }
 
     static func seconds(_ duration: Duration) -> String {
