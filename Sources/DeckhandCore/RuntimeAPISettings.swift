@@ -17,6 +17,9 @@ public struct RuntimeAPISettings: Sendable {
 
     public init() {}
 
+    /// The `resource_factor`s OpenHands' Runtime API offers.
+    public static let resourceFactors = [1, 2, 4, 8]
+
     static let keys: Set<String> = [
         "runtime_api.host", "runtime_api.port", "runtime_api.start_timeout", "runtime_api.max_live_runtimes",
         "runtime_api.registry_prefix", "runtime_api.key_cache_ttl",

@@ -50,7 +50,6 @@ public struct APIKeyStore: APIKeyChecking {
         public var userID: UUID
         public var key: String
         public var prefix: String
-        public var scope: APIKeyScope
     }
 
     /// A key as `deckhand keys list` shows it (never the key itself).
@@ -101,7 +100,7 @@ public struct APIKeyStore: APIKeyChecking {
             """,
             [.uuid(id), .uuid(userID), .text(name), .bytea(Self.hash(key)), .text(prefix), .text(scope.rawValue)]
         )
-        return CreatedKey(id: id, userID: userID, key: key, prefix: prefix, scope: scope)
+        return CreatedKey(id: id, userID: userID, key: key, prefix: prefix)
     }
 
     /// The keys of `user` (every user's when nil), newest first.
@@ -126,7 +125,7 @@ public struct APIKeyStore: APIKeyChecking {
                 createdAt: try row.decode(String.self, "created"),
                 lastUsedAt: try row.decode(String?.self, "last_used"),
                 revoked: try row.decode(Bool.self, "revoked"),
-                scopes: APIKeyScope.parse(Self.split(try row.decode(String.self, "scopes")))
+                scopes: try Self.scopes(row)
             )
         }
     }
@@ -167,7 +166,7 @@ public struct APIKeyStore: APIKeyChecking {
             return Principal(
                 userID: try row.decode(UUID.self, "user_id"),
                 keyID: id,
-                scopes: APIKeyScope.parse(Self.split(try row.decode(String.self, "scopes")))
+                scopes: try Self.scopes(row)
             )
         }
         return nil
@@ -182,8 +181,9 @@ public struct APIKeyStore: APIKeyChecking {
             }
     }
 
-    private static func split(_ joined: String) -> [String] {
-        joined.split(separator: ",").map(String.init)
+    /// A row's `scopes` (selected as `array_to_string(scopes, ',') AS scopes`).
+    private static func scopes(_ row: PostgresRow) throws -> Set<APIKeyScope> {
+        APIKeyScope.parse(try row.decode(String.self, "scopes").split(separator: ",").map(String.init))
     }
 
     /// SHA-256 of the key's bytes.

@@ -8,19 +8,20 @@ import Postgres
 /// and replaced, its runtime id changes, so a client sees a new runtime (with a new, empty workspace), as
 /// OpenHands' API shows a new runtime after one is gone.
 public struct RuntimeSession: Sendable, Equatable {
-    /// The owner of the session's sandboxes (`sandboxes.conversation_id`), fixed for the session.
-    public var runtimeID: UUID
+    /// The owner of the session's sandboxes (`sandboxes.conversation_id`; the column `runtime_id`), fixed for the
+    /// session.
+    public var ownerID: UUID
     public var userID: UUID
     public var sessionID: String
     /// The image the caller asked for.
     public var image: String
     public var resourceFactor: Int
-    /// The session's sandbox (the runtime workers' row owned by `runtimeID`): its live one, else its newest
+    /// The session's sandbox (the runtime workers' row owned by `ownerID`): its live one, else its newest
     /// (lost or failed); nil before its first provision.
     public var sandbox: SandboxRecord?
 
     /// The runtime id the API shows: the sandbox's id, or the owner's before the session has one.
-    public var publicRuntimeID: UUID { sandbox?.id ?? runtimeID }
+    public var publicRuntimeID: UUID { sandbox?.id ?? ownerID }
 
     /// The sandbox, when it still counts (not lost, not failed).
     public var liveSandbox: SandboxRecord? {
@@ -29,7 +30,7 @@ public struct RuntimeSession: Sendable, Equatable {
     }
 
     init(row: PostgresRow, sandbox: SandboxRecord?) throws {
-        runtimeID = try row.decode(UUID.self, "runtime_id")
+        ownerID = try row.decode(UUID.self, "runtime_id")
         userID = try row.decode(UUID.self, "user_id")
         sessionID = try row.decode(String.self, "session_id")
         image = try row.decode(String.self, "image")
@@ -48,7 +49,7 @@ public struct RuntimeSessionStore: Sendable {
 
     static let columns = "runtime_id, user_id, session_id, image, resource_factor"
 
-    /// The user's session `sessionID`, made (with a new runtime id) when it does not exist yet.
+    /// The user's session `sessionID`, made (with a new owner id) when it does not exist yet.
     public func open(user: UUID, sessionID: String, image: String, resourceFactor: Int) async throws -> RuntimeSession {
         let rows = try await postgres.query(
             """
@@ -66,8 +67,8 @@ public struct RuntimeSessionStore: Sendable {
         guard let row = rows.first else {
             throw DeckhandError(.internalError, "runtime session \(sessionID) could not be made")
         }
-        let runtimeID = try row.decode(UUID.self, "runtime_id")
-        return try RuntimeSession(row: row, sandbox: try await sandboxes(of: [runtimeID])[runtimeID])
+        let ownerID = try row.decode(UUID.self, "runtime_id")
+        return try RuntimeSession(row: row, sandbox: try await sandboxes(of: [ownerID])[ownerID])
     }
 
     /// The user's session `sessionID`; nil when it has none of that id.
@@ -78,24 +79,24 @@ public struct RuntimeSessionStore: Sendable {
         ).first
     }
 
-    /// The user's session that owns `runtimeID`; nil when the user has none (another user's does not exist).
-    public func session(user: UUID, runtimeID: UUID) async throws -> RuntimeSession? {
+    /// The user's session whose owner id is `ownerID`; nil when the user has none (another user's does not exist).
+    public func session(user: UUID, ownerID: UUID) async throws -> RuntimeSession? {
         try await sessions(
             "SELECT \(Self.columns) FROM runtime_sessions WHERE user_id = $1 AND runtime_id = $2",
-            [.uuid(user), .uuid(runtimeID)]
+            [.uuid(user), .uuid(ownerID)]
         ).first
     }
 
     /// The user's runtime `id` as the API shows it (a sandbox's id, or a session's owner id before it had one):
     /// its session, described with that sandbox (an earlier, lost one included). Nil when the user has none.
     public func runtime(user: UUID, id: UUID) async throws -> RuntimeSession? {
-        if let session = try await session(user: user, runtimeID: id) { return session }
+        if let session = try await session(user: user, ownerID: id) { return session }
         let rows = try await postgres.query(
             "SELECT \(SandboxStore.columns) FROM sandboxes WHERE id = $1 AND conversation_id IS NOT NULL",
             [.uuid(id)]
         )
         guard let sandbox = try rows.first.map(SandboxRecord.init), let owner = sandbox.conversationID,
-            var session = try await session(user: user, runtimeID: owner)
+            var session = try await session(user: user, ownerID: owner)
         else { return nil }
         session.sandbox = sandbox
         return session

@@ -3,6 +3,7 @@ import DeckhandCore
 import DeckhandStore
 import HTTPTypes
 import Hummingbird
+import Logging
 import NIOCore
 import Postgres
 
@@ -151,7 +152,25 @@ extension APIError {
     static let tooLarge = APIError(.contentTooLarge, .requestTooLarge, "the request body is too large")
     static let serverFault = APIError(.internalServerError, .internalError, "internal error")
 
-    /// Whether the server should log this error (it is not the client's fault).
+    /// Logs what the server should know of this answer to `request`, which `error` caused: its own faults as
+    /// errors, a dependency that is away as a warning; the client's mistakes not at all.
+    func log(_ error: any Error, of request: Request, to logger: Logger) {
+        if isServerFault {
+            logger.error(
+                "request failed",
+                metadata: [
+                    LogKey.error.rawValue: "\(error)", LogKey.httpMethod.rawValue: "\(request.method.rawValue)",
+                    LogKey.httpPath.rawValue: "\(request.uri.path)",
+                ]
+            )
+        } else if status == .serviceUnavailable {
+            logger.warning(
+                "request refused: a dependency is unavailable",
+                metadata: [LogKey.error.rawValue: "\(error)"]
+            )
+        }
+    }
+
     /// Whether the answer is a fault of this server to log: a 5xx other than the ones that say what is missing
     /// (a dependency: 503; a start that failed elsewhere: 502; a route not offered: 501).
     var isServerFault: Bool {

@@ -81,20 +81,7 @@ struct GatewayMiddleware: RouterMiddleware {
                 let allow = OpenAPIDocument.methods(of: request.uri.path)
                 if !allow.isEmpty { answer = .methodNotAllowed(request.method.rawValue, allow: allow) }
             }
-            if answer.isServerFault {
-                context.logger.error(
-                    "request failed",
-                    metadata: [
-                        LogKey.error.rawValue: "\(error)", LogKey.httpMethod.rawValue: "\(request.method.rawValue)",
-                        LogKey.httpPath.rawValue: "\(request.uri.path)",
-                    ]
-                )
-            } else if answer.status == .serviceUnavailable {
-                context.logger.warning(
-                    "request refused: a dependency is unavailable",
-                    metadata: [LogKey.error.rawValue: "\(error)"]
-                )
-            }
+            answer.log(error, of: request, to: context.logger)
             return answer.response
         }
     }

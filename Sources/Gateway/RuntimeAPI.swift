@@ -111,15 +111,7 @@ struct RuntimeAPIMiddleware: RouterMiddleware {
             return try await next(request, context)
         } catch {
             let answer = APIError(error, retryAfter: retryAfter)
-            if answer.isServerFault {
-                context.logger.error(
-                    "request failed",
-                    metadata: [
-                        LogKey.error.rawValue: "\(error)", LogKey.httpMethod.rawValue: "\(request.method.rawValue)",
-                        LogKey.httpPath.rawValue: "\(request.uri.path)",
-                    ]
-                )
-            }
+            answer.log(error, of: request, to: context.logger)
             return answer.response
         }
     }

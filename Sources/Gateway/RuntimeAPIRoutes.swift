@@ -17,7 +17,6 @@ struct RuntimeAPIRoutes: Sendable {
     static let startFields: Set<String> = [
         "image", "command", "working_dir", "environment", "session_id", "resource_factor", "runtime_class",
     ]
-    static let resourceFactors: Set<Int> = [1, 2, 4, 8]
 
     func add(to router: Router<GatewayRequestContext>) {
         router.get("alive") { _, _ in json(["status": "ok"]) }
@@ -86,18 +85,17 @@ struct RuntimeAPIRoutes: Sendable {
         }
         _ = try body.string("runtime_class")
         let factor = try body.int("resource_factor", range: 1...8) ?? 1
-        guard Self.resourceFactors.contains(factor) else {
+        guard RuntimeAPISettings.resourceFactors.contains(factor) else {
             throw APIError.invalidField("`resource_factor` must be 1, 2, 4 or 8")
         }
         var session = try await sessions.session(user: principal.userID, sessionID: sessionID)
-        switch session?.liveSandbox?.status {
-        case .starting?:
-            break
-        case .running?, .warm?, .paused?, .stopped?:
+        if let live = session?.liveSandbox {
             // The runtime workers check a running sandbox (one that died is restarted in its files, or replaced
-            // when it is gone), resume a paused one and start a stopped one.
-            try await provision(session!, environment: environment, resourceFactor: factor)
-        case .error?, .lost?, nil:
+            // when it is gone), resume a paused one and start a stopped one; a starting one is on its way.
+            if live.status != .starting {
+                try await provision(session!, environment: environment, resourceFactor: factor)
+            }
+        } else {
             if settings.maxLiveRuntimes > 0,
                 try await sessions.liveCount(user: principal.userID) >= settings.maxLiveRuntimes
             {
@@ -127,7 +125,7 @@ struct RuntimeAPIRoutes: Sendable {
         let deadline = ContinuousClock.now + settings.startTimeout
         var pause: Duration = .milliseconds(5)
         while true {
-            if let current = try await sessions.session(user: session.userID, runtimeID: session.runtimeID) {
+            if let current = try await sessions.session(user: session.userID, ownerID: session.ownerID) {
                 if let sandbox = current.liveSandbox, sandbox.status == .running, let url = sandbox.url,
                     await SandboxProbe.answersAlive(url, http: http)
                 {
@@ -194,7 +192,7 @@ struct RuntimeAPIRoutes: Sendable {
         try await bus.send(
             RuntimeCommand.provision.rawValue,
             ProvisionRequest(
-                conversationID: session.runtimeID,
+                conversationID: session.ownerID,
                 environment: environment.isEmpty ? nil : environment,
                 resourceFactor: resourceFactor > 1 ? resourceFactor : nil
             ),
@@ -205,7 +203,7 @@ struct RuntimeAPIRoutes: Sendable {
     func send(_ command: RuntimeCommand, _ session: RuntimeSession) async throws {
         try await bus.send(
             command.rawValue,
-            SandboxTarget(conversationID: session.runtimeID),
+            SandboxTarget(conversationID: session.ownerID),
             to: bus.topology.runtimeQueue
         )
     }

@@ -30,9 +30,6 @@ public struct RemoteBackend: SandboxBackend {
         self.logger = logger
     }
 
-    /// The factors OpenHands' API offers.
-    static let resourceFactors = [1, 2, 4, 8]
-
     /// The session ids of this deployment's sandboxes start with it.
     var sessionPrefix: String { "dh-" + (deployment.isEmpty ? "" : deployment + "-") }
 
@@ -157,7 +154,9 @@ public struct RemoteBackend: SandboxBackend {
         let body: JSONValue = [
             "image": .string(spec.image), "command": [], "working_dir": "/workspace",
             "environment": .object(spec.environment.mapValues(JSONValue.string)), "session_id": .string(session),
-            "resource_factor": .number(Double(Self.resourceFactors.last { $0 <= spec.resourceFactor } ?? 1)),
+            "resource_factor": .number(
+                Double(RuntimeAPISettings.resourceFactors.last { $0 <= spec.resourceFactor } ?? 1)
+            ),
         ]
         let answer = try await call(.post, "/start", body: body)
         guard let runtime = Runtime(answer) else {
@@ -168,7 +167,6 @@ public struct RemoteBackend: SandboxBackend {
 
     /// The session's runtime; nil when the API has none (404).
     func session(_ session: String) async throws -> Runtime? {
-        guard !session.contains("#") else { return try await self.session(Self.parse(session).session) }
         do {
             return Runtime(try await call(.get, "/sessions/\(session)"))
         } catch let error as RemoteAnswer where error.status == 404 {
