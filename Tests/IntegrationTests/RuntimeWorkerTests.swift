@@ -376,8 +376,9 @@ import Glibc
     @Test func aNodeThatStopsRenewingItsLeaseIsTakenForDead() async throws {
         try await TestRuntime.with { runtime in
             // Node A's lease outlasts what node B forwards to it (which comes back when it expires, and is sent on
-            // again while node A counts as alive).
-            let leaseA = TestRuntime.settings { $0.nodeLease = .seconds(5) }
+            // again while node A counts as alive), and node B's start under load: with 5 s, a slow start saw node A
+            // already taken for dead, so the provision never waited in its queue.
+            let leaseA = TestRuntime.settings { $0.nodeLease = .seconds(8) }
             let quick = TestRuntime.settings { $0.nodeLease = .seconds(2) }
             let nodeA = NodeSettings(id: "node-a", advertiseHost: "127.0.0.2")
             let conversation = UUID()
