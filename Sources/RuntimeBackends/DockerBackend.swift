@@ -224,7 +224,7 @@ public struct DockerBackend: SandboxBackend {
         }
     }
 
-    public func start(_ reference: String, spec: SandboxSpec) async throws -> String {
+    public func start(_ reference: String, spec: SandboxSpec) async throws -> StartedSandbox {
         // A restarted container logs a new announcement after the ones of its earlier runs.
         let earlier = settings.network == .host ? try await announcedPorts(reference).count : 0
         let response = try await call(.post, "/containers/\(reference)/start")
@@ -237,7 +237,9 @@ public struct DockerBackend: SandboxBackend {
             let deadline = ContinuousClock.now + .seconds(30)
             while ContinuousClock.now < deadline {
                 let ports = try await announcedPorts(reference)
-                if ports.count > earlier, let port = ports.last { return "http://\(advertiseHost):\(port)" }
+                if ports.count > earlier, let port = ports.last {
+                    return StartedSandbox(url: "http://\(advertiseHost):\(port)")
+                }
                 let state = try await inspect(reference)
                 if state == .stopped || state == .missing {
                     throw DeckhandError(.runtimeNotAlive, "the sandbox container exited before it listened")
@@ -256,7 +258,7 @@ public struct DockerBackend: SandboxBackend {
             else {
                 throw DeckhandError(.runtimeBackend, "Docker published no port for the sandbox container")
             }
-            return "http://\(advertiseHost):\(hostPort)"
+            return StartedSandbox(url: "http://\(advertiseHost):\(hostPort)")
         }
     }
 

@@ -142,13 +142,13 @@ public struct ProcessBackend: SandboxBackend {
         return reference
     }
 
-    public func start(_ reference: String, spec: SandboxSpec) async throws -> String {
+    public func start(_ reference: String, spec: SandboxSpec) async throws -> StartedSandbox {
         let paths = try paths(reference)
         guard FileManager.default.fileExists(atPath: paths.workspace) else {
             throw DeckhandError(.runtimeLost, "the process sandbox's folder \(paths.folder) is gone")
         }
         if let process = SandboxProcess.running(paths) {
-            if let port = Self.readPort(paths.portFile) { return url(port: port) }
+            if let port = Self.readPort(paths.portFile) { return StartedSandbox(url: url(port: port)) }
             await process.terminate(grace: .seconds(5))
         }
         try? FileManager.default.removeItem(atPath: paths.portFile)
@@ -163,7 +163,7 @@ public struct ProcessBackend: SandboxBackend {
                 try await blocking {
                     try Data("\(port)\n".utf8).write(to: URL(fileURLWithPath: paths.portFile), options: .atomic)
                 }
-                return url(port: port)
+                return StartedSandbox(url: url(port: port))
             }
             if !alive {
                 let log = (try? String(contentsOfFile: paths.log, encoding: .utf8)) ?? ""

@@ -11,7 +11,7 @@ import Logging
 /// `<session>#<runtime id>`: a session whose runtime is no longer that one (the API replaced a lost runtime, or
 /// started a new one after a stop deleted the old, as OpenHands' own service does) has a new, empty workspace,
 /// so the sandbox counts as missing (lost, and the conversation told). The API decides the sandbox's URL and its
-/// session key (``sessionAPIKey(of:)``). A request that fails on the
+/// session key (both in what ``start(_:spec:)`` returns). A request that fails on the
 /// network or with a 5xx is tried again with back-off for `remote.retry_for`, then the operation fails as
 /// `unavailable` (an outage: the runtime command is retried later); a 4xx is a `RUNTIME$REMOTE` failure naming
 /// the API's answer.
@@ -79,7 +79,7 @@ public struct RemoteBackend: SandboxBackend {
         return Self.reference(session: session, runtime: runtime.runtimeID)
     }
 
-    public func start(_ reference: String, spec: SandboxSpec) async throws -> String {
+    public func start(_ reference: String, spec: SandboxSpec) async throws -> StartedSandbox {
         let (sessionID, expected) = Self.parse(reference)
         let runtime = try await session(sessionID)
         switch runtime?.state {
@@ -100,11 +100,7 @@ public struct RemoteBackend: SandboxBackend {
         guard let url = ready.url, !url.isEmpty else {
             throw DeckhandError(.runtimeBackend, "the Runtime API gave runtime \(ready.runtimeID) no url")
         }
-        return url
-    }
-
-    public func sessionAPIKey(of reference: String) async throws -> String? {
-        try await session(Self.parse(reference).session)?.sessionAPIKey
+        return StartedSandbox(url: url, sessionAPIKey: ready.sessionAPIKey)
     }
 
     public func stop(_ reference: String) async throws {

@@ -65,6 +65,18 @@ public enum SandboxBackendState: String, Sendable, Equatable {
     case missing
 }
 
+/// A started sandbox: where its server answers and, when the backend chose it (a Runtime API does), the key it
+/// demands (nil: the spec's).
+public struct StartedSandbox: Sendable, Equatable {
+    public var url: String
+    public var sessionAPIKey: String?
+
+    public init(url: String, sessionAPIKey: String? = nil) {
+        self.url = url
+        self.sessionAPIKey = sessionAPIKey
+    }
+}
+
 /// A sandbox the backend reports (listing by Deckhand's labels).
 public struct ListedSandbox: Sendable, Equatable {
     public var sandboxID: UUID
@@ -85,8 +97,9 @@ public protocol SandboxBackend: Sendable {
 
     /// Creates the sandbox without starting it; returns its reference.
     func create(_ spec: SandboxSpec) async throws -> String
-    /// Starts a created or stopped sandbox and returns the URL its server will answer at.
-    func start(_ reference: String, spec: SandboxSpec) async throws -> String
+    /// Starts a created or stopped sandbox: the URL its server will answer at (and its key, when the backend
+    /// chose it).
+    func start(_ reference: String, spec: SandboxSpec) async throws -> StartedSandbox
     func stop(_ reference: String) async throws
     func pause(_ reference: String) async throws
     func resume(_ reference: String) async throws
@@ -95,11 +108,4 @@ public protocol SandboxBackend: Sendable {
     func inspect(_ reference: String) async throws -> SandboxBackendState
     /// Every sandbox of this backend that carries Deckhand's labels.
     func list() async throws -> [ListedSandbox]
-    /// The key the started sandbox's server demands, when the backend chose it (a Runtime API does); nil: the
-    /// spec's.
-    func sessionAPIKey(of reference: String) async throws -> String?
-}
-
-extension SandboxBackend {
-    public func sessionAPIKey(of reference: String) async throws -> String? { nil }
 }

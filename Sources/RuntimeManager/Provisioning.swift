@@ -184,10 +184,10 @@ extension RuntimeWorker {
                 }
                 let created = try await backendCall { try await backend.create(spec) }
                 try await self.store.setReference(id: record.id, reference: created)
-                let url = try await backendCall { try await backend.start(created, spec: spec) }
-                try await self.waitUntilAlive(url: url, backend: backend, reference: created)
-                try await self.adoptSessionKey(of: record.id, reference: created, backend: backend, spec: spec)
-                return url
+                let started = try await backendCall { try await backend.start(created, spec: spec) }
+                try await self.waitUntilAlive(url: started.url, backend: backend, reference: created)
+                try await self.adoptSessionKey(of: record.id, started, spec: spec)
+                return started.url
             }
         } catch let failure as BackendFailure {
             logger.warning("sandbox failed to start", metadata: [LogKey.error.rawValue: "\(failure)"])
@@ -237,18 +237,11 @@ extension RuntimeWorker {
         )
     }
 
-    /// Records the session key the backend chose for the sandbox, when it chose one other than the spec's (a
-    /// Runtime API decides its runtimes' keys); returns the key the sandbox demands.
+    /// Records the session key the backend chose for the started sandbox, when it chose one other than the
+    /// spec's (a Runtime API decides its runtimes' keys); returns the key the sandbox demands.
     @discardableResult
-    func adoptSessionKey(
-        of id: UUID,
-        reference: String,
-        backend: any SandboxBackend,
-        spec: SandboxSpec
-    ) async throws -> String {
-        guard let key = try await backendCall({ try await backend.sessionAPIKey(of: reference) }),
-            key != spec.sessionAPIKey
-        else { return spec.sessionAPIKey }
+    func adoptSessionKey(of id: UUID, _ started: StartedSandbox, spec: SandboxSpec) async throws -> String {
+        guard let key = started.sessionAPIKey, key != spec.sessionAPIKey else { return spec.sessionAPIKey }
         try await store.setSessionKey(id: id, key)
         return key
     }
@@ -332,21 +325,19 @@ extension RuntimeWorker {
             )
         }
         var url = record.url ?? ""
+        var key = record.sessionAPIKey
         switch record.status {
         case .paused:
             try await backendCall { try await backend.resume(reference) }
         case .stopped:
-            url = try await backendCall { try await backend.start(reference, spec: spec(for: record)) }
-            try await waitUntilAlive(url: url, backend: backend, reference: reference)
+            let spec = spec(for: record)
+            let started = try await backendCall { try await backend.start(reference, spec: spec) }
+            try await waitUntilAlive(url: started.url, backend: backend, reference: reference)
+            url = started.url
+            key = try await adoptSessionKey(of: record.id, started, spec: spec)
         default:
             break
         }
-        let key = try await adoptSessionKey(
-            of: record.id,
-            reference: reference,
-            backend: backend,
-            spec: spec(for: record)
-        )
         try await store.setStatus(id: record.id, .running, url: url)
         try await store.touch(id: record.id)
         var resumed = record

@@ -33,8 +33,8 @@ import Testing
                 let spec = SandboxSpec(id: UUID(), image: "deckhand/sandbox", sessionAPIKey: "deckhand-chose-this")
                 let reference = try await backend.create(spec)
                 #expect(reference.hasPrefix("dh-\(runtime.namespace)-\(spec.id.uuidString.lowercased())#"))
-                let url = try await backend.start(reference, spec: spec)
-                let key = try #require(try await backend.sessionAPIKey(of: reference))
+                let started = try await backend.start(reference, spec: spec)
+                let (url, key) = (started.url, try #require(started.sessionAPIKey))
                 #expect(key != spec.sessionAPIKey, "the API chose the key")
                 #expect(try await backend.inspect(reference) == .running)
                 let listed = try await backend.list()
@@ -46,7 +46,7 @@ import Testing
                 try await eventually("the runtime is paused", timeout: .seconds(30)) {
                     try await backend.inspect(reference) == .paused
                 }
-                let resumed = try await backend.start(reference, spec: spec)
+                let resumed = try await backend.start(reference, spec: spec).url
                 #expect(
                     try await runtime.run("cat /workspace/note", url: resumed, key: key).contains("kept")
                 )
@@ -56,9 +56,9 @@ import Testing
                     try await backend.inspect(reference) == .stopped
                 }
                 let restarted = try await backend.start(reference, spec: spec)
-                let restartedKey = try #require(try await backend.sessionAPIKey(of: reference))
+                let (restartedURL, restartedKey) = (restarted.url, try #require(restarted.sessionAPIKey))
                 #expect(
-                    try await runtime.run("cat /workspace/note", url: restarted, key: restartedKey)
+                    try await runtime.run("cat /workspace/note", url: restartedURL, key: restartedKey)
                         .contains("kept")
                 )
 
