@@ -58,8 +58,15 @@ public struct ConfigurationReader: Sendable {
         "DECKHAND_" + key.uppercased().replacingDots()
     }
 
+    /// Sections whose names hold an underscore themselves.
+    static let underscoredSections = ["runtime_api"]
+
     static func key(forEnvironmentVariable name: String) -> String {
         let body = name.dropFirst("DECKHAND_".count).lowercased()
+        // DECKHAND_RUNTIME_API_PORT → runtime_api.port (not runtime.api_port).
+        for section in underscoredSections where body.hasPrefix(section + "_") {
+            return section + "." + body.dropFirst(section.count + 1)
+        }
         // The first underscore separates the section from the key: DECKHAND_AMQP_PUBLISH_TIMEOUT → amqp.publish_timeout.
         guard let underscore = body.firstIndex(of: "_") else { return body }
         return body[..<underscore] + "." + body[body.index(after: underscore)...]

@@ -2,6 +2,17 @@ import DeckhandCore
 import Testing
 
 @Suite struct ConfigurationTests {
+    /// Every key is set by its environment variable, also in sections whose name holds an underscore
+    /// (`DECKHAND_RUNTIME_API_PORT` is `runtime_api.port`).
+    @Test func everyKeyIsSetByItsEnvironmentVariable() throws {
+        for key in DeckhandConfiguration.knownKeys {
+            let reader = try ConfigurationReader(environment: [ConfigurationReader.environmentVariable(for: key): "x"])
+            #expect(reader.raw(key) == "x", "\(key)")
+        }
+        let reader = try ConfigurationReader(environment: ["DECKHAND_RUNTIME_API_PORT": "4000"])
+        #expect(try RuntimeAPISettings(reader: reader).port == 4000)
+    }
+
     @Test func defaultsAreCompleteWithoutAFile() throws {
         let config = try DeckhandConfiguration(reader: ConfigurationReader())
         #expect(config.amqp.url == AMQPURL(host: "127.0.0.1", port: 5672, user: "guest", password: "guest", vhost: "/"))
