@@ -13,11 +13,21 @@ public struct RemoteSettings: Sendable {
     /// `remote.retry_for`: how long a request that fails on the network or with a 5xx is tried again (with
     /// back-off) before the operation is given up as an outage (and the runtime command retried later).
     public var retryFor: Duration = .seconds(30)
+    /// `remote.image`: the image `/start` asks for (empty: `runtime.image`), such as one of OpenHands' runtime
+    /// images for a provider of OpenHands' API.
+    public var image: String?
+    /// `remote.command`: the `command` `/start` sends (a JSON array of strings, or words split on spaces; empty:
+    /// none, for an API that serves the image with its own server, as Deckhand's does). OpenHands' runtime images
+    /// want the start command of their action-execution server on port 60000.
+    public var command: [String] = []
+    /// `remote.working_dir`: the `working_dir` `/start` sends.
+    public var workingDir: String = "/workspace"
 
     public init() {}
 
     static let keys: Set<String> = [
         "remote.url", "remote.api_key", "remote.timeout", "remote.start_timeout", "remote.retry_for",
+        "remote.image", "remote.command", "remote.working_dir",
     ]
 
     public init(reader: ConfigurationReader) throws(DeckhandError) {
@@ -38,5 +48,25 @@ public struct RemoteSettings: Sendable {
         timeout = try reader.duration("remote.timeout", default: timeout, minimum: .milliseconds(100))
         startTimeout = try reader.duration("remote.start_timeout", default: startTimeout, minimum: .seconds(1))
         retryFor = try reader.duration("remote.retry_for", default: retryFor)
+        image = reader.optionalString("remote.image")
+        if let text = reader.optionalString("remote.command") {
+            guard let words = Self.words(text) else {
+                throw reader.invalid(
+                    "remote.command",
+                    expected: "a JSON array of strings, or words separated by spaces",
+                    got: text
+                )
+            }
+            command = words
+        }
+        workingDir = reader.string("remote.working_dir", default: workingDir)
+    }
+
+    /// The words of a command: a JSON array of strings, or the text split on white space.
+    static func words(_ text: String) -> [String]? {
+        guard text.hasPrefix("[") else { return text.split(whereSeparator: \.isWhitespace).map(String.init) }
+        guard case .array(let items)? = try? JSONValue(parsing: Array(text.utf8)) else { return nil }
+        let words = items.compactMap(\.stringValue)
+        return words.count == items.count ? words : nil
     }
 }

@@ -23,28 +23,54 @@ public struct ProvisionRequest: Codable, Sendable, Equatable {
     /// How many times the backend's limits a sandbox made for this request gets (a Runtime API's
     /// `resource_factor`); above 1 it is not served from the warm pool.
     public var resourceFactor: Int?
+    /// Run `image` as given, with its own command, rather than Deckhand's sandbox server (a Runtime API caller's
+    /// image that `runtime_api.image_map` does not give to Deckhand's sandbox image). Never from the warm pool.
+    public var launch: SandboxLaunch?
 
     public init(
         conversationID: UUID,
         backend: RuntimeSettings.Backend? = nil,
         image: String? = nil,
         environment: [String: String]? = nil,
-        resourceFactor: Int? = nil
+        resourceFactor: Int? = nil,
+        launch: SandboxLaunch? = nil
     ) {
         self.conversationID = conversationID
         self.backend = backend
         self.image = image
         self.environment = environment
         self.resourceFactor = resourceFactor
+        self.launch = launch
     }
 
     /// Whether a warm sandbox (made with the worker's settings only) will do.
-    public var fitsWarmPool: Bool { (environment ?? [:]).isEmpty && (resourceFactor ?? 1) <= 1 }
+    public var fitsWarmPool: Bool { (environment ?? [:]).isEmpty && (resourceFactor ?? 1) <= 1 && launch == nil }
 
     enum CodingKeys: String, CodingKey {
         case conversationID = "conversation_id"
-        case backend, image, environment
+        case backend, image, environment, launch
         case resourceFactor = "resource_factor"
+    }
+}
+
+/// How an image that is not Deckhand's sandbox image is run "as given": its own server, started by `command`
+/// (the image's own entrypoint when empty) in `working_dir`, answers OpenHands' action-execution protocol on
+/// `port` and demands the key in its `SESSION_API_KEY` (as OpenHands' runtime images do).
+public struct SandboxLaunch: Codable, Sendable, Equatable {
+    public var command: [String]
+    public var workingDir: String?
+    public var port: Int
+
+    public init(command: [String], workingDir: String? = nil, port: Int) {
+        self.command = command
+        self.workingDir = workingDir
+        self.port = port
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case command
+        case workingDir = "working_dir"
+        case port
     }
 }
 

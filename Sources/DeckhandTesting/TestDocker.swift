@@ -61,6 +61,11 @@ public struct TestDocker: Sendable {
         return id
     }
 
+    /// The engine's description of a container (`GET /containers/{id}/json`).
+    public func inspect(_ id: String) async throws -> JSONValue {
+        try await call(.get, "/containers/\(id)/json").expectSuccess().decode(JSONValue.self)
+    }
+
     /// The container's output so far (stdout and stderr, with Docker's stream framing removed).
     public func logs(_ id: String) async throws -> String {
         let response = try await call(.get, "/containers/\(id)/logs?stdout=true&stderr=true")

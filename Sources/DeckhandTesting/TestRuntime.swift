@@ -151,7 +151,8 @@ public final class TestRuntime: Sendable {
         settings: RuntimeSettings = TestRuntime.settings(),
         dockerSocket: String = TestEnvironment.dockerSocket,
         advertiseHost: String = "127.0.0.1",
-        remote: RemoteSettings? = nil
+        remote: RemoteSettings? = nil,
+        docker: DockerSettings = TestRuntime.dockerSettings
     ) throws -> [any SandboxBackend] {
         let logger = Logger(label: "test.runtime")
         return try kinds.map { kind -> any SandboxBackend in
@@ -166,7 +167,7 @@ public final class TestRuntime: Sendable {
             case .docker:
                 return DockerBackend(
                     socket: dockerSocket,
-                    settings: Self.dockerSettings,
+                    settings: docker,
                     deployment: namespace,
                     advertiseHost: advertiseHost,
                     client: http,
@@ -207,7 +208,8 @@ public final class TestRuntime: Sendable {
         consuming: AMQPConnection? = nil,
         store: SandboxStore? = nil,
         node: NodeSettings? = nil,
-        remote: RemoteSettings? = nil
+        remote: RemoteSettings? = nil,
+        docker: DockerSettings = TestRuntime.dockerSettings
     ) throws -> RuntimeWorker {
         let store =
             store ?? node.map { SandboxStore(postgres: postgres, deployment: namespace, node: $0.id) } ?? self.store
@@ -227,7 +229,8 @@ public final class TestRuntime: Sendable {
                 settings: settings,
                 dockerSocket: dockerSocket,
                 advertiseHost: node?.advertiseHost ?? "127.0.0.1",
-                remote: remote
+                remote: remote,
+                docker: docker
             ),
             http: http,
             logger: Logger(label: "test.runtime.worker")

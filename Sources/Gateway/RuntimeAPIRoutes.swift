@@ -50,7 +50,9 @@ struct RuntimeAPIRoutes: Sendable {
             guard let image = request.uri.queryParameters.get("image"), !image.isEmpty else {
                 throw APIError.badRequest("give the image to look for: /image_exists?image=<name>")
             }
-            // Every image is served: Deckhand's sandbox image speaks the protocol OpenHands' runtime images do.
+            // An image mapped to Deckhand's sandbox image is always there; one run as given is pulled by nothing
+            // and must be on the backend already (its /start fails clearly when it is not): the API, which
+            // reaches no backend, trusts the operator's map.
             return json(["exists": true, "image": ["upload_time": .null, "image_size_bytes": 0]])
         }
         for path in ["build", "build_status"] {
@@ -58,7 +60,8 @@ struct RuntimeAPIRoutes: Sendable {
                 throw APIError(
                     .notImplemented,
                     .runtimeBuildNotOffered,
-                    "Deckhand builds no images: /start any image name and Deckhand's sandbox image serves it"
+                    "Deckhand builds no images: /start an image that runtime_api.image_map gives to Deckhand's "
+                        + "sandbox image, or one the sandbox backend has"
                 )
             }
         }
@@ -74,8 +77,8 @@ struct RuntimeAPIRoutes: Sendable {
         guard let image = try body.string("image", maxLength: 500), !image.isEmpty else {
             throw APIError.invalidField("`image` is required")
         }
-        _ = try body.strings("command")
-        _ = try body.string("working_dir")
+        let command = try body.strings("command") ?? []
+        let workingDir = try body.string("working_dir", maxLength: 4096)
         var environment: [String: String] = [:]
         for (name, value) in try body.object("environment") ?? [:] {
             guard let value = value.stringValue else {
@@ -88,12 +91,18 @@ struct RuntimeAPIRoutes: Sendable {
         guard RuntimeAPISettings.resourceFactors.contains(factor) else {
             throw APIError.invalidField("`resource_factor` must be 1, 2, 4 or 8")
         }
+        let asked = Asked(
+            image: image,
+            launch: Self.launch(of: image, command: command, workingDir: workingDir, settings: settings),
+            environment: environment,
+            resourceFactor: factor
+        )
         var session = try await sessions.session(user: principal.userID, sessionID: sessionID)
         if let live = session?.liveSandbox {
             // The runtime workers check a running sandbox (one that died is restarted in its files, or replaced
             // when it is gone), resume a paused one and start a stopped one; a starting one is on its way.
             if live.status != .starting {
-                try await provision(session!, environment: environment, resourceFactor: factor)
+                try await provision(session!, asked)
             }
         } else {
             if settings.maxLiveRuntimes > 0,
@@ -113,7 +122,7 @@ struct RuntimeAPIRoutes: Sendable {
                 resourceFactor: factor
             )
             session = opened
-            try await provision(opened, environment: environment, resourceFactor: factor)
+            try await provision(opened, asked)
         }
         guard let session else { throw APIError.serverFault }
         return json(.object(Self.describe(try await ready(session, earlier: session.sandbox?.id))))
@@ -181,20 +190,40 @@ struct RuntimeAPIRoutes: Sendable {
         return session
     }
 
-    /// Asks for the session's sandbox; one made for it gets the caller's `environment` and resource factor.
-    func provision(
-        _ session: RuntimeSession,
-        environment: [String: String] = [:],
-        resourceFactor: Int = 1
-    )
-        async throws
-    {
+    /// What a `/start` asks of the sandbox made for it.
+    struct Asked {
+        var image: String
+        /// Set when `runtime_api.image_map` runs the image as given (nil: Deckhand's sandbox image serves it).
+        var launch: SandboxLaunch?
+        var environment: [String: String]
+        var resourceFactor: Int
+    }
+
+    /// How `image` runs: as given with the caller's command (per `runtime_api.image_map`), or nil for Deckhand's
+    /// sandbox image.
+    static func launch(
+        of image: String,
+        command: [String],
+        workingDir: String?,
+        settings: RuntimeAPISettings
+    ) -> SandboxLaunch? {
+        switch settings.target(for: image) {
+        case .sandbox: nil
+        case .asGiven(let port): SandboxLaunch(command: command, workingDir: workingDir, port: port)
+        }
+    }
+
+    /// Asks for the session's sandbox; one made for it gets the caller's image (when run as given),
+    /// `environment` and resource factor.
+    func provision(_ session: RuntimeSession, _ asked: Asked) async throws {
         try await bus.send(
             RuntimeCommand.provision.rawValue,
             ProvisionRequest(
                 conversationID: session.ownerID,
-                environment: environment.isEmpty ? nil : environment,
-                resourceFactor: resourceFactor > 1 ? resourceFactor : nil
+                image: asked.launch == nil ? nil : asked.image,
+                environment: asked.environment.isEmpty ? nil : asked.environment,
+                resourceFactor: asked.resourceFactor > 1 ? asked.resourceFactor : nil,
+                launch: asked.launch
             ),
             to: bus.topology.runtimeQueue
         )

@@ -114,6 +114,9 @@ public struct DockerBackend: SandboxBackend {
     public func create(_ spec: SandboxSpec) async throws -> String {
         var environment = spec.environment
         environment["SESSION_API_KEY"] = spec.sessionAPIKey
+        if let launch = spec.launch {
+            return try await create(spec, asGiven: launch, environment: environment)
+        }
         let unprivileged = !settings.user.isEmpty
         let tmp = "rw,nosuid,nodev,size=\(settings.tmpBytes)"
         var hostConfig: [String: JSONValue] = [
@@ -166,6 +169,66 @@ public struct DockerBackend: SandboxBackend {
             "ExposedPorts": exposed,
             "HostConfig": .object(hostConfig),
         ]
+        return try await createContainer(body, spec: spec)
+    }
+
+    /// A container of an image run as given: its own command in its working folder, its server on the
+    /// launch's port. It keeps the image's user and a writable root (a foreign server expects both), with the
+    /// capabilities a root shell needs and no more, never privileged, `no-new-privileges`, the same limits and
+    /// Deckhand's bridge network: the port is published like Deckhand's own server's (on the host network two
+    /// sandboxes' fixed ports would clash, so that is refused).
+    func create(
+        _ spec: SandboxSpec,
+        asGiven launch: SandboxLaunch,
+        environment: [String: String]
+    ) async throws
+        -> String
+    {
+        guard settings.network == .bridge else {
+            throw DeckhandError(
+                .runtimeImageUnsupported,
+                "an image run as given needs docker.network = bridge (on the host network its server's fixed port "
+                    + "\(launch.port) would clash with other sandboxes')"
+            )
+        }
+        try await ensureNetwork()
+        var hostConfig: [String: JSONValue] = [
+            "Privileged": false,
+            "CapDrop": ["ALL"],
+            "CapAdd": .array(Self.rootCapabilities.map { .string($0) }),
+            "SecurityOpt": ["no-new-privileges"],
+            "Init": true,
+            "NetworkMode": .string(settings.bridgeNetwork),
+            "PortBindings": ["\(launch.port)/tcp": [["HostIp": .string(advertiseHost), "HostPort": ""]]],
+        ]
+        let factor = Double(spec.resourceFactor)
+        if settings.memoryBytes > 0 { hostConfig["Memory"] = .number(Double(settings.memoryBytes) * factor) }
+        if settings.cpus > 0 { hostConfig["NanoCpus"] = .number((settings.cpus * factor * 1e9).rounded()) }
+        if settings.pidsLimit > 0 { hostConfig["PidsLimit"] = .number(Double(settings.pidsLimit)) }
+        var body: [String: JSONValue] = [
+            "Image": .string(spec.image),
+            "Env": .array(environment.sorted { $0.key < $1.key }.map { .string("\($0.key)=\($0.value)") }),
+            "Labels": [
+                "deckhand.sandbox": .string(spec.id.uuidString.lowercased()), "deckhand.managed": "true",
+                "deckhand.deployment": .string(deployment), Self.portLabel: .string(String(launch.port)),
+            ],
+            "ExposedPorts": ["\(launch.port)/tcp": [:]],
+            "HostConfig": .object(hostConfig),
+        ]
+        if !launch.command.isEmpty {
+            // The whole command replaces the image's entrypoint and its arguments.
+            body["Entrypoint"] = .array(launch.command.prefix(1).map { .string($0) })
+            body["Cmd"] = .array(launch.command.dropFirst().map { .string($0) })
+        }
+        if let folder = launch.workingDir, !folder.isEmpty { body["WorkingDir"] = .string(folder) }
+        return try await createContainer(.object(body), spec: spec)
+    }
+
+    /// The label of an image run as given naming the port its server listens on inside the container.
+    static let portLabel = "deckhand.port"
+
+    /// `POST /containers/create` of the sandbox's container (one left by an interrupted attempt is reused).
+    func createContainer(_ body: JSONValue, spec: SandboxSpec) async throws -> String {
         let name = "deckhand-sandbox-\(spec.id.uuidString.lowercased())"
         let response = try await call(.post, "/containers/create?name=\(name)", body: body)
         switch response.status {
@@ -175,6 +238,12 @@ public struct DockerBackend: SandboxBackend {
                 throw DeckhandError(.protocolViolation, "Docker created a container but sent no id")
             }
             return id
+        case 404 where spec.launch != nil:
+            throw DeckhandError(
+                .runtimeImageMissing,
+                "the image \(spec.image) does not exist on the Docker engine at \(socket) (Deckhand pulls nothing: "
+                    + "pull or load it there first)"
+            )
         case 404:
             throw DeckhandError(
                 .runtimeImageMissing,
@@ -249,10 +318,14 @@ public struct DockerBackend: SandboxBackend {
             throw DeckhandError(.runtimeNotAlive, "the sandbox container announced no port within 30 s")
         case .bridge:
             let inspected = try await call(.get, "/containers/\(reference)/json")
-            guard inspected.status == 200, case .object(let object) = try inspected.decode(JSONValue.self),
-                case .object(let network) = object["NetworkSettings"],
+            guard inspected.status == 200, case .object(let object) = try inspected.decode(JSONValue.self) else {
+                throw fail("inspect the sandbox container", inspected)
+            }
+            // An image run as given names its server's port in a label; Deckhand's server listens on its own.
+            let port = object["Config"]?["Labels"]?[Self.portLabel]?.stringValue ?? String(Self.containerPort)
+            guard case .object(let network) = object["NetworkSettings"],
                 case .object(let ports) = network["Ports"],
-                case .array(let bindings) = ports["\(Self.containerPort)/tcp"],
+                case .array(let bindings) = ports["\(port)/tcp"],
                 case .object(let first) = bindings.first,
                 let hostPort = first["HostPort"]?.stringValue
             else {

@@ -113,6 +113,13 @@ public struct ProcessBackend: SandboxBackend {
     // MARK: SandboxBackend
 
     public func create(_ spec: SandboxSpec) async throws -> String {
+        if spec.launch != nil {
+            throw DeckhandError(
+                .runtimeImageUnsupported,
+                "process sandboxes run only Deckhand's sandbox server, not an image as given: run the runtime "
+                    + "workers on the docker or remote backend, or map the image to `sandbox` in runtime_api.image_map"
+            )
+        }
         let reference = root + "/" + spec.id.uuidString.lowercased()
         let paths = try paths(reference)
         let jail = jail

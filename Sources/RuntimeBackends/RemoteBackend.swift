@@ -145,16 +145,23 @@ public struct RemoteBackend: SandboxBackend {
 
     // MARK: Requests
 
-    /// `POST /start` for the session (idempotent at the API: a session's live runtime is answered).
+    /// `POST /start` for the session (idempotent at the API: a session's live runtime is answered): the image
+    /// and command the spec runs as given (a Runtime API caller's, passed on), else `remote.image` (or the
+    /// worker's image) with `remote.command`.
     func startSession(_ session: String, spec: SandboxSpec) async throws -> Runtime {
+        let image = spec.launch == nil ? (settings.image ?? spec.image) : spec.image
+        let command = spec.launch?.command ?? settings.command
+        let workingDir = spec.launch?.workingDir ?? settings.workingDir
         let body: JSONValue = [
-            "image": .string(spec.image), "command": [], "working_dir": "/workspace",
+            "image": .string(image), "command": .array(command.map(JSONValue.string)),
+            "working_dir": .string(workingDir),
             "environment": .object(spec.environment.mapValues(JSONValue.string)), "session_id": .string(session),
             "resource_factor": .number(
                 Double(RuntimeAPISettings.resourceFactors.last { $0 <= spec.resourceFactor } ?? 1)
             ),
         ]
-        let answer = try await call(.post, "/start", body: body)
+        // A start may take as long as the runtime takes to be ready (Deckhand's API answers only then).
+        let answer = try await call(.post, "/start", body: body, timeout: max(settings.timeout, settings.startTimeout))
         guard let runtime = Runtime(answer) else {
             throw DeckhandError(.runtimeBackend, "the Runtime API's /start answered no runtime_id")
         }
@@ -218,12 +225,17 @@ public struct RemoteBackend: SandboxBackend {
     }
 
     /// One request, retried on network errors and 5xx for `remote.retry_for`; its JSON answer.
-    func call(_ method: HTTPRequest.Method, _ path: String, body: JSONValue? = nil) async throws -> JSONValue {
+    func call(
+        _ method: HTTPRequest.Method,
+        _ path: String,
+        body: JSONValue? = nil,
+        timeout: Duration? = nil
+    ) async throws -> JSONValue {
         let deadline = ContinuousClock.now + settings.retryFor
         var backoff = Backoff(minimum: .milliseconds(100), maximum: .seconds(5))
         while true {
             var request = HTTPRequest(method: method, url: (settings.url ?? "") + path)
-            request.timeout = settings.timeout
+            request.timeout = timeout ?? settings.timeout
             request.headers.replaceOrAdd(name: "X-API-Key", value: settings.apiKey)
             if let body {
                 request.headers.replaceOrAdd(name: "Content-Type", value: "application/json")

@@ -10,6 +10,8 @@ extension DeckhandError.Code {
     public static let runtimeNotAlive: Self = "RUNTIME$NOT_ALIVE"
     /// The sandbox is gone from its backend.
     public static let runtimeLost: Self = "RUNTIME$LOST"
+    /// The backend cannot run the image as given (process sandboxes run only Deckhand's server).
+    public static let runtimeImageUnsupported: Self = "RUNTIME$IMAGE_UNSUPPORTED"
 }
 
 /// The line `deckhand-sandbox --announce-port` prints once listening: how a backend learns the port the
@@ -37,19 +39,24 @@ public struct SandboxSpec: Sendable {
     public var environment: [String: String]
     /// How many times the backend's resource limits the sandbox gets (a Runtime API's `resource_factor`).
     public var resourceFactor: Int
+    /// Run the image as given, with its own server (nil: Deckhand's sandbox server). Backends that run only
+    /// Deckhand's server refuse it with `RUNTIME$IMAGE_UNSUPPORTED`.
+    public var launch: SandboxLaunch?
 
     public init(
         id: UUID,
         image: String,
         sessionAPIKey: String,
         environment: [String: String] = [:],
-        resourceFactor: Int = 1
+        resourceFactor: Int = 1,
+        launch: SandboxLaunch? = nil
     ) {
         self.id = id
         self.image = image
         self.sessionAPIKey = sessionAPIKey
         self.environment = environment
         self.resourceFactor = max(1, resourceFactor)
+        self.launch = launch
     }
 }
 

@@ -174,6 +174,7 @@ extension RuntimeWorker {
         var asked = spec(for: record)
         asked.environment.merge(requested?.environment ?? [:]) { _, requested in requested }
         asked.resourceFactor = max(1, requested?.resourceFactor ?? 1)
+        asked.launch = requested?.launch
         let spec = asked
         let started = ContinuousClock.now
         let url: String

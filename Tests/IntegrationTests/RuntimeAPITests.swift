@@ -43,19 +43,21 @@ import Testing
 
     /// Runs a runtime worker and a runtime API (any free port) on a fresh test bed.
     static func withRuntimeAPI(
-        _ configure: (inout RuntimeAPISettings) -> Void = { _ in },
+        backends: [RuntimeSettings.Backend] = [.process],
+        worker: RuntimeSettings = TestRuntime.settings(),
+        docker: DockerSettings = TestRuntime.dockerSettings,
+        api: RuntimeAPISettings = RuntimeAPISettings(),
         _ body: (TestRuntime, Int) async throws -> Void
     ) async throws {
         try await TestRuntime.with { runtime in
-            var settings = RuntimeAPISettings()
+            var settings = api
             settings.port = 0
-            configure(&settings)
             let (ports, announce) = AsyncStream.makeStream(of: Int.self)
             let api = RuntimeAPI(settings: settings, postgres: runtime.postgres, bus: runtime.bus, http: runtime.http) {
                 port in
                 announce.yield(port)
             }
-            try await running(try runtime.makeWorker(), api) {
+            try await running(try runtime.makeWorker(settings: worker, backends: backends, docker: docker), api) {
                 var listening = ports.makeAsyncIterator()
                 let port = try #require(await listening.next())
                 try await body(runtime, port)
@@ -196,6 +198,79 @@ import Testing
         }
     }
 
+    /// An image that `runtime_api.image_map` runs as given, on Docker: the container runs the caller's command
+    /// (here Deckhand's sandbox image started by hand on port 60000, as OpenHands' runtime images start their own
+    /// server) in the caller's working folder, as the image's user with a writable root, and the URL is that
+    /// port's; a stop and a new `/start` bring it back with its files. An image the engine does not have fails the
+    /// start, naming the image.
+    @Test func anImageMappedAsGivenRunsTheCallersCommandOnDocker() async throws {
+        let image = TestRuntime.sandboxImage
+        var api = RuntimeAPISettings()
+        api.imageMap = [.init(image, .asGiven(port: 60000)), .init("deckhand-test/*", .asGiven(port: 60000))]
+        try await Self.withRuntimeAPI(backends: [.docker], api: api) { runtime, port in
+            let docker = TestDocker(client: runtime.http)
+            guard try await docker.imageExists(image) else {
+                throw DeckhandError(
+                    .unavailable,
+                    "the sandbox image \(image) does not exist: run deploy/sandbox/build-offline.sh"
+                )
+            }
+            let key = try await APIKeyStore(postgres: runtime.postgres).create(user: "oh", scope: .runtimeAPI).key
+            let client = Client(base: "http://127.0.0.1:\(port)", key: key, http: runtime.http)
+            var body = Self.startBody(session: "s-given")
+            body["image"] = .string(image)
+            body["command"] = [
+                "/usr/local/bin/deckhand-sandbox", "--host", "0.0.0.0", "--port", "60000", "--working-dir", "/srv",
+            ]
+            body["working_dir"] = "/tmp"
+            let started = try await client.json(.post, "/start", body: body)
+            let runtimeID = try #require(started["runtime_id"]?.stringValue)
+            let sandbox = try #require(Self.sandbox(started))
+            #expect(try await runtime.run("pwd; id -u; echo kept > /srv/note", in: sandbox) == "/srv\n0")
+            let record = try #require(try await runtime.store.sandbox(id: sandbox.sandboxID))
+            #expect(record.image == image)
+            let inspected = try await docker.inspect(try #require(record.reference))
+            #expect(inspected["Config"]?["Entrypoint"] == ["/usr/local/bin/deckhand-sandbox"])
+            #expect(inspected["Config"]?["WorkingDir"] == "/tmp")
+            #expect(inspected["Config"]?["Labels"]?["deckhand.port"] == "60000")
+            #expect(inspected["HostConfig"]?["Privileged"] == .bool(false))
+            #expect(inspected["HostConfig"]?["SecurityOpt"] == ["no-new-privileges"])
+            #expect(inspected["HostConfig"]?["ReadonlyRootfs"] == .bool(false))
+            #expect(inspected["HostConfig"]?["Memory"] == .number(Double(512 << 20)))
+            #expect(sandbox.url.hasPrefix("http://127.0.0.1:"))
+
+            _ = try await client.json(.post, "/stop", body: ["runtime_id": .string(runtimeID)])
+            try await eventually("the runtime is stopped", timeout: .seconds(60)) {
+                try await client.json(.get, "/sessions/s-given")["status"]?.stringValue == "stopped"
+            }
+            let again = try await client.json(.post, "/start", body: body)
+            #expect(again["runtime_id"]?.stringValue == runtimeID)
+            #expect(try await runtime.run("cat /srv/note", in: try #require(Self.sandbox(again))) == "kept")
+
+            var absent = Self.startBody(session: "s-absent")
+            absent["image"] = "deckhand-test/absent:1"
+            let failed = try await client.json(.post, "/start", body: absent, expect: 502)
+            #expect(failed["code"]?.stringValue == "RUNTIME$START_FAILED")
+            #expect(failed["message"]?.stringValue?.contains("deckhand-test/absent:1 does not exist") == true)
+        }
+    }
+
+    /// Process sandboxes run only Deckhand's server: a start of an image mapped as given fails and says why.
+    @Test func processSandboxesRefuseAnImageAsGiven() async throws {
+        var api = RuntimeAPISettings()
+        api.imageMap = [.init("*", .asGiven(port: 60000))]
+        try await Self.withRuntimeAPI(api: api) { runtime, port in
+            let key = try await APIKeyStore(postgres: runtime.postgres).create(user: "oh", scope: .runtimeAPI).key
+            let client = Client(base: "http://127.0.0.1:\(port)", key: key, http: runtime.http)
+            let failed = try await client.json(.post, "/start", body: Self.startBody(session: "s-proc"), expect: 502)
+            #expect(
+                failed["message"]?.stringValue?.contains("process sandboxes run only Deckhand's sandbox server") == true
+            )
+            // The default map gives OpenHands' own runtime images to Deckhand's sandbox server.
+            #expect(RuntimeAPISettings().target(for: "ghcr.io/openhands/runtime:0.62-nikolaik") == .sandbox)
+        }
+    }
+
     /// The sandbox a `/start` answer names.
     static func sandbox(_ answer: JSONValue) -> SandboxReady? {
         guard let url = answer["url"]?.stringValue, let key = answer["session_api_key"]?.stringValue,
@@ -263,8 +338,9 @@ import Testing
 
     /// Sessions are per user, and a user holds at most `runtime_api.max_live_runtimes` runtimes.
     @Test func sessionsArePerUserAndLimited() async throws {
-        let limited: (inout RuntimeAPISettings) -> Void = { $0.maxLiveRuntimes = 1 }
-        try await Self.withRuntimeAPI(limited) { runtime, port in
+        var limited = RuntimeAPISettings()
+        limited.maxLiveRuntimes = 1
+        try await Self.withRuntimeAPI(api: limited) { runtime, port in
             let keys = APIKeyStore(postgres: runtime.postgres)
             let alice = Client(
                 base: "http://127.0.0.1:\(port)",
