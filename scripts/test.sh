@@ -21,6 +21,10 @@ export DECKHAND_SANDBOX_IMAGE
 # outside the clone, made only when missing.
 DECKHAND_OPENHANDS_PYTHON=$(scripts/openhands/venv.sh | tail -n 1)
 export DECKHAND_OPENHANDS_PYTHON
+# OpenHands' own action-execution server in an image (on the sandbox image, built once and kept in dockerd),
+# which OpenHandsServerTests put behind `deckhand runtime-api`.
+DECKHAND_OPENHANDS_RUNTIME_IMAGE=$(scripts/openhands/runtime-image.sh | tail -n 1)
+export DECKHAND_OPENHANDS_RUNTIME_IMAGE
 # Schemathesis, which fuzzes the gateway from its own /openapi.json (OpenAPIFuzzTests): cached the same way.
 DECKHAND_SCHEMATHESIS=$(scripts/openapi/venv.sh | tail -n 1)
 export DECKHAND_SCHEMATHESIS
@@ -36,12 +40,14 @@ else
   # machine for seconds: they run after the rest (whose soft timeouts and deadlines they would distort),
   # and the load, kill and outage suites each run alone after them (CI once saw a gateway test's stream limit
   # go wrong beside the minute-long PostgreSQL outage, whose retries load the whole process).
-  swift test --skip-build --skip 'IntegrationTests\.(Runtime|Conversation|Gateway|BrokerAlarm|ClusterDrill)'
+  swift test --skip-build --skip 'IntegrationTests\.(Runtime|Conversation|Gateway|BrokerAlarm|ClusterDrill|OpenHandsServer)'
   swift test --skip-build --filter 'IntegrationTests\.(Runtime|Conversation|Gateway)' \
     --skip 'RuntimeLoadTests|ConversationKillTests|ConversationOutageTests'
   swift test --skip-build --filter RuntimeLoadTests
   swift test --skip-build --filter ConversationKillTests
   swift test --skip-build --filter ConversationOutageTests
+  # OpenHands' own server imports for half a minute at full speed: alone.
+  swift test --skip-build --filter OpenHandsServerTests
   # A broker resource alarm blocks every publishing connection of the broker: nothing may run beside it.
   swift test --skip-build --filter BrokerAlarmTests
   # The cluster drills build a cluster of their own (deploy/cluster.sh: three brokers, two databases, three
