@@ -134,10 +134,7 @@ public struct DockerBackend: SandboxBackend {
                 "/run": "rw,nosuid,nodev,size=16m,mode=0755",
             ]
         }
-        let factor = Double(spec.resourceFactor)
-        if settings.memoryBytes > 0 { hostConfig["Memory"] = .number(Double(settings.memoryBytes) * factor) }
-        if settings.cpus > 0 { hostConfig["NanoCpus"] = .number((settings.cpus * factor * 1e9).rounded()) }
-        if settings.pidsLimit > 0 { hostConfig["PidsLimit"] = .number(Double(settings.pidsLimit)) }
+        addLimits(to: &hostConfig, factor: spec.resourceFactor)
         var exposed: JSONValue = [:]
         switch settings.network {
         case .host:
@@ -201,10 +198,7 @@ public struct DockerBackend: SandboxBackend {
             "NetworkMode": .string(settings.bridgeNetwork),
             "PortBindings": ["\(launch.port)/tcp": [["HostIp": .string(advertiseHost), "HostPort": ""]]],
         ]
-        let factor = Double(spec.resourceFactor)
-        if settings.memoryBytes > 0 { hostConfig["Memory"] = .number(Double(settings.memoryBytes) * factor) }
-        if settings.cpus > 0 { hostConfig["NanoCpus"] = .number((settings.cpus * factor * 1e9).rounded()) }
-        if settings.pidsLimit > 0 { hostConfig["PidsLimit"] = .number(Double(settings.pidsLimit)) }
+        addLimits(to: &hostConfig, factor: spec.resourceFactor)
         var body: [String: JSONValue] = [
             "Image": .string(spec.image),
             "Env": .array(environment.sorted { $0.key < $1.key }.map { .string("\($0.key)=\($0.value)") }),
@@ -222,6 +216,14 @@ public struct DockerBackend: SandboxBackend {
         }
         if let folder = launch.workingDir, !folder.isEmpty { body["WorkingDir"] = .string(folder) }
         return try await createContainer(.object(body), spec: spec)
+    }
+
+    /// Memory, CPU and process limits (`docker.*`), memory and CPU times the sandbox's resource factor.
+    func addLimits(to hostConfig: inout [String: JSONValue], factor: Int) {
+        let factor = Double(factor)
+        if settings.memoryBytes > 0 { hostConfig["Memory"] = .number(Double(settings.memoryBytes) * factor) }
+        if settings.cpus > 0 { hostConfig["NanoCpus"] = .number((settings.cpus * factor * 1e9).rounded()) }
+        if settings.pidsLimit > 0 { hostConfig["PidsLimit"] = .number(Double(settings.pidsLimit)) }
     }
 
     /// The label of an image run as given naming the port its server listens on inside the container.
