@@ -181,3 +181,9 @@ public struct SandboxStatusEvent: Codable, Sendable, Equatable {
         case status, backend, reason, timestamp
     }
 }
+
+extension DeckhandError.Code {
+    /// `deckhand runtime-api`: the sandbox of a `/start` failed to start (a 502 that trying again does not
+    /// change; the `remote` backend takes it as final).
+    public static let runtimeStartFailed: Self = "RUNTIME$START_FAILED"
+}

@@ -149,8 +149,6 @@ enum RuntimeAPIStatus {
 extension DeckhandError.Code {
     /// `deckhand runtime-api`: no runtime of that id (or session id) for this key's user.
     public static let runtimeNotFound: Self = "RUNTIME$NOT_FOUND"
-    /// `deckhand runtime-api`: the sandbox of a `/start` failed to start.
-    public static let runtimeStartFailed: Self = "RUNTIME$START_FAILED"
     /// `deckhand runtime-api`: the user holds `runtime_api.max_live_runtimes` runtimes already.
     public static let runtimeTooMany: Self = "RUNTIME$TOO_MANY"
     /// `deckhand runtime-api`: image building (`/build`) is not offered.

@@ -13,8 +13,8 @@ import Logging
 /// so the sandbox counts as missing (lost, and the conversation told). The API decides the sandbox's URL and its
 /// session key (both in what ``start(_:spec:)`` returns). A request that fails on the
 /// network or with a 5xx is tried again with back-off for `remote.retry_for`, then the operation fails as
-/// `unavailable` (an outage: the runtime command is retried later); a 4xx is a `RUNTIME$REMOTE` failure naming
-/// the API's answer.
+/// `unavailable` (an outage: the runtime command is retried later); a 4xx, or the 502 by which Deckhand's own API
+/// says a start failed for good (`RUNTIME$START_FAILED`), is a `RUNTIME$REMOTE` failure naming the API's answer.
 public struct RemoteBackend: SandboxBackend {
     public let settings: RemoteSettings
     public let deployment: String
@@ -224,7 +224,7 @@ public struct RemoteBackend: SandboxBackend {
         var description: String { "the Runtime API answered \(status): \(message)" }
     }
 
-    /// One request, retried on network errors and 5xx for `remote.retry_for`; its JSON answer.
+    /// One request, retried on network errors and 5xx (but a failed start) for `remote.retry_for`; its JSON answer.
     func call(
         _ method: HTTPRequest.Method,
         _ path: String,
@@ -258,6 +258,15 @@ public struct RemoteBackend: SandboxBackend {
                         "\(method) \(path): the Runtime API answered \(response.status): \(message)"
                     )
                 default:
+                    let answer = try? JSONValue(parsing: response.body)
+                    // Deckhand's runtime API says when a start failed for good: trying again fails the same way.
+                    if answer?["code"]?.stringValue == DeckhandError.Code.runtimeStartFailed.rawValue {
+                        throw DeckhandError(
+                            .runtimeRemote,
+                            "\(method) \(path): the Runtime API answered \(response.status): "
+                                + (answer?["message"]?.stringValue ?? "the runtime failed to start")
+                        )
+                    }
                     failure = "\(method) \(path) answered \(response.status)"
                 }
             } catch let error as DeckhandError where error.code.rawValue.hasPrefix("HTTP$") {

@@ -295,8 +295,8 @@ import Testing
         try await TestRuntime.killSandboxServer(folder: try #require(record.reference))
     }
 
-    /// A Runtime API that does not answer is an outage (retried later, naming the API); one that refuses the key
-    /// is a failure that says what it answered.
+    /// A Runtime API that does not answer is an outage (retried later, naming the API); one that refuses the key,
+    /// or says a start failed for good, is a failure that says what it answered.
     @Test func anUnreachableAPIIsAnOutageAndARefusalSaysWhy() async throws {
         try await Self.withProvider { _, remote in
             try await TestRuntime.with { runtime in
@@ -326,6 +326,22 @@ import Testing
                 #expect(refusal?.code == .runtimeRemote)
                 #expect(refusal?.message.contains("401") == true)
                 #expect(refusal?.message.contains(wrongKey.apiKey) == false, "the key is never in a message")
+
+                // A start that failed for good (an image the API runs as given, on process sandboxes) is a 502
+                // the backend does not retry: with a minute to retry in, a retried one would end as an outage.
+                var foreign = remote
+                foreign.image = "example.org/not-a-sandbox:1"
+                foreign.retryFor = .seconds(60)
+                let failing = RemoteBackend(
+                    settings: foreign,
+                    deployment: runtime.namespace,
+                    client: runtime.http,
+                    logger: Logger(label: "test.remote")
+                )
+                let failure = await #expect(throws: DeckhandError.self) { try await failing.create(spec) }
+                #expect(failure?.code == .runtimeRemote, "\(String(describing: failure))")
+                #expect(failure?.message.contains("502") == true)
+                #expect(failure?.message.contains("run only Deckhand's sandbox server") == true)
             }
         }
     }
