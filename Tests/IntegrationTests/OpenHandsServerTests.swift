@@ -80,4 +80,62 @@ import Testing
             }
         }
     }
+
+    /// OpenHands' own client of the Runtime API (`RemoteRuntime` of openhands-ai 0.62.0, run by
+    /// scripts/openhands/remote_runtime_client.py in the image's Python on the host network) against
+    /// `deckhand runtime-api`: it starts a runtime for one of OpenHands' published images (served by Deckhand's
+    /// sandbox server), waits for it the way it does, runs its first commands and actions through the
+    /// action-execution protocol, pauses it on close, resumes it on connecting again with the workspace, and stops it.
+    @Test func openHandsRemoteRuntimeDrivesDeckhandsRuntimeAPI() async throws {
+        let image = try Self.image()
+        try await RuntimeAPITests.withRuntimeAPI { runtime, port in
+            let keys = APIKeyStore(postgres: runtime.postgres)
+            let key = try await keys.create(user: "openhands", scope: .runtimeAPI).key
+            let client = try String(
+                contentsOfFile: TestEnvironment.repositoryRoot + "/scripts/openhands/remote_runtime_client.py",
+                encoding: .utf8
+            )
+            let session = "oh-\(UUID().uuidString.lowercased())"
+            let docker = TestDocker(client: runtime.http)
+            let container = try await docker.run(
+                image: image,
+                name: "deckhand-test-remote-runtime-\(session)",
+                arguments: ["python", "-u", "-c", client, "http://127.0.0.1:\(port)", session],
+                environment: ["SANDBOX_API_KEY": key, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LOG_LEVEL": "info"]
+            )
+            let finished: Result<(output: String, exitCode: Int?), any Error>
+            do {
+                try await eventually("OpenHands' client is done", timeout: .seconds(300)) {
+                    try await docker.inspect(container)["State"]?["Running"] == false
+                }
+                let exitCode = try await docker.inspect(container)["State"]?["ExitCode"]?.intValue
+                finished = .success((try await docker.logs(container), exitCode))
+            } catch {
+                finished = .failure(error)
+            }
+            try? await docker.remove(container)
+            let (output, exitCode) = try finished.get()
+            #expect(exitCode == 0, "\(output.suffix(4000))")
+            let report = try #require(
+                output.split(separator: "\n").reversed().lazy.compactMap { try? JSONValue(parsing: String($0)) }
+                    .first { $0["first"] != nil },
+                "no report: \(output.suffix(4000))"
+            )
+            let runtimeID = try #require(report["first"]?["runtime_id"]?.stringValue)
+            #expect(report["second"]?["runtime_id"]?.stringValue == runtimeID, "one runtime, resumed: \(report)")
+            #expect(report["run"]?["type"] == "CmdOutputObservation", "\(report)")
+            #expect(report["run"]?["content"]?.stringValue?.contains("kept") == true, "\(report)")
+            #expect(report["run"]?["exit_code"] == 0)
+            #expect(report["failing"]?["exit_code"] == 2, "\(report)")
+            #expect(report["write"]?["type"] == "FileWriteObservation", "\(report)")
+            #expect(report["read"]?["type"] == "FileReadObservation", "\(report)")
+            #expect(report["read"]?["content"]?.stringValue == "written\n", "\(report)")
+            // Its first commands (environment and git's configuration) ran in the sandbox's shell.
+            #expect(report["env"]?["content"]?.stringValue?.contains("git=openhands") == true, "\(report)")
+            #expect(report["after_pause"] == "paused", "\(report)")
+            #expect(report["after_resume"]?["content"]?.stringValue?.contains("kept") == true, "\(report)")
+            #expect(report["after_stop"] == "stopped", "\(report)")
+            #expect(!output.contains(key), "the API key is never in what the client printed")
+        }
+    }
 }

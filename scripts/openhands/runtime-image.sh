@@ -30,7 +30,7 @@ uv=$(dirname "$(make_venv uv "$here/uv-requirements.txt" "" 'import uv' | tail -
 
 base_build=$(docker image inspect --format '{{index .Config.Labels "deckhand.sandbox.build"}}' "$base" 2>/dev/null) ||
   { log "the sandbox image $base is missing: run deploy/sandbox/build-offline.sh first"; exit 1; }
-layer=openhands-runtime-v2
+layer=openhands-runtime-v3
 key=$( { echo "$base_build"; cat "$here/runtime-requirements.txt"; "$python" --version; echo "$prefix $layer"; } |
   sha256sum | cut -c1-16)
 image=deckhand-test/openhands-runtime:$key
@@ -62,12 +62,16 @@ docker run --name "$name" --network host --user 0 --entrypoint /bin/bash \
       -r /mnt/requirements.txt
     /openhands/venv/bin/python -c 'import openhands.runtime.action_execution_server'
   " >&2
+# The entrypoint runs the command as given (`ENTRYPOINT []` does not undo the build container's /bin/bash).
 docker commit \
-  --change 'ENTRYPOINT []' \
+  --change 'ENTRYPOINT ["/usr/bin/env"]' \
   --change 'CMD ["python", "-u", "-m", "openhands.runtime.action_execution_server", "60000", "--working-dir", "/workspace", "--username", "root", "--user-id", "0", "--no-enable-browser"]' \
   --change 'ENV PATH=/openhands/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8' \
   --change 'ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt' \
   --change 'WORKDIR /workspace' \
   --change "LABEL deckhand.openhands.build=$key" \
   "$name" "$image" >/dev/null
+# Earlier builds are of no use again: they go (about 2 GB each).
+docker image ls --format '{{.Repository}}:{{.Tag}}' deckhand-test/openhands-runtime | grep -vx "$image" |
+  xargs -r docker image rm >/dev/null 2>&1 || true
 echo "$image"
