@@ -104,6 +104,19 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // gRPC over the HTTP client (HTTP/2, trailers) with a protobuf wire codec for hand-written messages.
+        .target(
+            name: "GRPC",
+            dependencies: ["DeckhandCore", "HTTPClient"],
+            swiftSettings: strict
+        ),
+        // Modal's API (gRPC): the messages and calls of the `modal` backend (../shared/MODAL.md).
+        .target(
+            name: "Modal",
+            dependencies: ["DeckhandCore", "GRPC", "HTTPClient", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
+
         // OpenAI-compatible Chat Completions over the HTTP client: tool calling, retries, failure classes (DESIGN §8).
         .target(
             name: "LLM",
@@ -232,12 +245,14 @@ let package = Package(
             name: "UnitTests",
             dependencies: [
                 "DeckhandCore", "LLM", "Agent", "AMQP", "HTTPClient", "Postgres", "DeckhandStore", "SandboxServer",
-                "Messaging", "RuntimeBackends", "RuntimeManager", "ConversationWorker", "Gateway",
+                "Messaging", "RuntimeBackends", "RuntimeManager", "ConversationWorker", "Gateway", "GRPC", "Modal",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            // Golden bytes the tests read from the source tree (scripts/modal/golden.py writes them).
+            exclude: ["Fixtures"],
             swiftSettings: strict
         ),
         .testTarget(
