@@ -97,7 +97,7 @@ let package = Package(
         .target(
             name: "RuntimeBackends",
             dependencies: [
-                "CProcessSpawn", "DeckhandCore", "DeckhandPOSIX", "HTTPClient",
+                "CProcessSpawn", "DeckhandCore", "DeckhandPOSIX", "GRPC", "HTTPClient", "Modal",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
@@ -230,7 +230,7 @@ let package = Package(
             name: "deckhand-bench",
             dependencies: [
                 "AMQP", "HTTPClient", "Postgres", "DeckhandCore", "DeckhandTesting", "DeckhandStore", "Messaging",
-                "RuntimeManager", "ConversationWorker", "Gateway",
+                "RuntimeBackends", "RuntimeManager", "ConversationWorker", "Gateway",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),

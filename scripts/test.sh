@@ -25,6 +25,10 @@ export DECKHAND_OPENHANDS_PYTHON
 # which OpenHandsServerTests put behind `deckhand runtime-api`.
 DECKHAND_OPENHANDS_RUNTIME_IMAGE=$(scripts/openhands/runtime-image.sh | tail -n 1)
 export DECKHAND_OPENHANDS_RUNTIME_IMAGE
+# Modal's own protocol classes (modal_proto) for the fake Modal server the `modal` backend is tested against
+# (ModalBackendTests): cached the same way.
+DECKHAND_MODAL_PYTHON=$(scripts/modal/venv.sh | tail -n 1)
+export DECKHAND_MODAL_PYTHON
 # Schemathesis, which fuzzes the gateway from its own /openapi.json (OpenAPIFuzzTests): cached the same way.
 DECKHAND_SCHEMATHESIS=$(scripts/openapi/venv.sh | tail -n 1)
 export DECKHAND_SCHEMATHESIS
@@ -40,8 +44,8 @@ else
   # machine for seconds: they run after the rest (whose soft timeouts and deadlines they would distort),
   # and the load, kill and outage suites each run alone after them (CI once saw a gateway test's stream limit
   # go wrong beside the minute-long PostgreSQL outage, whose retries load the whole process).
-  swift test --skip-build --skip 'IntegrationTests\.(Runtime|Conversation|Gateway|BrokerAlarm|ClusterDrill|OpenHandsServer)'
-  swift test --skip-build --filter 'IntegrationTests\.(Runtime|Conversation|Gateway)' \
+  swift test --skip-build --skip 'IntegrationTests\.(Runtime|Conversation|Gateway|Modal|BrokerAlarm|ClusterDrill|OpenHandsServer)'
+  swift test --skip-build --filter 'IntegrationTests\.(Runtime|Conversation|Gateway|Modal)' \
     --skip 'RuntimeLoadTests|ConversationKillTests|ConversationOutageTests'
   swift test --skip-build --filter RuntimeLoadTests
   swift test --skip-build --filter ConversationKillTests

@@ -17,7 +17,8 @@ public struct ConfigurationReader: Sendable {
     /// - Parameters:
     ///   - fileContents: the text of the configuration file, or `nil` when there is none.
     ///   - fileName: the file's name for error messages.
-    ///   - environment: the process environment; only `DECKHAND_*` variables are read.
+    ///   - environment: the process environment; `DECKHAND_*` variables are read, and Modal's own `MODAL_TOKEN_ID`,
+    ///     `MODAL_TOKEN_SECRET`, `MODAL_ENVIRONMENT` and `MODAL_SERVER_URL` below everything else.
     public init(
         fileContents: String? = nil,
         fileName: String = "deckhand.conf",
@@ -50,6 +51,10 @@ public struct ConfigurationReader: Sendable {
         for (name, value) in environment where name.hasPrefix("DECKHAND_") {
             let key = Self.key(forEnvironmentVariable: name)
             values[key] = (value, .environment(name))
+        }
+        // Modal's own variables (MODAL_TOKEN_ID, …) count where neither the file nor DECKHAND_* sets the key.
+        for (name, key) in ModalSettings.modalVariables where values[key] == nil {
+            if let value = environment[name], !value.isEmpty { values[key] = (value, .environment(name)) }
         }
     }
 

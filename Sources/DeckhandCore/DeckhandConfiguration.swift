@@ -8,6 +8,7 @@ public struct DeckhandConfiguration: Sendable {
     public var docker: DockerSettings
     public var runtime: RuntimeSettings
     public var remote: RemoteSettings
+    public var modal: ModalSettings
     public var llm: LLMSettings
     public var agent: AgentSettings
     public var gateway: GatewaySettings
@@ -21,6 +22,7 @@ public struct DeckhandConfiguration: Sendable {
         docker: DockerSettings = .init(),
         runtime: RuntimeSettings = .init(),
         remote: RemoteSettings = .init(),
+        modal: ModalSettings = .init(),
         llm: LLMSettings = .init(),
         agent: AgentSettings = .init(),
         gateway: GatewaySettings = .init(),
@@ -33,6 +35,7 @@ public struct DeckhandConfiguration: Sendable {
         self.docker = docker
         self.runtime = runtime
         self.remote = remote
+        self.modal = modal
         self.llm = llm
         self.agent = agent
         self.gateway = gateway
@@ -43,7 +46,8 @@ public struct DeckhandConfiguration: Sendable {
 
     /// Every key this configuration reads; a key in the file that is not here is a mistake.
     public static let knownKeys: Set<String> = AMQPSettings.keys.union(PostgresSettings.keys)
-        .union(DockerSettings.keys).union(RuntimeSettings.keys).union(RemoteSettings.keys).union(LLMSettings.keys)
+        .union(DockerSettings.keys).union(RuntimeSettings.keys).union(RemoteSettings.keys).union(ModalSettings.keys)
+        .union(LLMSettings.keys)
         .union(AgentSettings.keys)
         .union(GatewaySettings.keys).union(RuntimeAPISettings.keys).union(LogSettings.keys).union(NodeSettings.keys)
 
@@ -61,6 +65,7 @@ public struct DeckhandConfiguration: Sendable {
         self.docker = try DockerSettings(reader: reader)
         self.runtime = try RuntimeSettings(reader: reader)
         self.remote = try RemoteSettings(reader: reader)
+        self.modal = try ModalSettings(reader: reader)
         self.llm = try LLMSettings(reader: reader)
         self.agent = try AgentSettings(reader: reader)
         self.gateway = try GatewaySettings(reader: reader)

@@ -5,6 +5,8 @@ public struct RuntimeSettings: Sendable {
         case docker, process
         /// A Runtime API's runtimes (`remote.*`).
         case remote
+        /// Modal's sandboxes (`modal.*`).
+        case modal
     }
 
     /// One warm-pool target: keep `size` idle sandboxes of `backend` and `image` started.
@@ -95,7 +97,7 @@ public struct RuntimeSettings: Sendable {
         let backendName = try reader.choice(
             "runtime.backend",
             default: "auto",
-            choices: ["auto", "docker", "process", "remote"]
+            choices: ["auto", "docker", "process", "remote", "modal"]
         )
         backend = Backend(rawValue: backendName)
         image = reader.optionalString("runtime.image") ?? image

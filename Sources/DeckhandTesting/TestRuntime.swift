@@ -152,6 +152,7 @@ public final class TestRuntime: Sendable {
         dockerSocket: String = TestEnvironment.dockerSocket,
         advertiseHost: String = "127.0.0.1",
         remote: RemoteSettings? = nil,
+        modal: ModalSettings? = nil,
         docker: DockerSettings = TestRuntime.dockerSettings
     ) throws -> [any SandboxBackend] {
         let logger = Logger(label: "test.runtime")
@@ -178,6 +179,11 @@ public final class TestRuntime: Sendable {
                     throw DeckhandError(.invalidConfiguration, "a remote backend needs the Runtime API's settings")
                 }
                 return RemoteBackend(settings: remote, deployment: namespace, client: http, logger: logger)
+            case .modal:
+                guard let modal else {
+                    throw DeckhandError(.invalidConfiguration, "a modal backend needs Modal's settings (a fake's)")
+                }
+                return ModalBackend(settings: modal, deployment: namespace, http: http, logger: logger)
             }
         }
     }
@@ -209,6 +215,7 @@ public final class TestRuntime: Sendable {
         store: SandboxStore? = nil,
         node: NodeSettings? = nil,
         remote: RemoteSettings? = nil,
+        modal: ModalSettings? = nil,
         docker: DockerSettings = TestRuntime.dockerSettings
     ) throws -> RuntimeWorker {
         let store =
@@ -230,6 +237,7 @@ public final class TestRuntime: Sendable {
                 dockerSocket: dockerSocket,
                 advertiseHost: node?.advertiseHost ?? "127.0.0.1",
                 remote: remote,
+                modal: modal,
                 docker: docker
             ),
             http: http,

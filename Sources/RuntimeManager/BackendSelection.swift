@@ -4,7 +4,8 @@ import HTTPClient
 import Logging
 import RuntimeBackends
 
-/// Which backends a runtime worker runs, from the configuration (`runtime.backend`, `docker.socket`).
+/// Which backends a runtime worker runs, from the configuration (`runtime.backend`, `docker.socket`, `remote.url`,
+/// `modal.token_id`).
 public enum BackendSelection {
     /// The backends and the default one:
     /// - `docker`: Docker only; the engine must answer.
@@ -41,9 +42,20 @@ public enum BackendSelection {
         let remote = configuration.remote.url.map { _ in
             RemoteBackend(settings: configuration.remote, deployment: deployment, client: http, logger: logger)
         }
-        // A Runtime API is offered beside the local backends whenever it is configured.
-        let extra: [any SandboxBackend] = remote.map { [$0] } ?? []
+        let modal =
+            configuration.modal.isConfigured
+            ? ModalBackend(settings: configuration.modal, deployment: deployment, http: http, logger: logger) : nil
+        // A Runtime API and Modal are offered beside the local backends whenever they are configured.
+        let extra: [any SandboxBackend] = (remote.map { [$0] } ?? []) + (modal.map { [$0] } ?? [])
         switch runtime.backend {
+        case .modal:
+            guard let modal else {
+                throw DeckhandError(
+                    .invalidConfiguration,
+                    "runtime.backend is modal but modal.token_id is empty (set it, and modal.token_secret, or MODAL_TOKEN_ID and MODAL_TOKEN_SECRET)"
+                )
+            }
+            return ([modal] + (remote.map { [$0] } ?? []), .modal)
         case .remote:
             guard let remote else {
                 throw DeckhandError(
@@ -51,7 +63,7 @@ public enum BackendSelection {
                     "runtime.backend is remote but remote.url is empty (set it to the Runtime API's URL)"
                 )
             }
-            return ([remote], .remote)
+            return ([remote] + (modal.map { [$0] } ?? []), .remote)
         case .docker:
             guard let socket = configuration.docker.socket else {
                 throw DeckhandError(

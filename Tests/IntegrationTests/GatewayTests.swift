@@ -412,7 +412,7 @@ import Testing
                         "POST", "/api/conversations", #"{"max_iterations":0}"#, 422, "REQUEST$INVALID_FIELD",
                         "max_iterations"
                     ),
-                    ("POST", "/api/conversations", #"{"runtime":"modal"}"#, 403, "LIMIT$BACKEND", "runtime"),
+                    ("POST", "/api/conversations", #"{"runtime":"kubernetes"}"#, 403, "LIMIT$BACKEND", "runtime"),
                     (
                         "POST", "/api/conversations", #"{"replay_json":"{}"}"#, 422, "REQUEST$INVALID_FIELD",
                         "replay_json"

@@ -13,6 +13,43 @@ import Testing
         #expect(try RuntimeAPISettings(reader: reader).port == 4000)
     }
 
+    /// Modal's token comes from `modal.*`, `DECKHAND_MODAL_*` or, below both, Modal's own `MODAL_*` variables.
+    @Test func modalsSettingsTakeModalsOwnVariablesLast() throws {
+        let modal = try ModalSettings(
+            reader: ConfigurationReader(
+                fileContents: "modal.environment = staging",
+                environment: [
+                    "MODAL_TOKEN_ID": "ak-env", "MODAL_TOKEN_SECRET": "as-env", "MODAL_ENVIRONMENT": "ignored",
+                    "DECKHAND_MODAL_CPU": "0.5",
+                ]
+            )
+        )
+        #expect(modal.isConfigured)
+        #expect(modal.tokenID == "ak-env" && modal.tokenSecret == "as-env")
+        #expect(modal.environment == "staging", "the file wins over MODAL_ENVIRONMENT")
+        #expect(modal.cpu == 0.5)
+        let overridden = try ModalSettings(
+            reader: ConfigurationReader(environment: [
+                "MODAL_TOKEN_ID": "ak-env", "DECKHAND_MODAL_TOKEN_ID": "ak-mine",
+                "MODAL_TOKEN_SECRET": "as-1",
+            ])
+        )
+        #expect(overridden.tokenID == "ak-mine")
+        #expect(!(try ModalSettings(reader: ConfigurationReader())).isConfigured)
+        let noSecret = #expect(throws: DeckhandError.self) {
+            try ModalSettings(reader: ConfigurationReader(environment: ["MODAL_TOKEN_ID": "ak-1"]))
+        }
+        #expect(noSecret?.message.contains("modal.token_secret") == true)
+        #expect(noSecret?.message.contains("ak-1") == false)
+        for (key, value) in [("modal.cpu", "lots"), ("modal.timeout", "48h"), ("modal.server_url", "api.modal.com")] {
+            let variable = ConfigurationReader.environmentVariable(for: key)
+            let error = #expect(throws: DeckhandError.self) {
+                try ModalSettings(reader: ConfigurationReader(environment: [variable: value]))
+            }
+            #expect(error?.message.hasPrefix(key) == true, "\(key): \(String(describing: error))")
+        }
+    }
+
     @Test func defaultsAreCompleteWithoutAFile() throws {
         let config = try DeckhandConfiguration(reader: ConfigurationReader())
         #expect(config.amqp.url == AMQPURL(host: "127.0.0.1", port: 5672, user: "guest", password: "guest", vhost: "/"))

@@ -1,4 +1,5 @@
 import ArgumentParser
+import DeckhandCore
 import DeckhandTesting
 import Foundation
 
@@ -30,7 +31,7 @@ struct Bench: AsyncParsableCommand {
         abstract: "Deckhand's benchmarks against the local services (deploy/local/services.sh start first).",
         subcommands: [
             Foundation.self, Sandbox.self, Runtime.self, Conversation.self, GatewayBench.self, ClusterBench.self,
-            RuntimeAPIBench.self,
+            RuntimeAPIBench.self, ModalBench.self,
         ]
     )
 }
@@ -216,6 +217,39 @@ extension Bench {
 
         func run() async throws {
             report(try await RuntimeAPIBenchmark.run(starts: starts, pool: pool, endToEndRuns: runs))
+        }
+    }
+}
+
+extension Bench {
+    struct ModalBench: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "modal",
+            abstract:
+                "The modal backend: create to /alive and a first echo, against the fake Modal server or (--live) Modal."
+        )
+
+        @Option(help: "Sandboxes made one after the other.") var sandboxes = 10
+        @Flag(
+            help:
+                "Use Modal itself: MODAL_TOKEN_ID, MODAL_TOKEN_SECRET and DECKHAND_MODAL_IMAGE (the sandbox image in a registry Modal can pull) from the environment. Costs money; every sandbox is terminated."
+        )
+        var live = false
+
+        func run() async throws {
+            var settings: ModalSettings?
+            if live {
+                let reader = try ConfigurationReader(environment: ProcessInfo.processInfo.environment)
+                let modal = try ModalSettings(reader: reader)
+                guard modal.isConfigured, modal.image != nil else {
+                    throw DeckhandError(
+                        .invalidConfiguration,
+                        "--live needs MODAL_TOKEN_ID, MODAL_TOKEN_SECRET and DECKHAND_MODAL_IMAGE"
+                    )
+                }
+                settings = modal
+            }
+            report(try await ModalBenchmark.run(sandboxes: sandboxes, live: settings))
         }
     }
 }
