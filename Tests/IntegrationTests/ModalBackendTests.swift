@@ -6,6 +6,7 @@ import HTTPClient
 import Logging
 import RuntimeBackends
 import RuntimeManager
+import Synchronization
 import Testing
 
 /// The `modal` backend against a fake of Modal's API (scripts/modal/fake_modal.py: gRPC over h2c on loopback,
@@ -259,5 +260,93 @@ import Testing
                 }
             }
         }
+    }
+
+    /// The warm pool, the idle rules and reconciliation work for `modal` as for the other backends: a warm
+    /// sandbox is made ahead and handed out; idle, it is "paused" (it keeps running and answering) and then
+    /// stopped (terminated); a sandbox of this deployment that the database does not know is terminated.
+    @Test func theWarmPoolIdleRulesAndReconciliationWorkForModalSandboxes() async throws {
+        try await FakeModal.with { fake in
+            try await TestRuntime.with { runtime in
+                let settings = TestRuntime.settings {
+                    $0.warmPool = [.init(backend: .modal, image: $0.image, size: 1)]
+                    $0.maintenanceInterval = .milliseconds(200)
+                    $0.idlePauseAfter = .seconds(2)
+                    $0.idleStopAfter = .seconds(5)
+                }
+                let modal = Self.backend(runtime, fake.settings)
+                let stray = try await modal.create(
+                    SandboxSpec(id: UUID(), image: "deckhand/sandbox", sessionAPIKey: "k")
+                )
+                let worker = try runtime.makeWorker(settings: settings, backends: [.modal], modal: fake.settings)
+                try await running(worker) {
+                    let warm = try await eventuallyValue("a warm Modal sandbox", timeout: .seconds(60)) {
+                        () async throws -> SandboxRecord? in
+                        try await runtime.store.all().first { $0.status == .warm && $0.backend == .modal }
+                    }
+                    let ready = try await runtime.provisioned(UUID())
+                    #expect(ready.sandboxID == warm.id, "the warm sandbox was handed out")
+                    #expect(try await runtime.run("echo warm", in: ready) == "warm")
+
+                    try await worker.reconcile()
+                    try await eventually("the stray sandbox is terminated", timeout: .seconds(30)) {
+                        try await modal.inspect(stray) == .missing
+                    }
+                    let reference = try #require(warm.reference)
+                    #expect(try await modal.inspect(reference) == .running, "a known one is kept")
+
+                    try await eventually("the idle sandbox is paused", timeout: .seconds(30)) {
+                        try await runtime.store.sandbox(id: ready.sandboxID)?.status == .paused
+                    }
+                    #expect(try await runtime.run("echo still", in: ready) == "still", "paused on Modal: running")
+                    try await eventually("the idle sandbox is stopped", timeout: .seconds(30)) {
+                        let status = try await runtime.store.sandbox(id: ready.sandboxID)?.status
+                        return status == .stopped || status == .lost
+                    }
+                    #expect(try await modal.inspect(reference) == .missing, "stopping ended it on Modal")
+                }
+            }
+        }
+    }
+
+    /// Modal's `x-modal-warning` trailers reach the log.
+    @Test func modalsWarningsAreLogged() async throws {
+        try await FakeModal.with(faults: ["warning": "this client version is old"]) { fake in
+            try await TestRuntime.with { runtime in
+                let logs = CapturedLogs()
+                let backend = ModalBackend(
+                    settings: fake.settings,
+                    deployment: runtime.namespace,
+                    http: runtime.http,
+                    logger: Logger(label: "test.modal") { _ in logs }
+                )
+                let reference = try await backend.create(
+                    SandboxSpec(id: UUID(), image: "deckhand/sandbox", sessionAPIKey: "k")
+                )
+                try await backend.destroy(reference)
+                let lines = logs.store.lines.withLock { $0 }
+                #expect(lines.contains { $0.contains("Modal warns: this client version is old") }, "\(lines)")
+            }
+        }
+    }
+}
+
+/// A log handler that keeps every line, for tests of what is logged.
+struct CapturedLogs: LogHandler {
+    final class Lines: Sendable {
+        let lines = Mutex<[String]>([])
+    }
+
+    let store = Lines()
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .trace
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        store.lines.withLock { $0.append("\(event.level) \(event.message)") }
     }
 }
