@@ -301,47 +301,40 @@ import Testing
         try await Self.withProvider { _, remote in
             try await TestRuntime.with { runtime in
                 let spec = SandboxSpec(id: UUID(), image: "deckhand/sandbox", sessionAPIKey: "k")
-                var unreachable = remote
-                unreachable.url = "http://127.0.0.1:1"
-                unreachable.retryFor = .milliseconds(300)
-                let gone = RemoteBackend(
-                    settings: unreachable,
-                    deployment: runtime.namespace,
-                    client: runtime.http,
-                    logger: Logger(label: "test.remote")
-                )
-                let outage = await #expect(throws: DeckhandError.self) { try await gone.create(spec) }
+                /// What creating the sandbox with `remote` changed by `change` fails with.
+                func failure(_ change: (inout RemoteSettings) -> Void) async -> DeckhandError? {
+                    var settings = remote
+                    change(&settings)
+                    let backend = RemoteBackend(
+                        settings: settings,
+                        deployment: runtime.namespace,
+                        client: runtime.http,
+                        logger: Logger(label: "test.remote")
+                    )
+                    return await #expect(throws: DeckhandError.self) { try await backend.create(spec) }
+                }
+                let outage = await failure {
+                    $0.url = "http://127.0.0.1:1"
+                    $0.retryFor = .milliseconds(300)
+                }
                 #expect(outage?.code == .unavailable)
                 #expect(outage?.message.contains("127.0.0.1:1") == true)
 
-                var wrongKey = remote
-                wrongKey.apiKey = "dh_" + String(repeating: "0", count: 64)
-                let refused = RemoteBackend(
-                    settings: wrongKey,
-                    deployment: runtime.namespace,
-                    client: runtime.http,
-                    logger: Logger(label: "test.remote")
-                )
-                let refusal = await #expect(throws: DeckhandError.self) { try await refused.create(spec) }
+                let wrongKey = "dh_" + String(repeating: "0", count: 64)
+                let refusal = await failure { $0.apiKey = wrongKey }
                 #expect(refusal?.code == .runtimeRemote)
                 #expect(refusal?.message.contains("401") == true)
-                #expect(refusal?.message.contains(wrongKey.apiKey) == false, "the key is never in a message")
+                #expect(refusal?.message.contains(wrongKey) == false, "the key is never in a message")
 
                 // A start that failed for good (an image the API runs as given, on process sandboxes) is a 502
                 // the backend does not retry: with a minute to retry in, a retried one would end as an outage.
-                var foreign = remote
-                foreign.image = "example.org/not-a-sandbox:1"
-                foreign.retryFor = .seconds(60)
-                let failing = RemoteBackend(
-                    settings: foreign,
-                    deployment: runtime.namespace,
-                    client: runtime.http,
-                    logger: Logger(label: "test.remote")
-                )
-                let failure = await #expect(throws: DeckhandError.self) { try await failing.create(spec) }
-                #expect(failure?.code == .runtimeRemote, "\(String(describing: failure))")
-                #expect(failure?.message.contains("502") == true)
-                #expect(failure?.message.contains("run only Deckhand's sandbox server") == true)
+                let failed = await failure {
+                    $0.image = "example.org/not-a-sandbox:1"
+                    $0.retryFor = .seconds(60)
+                }
+                #expect(failed?.code == .runtimeRemote, "\(String(describing: failed))")
+                #expect(failed?.message.contains("502") == true)
+                #expect(failed?.message.contains("run only Deckhand's sandbox server") == true)
             }
         }
     }
