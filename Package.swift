@@ -146,6 +146,7 @@ let package = Package(
             dependencies: [
                 "AMQP", "DeckhandCore", "DeckhandStore", "HTTPClient", "Messaging", "Postgres", "RuntimeBackends",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict

@@ -29,6 +29,9 @@ export DECKHAND_OPENHANDS_RUNTIME_IMAGE
 # (ModalBackendTests): cached the same way.
 DECKHAND_MODAL_PYTHON=$(scripts/modal/venv.sh | tail -n 1)
 export DECKHAND_MODAL_PYTHON
+# Prometheus' own parser, which the tests read every /metrics with (RoleEndpointTests): cached the same way.
+DECKHAND_METRICS_PYTHON=$(scripts/metrics/venv.sh | tail -n 1)
+export DECKHAND_METRICS_PYTHON
 # Schemathesis, which fuzzes the gateway from its own /openapi.json (OpenAPIFuzzTests): cached the same way.
 DECKHAND_SCHEMATHESIS=$(scripts/openapi/venv.sh | tail -n 1)
 export DECKHAND_SCHEMATHESIS
@@ -44,8 +47,8 @@ else
   # machine for seconds: they run after the rest (whose soft timeouts and deadlines they would distort),
   # and the load, kill and outage suites each run alone after them (CI once saw a gateway test's stream limit
   # go wrong beside the minute-long PostgreSQL outage, whose retries load the whole process).
-  swift test --skip-build --skip 'IntegrationTests\.(Runtime|Conversation|Gateway|Modal|BrokerAlarm|ClusterDrill|OpenHandsServer)'
-  swift test --skip-build --filter 'IntegrationTests\.(Runtime|Conversation|Gateway|Modal)' \
+  swift test --skip-build --skip 'IntegrationTests\.(Runtime|Conversation|Gateway|Modal|RoleEndpoint|BrokerAlarm|ClusterDrill|OpenHandsServer)'
+  swift test --skip-build --filter 'IntegrationTests\.(Runtime|Conversation|Gateway|Modal|RoleEndpoint)' \
     --skip 'RuntimeLoadTests|ConversationKillTests|ConversationOutageTests'
   swift test --skip-build --filter RuntimeLoadTests
   swift test --skip-build --filter ConversationKillTests

@@ -50,6 +50,24 @@ public enum StepMetrics {
         case lock, load, decide, act, finish
     }
 
+    /// Model calls by outcome (`ok`, `failed`: the step ended with the model's error) and the tokens they used.
+    public static let modelCallsLabel = "deckhand_model_calls_total"
+    public static let modelTokensLabel = "deckhand_model_tokens_total"
+    static let modelCallsOK = Counter(label: modelCallsLabel, dimensions: [("outcome", "ok")])
+    static let modelCallsFailed = Counter(label: modelCallsLabel, dimensions: [("outcome", "failed")])
+    static let promptTokens = Counter(label: modelTokensLabel, dimensions: [("kind", "prompt")])
+    static let completionTokens = Counter(label: modelTokensLabel, dimensions: [("kind", "completion")])
+
+    /// A model call that answered, and the tokens it used.
+    static func modelAnswered(promptTokens: Int, completionTokens: Int) {
+        modelCallsOK.increment()
+        Self.promptTokens.increment(by: promptTokens)
+        Self.completionTokens.increment(by: completionTokens)
+    }
+
+    /// A model call that failed (the step ends with the model's error).
+    static func modelFailed() { modelCallsFailed.increment() }
+
     static let phases = Dictionary(
         uniqueKeysWithValues: Phase.allCases.map {
             ($0, Timer(label: phaseLabel, dimensions: [("phase", $0.rawValue)]))

@@ -248,12 +248,14 @@ struct StepRun: Sendable {
                 )
                 answer = .model(completion.response)
                 usage = completion.response.usage
+                StepMetrics.modelAnswered(promptTokens: usage.promptTokens, completionTokens: usage.completionTokens)
                 attempts = completion.attempts
                 cost =
                     limits.price(of: endpoint.model).map {
                         PriceTable.cost($0, promptTokens: usage.promptTokens, completionTokens: usage.completionTokens)
                     } ?? 0
             } catch let failure as LLMFailure {
+                StepMetrics.modelFailed()
                 logger.warning("the model failed", metadata: [LogKey.error.rawValue: "\(failure)"])
                 try await endWithError(
                     "The model could not be used: \(failure.description)",

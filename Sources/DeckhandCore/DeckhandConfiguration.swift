@@ -15,6 +15,7 @@ public struct DeckhandConfiguration: Sendable {
     public var runtimeAPI: RuntimeAPISettings
     public var log: LogSettings
     public var node: NodeSettings
+    public var metrics: MetricsSettings
 
     public init(
         amqp: AMQPSettings = .init(),
@@ -28,7 +29,8 @@ public struct DeckhandConfiguration: Sendable {
         gateway: GatewaySettings = .init(),
         runtimeAPI: RuntimeAPISettings = .init(),
         log: LogSettings = .init(),
-        node: NodeSettings = .init()
+        node: NodeSettings = .init(),
+        metrics: MetricsSettings = .init()
     ) {
         self.amqp = amqp
         self.postgres = postgres
@@ -42,6 +44,7 @@ public struct DeckhandConfiguration: Sendable {
         self.runtimeAPI = runtimeAPI
         self.log = log
         self.node = node
+        self.metrics = metrics
     }
 
     /// Every key this configuration reads; a key in the file that is not here is a mistake.
@@ -50,6 +53,7 @@ public struct DeckhandConfiguration: Sendable {
         .union(LLMSettings.keys)
         .union(AgentSettings.keys)
         .union(GatewaySettings.keys).union(RuntimeAPISettings.keys).union(LogSettings.keys).union(NodeSettings.keys)
+        .union(MetricsSettings.keys)
 
     /// Reads every section; fails on the first bad value, or on a file key that no section knows.
     public init(reader: ConfigurationReader) throws(DeckhandError) {
@@ -72,6 +76,7 @@ public struct DeckhandConfiguration: Sendable {
         self.runtimeAPI = try RuntimeAPISettings(reader: reader)
         self.log = try LogSettings(reader: reader)
         self.node = try NodeSettings(reader: reader)
+        self.metrics = try MetricsSettings(reader: reader)
     }
 }
 

@@ -86,6 +86,17 @@ public struct SandboxStore: Sendable {
         try await postgres.query("SELECT \(Self.columns) FROM sandboxes ORDER BY created_at").map(SandboxRecord.init)
     }
 
+    /// How many warm sandboxes each backend holds (for `/metrics`).
+    public func warmCounts() async throws -> [String: Int] {
+        var counts: [String: Int] = [:]
+        for row in try await postgres.query(
+            "SELECT backend, count(*)::int AS n FROM sandboxes WHERE status = 'warm' GROUP BY backend"
+        ) {
+            counts[try row.decode(String.self, "backend")] = try row.decode(Int.self, "n")
+        }
+        return counts
+    }
+
     /// Gives this node the rows of no node (made before nodes were recorded, on the one node there was);
     /// returns how many.
     @discardableResult

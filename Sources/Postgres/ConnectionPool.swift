@@ -32,6 +32,8 @@ final class ConnectionPool: Sendable {
         var timers: [Int: Task<Void, Never>] = [:]
         var nextID = 0
         var closed = false
+        /// Acquisitions that had to wait for a connection, since the pool was made.
+        var waits = 0
     }
 
     let maximum: Int
@@ -59,6 +61,7 @@ final class ConnectionPool: Sendable {
                         return .success(.create)
                     }
                     state.waiters.append(Waiter(id: id, continuation: continuation))
+                    state.waits += 1
                     return nil
                 }
                 if let immediate {
@@ -153,6 +156,8 @@ final class ConnectionPool: Sendable {
     var openCount: Int { state.withLock { $0.open } }
     /// How many callers wait for a connection.
     var waitingCount: Int { state.withLock { $0.waiters.count } }
+    /// How many acquisitions had to wait, since the pool was made.
+    var waitCount: Int { state.withLock { $0.waits } }
 
     private func fail(waiter id: Int, _ error: DeckhandError) {
         let (waiter, timer) = state.withLock { state -> (Waiter?, Task<Void, Never>?) in

@@ -52,6 +52,12 @@ public final class PostgresClient: Sendable {
         self.threadPool.start()
     }
 
+    /// The pool as it stands: connections open (or opening), callers waiting for one, and how many
+    /// acquisitions had to wait since the client was made (for `/metrics`).
+    public var poolStatistics: (open: Int, waiting: Int, waits: Int) {
+        (pool.openCount, pool.waitingCount, pool.waitCount)
+    }
+
     /// A client configured by the `postgres.*` settings.
     public convenience init(settings: PostgresSettings, logger: Logger = Logger(label: "deckhand.postgres")) {
         self.init(

@@ -64,6 +64,7 @@ extension RuntimeWorker {
             try await sendFailed(
                 conversation: request.conversationID,
                 sandbox: nil,
+                backend: kind,
                 code: .runtimeBackend,
                 reason: "the \(kind.rawValue) sandbox backend is not enabled on this runtime worker"
             )
@@ -121,7 +122,7 @@ extension RuntimeWorker {
                 {
                     if try await isUsable(warm) {
                         logger.debug("claimed a warm sandbox", metadata: [LogKey.sandboxID.rawValue: "\(warm.id)"])
-                        try await sendReady(warm)
+                        try await sendReady(warm, fromWarmPool: true)
                         await announce(warm, "running")
                         await requestRefill()
                         return
@@ -199,6 +200,7 @@ extension RuntimeWorker {
                 try await sendFailed(
                     conversation: conversation,
                     sandbox: record.id,
+                    backend: record.backend,
                     code: failure.code,
                     reason: failure.message
                 )
@@ -390,6 +392,7 @@ extension RuntimeWorker {
                 try await sendFailed(
                     conversation: conversation,
                     sandbox: record.id,
+                    backend: record.backend,
                     code: failure.code,
                     reason: failure.message
                 )

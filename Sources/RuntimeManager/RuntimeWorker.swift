@@ -180,6 +180,7 @@ public final class RuntimeWorker: Service, Sendable {
                     try await sendFailed(
                         conversation: request.conversationID,
                         sandbox: nil,
+                        backend: request.backend ?? configuration.defaultBackend,
                         code: error.code,
                         reason: error.message
                     )
@@ -235,10 +236,11 @@ public final class RuntimeWorker: Service, Sendable {
 
     // MARK: Messages out
 
-    func sendReady(_ record: SandboxRecord) async throws {
+    func sendReady(_ record: SandboxRecord, fromWarmPool: Bool = false) async throws {
         guard let conversation = record.conversationID, let url = record.url, let key = record.sessionAPIKey else {
             throw DeckhandError(.internalError, "sandbox \(record.id) is not ready to be handed out")
         }
+        RuntimeMetrics.provision(record.backend, fromWarmPool ? .warm : .ready)
         let ready = SandboxReady(
             conversationID: conversation,
             sandboxID: record.id,
@@ -250,7 +252,14 @@ public final class RuntimeWorker: Service, Sendable {
         try await bus.send(ConversationCommand.sandboxReady.rawValue, ready, to: topology.conversationQueue)
     }
 
-    func sendFailed(conversation: UUID, sandbox: UUID?, code: DeckhandError.Code, reason: String) async throws {
+    func sendFailed(
+        conversation: UUID,
+        sandbox: UUID?,
+        backend: RuntimeSettings.Backend? = nil,
+        code: DeckhandError.Code,
+        reason: String
+    ) async throws {
+        RuntimeMetrics.provision(backend, .failed)
         let failed = SandboxFailed(
             conversationID: conversation,
             sandboxID: sandbox,

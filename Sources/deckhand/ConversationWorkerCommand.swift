@@ -1,6 +1,7 @@
 import ArgumentParser
 import DeckhandCore
 import Logging
+import Messaging
 
 /// `deckhand conversation-worker`: runs the agent, one step per message (DESIGN §1, §4).
 struct ConversationWorkerCommand: AsyncParsableCommand {
@@ -36,10 +37,12 @@ struct ConversationWorkerCommand: AsyncParsableCommand {
             name: "deckhand-conversation-worker",
             configuration: configuration,
             namespace: namespace,
-            logger: logger
-        ) { resources in
-            [resources.conversationWorker(workerID: workerID, sandboxBackend: sandboxBackend, logger: logger)]
-        }
+            logger: logger,
+            consumes: { [$0.conversationQueue] },
+            makeServices: { resources in
+                [resources.conversationWorker(workerID: workerID, sandboxBackend: sandboxBackend, logger: logger)]
+            }
+        )
     }
 }
 

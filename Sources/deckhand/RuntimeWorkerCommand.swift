@@ -1,6 +1,9 @@
 import ArgumentParser
 import DeckhandCore
+import DeckhandStore
+import Gateway
 import Logging
+import Messaging
 
 /// `deckhand runtime-worker`: provisions and looks after sandboxes (DESIGN §1, §7).
 struct RuntimeWorkerCommand: AsyncParsableCommand {
@@ -29,9 +32,29 @@ struct RuntimeWorkerCommand: AsyncParsableCommand {
             name: "deckhand-runtime-worker",
             configuration: configuration,
             namespace: namespace,
-            logger: logger
-        ) { resources in
-            [try await resources.runtimeWorker(workerID: workerID, logger: logger)]
-        }
+            logger: logger,
+            consumes: { [$0.runtimeQueue, $0.runtimeNodeQueue(configuration.node.id)] },
+            gauges: { resources in
+                let store = SandboxStore(
+                    postgres: resources.postgres,
+                    deployment: resources.deployment,
+                    node: configuration.node.id
+                )
+                return {
+                    let counts = (try? await store.warmCounts()) ?? [:]
+                    return RuntimeSettings.Backend.allCases.map { backend in
+                        RoleEndpoint.Reading(
+                            name: "deckhand_warm_pool_sandboxes",
+                            help: "Warm sandboxes ready to be handed out, by backend, when /metrics was read.",
+                            labels: [("backend", backend.rawValue)],
+                            value: Double(counts[backend.rawValue] ?? 0)
+                        )
+                    }
+                }
+            },
+            makeServices: { resources in
+                [try await resources.runtimeWorker(workerID: workerID, logger: logger)]
+            }
+        )
     }
 }

@@ -119,8 +119,13 @@ func runWorkerRole(
     configuration: DeckhandConfiguration,
     namespace: String,
     logger: Logger,
+    consumes: (Topology) -> [String] = { _ in [] },
+    gauges: (WorkerResources) -> @Sendable () async -> [RoleEndpoint.Reading] = { _ in { [] } },
     makeServices: (WorkerResources) async throws -> [any Service]
 ) async throws {
+    // With metrics.port set, the role's swift-metrics go to the registry its /metrics exports (before any
+    // metric is made).
+    let registry = configuration.metrics.port != nil ? bootstrapMetrics().registry : nil
     let postgres = PostgresClient(settings: configuration.postgres)
     let http = try HTTPClient()
     var connections: [AMQPConnection] = []
@@ -139,17 +144,30 @@ func runWorkerRole(
         connections.append(consuming)
         let topology = Topology(namespace: namespace)
         try await topology.declare(on: amqp)
-        let services = try await makeServices(
-            WorkerResources(
-                configuration: configuration,
-                deployment: namespace.isEmpty ? "default" : namespace,
-                postgres: postgres,
-                http: http,
-                amqp: amqp,
-                consuming: consuming,
-                topology: topology
-            )
+        let resources = WorkerResources(
+            configuration: configuration,
+            deployment: namespace.isEmpty ? "default" : namespace,
+            postgres: postgres,
+            http: http,
+            amqp: amqp,
+            consuming: consuming,
+            topology: topology
         )
+        var services = try await makeServices(resources)
+        if let registry {
+            services.append(
+                RoleEndpoint(
+                    settings: configuration.metrics,
+                    role: String(name.dropFirst("deckhand-".count)),
+                    postgres: postgres,
+                    bus: resources.bus,
+                    queues: consumes(topology),
+                    registry: registry,
+                    gauges: gauges(resources),
+                    logger: logger
+                )
+            )
+        }
         let group = ServiceGroup(
             configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         )
