@@ -124,9 +124,21 @@ import Glibc
         var backAfter: [Double] = []
         for (index, conversation) in conversations.enumerated() {
             let note = try #require(accepted.note(conversation.id))
+            // Where a conversation that did not finish stands, for the next person who sees it.
+            let describe: () async -> String = {
+                let events = (try? await gateways[index % 2].events(conversation.id)) ?? []
+                let tail = events.suffix(8).map { event in
+                    event.typeName
+                        + (event.observation == "agent_state_changed"
+                            ? "(\(event.extras["agent_state"]?.stringValue ?? "?"))" : "")
+                }
+                return "\(events.count) events, state \(Self.agentState(events) ?? "?"), last: "
+                    + tail.joined(separator: ", ") + "; created on node \(conversation.node)"
+            }
             let stored = try await eventuallyValue(
                 "\(conversation.tag) finished with its message",
-                timeout: .seconds(300)
+                timeout: .seconds(300),
+                describe: describe
             ) {
                 () async throws -> [Event]? in
                 let stored = try await gateways[index % 2].events(conversation.id)
