@@ -1,6 +1,7 @@
 import DeckhandCore
 import Foundation
 import HTTPClient
+import Logging
 import SandboxServer
 
 /// Runs a sandbox server in this process for the length of one test, in a workspace of its own.
@@ -53,6 +54,7 @@ public enum TestSandbox {
     /// Calls `body` with a server listening on an ephemeral port of 127.0.0.1.
     public static func with<T: Sendable>(
         configure: (inout SandboxConfiguration) -> Void = { _ in },
+        logger: Logger = Logger(label: "deckhand.sandbox"),
         _ body: @Sendable (Server) async throws -> T
     ) async throws -> T {
         let workspace = FileManager.default.temporaryDirectory
@@ -64,7 +66,7 @@ public enum TestSandbox {
         configuration.noChangeTimeout = .seconds(2)
         configure(&configuration)
         let key = configuration.sessionAPIKey ?? ""
-        let sandbox = SandboxServer(configuration: configuration)
+        let sandbox = SandboxServer(configuration: configuration, logger: logger)
         let client = try HTTPClient()
         let (ports, portContinuation) = AsyncStream<Int>.makeStream()
         defer { try? FileManager.default.removeItem(atPath: workspace) }

@@ -66,7 +66,20 @@ public struct SandboxServer: Sendable {
                 )
             }
             let body = Array(buffer: try await request.body.collect(upTo: 64 << 20))
+            let started = ContinuousClock.now
             let answer = await state.journal.answer(id: actionID) { await executor.execute(body: body) }
+            // One line per action, in the trace of the step that sent it (its `traceparent`).
+            var metadata: Logger.Metadata = [
+                "sandbox.action.status": "\(answer.status)",
+                LogKey.durationMilliseconds.rawValue: "\((ContinuousClock.now - started).wholeMilliseconds)",
+            ]
+            if let traceparent = request.headers[HTTPField.Name("traceparent")!],
+                let trace = Traceparent.traceID(of: traceparent)
+            {
+                metadata[LogKey.traceID.rawValue] = "\(trace)"
+            }
+            if let actionID { metadata["sandbox.action.id"] = "\(actionID)" }
+            logger.info("action answered", metadata: metadata)
             return SandboxHTTP.json(answer.body, status: .init(code: answer.status))
         }
         router.post("list_files") { request, _ -> Response in

@@ -347,6 +347,8 @@ struct CapturedLogs: LogHandler {
     }
 
     func log(event: LogEvent) {
-        store.lines.withLock { $0.append("\(event.level) \(event.message)") }
+        let fields = metadata.merging(event.metadata ?? [:]) { $1 }.sorted { $0.key < $1.key }
+            .map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+        store.lines.withLock { $0.append("\(event.level) \(event.message) \(fields)") }
     }
 }

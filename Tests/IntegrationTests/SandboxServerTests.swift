@@ -2,7 +2,9 @@ import DeckhandCore
 import DeckhandTesting
 import Foundation
 import HTTPClient
+import Logging
 import SandboxServer
+import Synchronization
 import Testing
 
 /// PROTOCOL.md §C over real HTTP: every endpoint, auth, bad input, uploads and downloads.
@@ -29,6 +31,31 @@ import Testing
                 }
             }
         }
+    }
+
+    /// Each action is one line of the sandbox's log, in the trace of the step that sent it: the trace id of
+    /// its `traceparent`, its action id, its status and how long it took.
+    @Test func eachActionIsLoggedInTheTraceThatSentIt() async throws {
+        let logs = CapturedLogs()
+        let trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+        try await TestSandbox.with(logger: Logger(label: "test.sandbox") { _ in logs }) { server in
+            let action: JSONValue = ["action": ["action": "run", "args": ["command": "echo traced"]]]
+            var request = HTTPRequest(
+                method: .post,
+                url: server.base + "/execute_action",
+                body: Array(try JSONEncoder().encode(action))
+            )
+            request.headers.replaceOrAdd(name: "X-Session-API-Key", value: server.key)
+            request.headers.replaceOrAdd(name: "Content-Type", value: "application/json")
+            request.headers.replaceOrAdd(name: "traceparent", value: "00-\(trace)-00f067aa0ba902b7-01")
+            request.headers.replaceOrAdd(name: "X-Deckhand-Action-ID", value: "step-7")
+            #expect(try await server.client.execute(request).text.contains("traced"))
+        }
+        let lines = logs.store.lines.withLock { $0 }.filter { $0.contains("action answered") }
+        #expect(lines.count == 1, "\(lines)")
+        #expect(lines.first?.contains("trace.id=\(trace)") == true, "\(lines)")
+        #expect(lines.first?.contains("sandbox.action.id=step-7") == true)
+        #expect(lines.first?.contains("sandbox.action.status=200") == true)
     }
 
     /// An action named by `X-Deckhand-Action-ID` runs once: a repeat — sent while it still runs, or after —

@@ -1,5 +1,6 @@
 import AMQP
 import DeckhandCore
+import DeckhandStore
 import DeckhandTesting
 import Foundation
 import HTTPClient
@@ -55,6 +56,37 @@ import Testing
                 let sent = try #require(Self.parts(reply.traceparent), "\(reply.traceparent ?? "none")")
                 #expect(sent.trace == Traceparent.traceID(of: parent))
                 #expect(sent.span != Self.parts(parent)?.span)
+            }
+        }
+    }
+
+    /// One trace from the caller to the sandbox: a conversation created with the caller's `traceparent` runs
+    /// its command in a sandbox whose log names the caller's trace id on that action.
+    @Test func theCallersTraceReachesTheSandboxsLog() async throws {
+        try await TestConversations.with { bed in
+            try await running(try bed.makeRuntimeWorker(), bed.makeWorker()) {
+                try await bed.withGateway { gateway in
+                    let model = "traced-\(UUID().uuidString.prefix(8))"
+                    bed.llm.register(.init(steps: [.bash("echo traced"), .finish("Done.")]), model: model)
+                    let created = try await gateway.request(
+                        .post,
+                        "/api/conversations",
+                        body: #"{"initial_user_msg": "Go.", "llm_model": "\#(model)"}"#,
+                        headers: [("traceparent", Self.caller)]
+                    )
+                    let id = try #require(
+                        try created.decode(JSONValue.self)["conversation_id"]?.stringValue.flatMap(
+                            UUID.init(uuidString:)
+                        )
+                    )
+                    try await bed.waitFor(id, [.finished])
+                    let sandbox = try #require(try await bed.runtime.store.liveSandbox(conversation: id)?.reference)
+                    let log = try String(contentsOfFile: sandbox + "/sandbox.log", encoding: .utf8)
+                    let trace = try #require(Traceparent.traceID(of: Self.caller))
+                    let actions = log.split(separator: "\n").filter { $0.contains("action answered") }
+                    #expect(!actions.isEmpty, "\(log.suffix(2000))")
+                    #expect(actions.allSatisfy { $0.contains("trace.id=\(trace)") }, "\(actions)")
+                }
             }
         }
     }

@@ -1,4 +1,4 @@
-import Messaging
+import DeckhandCore
 import Testing
 
 @Suite struct TraceparentTests {
