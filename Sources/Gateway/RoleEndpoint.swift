@@ -12,7 +12,8 @@ import Synchronization
 /// - `GET /alive`: the process answers;
 /// - `GET /health`: RabbitMQ and PostgreSQL answer (503 naming the one that does not), as the gateway's;
 /// - `GET /metrics`: the process's metrics (the role's own, through swift-metrics, in `registry`) with, read
-///   when scraped, the depth and consumer count of the queues the role consumes
+///   when scraped, the depth and consumer count of the queues the role consumes (and of the dead-letter queue,
+///   whose depth is what an alert on dead commands watches)
 ///   (`deckhand_queue_messages{queue}`, `deckhand_queue_consumers{queue}`), the broker connection
 ///   (`deckhand_amqp_connected`, `deckhand_amqp_reconnects_total`), the PostgreSQL pool
 ///   (`deckhand_postgres_pool_connections`, `deckhand_postgres_pool_waiting`, `deckhand_postgres_pool_waits_total`)

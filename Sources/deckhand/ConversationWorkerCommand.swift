@@ -38,7 +38,7 @@ struct ConversationWorkerCommand: AsyncParsableCommand {
             configuration: configuration,
             namespace: namespace,
             logger: logger,
-            consumes: { [$0.conversationQueue] },
+            consumes: { [$0.conversationQueue, $0.deadQueue] },
             makeServices: { resources in
                 [resources.conversationWorker(workerID: workerID, sandboxBackend: sandboxBackend, logger: logger)]
             }

@@ -33,7 +33,7 @@ struct RuntimeWorkerCommand: AsyncParsableCommand {
             configuration: configuration,
             namespace: namespace,
             logger: logger,
-            consumes: { [$0.runtimeQueue, $0.runtimeNodeQueue(configuration.node.id)] },
+            consumes: { [$0.runtimeQueue, $0.runtimeNodeQueue(configuration.node.id), $0.deadQueue] },
             gauges: { resources in
                 let store = SandboxStore(
                     postgres: resources.postgres,

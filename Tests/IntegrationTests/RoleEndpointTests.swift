@@ -104,7 +104,10 @@ import Testing
             let tokens = Self.labels(families["deckhand_model_tokens"]).compactMap { $0["kind"] }
             #expect(Set(tokens) == ["prompt", "completion"], "\(tokens)")
             let queues = Self.labels(families["deckhand_queue_messages"]).compactMap { $0["queue"] }
-            #expect(queues == [bed.runtime.topology.conversationQueue], "\(queues)")
+            #expect(
+                Set(queues) == [bed.runtime.topology.conversationQueue, bed.runtime.topology.deadQueue],
+                "\(queues)"
+            )
 
             #expect(try await Self.get(bed.runtime.http, base + "/health").status == 200)
             proxy.sever()
