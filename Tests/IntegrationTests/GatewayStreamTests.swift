@@ -266,6 +266,8 @@ import Testing
                             seen.events.filter { $0["extras"]?["agent_state"] == "awaiting_user_input" }.count == 1
                         }
                     }
+                    // The stream is open before the outage (a handshake that raced the cut found no broker).
+                    try await Self.waitForConnections(gateway, id, 1)
 
                     proxy.sever()
                     try await eventually("the gateway sees the broker gone", timeout: .seconds(20)) {
