@@ -34,3 +34,23 @@ final class CachedAnswer: Sendable {
         )
     }
 }
+
+extension Router {
+    /// `GET /health` (``Health``) and `GET /metrics` (Prometheus text from `metrics`): open to anyone, and each
+    /// asks the dependencies, so each is answered from an answer at most a second old. The gateway's and every
+    /// worker role's.
+    func addProbes(health: Health, metrics: @escaping @Sendable () async -> [UInt8]) {
+        let healthAnswer = CachedAnswer()
+        get("health") { _, _ in await healthAnswer.response { await health.answer() } }
+        let metricsAnswer = CachedAnswer()
+        get("metrics") { _, _ in
+            await metricsAnswer.response {
+                CachedAnswer.Answer(
+                    status: .ok,
+                    contentType: "text/plain; version=0.0.4; charset=utf-8",
+                    body: await metrics()
+                )
+            }
+        }
+    }
+}

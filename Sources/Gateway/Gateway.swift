@@ -135,21 +135,9 @@ public struct Gateway: Service {
         webSockets.add(middleware: middleware)
         router.get("alive") { _, _ in json(["status": "ok"]) }
         router.get("openapi.json") { _, _ in rawJSON(OpenAPIDocument.json) }
-        // Open to anyone, and each asks the dependencies: answered from an answer at most a second old.
-        let health = Health(postgres: postgres, amqp: bus.connection)
-        let healthAnswer = CachedAnswer()
-        router.get("health") { _, _ in await healthAnswer.response { await health.answer() } }
-        let metrics = metrics
-        let bus = bus
-        let metricsAnswer = CachedAnswer()
-        router.get("metrics") { _, _ in
-            await metricsAnswer.response {
-                CachedAnswer.Answer(
-                    status: .ok,
-                    contentType: "text/plain; version=0.0.4; charset=utf-8",
-                    body: await metrics.exposition(bus: bus)
-                )
-            }
+        let (metrics, bus) = (metrics, bus)
+        router.addProbes(health: Health(postgres: postgres, amqp: bus.connection)) {
+            await metrics.exposition(bus: bus)
         }
         let store = GatewayStore(
             records: PostgresConversationRecords(

@@ -107,18 +107,40 @@ public final class GatewayMetrics: Sendable {
     }
     func streamCut() { registry.makeCounter(descriptor: Self.cut, labels: []).increment() }
 
-    /// The Prometheus text of every metric, after reading the work queues' depth (skipped when the broker
-    /// does not answer within a second).
+    static var queueConsumers: MetricNameDescriptor {
+        MetricNameDescriptor(
+            namespace: "deckhand",
+            subsystem: "queue",
+            metricName: "consumers",
+            unitName: "",
+            helpText: "Consumers of the queue when /metrics was read."
+        )
+    }
+
+    /// The Prometheus text of every metric, after reading the work queues' depth.
     func exposition(bus: CommandBus) async -> [UInt8] {
-        for queue in bus.topology.workQueues {
-            let connection = bus.consuming
-            if let depth = try? await withDeadline(
-                .seconds(1),
-                { try await connection.inspect(queue: queue).messageCount }
-            ) {
-                registry.makeGauge(descriptor: Self.queueDepth, labels: [("queue", queue)]).set(Double(depth))
+        await Self.readQueues(bus.topology.workQueues, bus: bus, into: registry, consumers: false)
+        return registry.emitToBuffer()
+    }
+
+    /// Reads each queue's depth (`deckhand_queue_messages`) and, with `consumers`, its consumer count
+    /// (`deckhand_queue_consumers`) into `registry`; a queue the broker does not answer for within a second is
+    /// skipped. The gateway's `/metrics` and every worker role's read them this way.
+    static func readQueues(
+        _ queues: [String],
+        bus: CommandBus,
+        into registry: PrometheusCollectorRegistry,
+        consumers: Bool
+    ) async {
+        let connection = bus.consuming
+        for queue in queues {
+            guard let inspected = try? await withDeadline(.seconds(1), { try await connection.inspect(queue: queue) })
+            else { continue }
+            registry.makeGauge(descriptor: queueDepth, labels: [("queue", queue)]).set(Double(inspected.messageCount))
+            if consumers {
+                registry.makeGauge(descriptor: queueConsumers, labels: [("queue", queue)])
+                    .set(Double(inspected.consumerCount))
             }
         }
-        return registry.emitToBuffer()
     }
 }

@@ -70,10 +70,6 @@ public struct RoleEndpoint: Service {
         let (settings, logger, onRunning, role) = (settings, logger, onRunning, role)
         let router = Router()
         router.get("alive") { _, _ in json(["status": "ok", "role": .string(role)]) }
-        let health = Health(postgres: postgres, amqp: bus.connection)
-        let healthAnswer = CachedAnswer()
-        router.get("health") { _, _ in await healthAnswer.response { await health.answer() } }
-        let metricsAnswer = CachedAnswer()
         let exposition = Exposition(
             registry: registry,
             postgres: postgres,
@@ -81,15 +77,7 @@ public struct RoleEndpoint: Service {
             queues: queues,
             gauges: gauges
         )
-        router.get("metrics") { _, _ in
-            await metricsAnswer.response {
-                CachedAnswer.Answer(
-                    status: .ok,
-                    contentType: "text/plain; version=0.0.4; charset=utf-8",
-                    body: await exposition.text()
-                )
-            }
-        }
+        router.addProbes(health: Health(postgres: postgres, amqp: bus.connection)) { await exposition.text() }
         let port = settings.port ?? 0
         let app = Application(
             router: router,
@@ -119,19 +107,7 @@ struct Exposition: Sendable {
     let mirrored = MirroredCounts()
 
     func text() async -> [UInt8] {
-        for queue in queues {
-            let connection = bus.consuming
-            guard let inspected = try? await withDeadline(.seconds(1), { try await connection.inspect(queue: queue) })
-            else { continue }
-            gauge(
-                "deckhand_queue_messages",
-                "Messages ready in a work queue when /metrics was read.",
-                [("queue", queue)]
-            )
-            .set(Double(inspected.messageCount))
-            gauge("deckhand_queue_consumers", "Consumers of the queue when /metrics was read.", [("queue", queue)])
-                .set(Double(inspected.consumerCount))
-        }
+        await GatewayMetrics.readQueues(queues, bus: bus, into: registry, consumers: true)
         let status = bus.connection.status
         gauge("deckhand_amqp_connected", "1 while the broker connection is up.", []).set(
             Double(status.connected ? 1 : 0)
