@@ -102,11 +102,8 @@ public struct GRPCClient: Sendable {
         request.headers.add(name: "te", value: "trailers")
         if let deadline {
             // grpc-timeout takes at most 8 digits: milliseconds cover 27 hours.
-            let milliseconds = max(
-                1,
-                deadline.components.seconds * 1000 + deadline.components.attoseconds / 1_000_000_000_000_000
-            )
-            request.headers.add(name: "grpc-timeout", value: "\(min(milliseconds, 99_999_999))m")
+            let milliseconds = min(max(1, deadline.wholeMilliseconds), 99_999_999)
+            request.headers.add(name: "grpc-timeout", value: "\(milliseconds)m")
         }
         for field in metadata { request.headers.add(name: field.name, value: field.value) }
         return request

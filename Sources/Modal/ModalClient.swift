@@ -68,8 +68,7 @@ public struct ModalClient: Sendable {
             "x-retry-attempt": String(attempt),
         ]
         if attempt > 0 {
-            let elapsed = (ContinuousClock.now - start) / .milliseconds(1) / 1000
-            fields.add(name: "x-retry-delay", value: String(format: "%.3f", elapsed))
+            fields.add(name: "x-retry-delay", value: String(format: "%.3f", (ContinuousClock.now - start).seconds))
         }
         return fields
     }

@@ -146,7 +146,7 @@ public struct ModalBackend: SandboxBackend {
 
     /// A long poll's timeout: what is left before `deadline`, at most `limit` seconds, at least a tenth of one.
     static func poll(until deadline: ContinuousClock.Instant, atMost limit: Float) -> Float {
-        let left = Float((deadline - .now) / .seconds(1))
+        let left = Float((deadline - .now).seconds)
         return max(0.1, min(limit, left))
     }
 
