@@ -86,6 +86,7 @@ let package = Package(
             name: "Messaging",
             dependencies: [
                 "AMQP", "DeckhandCore", .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict

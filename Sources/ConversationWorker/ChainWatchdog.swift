@@ -116,6 +116,7 @@ struct ChainWatchdog: Sendable {
                 outcomes[id] = .restarted(step: step)
             }
         }
+        for outcome in outcomes.values { StepMetrics.watchdog(outcome) }
         return outcomes
     }
 

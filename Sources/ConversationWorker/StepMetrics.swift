@@ -68,6 +68,21 @@ public enum StepMetrics {
     /// A model call that failed (the step ends with the model's error).
     static func modelFailed() { modelCallsFailed.increment() }
 
+    /// What the chain watchdog did (`restarted`, `ended`, `sandbox_requested`, `sandbox_abandoned`): a chain it
+    /// had to restart is one whose step was lost, and one it ended is stuck for good — what an alert watches.
+    public static let watchdogLabel = "deckhand_chain_watchdog_total"
+
+    static func watchdog(_ outcome: ChainWatchdog.Outcome) {
+        let name =
+            switch outcome {
+            case .restarted: "restarted"
+            case .ended: "ended"
+            case .sandboxRequested: "sandbox_requested"
+            case .sandboxAbandoned: "sandbox_abandoned"
+            }
+        Counter(label: watchdogLabel, dimensions: [("outcome", name)]).increment()
+    }
+
     static let phases = Dictionary(
         uniqueKeysWithValues: Phase.allCases.map {
             ($0, Timer(label: phaseLabel, dimensions: [("phase", $0.rawValue)]))

@@ -2,6 +2,7 @@ import AMQP
 import DeckhandCore
 import Foundation
 import Logging
+import Metrics
 import ServiceLifecycle
 import Synchronization
 
@@ -19,6 +20,10 @@ public func makeWorkerID() -> String {
 /// Cancelling the consumer first would close its channel and requeue the deliveries in flight. Handlers
 /// still running past the timeout are cancelled; their deliveries went back to the queue with the channel.
 public struct DrainingConsumer: Sendable {
+    /// How long each delivery waited since it was published (AMQP's timestamp: whole seconds), by queue: the
+    /// age of the work a pool has not caught up with, which an alert watches.
+    public static let waitLabel = "deckhand_queue_wait_seconds"
+
     public let connection: AMQPConnection
     public let queue: String
     public let prefetch: Int
@@ -40,6 +45,7 @@ public struct DrainingConsumer: Sendable {
         handle: @escaping @Sendable (AMQPDelivery) async -> Void
     ) async throws {
         let consumer = try await connection.consume(queue: queue, prefetch: prefetch)
+        let waited = Timer(label: Self.waitLabel, dimensions: [("queue", queue)])
         let state = LoopState()
         let logger = self.logger
         let shutdownTimeout = self.shutdownTimeout
@@ -62,6 +68,9 @@ public struct DrainingConsumer: Sendable {
                 // consumer's channel closes. Nacking it would have it redelivered to this consumer at once, again
                 // and again, until the queue's delivery limit dead-letters it.
                 if state.draining.withLock({ $0 }) { continue }
+                if let published = delivery.properties.timestamp {
+                    waited.recordSeconds(max(0, Date().timeIntervalSince(published)))
+                }
                 state.inFlight.withLock { $0 += 1 }
                 group.addTask {
                     // The handler's work, and every command it sends, belongs to the delivery's trace.

@@ -61,6 +61,8 @@ import Testing
             )
             let queues = Self.labels(families["deckhand_queue_consumers"]).compactMap { $0["queue"] }
             #expect(queues.contains(runtime.topology.runtimeQueue), "\(queues)")
+            let waited = Self.labels(families["deckhand_queue_wait_seconds"]).compactMap { $0["queue"] }
+            #expect(waited.contains(runtime.topology.runtimeQueue), "\(families.keys.sorted())")
             for gauge in [
                 "deckhand_queue_messages", "deckhand_queue_consumers", "deckhand_amqp_connected",
                 "deckhand_postgres_pool_connections", "deckhand_postgres_pool_waiting", "deckhand_warm_pool_sandboxes",
@@ -108,6 +110,9 @@ import Testing
                 Set(queues) == [bed.runtime.topology.conversationQueue, bed.runtime.topology.deadQueue],
                 "\(queues)"
             )
+            // How long its deliveries waited in the queue: the age an alert watches.
+            let waited = Self.labels(families["deckhand_queue_wait_seconds"]).compactMap { $0["queue"] }
+            #expect(waited.contains(bed.runtime.topology.conversationQueue), "\(families.keys.sorted())")
 
             #expect(try await Self.get(bed.runtime.http, base + "/health").status == 200)
             proxy.sever()
