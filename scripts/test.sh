@@ -16,6 +16,15 @@ export DOCKER_HOST=unix://$DECKHAND_DOCKER_SOCKET
 # clone (/var/cache/deckhand) and the image is re-imported only when the binary changed.
 DECKHAND_SANDBOX_IMAGE=$(deploy/sandbox/build-offline.sh | tail -n 1)
 export DECKHAND_SANDBOX_IMAGE
+# The images of the compose stack (ComposeStackTests): Deckhand's own (a release build of deckhand on a root file
+# system cached the same way) and RabbitMQ, PostgreSQL and HAProxy from Debian's packages (one cached root file
+# system); docker-compose itself is installed by deploy/compose/stack.sh when missing.
+DECKHAND_IMAGE=$(deploy/deckhand/build-offline.sh | tail -n 1)
+export DECKHAND_IMAGE
+{ read -r DECKHAND_RABBITMQ_IMAGE; read -r DECKHAND_POSTGRES_IMAGE; read -r DECKHAND_HAPROXY_IMAGE; } \
+  < <(deploy/compose/images/build-offline.sh | tail -n 3)
+export DECKHAND_RABBITMQ_IMAGE DECKHAND_POSTGRES_IMAGE DECKHAND_HAPROXY_IMAGE
+deploy/compose/stack.sh install
 
 # OpenHands' own classes, which the contract tests parse Deckhand's events with: a virtual environment cached
 # outside the clone, made only when missing.
@@ -47,7 +56,8 @@ else
   # machine for seconds: they run after the rest (whose soft timeouts and deadlines they would distort),
   # and the load, kill and outage suites each run alone after them (CI once saw a gateway test's stream limit
   # go wrong beside the minute-long PostgreSQL outage, whose retries load the whole process).
-  swift test --skip-build --skip 'IntegrationTests\.(Runtime|Conversation|Gateway|Modal|RoleEndpoint|BrokerAlarm|ClusterDrill|OpenHandsServer)'
+  swift test --skip-build \
+    --skip 'IntegrationTests\.(Runtime|Conversation|Gateway|Modal|RoleEndpoint|BrokerAlarm|ClusterDrill|OpenHandsServer|ComposeStack)'
   swift test --skip-build --filter 'IntegrationTests\.(Runtime|Conversation|Gateway|Modal|RoleEndpoint)' \
     --skip 'RuntimeLoadTests|ConversationKillTests|ConversationOutageTests'
   swift test --skip-build --filter RuntimeLoadTests
@@ -57,6 +67,8 @@ else
   swift test --skip-build --filter OpenHandsServerTests
   # A broker resource alarm blocks every publishing connection of the broker: nothing may run beside it.
   swift test --skip-build --filter BrokerAlarmTests
+  # The compose stack (two gateways, the workers, RabbitMQ and PostgreSQL in containers) loads both cores: alone.
+  swift test --skip-build --filter ComposeStackTests
   # The cluster drills build a cluster of their own (deploy/cluster.sh: three brokers, two databases, three
   # nodes) and kill, stop and cut parts of it under load: last, alone.
   swift test --skip-build --filter ClusterDrillTests

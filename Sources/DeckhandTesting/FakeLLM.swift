@@ -190,8 +190,12 @@ public final class FakeLLM: Sendable {
     /// The requests that named `model`.
     public func requests(model: String) -> [Request] { requests.filter { $0.model == model } }
 
-    /// Runs `body` with a server on 127.0.0.1 and its base URL (`http://127.0.0.1:<port>/v1`).
-    public func serve<T: Sendable>(_ body: @Sendable (_ baseURL: String) async throws -> T) async throws -> T {
+    /// Runs `body` with a server on `host` (127.0.0.1 unless a test's containers must reach it) and its base URL
+    /// (`http://<host>:<port>/v1`).
+    public func serve<T: Sendable>(
+        host: String = "127.0.0.1",
+        _ body: @Sendable (_ baseURL: String) async throws -> T
+    ) async throws -> T {
         let router = Router()
         for path in ["v1/chat/completions", "chat/completions"] {
             router.post(RouterPath(path)) { request, _ -> Response in
@@ -203,7 +207,9 @@ public final class FakeLLM: Sendable {
                 )
             }
         }
-        return try await LoopbackHTTPServer.serve(router) { port in try await body("http://127.0.0.1:\(port)/v1") }
+        return try await LoopbackHTTPServer.serve(router, host: host) { port in
+            try await body("http://\(host):\(port)/v1")
+        }
     }
 
     func answer(body: Data, authorization: String?, idempotencyKey: String? = nil) async throws -> Response {

@@ -33,10 +33,11 @@ public enum LoopbackHTTPServer {
         try await serve(makeRouter(), body)
     }
 
-    /// Serves `router` on 127.0.0.1 at a port the kernel picks, runs `body` with that port, and stops the
-    /// server when `body` returns or throws.
+    /// Serves `router` on `host` (127.0.0.1, or the host's own address on a Docker network a test made) at a
+    /// port the kernel picks, runs `body` with that port, and stops the server when `body` returns or throws.
     public static func serve<T: Sendable>(
         _ router: Router<BasicRequestContext>,
+        host: String = "127.0.0.1",
         _ body: @Sendable (_ port: Int) async throws -> T
     ) async throws -> T {
         var logger = Logger(label: "deckhand.testing.loopback-http")
@@ -44,7 +45,7 @@ public enum LoopbackHTTPServer {
         let (ports, portContinuation) = AsyncStream<Int>.makeStream()
         let app = Application(
             router: router,
-            configuration: .init(address: .hostname("127.0.0.1", port: 0), serverName: nil),
+            configuration: .init(address: .hostname(host, port: 0), serverName: nil),
             onServerRunning: { channel in
                 portContinuation.yield(channel.localAddress?.port ?? 0)
                 portContinuation.finish()
