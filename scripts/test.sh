@@ -41,6 +41,10 @@ export DECKHAND_MODAL_PYTHON
 # Prometheus' own parser, which the tests read every /metrics with (RoleEndpointTests): cached the same way.
 DECKHAND_METRICS_PYTHON=$(scripts/metrics/venv.sh | tail -n 1)
 export DECKHAND_METRICS_PYTHON
+# kubernetes-validate (the Kubernetes API's schemas), which KubernetesManifestTests validate deploy/kubernetes
+# with after kustomize (kubectl's) renders it: cached the same way.
+DECKHAND_KUBERNETES_PYTHON=$(scripts/kubernetes/venv.sh | tail -n 1)
+export DECKHAND_KUBERNETES_PYTHON
 # Schemathesis, which fuzzes the gateway from its own /openapi.json (OpenAPIFuzzTests): cached the same way.
 DECKHAND_SCHEMATHESIS=$(scripts/openapi/venv.sh | tail -n 1)
 export DECKHAND_SCHEMATHESIS
