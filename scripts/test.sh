@@ -45,6 +45,10 @@ export DECKHAND_METRICS_PYTHON
 # with after kustomize (kubectl's) renders it: cached the same way.
 DECKHAND_KUBERNETES_PYTHON=$(scripts/kubernetes/venv.sh | tail -n 1)
 export DECKHAND_KUBERNETES_PYTHON
+# Prometheus' promtool (unpacked from Debian's package, no server), which MonitoringTests check and unit-test the
+# alert rules and the dashboard's queries with: cached the same way.
+DECKHAND_PROMTOOL=$(scripts/monitoring/promtool.sh | tail -n 1)
+export DECKHAND_PROMTOOL
 # Schemathesis, which fuzzes the gateway from its own /openapi.json (OpenAPIFuzzTests): cached the same way.
 DECKHAND_SCHEMATHESIS=$(scripts/openapi/venv.sh | tail -n 1)
 export DECKHAND_SCHEMATHESIS
