@@ -75,6 +75,14 @@ struct ComposeStackTests {
             return output
         }
 
+        /// `docker-compose up --scale` of both worker services (the gateways stay two), the rest as it is.
+        func scale(conversationWorkers: Int, runtimeWorkers: Int) async throws {
+            try await run([
+                "compose", "up", "-d", "--no-recreate", "--scale", "gateway=2",
+                "--scale", "conversation-worker=\(conversationWorkers)", "--scale", "runtime-worker=\(runtimeWorkers)",
+            ])
+        }
+
         /// The running containers of one of the stack's services.
         func containers(_ service: String) async throws -> [String] {
             try await TestEnvironment.runDetached(
@@ -102,21 +110,6 @@ struct ComposeStackTests {
             }
             return found
         }
-    }
-
-    /// `steps` commands that each append a line to a file of the workspace and count its lines (the model
-    /// answering each in `latency` ms), one that prints the file, then `finish`.
-    static func script(tag: String, steps: Int, latency: Int) -> FakeLLM.Script {
-        var script = (0..<steps).map { index in
-            var step = FakeLLM.Step.bash(
-                "echo \(tag)-\(index) >> /workspace/\(tag).log && wc -l < /workspace/\(tag).log"
-            )
-            step.latencyMilliseconds = latency
-            return step
-        }
-        script.append(.bash("cat /workspace/\(tag).log"))
-        script.append(.finish("Done."))
-        return FakeLLM.Script(steps: script)
     }
 
     /// Up through `stack.sh up`; a conversation of 24 commands through the load balancer while the
@@ -163,7 +156,8 @@ struct ComposeStackTests {
         let tag = "scaled"
         let steps = 24
         let model = "script-compose"
-        llm.register(Self.script(tag: tag, steps: steps, latency: 500), model: model)
+        // The cluster drill's script: each command appends a line to a file and counts them, the last prints it.
+        llm.register(ClusterDrillTests.script(tag: tag, steps: steps, latency: 500), model: model)
         let conversation = try await api.createConversation("Count.", model: model)
         func ran() async throws -> Int {
             try await api.events(conversation).filter { $0.observation == "run" }.count
@@ -171,10 +165,7 @@ struct ComposeStackTests {
         try await eventually("three commands ran", timeout: .seconds(120), interval: .milliseconds(200)) {
             try await ran() >= 3
         }
-        try await stack.run([
-            "compose", "up", "-d", "--no-recreate", "--scale", "gateway=2", "--scale", "conversation-worker=3",
-            "--scale", "runtime-worker=2",
-        ])
+        try await stack.scale(conversationWorkers: 3, runtimeWorkers: 2)
         #expect(try await stack.containers("conversation-worker").count == 3)
         #expect(try await stack.containers("runtime-worker").count == 2)
         let atScaleUp = try await ran()
@@ -182,10 +173,7 @@ struct ComposeStackTests {
             try await ran() >= atScaleUp + 2
         }
         // Down again while the conversation runs: compose stops the newest containers (SIGTERM), which drain.
-        try await stack.run([
-            "compose", "up", "-d", "--no-recreate", "--scale", "gateway=2", "--scale", "conversation-worker=1",
-            "--scale", "runtime-worker=1",
-        ])
+        try await stack.scale(conversationWorkers: 1, runtimeWorkers: 1)
         #expect(try await stack.containers("conversation-worker").count == 1)
         #expect(try await stack.containers("runtime-worker").count == 1)
         let atScaleDown = try await ran()

@@ -17,34 +17,14 @@ cd "$repo"
 
 version=$(cat deploy/deckhand/VERSION)
 image=${DECKHAND_IMAGE:-deckhand/deckhand:$version}
-cache=${DECKHAND_CACHE_DIR:-/var/cache/deckhand}
-mirror=${DECKHAND_DEBIAN_MIRROR:-http://deb.debian.org/debian}
-suite=bookworm
 packages=libcurl4,librabbitmq4,libpq5,ca-certificates,curl
 export DOCKER_HOST=${DOCKER_HOST:-unix://$repo/.deckhand/docker/docker.sock}
+source deploy/lib/debian-rootfs.sh
 
 log() { printf '[deckhand-image] %s\n' "$*" >&2; }
 
 command -v strip >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q binutils >/dev/null
-command -v debootstrap >/dev/null || {
-  log "installing debootstrap"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap >/dev/null
-}
-
-key=$(printf '%s\n' "$suite" "$packages" "$mirror" "rootfs-v1" | sha256sum | cut -c1-16)
-rootfs=$cache/deckhand-rootfs-$key.tar
-mkdir -p "$cache"
-if [[ ! -f $rootfs ]]; then
-  log "building the root file system (Debian $suite minbase) into $rootfs"
-  tmp=$(mktemp -d /var/tmp/deckhand-rootfs.XXXXXX)
-  trap 'rm -rf "$tmp"' EXIT
-  debootstrap --variant=minbase --include="$packages" "$suite" "$tmp/root" "$mirror" >"$tmp/debootstrap.log" 2>&1 ||
-    { tail -20 "$tmp/debootstrap.log" >&2; exit 1; }
-  tar --numeric-owner -C "$tmp/root" -cf "$rootfs.partial" .
-  mv "$rootfs.partial" "$rootfs"
-  rm -rf "$tmp"
-  trap - EXIT
-fi
+rootfs=$(debian_rootfs deckhand-rootfs "$packages" rootfs-v1)
 
 log "building deckhand (release, static Swift standard library)"
 swift build -c release --static-swift-stdlib --product deckhand >&2
@@ -54,11 +34,11 @@ resources=$bin/deckhand_DeckhandStore.resources
 
 # The layer's own version: bump it when what the image holds beside the binary changes.
 layer=closure-v1
-build=$( (cat "$rootfs.sha256" 2>/dev/null || sha256sum "$rootfs" | tee "$rootfs.sha256") | cut -c1-16)
+build=$(rootfs_digest "$rootfs")
 build+=-$(sha256sum "$bin/deckhand" | cut -c1-16)
 build+=-$( (find "$resources" -type f -print0 | sort -z | xargs -0 cat; cat config/deckhand.conf) | sha256sum | cut -c1-16)
 build+=-$layer
-current=$(docker image inspect --format '{{index .Config.Labels "deckhand.image.build"}}' "$image" 2>/dev/null || true)
+current=$(image_label "$image" deckhand.image.build)
 if [[ $current == "$build" ]]; then
   log "$image is up to date"
 else

@@ -13,40 +13,22 @@ cd "$repo"
 
 version=$(cat deploy/sandbox/VERSION)
 image=${DECKHAND_SANDBOX_IMAGE:-deckhand/sandbox:$version}
-cache=${DECKHAND_CACHE_DIR:-/var/cache/deckhand}
-mirror=${DECKHAND_DEBIAN_MIRROR:-http://deb.debian.org/debian}
-suite=bookworm
 # What the agent's shell needs, and libcurl for deckhand-sandbox itself (its only dynamic dependency
 # beyond glibc).
 packages=bash,coreutils,findutils,grep,sed,gawk,diffutils,patch,less,procps,git,python3,curl,ca-certificates,libcurl4,zip,unzip
 export DOCKER_HOST=${DOCKER_HOST:-unix://$repo/.deckhand/docker/docker.sock}
+source deploy/lib/debian-rootfs.sh
 
 log() { printf '[sandbox-image] %s\n' "$*" >&2; }
 
 command -v strip >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q binutils >/dev/null
-command -v debootstrap >/dev/null || {
-  log "installing debootstrap"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap >/dev/null
-}
 
-key=$(printf '%s\n' "$suite" "$packages" "$mirror" "rootfs-v1" | sha256sum | cut -c1-16)
-rootfs=$cache/sandbox-rootfs-$key.tar
-mkdir -p "$cache"
-if [[ ! -f $rootfs ]]; then
-  log "building the root file system (Debian $suite minbase) into $rootfs"
-  tmp=$(mktemp -d /var/tmp/deckhand-rootfs.XXXXXX)
-  trap 'rm -rf "$tmp"' EXIT
-  debootstrap --variant=minbase --include="$packages" "$suite" "$tmp/root" "$mirror" >"$tmp/debootstrap.log" 2>&1 ||
-    { tail -20 "$tmp/debootstrap.log" >&2; exit 1; }
-  # Smaller and reproducible: no package lists, caches, docs or man pages.
-  rm -rf "$tmp/root/var/lib/apt/lists/"* "$tmp/root/var/cache/apt/"* "$tmp/root/usr/share/doc/"* \
-    "$tmp/root/usr/share/man/"* "$tmp/root/usr/share/info/"*
-  mkdir -p "$tmp/root/workspace"
-  tar --numeric-owner -C "$tmp/root" -cf "$rootfs.partial" .
-  mv "$rootfs.partial" "$rootfs"
-  rm -rf "$tmp"
-  trap - EXIT
-fi
+# Smaller and reproducible: no package lists, caches, docs or man pages; the workspace's mount point.
+slim() {
+  rm -rf "$1/var/lib/apt/lists/"* "$1/var/cache/apt/"* "$1/usr/share/doc/"* "$1/usr/share/man/"* "$1/usr/share/info/"*
+  mkdir -p "$1/workspace"
+}
+rootfs=$(debian_rootfs sandbox-rootfs "$packages" rootfs-v1 slim)
 
 log "building deckhand-sandbox (release, static Swift standard library)"
 swift build -c release --static-swift-stdlib --product deckhand-sandbox >&2
@@ -54,8 +36,8 @@ binary=$(swift build -c release --static-swift-stdlib --show-bin-path)/deckhand-
 
 # The layer's own version: bump it when what is added on top of the root file system changes.
 layer=user-v1
-build=$( (cat "$rootfs.sha256" 2>/dev/null || sha256sum "$rootfs" | tee "$rootfs.sha256") | cut -c1-16)-$(sha256sum "$binary" | cut -c1-16)-$layer
-current=$(docker image inspect --format '{{index .Config.Labels "deckhand.sandbox.build"}}' "$image" 2>/dev/null || true)
+build=$(rootfs_digest "$rootfs")-$(sha256sum "$binary" | cut -c1-16)-$layer
+current=$(image_label "$image" deckhand.sandbox.build)
 if [[ $current == "$build" ]]; then
   log "$image is up to date"
 else

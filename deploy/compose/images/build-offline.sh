@@ -12,59 +12,42 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
 cd "$repo"
 
 version=$(cat deploy/compose/images/VERSION)
-cache=${DECKHAND_CACHE_DIR:-/var/cache/deckhand}
-mirror=${DECKHAND_DEBIAN_MIRROR:-http://deb.debian.org/debian}
-suite=bookworm
 packages="rabbitmq-server postgresql-15 haproxy"
 export DOCKER_HOST=${DOCKER_HOST:-unix://$repo/.deckhand/docker/docker.sock}
+source deploy/lib/debian-rootfs.sh
 
 log() { printf '[compose-images] %s\n' "$*" >&2; }
 
-command -v debootstrap >/dev/null || {
-  log "installing debootstrap"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap >/dev/null
-}
-
-key=$(printf '%s\n' "$suite" "$packages" "$mirror" "services-rootfs-v1" | sha256sum | cut -c1-16)
-rootfs=$cache/services-rootfs-$key.tar
-mkdir -p "$cache"
-if [[ ! -f $rootfs ]]; then
-  log "building the root file system (Debian $suite: $packages) into $rootfs"
-  tmp=$(mktemp -d /var/tmp/deckhand-rootfs.XXXXXX)
-  trap 'rm -rf "$tmp"' EXIT
-  debootstrap --variant=minbase "$suite" "$tmp/root" "$mirror" >"$tmp/debootstrap.log" 2>&1 ||
-    { tail -20 "$tmp/debootstrap.log" >&2; exit 1; }
-  # No service starts inside the chroot while its package is installed.
-  printf '#!/bin/sh\nexit 101\n' >"$tmp/root/usr/sbin/policy-rc.d"
-  chmod +x "$tmp/root/usr/sbin/policy-rc.d"
-  chroot "$tmp/root" /usr/bin/env DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y -q --no-install-recommends $packages >"$tmp/apt.log" 2>&1 ||
-    { tail -20 "$tmp/apt.log" >&2; exit 1; }
-  rm -f "$tmp/root/usr/sbin/policy-rc.d"
+# The packages installed with apt after debootstrap, with no service started inside the chroot meanwhile.
+install_services() {
+  local root=$1 pid
+  printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
+  chmod +x "$root/usr/sbin/policy-rc.d"
+  # shellcheck disable=SC2086 # the packages are words
+  chroot "$root" /usr/bin/env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -q --no-install-recommends $packages >"$root.apt.log" 2>&1 || { tail -20 "$root.apt.log" >&2; return 1; }
+  rm -f "$root/usr/sbin/policy-rc.d" "$root.apt.log"
   # Whatever the packages started anyway (Erlang's epmd) lives in the chroot: ended before it is packed.
   for pid in $(ls /proc | grep -E '^[0-9]+$'); do
-    [[ $(readlink "/proc/$pid/root" 2>/dev/null) == "$tmp/root" ]] && kill -9 "$pid" 2>/dev/null || true
+    [[ $(readlink "/proc/$pid/root" 2>/dev/null) == "$root" ]] && kill -9 "$pid" 2>/dev/null || true
   done
   # The package's default cluster is not used: the entrypoint makes one in the data volume.
-  rm -rf "$tmp/root/var/lib/postgresql/15" "$tmp/root/etc/postgresql/15/main"
-  mkdir -p "$tmp/root/var/lib/postgresql/data"
-  chroot "$tmp/root" chown postgres:postgres /var/lib/postgresql/data
-  chmod 0700 "$tmp/root/var/lib/postgresql/data"
-  rm -rf "$tmp/root/var/lib/apt/lists/"* "$tmp/root/var/cache/apt/"* "$tmp/root/usr/share/doc/"* \
-    "$tmp/root/usr/share/man/"* "$tmp/root/usr/share/info/"*
-  tar --numeric-owner -C "$tmp/root" -cf "$rootfs.partial" .
-  mv "$rootfs.partial" "$rootfs"
-  rm -rf "$tmp"
-  trap - EXIT
-fi
+  rm -rf "$root/var/lib/postgresql/15" "$root/etc/postgresql/15/main"
+  mkdir -p "$root/var/lib/postgresql/data"
+  chroot "$root" chown postgres:postgres /var/lib/postgresql/data
+  chmod 0700 "$root/var/lib/postgresql/data"
+  rm -rf "$root/var/lib/apt/lists/"* "$root/var/cache/apt/"* "$root/usr/share/doc/"* "$root/usr/share/man/"* \
+    "$root/usr/share/info/"*
+}
+rootfs=$(debian_rootfs services-rootfs "" "services-v2: $packages" install_services)
 
 layer=entrypoints-v1
-build=$( (cat "$rootfs.sha256" 2>/dev/null || sha256sum "$rootfs" | tee "$rootfs.sha256") | cut -c1-16)
+build=$(rootfs_digest "$rootfs")
 build+=-$(cat deploy/compose/images/*-entrypoint.sh | sha256sum | cut -c1-16)-$layer
 work=
 for name in rabbitmq postgres haproxy; do
   image=deckhand/$name:$version
-  current=$(docker image inspect --format '{{index .Config.Labels "deckhand.image.build"}}' "$image" 2>/dev/null || true)
+  current=$(image_label "$image" deckhand.image.build)
   if [[ $current == "$build" ]]; then
     log "$image is up to date"
     continue
