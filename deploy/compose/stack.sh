@@ -18,7 +18,8 @@ export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-deckhand}
 if [[ -z ${DOCKER_HOST:-} && -S $repo/.deckhand/docker/docker.sock ]]; then
   export DOCKER_HOST=unix://$repo/.deckhand/docker/docker.sock
 fi
-socket=${DOCKER_HOST#unix://}
+socket=${DOCKER_HOST:-}
+socket=${socket#unix://}
 [[ $socket == "${DOCKER_HOST:-}" || -z $socket ]] && socket=/var/run/docker.sock
 export DECKHAND_DOCKER_SOCKET=$socket
 DOCKER_GID=$(stat -c %g "$socket")
