@@ -94,6 +94,16 @@ struct ComposeStackTests {
             ).split(separator: "\n").map(String.init)
         }
 
+        /// The API requests a gateway container answered (its `/metrics`, read inside the container).
+        func apiRequests(_ container: String) async throws -> Double {
+            let text = try await TestEnvironment.runDetached(
+                "/usr/bin/docker",
+                ["exec", container, "curl", "-fsS", "http://127.0.0.1:3000/metrics"]
+            )
+            return text.split(separator: "\n").filter { $0.hasPrefix("deckhand_http_requests_total{route=\"/api/") }
+                .compactMap { $0.split(separator: " ").last.flatMap { Double($0) } }.reduce(0, +)
+        }
+
         /// Whatever of the stack is left on the engine: containers (the stack's and its sandboxes), volumes and
         /// networks.
         func leftovers() async throws -> [String] {
@@ -113,7 +123,8 @@ struct ComposeStackTests {
     }
 
     /// Up through `stack.sh up`; a conversation of 24 commands through the load balancer while the
-    /// conversation and runtime workers go from 1 to 3 and 2, then back to 1 (SIGTERM: each drains); every
+    /// conversation and runtime workers go from 1 to 3 and 2, then back to 1 (SIGTERM: each drains), and one of
+    /// the two gateways stops while a client keeps asking (none of its requests fails); every
     /// command ran once and every event is stored once, in order; `stack.sh down --volumes` leaves nothing.
     @Test(.timeLimit(.minutes(10)))
     func aConversationThroughTheLoadBalancerSurvivesScalingTheWorkers() async throws {
@@ -178,6 +189,23 @@ struct ComposeStackTests {
         #expect(try await stack.containers("runtime-worker").count == 1)
         let atScaleDown = try await ran()
         #expect(atScaleDown <= steps, "the conversation still ran when the workers were scaled down")
+
+        // One gateway stops (SIGTERM, as in a rolling restart) while a client keeps asking: the load balancer
+        // sends every request to the other.
+        let gateways = try await stack.containers("gateway")
+        #expect(gateways.count == 2)
+        for gateway in gateways {
+            #expect(try await stack.apiRequests(gateway) > 0, "the load balancer sent API requests to \(gateway)")
+        }
+        async let stopped = TestEnvironment.runDetached("/usr/bin/docker", ["stop", "-t", "15", gateways[0]])
+        var refused: [Int] = []
+        for _ in 0..<40 {
+            let status = try await api.request(.get, "/api/conversations/\(conversation)").status
+            if status != 200 { refused.append(status) }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        _ = try await stopped
+        #expect(refused.isEmpty, "while a gateway stopped, the API answered \(refused)")
 
         let lastEvents: @Sendable () async -> String = {
             (try? await api.events(conversation).suffix(6).map(\.json.serialized).joined(separator: "\n")) ?? ""
