@@ -35,7 +35,11 @@ public struct CommandBus: Sendable {
         traceparent: String? = nil
     ) async throws {
         let trace = traceparent ?? Traceparent.current.map(Traceparent.child(of:)) ?? Traceparent.make()
-        var headers: AMQPTable = ["x-attempt": 1, "traceparent": .string(trace)]
+        var headers: AMQPTable = [
+            "x-attempt": 1, "traceparent": .string(trace),
+            // When it was sent, in milliseconds (AMQP's timestamp has whole seconds): the wait consumers measure.
+            AMQPMessage.sentAtHeader: .int(Int64((Date().timeIntervalSince1970 * 1000).rounded())),
+        ]
         if let userID { headers["x-user-id"] = .string(userID) }
         let message = try AMQPMessage(encoding: payload, type: type, messageID: messageID, headers: headers)
         try await connection.publish(message, exchange: topology.commandsExchange, routingKey: queue, mandatory: true)
@@ -96,6 +100,10 @@ extension AMQPMessage {
         message.properties.expiration = nil
         return message
     }
+
+    /// The header of a command's sending time (Unix milliseconds); kept on retries and forwards, so a wait
+    /// measured from it counts the whole time the work has been waiting.
+    public static let sentAtHeader = "x-sent-at-ms"
 
     static let brokerHeaders = [
         "x-death", "x-first-death-queue", "x-first-death-reason", "x-first-death-exchange", "x-last-death-queue",

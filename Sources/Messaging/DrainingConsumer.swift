@@ -20,9 +20,16 @@ public func makeWorkerID() -> String {
 /// Cancelling the consumer first would close its channel and requeue the deliveries in flight. Handlers
 /// still running past the timeout are cancelled; their deliveries went back to the queue with the channel.
 public struct DrainingConsumer: Sendable {
-    /// How long each delivery waited since it was published (AMQP's timestamp: whole seconds), by queue: the
-    /// age of the work a pool has not caught up with, which an alert watches.
+    /// How long each delivery waited since it was sent (``AMQPMessage/sentAtHeader``; else AMQP's timestamp, in
+    /// whole seconds), by queue: the age of the work a pool has not caught up with, which an alert watches.
     public static let waitLabel = "deckhand_queue_wait_seconds"
+
+    static func sentAt(_ delivery: AMQPDelivery) -> Date? {
+        if let milliseconds = delivery.properties.headers[AMQPMessage.sentAtHeader]?.intValue {
+            return Date(timeIntervalSince1970: Double(milliseconds) / 1000)
+        }
+        return delivery.properties.timestamp
+    }
 
     public let connection: AMQPConnection
     public let queue: String
@@ -68,9 +75,7 @@ public struct DrainingConsumer: Sendable {
                 // consumer's channel closes. Nacking it would have it redelivered to this consumer at once, again
                 // and again, until the queue's delivery limit dead-letters it.
                 if state.draining.withLock({ $0 }) { continue }
-                if let published = delivery.properties.timestamp {
-                    waited.recordSeconds(max(0, Date().timeIntervalSince(published)))
-                }
+                if let sent = Self.sentAt(delivery) { waited.recordSeconds(max(0, Date().timeIntervalSince(sent))) }
                 state.inFlight.withLock { $0 += 1 }
                 group.addTask {
                     // The handler's work, and every command it sends, belongs to the delivery's trace.

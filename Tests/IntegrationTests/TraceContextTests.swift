@@ -40,6 +40,10 @@ import Testing
                 let sent = try #require(Self.parts(start.traceparent), "\(start.traceparent ?? "none")")
                 #expect(sent.trace == "4bf92f3577b34da6a3ce929d0e0e4736")
                 #expect(sent.span != "00f067aa0ba902b7", "a span of the gateway's own")
+                // It says when it was sent, in milliseconds: the wait its consumer measures.
+                let sentAt = try #require(start.properties.headers[AMQPMessage.sentAtHeader]?.intValue)
+                let age = Date().timeIntervalSince1970 * 1000 - Double(sentAt)
+                #expect(age >= 0 && age < 60_000, "sent \(age) ms ago")
             }
         }
     }
