@@ -105,9 +105,9 @@ struct KubernetesManifestTests {
         return found
     }
 
-    /// Every overlay renders, passes the schemas and the rules, and scales both worker pools: KEDA in production,
-    /// HPAs on a laptop.
-    @Test func theOverlaysRenderValidateAndScaleBothWorkerPools() async throws {
+    /// Every overlay renders, passes the schemas and the rules, and scales every pool — both worker pools on their
+    /// queues, the gateways on CPU: KEDA in production, HPAs on a laptop.
+    @Test func theOverlaysRenderValidateAndScaleEveryPool() async throws {
         let rendered = try await Self.render(Self.overlays).get()
         for overlay in Self.overlays {
             let objects = try #require(rendered[overlay], "\(overlay) rendered")
@@ -118,9 +118,24 @@ struct KubernetesManifestTests {
             }
             #expect(kinds.contains("Job/deckhand-migrate") && kinds.contains("Ingress/deckhand-gateway"))
             let scaler = overlay.hasSuffix("production") ? "ScaledObject" : "HorizontalPodAutoscaler"
-            for pool in ["conversation-worker", "runtime-worker"] {
+            for pool in ["conversation-worker", "runtime-worker", "gateway"] {
                 #expect(kinds.contains("\(scaler)/deckhand-\(pool)"), "\(overlay) scales \(pool) with a \(scaler)")
             }
+            // The gateways hold no queue: they scale on CPU alone; in production never below two (a laptop runs one
+            // of each).
+            let gateway = try #require(
+                objects.first {
+                    $0["kind"]?.stringValue == scaler && $0["metadata"]?["name"]?.stringValue == "deckhand-gateway"
+                }
+            )
+            let spec = gateway["spec"]
+            let minimum = (spec?["minReplicaCount"] ?? spec?["minReplicas"])?.intValue
+            #expect(minimum == (scaler == "ScaledObject" ? 2 : 1), "\(overlay)")
+            let signals =
+                scaler == "ScaledObject"
+                ? (spec?["triggers"]?.arrayValue ?? []).map { $0["type"]?.stringValue ?? "" }
+                : (spec?["metrics"]?.arrayValue ?? []).map { $0["resource"]?["name"]?.stringValue ?? "" }
+            #expect(signals == ["cpu"], "\(overlay): \(signals)")
             #expect(
                 objects.allSatisfy {
                     $0["metadata"]?["namespace"]?.stringValue == "deckhand" || $0["kind"]?.stringValue == "Namespace"
@@ -190,7 +205,8 @@ struct KubernetesManifestTests {
     }
 
     /// The schemas fail on what they guard: a misspelt field of a Deployment (Kubernetes' strict schema) and of a
-    /// ScaledObject (KEDA's), and a RabbitMQ trigger without its queue.
+    /// ScaledObject (KEDA's), a RabbitMQ trigger without its queue, a CPU trigger without its value or metric type,
+    /// and a trigger of a type render.py does not know.
     @Test func theSchemasRejectMisspeltFields() async throws {
         let deployment = """
             apiVersion: apps/v1
@@ -215,6 +231,10 @@ struct KubernetesManifestTests {
               triggers:
                 - type: rabbitmq
                   metadata: {queueNam: conversation.commands, value: "16"}
+                - type: cpu
+                  metadata: {target: "70"}
+                - type: kafka
+                  metadata: {topic: steps}
             """
         let complaint = try #require(
             try await Self.render(["broken"], yaml: deployment).failure(),
@@ -225,8 +245,12 @@ struct KubernetesManifestTests {
                 && complaint.contains("'readinesProbe' was unexpected")
         )
         #expect(complaint.contains("ScaledObject/broken: spec: Additional properties are not allowed ('minReplicas'"))
-        #expect(complaint.contains("unknown parameters ['queueNam']"))
-        #expect(complaint.contains("queueName and value are required"))
+        #expect(complaint.contains("rabbitmq trigger: unknown parameters ['queueNam']"))
+        #expect(complaint.contains("rabbitmq trigger: missing parameters ['queueName']"))
+        #expect(complaint.contains("cpu trigger: unknown parameters ['target']"))
+        #expect(complaint.contains("cpu trigger: missing parameters ['value']"))
+        #expect(complaint.contains("cpu trigger: metricType None is not Utilization or AverageValue"))
+        #expect(complaint.contains("trigger type 'kafka' is not one render.py knows"))
     }
 }
 

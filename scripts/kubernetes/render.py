@@ -1,7 +1,7 @@
 """Renders overlays of deploy/kubernetes with kustomize (`kubectl kustomize`) and validates every object offline:
 built-in kinds against the Kubernetes API's own JSON schemas (kubernetes-validate, strict: an unknown field is an
 error) for each version named, KEDA's kinds against deploy/kubernetes/schemas/keda-v1alpha1.json (with the
-RabbitMQ scaler's metadata checked by name). Prints {"<overlay>": [objects...]} as JSON on stdout; exits 1 and
+parameters of each trigger checked by name against SCALERS). Prints {"<overlay>": [objects...]} as JSON on stdout; exits 1 and
 names every problem on stderr.
 
     render.py [--kubernetes-version 1.30.0 ...] OVERLAY...
@@ -22,11 +22,24 @@ import yaml
 
 REPOSITORY = pathlib.Path(__file__).resolve().parents[2]
 KEDA_SCHEMA = REPOSITORY / "deploy/kubernetes/schemas/keda-v1alpha1.json"
-# The RabbitMQ scaler's parameters (KEDA 2.15); Deckhand's triggers use protocol, queueName, mode, value,
-# activationValue and vhostName, the host coming from a TriggerAuthentication.
-RABBITMQ_PARAMETERS = {
-    "protocol", "queueName", "mode", "value", "activationValue", "host", "hostFromEnv", "vhostName", "useRegex",
-    "excludeUnacknowledged", "pageSize", "operation", "timeout", "unsafeSsl",
+# The scalers Deckhand's triggers use (KEDA 2.15), with every parameter each one takes, those it requires, and the
+# values a parameter may have when it is one of a few. A trigger of another type is a finding: add it here first.
+SCALERS = {
+    # The host comes from a TriggerAuthentication (the Secret's amqp-url).
+    "rabbitmq": {
+        "parameters": {
+            "protocol", "queueName", "mode", "value", "activationValue", "host", "hostFromEnv", "vhostName",
+            "useRegex", "excludeUnacknowledged", "pageSize", "operation", "timeout", "unsafeSsl",
+        },
+        "required": {"queueName", "value"},
+        "choices": {"mode": {"QueueLength", "MessageRate"}, "protocol": {"amqp", "http", "auto"}},
+    },
+    # Its metricType (Utilization or AverageValue) sits on the trigger itself since KEDA 2.10, not in its metadata.
+    "cpu": {
+        "parameters": {"value", "containerName"},
+        "required": {"value"},
+        "choices": {},
+    },
 }
 
 
@@ -44,6 +57,35 @@ def render(overlay):
     return result.stdout
 
 
+def trigger_problems(name, trigger):
+    """What is wrong with one KEDA trigger, by its scaler's entry in SCALERS."""
+    kind = trigger.get("type")
+    scaler = SCALERS.get(kind)
+    if scaler is None:
+        return [f"{name}: trigger type {kind!r} is not one render.py knows (SCALERS)"]
+    found = []
+    metadata = trigger.get("metadata", {})
+    unknown = set(metadata) - scaler["parameters"]
+    if unknown:
+        found.append(f"{name}: {kind} trigger: unknown parameters {sorted(unknown)}")
+    missing = scaler["required"] - set(metadata)
+    if missing:
+        found.append(f"{name}: {kind} trigger: missing parameters {sorted(missing)}")
+    for parameter, allowed in scaler["choices"].items():
+        if parameter in metadata and metadata[parameter] not in allowed:
+            found.append(f"{name}: {kind} trigger: {parameter} {metadata[parameter]!r} is not one of {sorted(allowed)}")
+    if "value" in metadata:
+        try:
+            if float(metadata["value"]) <= 0:
+                found.append(f"{name}: {kind} trigger: value {metadata['value']!r} must be above 0")
+        except (TypeError, ValueError):
+            found.append(f"{name}: {kind} trigger: value {metadata['value']!r} is not a number")
+    if kind == "cpu":
+        if trigger.get("metricType") not in ("Utilization", "AverageValue"):
+            found.append(f"{name}: cpu trigger: metricType {trigger.get('metricType')!r} is not Utilization or AverageValue")
+    return found
+
+
 def problems(objects, versions):
     found = []
     keda = json.loads(KEDA_SCHEMA.read_text())
@@ -59,15 +101,7 @@ def problems(objects, versions):
                 path = ".".join(str(part) for part in error.absolute_path)
                 found.append(f"{name}: {path}: {error.message}")
             for trigger in item.get("spec", {}).get("triggers", []):
-                if trigger.get("type") == "rabbitmq":
-                    metadata = trigger.get("metadata", {})
-                    unknown = set(metadata) - RABBITMQ_PARAMETERS
-                    if unknown:
-                        found.append(f"{name}: rabbitmq trigger: unknown parameters {sorted(unknown)}")
-                    if "queueName" not in metadata or "value" not in metadata:
-                        found.append(f"{name}: rabbitmq trigger: queueName and value are required")
-                    if metadata.get("mode", "QueueLength") not in ("QueueLength", "MessageRate"):
-                        found.append(f"{name}: rabbitmq trigger: mode {metadata.get('mode')!r}")
+                found += trigger_problems(name, trigger)
             continue
         for version in versions:
             try:
