@@ -394,11 +394,13 @@ import Glibc
             let nodeB = NodeSettings(id: "node-b", advertiseHost: "127.0.0.3")
             try await running(try runtime.makeWorker(settings: quick, node: nodeB)) {
                 // Its sandbox must be woken, which only node A can do: the provision waits in node A's queue
-                // until node A is taken for dead, then comes back and gets a new sandbox on node B.
+                // until node A is taken for dead, then comes back and gets a new sandbox on node B. The stop may
+                // wait there beside it: node A can leave after carrying it out but before acking it, and the
+                // broker then gives it again, which node B forwards to node A too (CI saw 2).
                 try await runtime.provision(conversation)
                 let queueA = runtime.topology.runtimeNodeQueue("node-a")
                 try await eventually("the provision waits in node A's queue") {
-                    try await runtime.connection.inspect(queue: queueA).messageCount == 1
+                    try await runtime.connection.inspect(queue: queueA).messageCount >= 1
                 }
                 let reply = try await runtime.reply(for: conversation)
                 let second = try #require(reply.ready, "\(reply)")
