@@ -49,6 +49,18 @@ public struct PostgresMigrator: Sendable {
     public func migrate(_ client: PostgresClient) async throws -> [PostgresMigration] {
         let migrations = self.migrations
         let logger = self.logger
+        // Every process migrates as it starts, and the lock is one for the whole database: a schema already up
+        // to date (the usual case) is seen without it, so a start never waits behind another schema's migrations.
+        // Versions only ever get added, so what is recorded stays recorded; anything missing is done under the lock.
+        let pending = try await client.withConnection { connection -> Bool in
+            let recorded = try connection.query("SELECT to_regclass('schema_migrations') IS NOT NULL")
+            guard try recorded.first?.decode(Bool.self, 0) == true else { return true }
+            let applied = Set(
+                try connection.query("SELECT version FROM schema_migrations").map { try $0.decode(Int.self, 0) }
+            )
+            return migrations.contains { !applied.contains($0.version) }
+        }
+        guard pending else { return [] }
         return try await client.withAdvisoryLock(key: lockKey) { connection in
             try connection.simpleQuery(
                 """

@@ -135,7 +135,10 @@ func runWorkerRole(
         await postgres.close()
     }
     do {
+        // Each wait of the start-up says what it waits for: a role that is slow to start shows where.
+        logger.info("\(name) starting: migrating PostgreSQL")
         try await DeckhandSchema.migrate(postgres)
+        logger.info("\(name) starting: connecting to RabbitMQ")
         let amqp = try await AMQPConnection.connect(configuration: .init(settings: configuration.amqp, name: name))
         connections.append(amqp)
         let consuming = try await AMQPConnection.connect(
@@ -153,6 +156,7 @@ func runWorkerRole(
             consuming: consuming,
             topology: topology
         )
+        logger.info("\(name) starting: its services")
         var services = try await makeServices(resources)
         if let registry {
             services.append(

@@ -219,6 +219,39 @@ import Testing
         }
     }
 
+    /// The migration lock is one for the whole database, and every process migrates as it starts: a schema that
+    /// is up to date is seen so without the lock (a start never queues behind another schema's migrations), while
+    /// one with a migration missing waits for the lock and then applies it.
+    @Test func anUpToDateSchemaMigratesWithoutWaitingForTheLock() async throws {
+        var session = PostgresSessionSettings()
+        session.statementTimeout = .seconds(30)
+        try await TestPostgres.withSchema(session: session) { client in
+            try await DeckhandSchema.migrate(client)
+            let probe = PostgresMigration(version: 1_000_000, name: "probe", sql: "CREATE TABLE probe (id int)")
+            let withProbe = try PostgresMigrator(migrations: try DeckhandSchema.migrations + [probe])
+            let holder = PostgresClient(url: TestEnvironment.postgresURL, poolSize: 1)
+            let key = PostgresMigrator.defaultLockKey
+            let applied = try await holder.withReservedConnection { lock in
+                _ = try await lock.run { try $0.execute("SELECT pg_advisory_lock($1)", [.int(key)]) }
+                // Held by another session: an up-to-date schema returns, with nothing done (had it waited for the
+                // lock, the statement timeout would end the wait with an error).
+                #expect(try await DeckhandSchema.migrate(client).isEmpty)
+                // A schema with a migration missing waits for the lock, and applies it once the lock is free.
+                let migrating = Task { try await withProbe.migrate(client) }
+                try await eventually("a migration waiting for the lock") {
+                    try await lock.run {
+                        try $0.query("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")[0]
+                            .decode(Int.self, 0) >= 1
+                    }
+                }
+                _ = try await lock.run { try $0.execute("SELECT pg_advisory_unlock($1)", [.int(key)]) }
+                return try await migrating.value
+            }
+            await holder.close()
+            #expect(applied == [probe])
+        }
+    }
+
     @Test func killedIdleConnectionsAreReplaced() async throws {
         try await TestPostgres.withSchema(poolSize: 2) { client in
             // Open both connections.
