@@ -118,9 +118,19 @@ public final class TCPProxy: Sendable {
                 close(client)
                 continue
             }
-            state.withLock {
-                $0.connections.insert(client)
-                $0.connections.insert(upstream)
+            // Admitted only if no sever() came while the target was being reached: sever() cuts the connections
+            // it finds, and one not yet recorded would otherwise outlive it and forward through the outage: a
+            // pool opening a connection just then kept a way to its database while the test took it for cut.
+            let admitted = state.withLock { state -> Bool in
+                guard !state.refusing, !state.stopped else { return false }
+                state.connections.insert(client)
+                state.connections.insert(upstream)
+                return true
+            }
+            guard admitted else {
+                close(upstream)
+                close(client)
+                continue
             }
             let thread = Thread { [self] in pump(client, upstream) }
             thread.name = "tcp-proxy-pump"

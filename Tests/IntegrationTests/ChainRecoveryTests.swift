@@ -91,7 +91,14 @@ import Testing
                     // It failed twice (it waits in the 5 s retry queue): the database has been away a while.
                     let topology = bed.runtime.topology
                     let retry = topology.retryQueue(for: topology.conversationQueue, delay: .fiveSeconds)
-                    try await eventually("the message retried through the outage", timeout: .seconds(60)) {
+                    try await eventually(
+                        "the message retried through the outage",
+                        timeout: .seconds(60),
+                        describe: {
+                            let stored = try? await bed.events(id).contains { $0.message == "Sent during the outage" }
+                            return "stored already: \(stored.map(String.init) ?? "cannot tell")"
+                        }
+                    ) {
                         try await bed.runtime.connection.inspect(queue: retry).messageCount == 1
                     }
                     proxy.restore()
