@@ -457,7 +457,8 @@ import Glibc
     @Test func sigtermDrainsAndExitsZero() async throws {
         try await TestRuntime.with { runtime in
             let process = try runtime.launchWorkerProcess()
-            try await eventually("the worker consumes") {
+            // The worker logs each wait of its start-up: a slow start says which one it was.
+            try await eventually("the worker consumes", describe: { "worker log: \(runtime.workerProcessLog)" }) {
                 try await runtime.connection.inspect(queue: runtime.topology.runtimeQueue).consumerCount == 1
             }
             let conversation = UUID()
