@@ -47,20 +47,11 @@ public struct PostgresMigrator: Sendable {
     /// Applies the migrations that are not recorded yet and returns them (empty when there was nothing to do).
     @discardableResult
     public func migrate(_ client: PostgresClient) async throws -> [PostgresMigration] {
-        let migrations = self.migrations
         let logger = self.logger
         // Every process migrates as it starts, and the lock is one for the whole database: a schema already up
         // to date (the usual case) is seen without it, so a start never waits behind another schema's migrations.
         // Versions only ever get added, so what is recorded stays recorded; anything missing is done under the lock.
-        let pending = try await client.withConnection { connection -> Bool in
-            let recorded = try connection.query("SELECT to_regclass('schema_migrations') IS NOT NULL")
-            guard try recorded.first?.decode(Bool.self, 0) == true else { return true }
-            let applied = Set(
-                try connection.query("SELECT version FROM schema_migrations").map { try $0.decode(Int.self, 0) }
-            )
-            return migrations.contains { !applied.contains($0.version) }
-        }
-        guard pending else { return [] }
+        guard try await !client.withConnection({ try self.missing(on: $0).isEmpty }) else { return [] }
         return try await client.withAdvisoryLock(key: lockKey) { connection in
             try connection.simpleQuery(
                 """
@@ -71,11 +62,8 @@ public struct PostgresMigrator: Sendable {
                 )
                 """
             )
-            let applied = Set(
-                try connection.query("SELECT version FROM schema_migrations").map { try $0.decode(Int.self, 0) }
-            )
             var done: [PostgresMigration] = []
-            for migration in migrations where !applied.contains(migration.version) {
+            for migration in try self.missing(on: connection) {
                 let started = ContinuousClock.now
                 do {
                     try connection.transaction { connection in
@@ -105,5 +93,15 @@ public struct PostgresMigrator: Sendable {
             }
             return done
         }
+    }
+
+    /// The migrations `schema_migrations` does not record, in order: all of them when the table is not there yet.
+    private func missing(on connection: PostgresConnection) throws -> [PostgresMigration] {
+        let table = try connection.query("SELECT to_regclass('schema_migrations') IS NOT NULL")
+        guard try table.first?.decode(Bool.self, 0) == true else { return migrations }
+        let applied = Set(
+            try connection.query("SELECT version FROM schema_migrations").map { try $0.decode(Int.self, 0) }
+        )
+        return migrations.filter { !applied.contains($0.version) }
     }
 }
