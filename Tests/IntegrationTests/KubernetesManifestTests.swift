@@ -249,7 +249,7 @@ struct KubernetesManifestTests {
         #expect(complaint.contains("rabbitmq trigger: missing parameters ['queueName']"))
         #expect(complaint.contains("cpu trigger: unknown parameters ['target']"))
         #expect(complaint.contains("cpu trigger: missing parameters ['value']"))
-        #expect(complaint.contains("cpu trigger: metricType None is not Utilization or AverageValue"))
+        #expect(complaint.contains("cpu trigger: metricType None is not one of ['AverageValue', 'Utilization']"))
         #expect(complaint.contains("trigger type 'kafka' is not one render.py knows"))
     }
 }

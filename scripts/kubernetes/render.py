@@ -1,8 +1,8 @@
 """Renders overlays of deploy/kubernetes with kustomize (`kubectl kustomize`) and validates every object offline:
 built-in kinds against the Kubernetes API's own JSON schemas (kubernetes-validate, strict: an unknown field is an
-error) for each version named, KEDA's kinds against deploy/kubernetes/schemas/keda-v1alpha1.json (with the
-parameters of each trigger checked by name against SCALERS). Prints {"<overlay>": [objects...]} as JSON on stdout; exits 1 and
-names every problem on stderr.
+error) for each version named, KEDA's kinds against deploy/kubernetes/schemas/keda-v1alpha1.json (with each
+trigger's parameters checked by name against SCALERS). Prints {"<overlay>": [objects...]} as JSON on stdout;
+exits 1 and names every problem on stderr.
 
     render.py [--kubernetes-version 1.30.0 ...] OVERLAY...
     render.py --stdin NAME < rendered.yaml      (validates YAML given on standard input, as NAME)
@@ -22,8 +22,9 @@ import yaml
 
 REPOSITORY = pathlib.Path(__file__).resolve().parents[2]
 KEDA_SCHEMA = REPOSITORY / "deploy/kubernetes/schemas/keda-v1alpha1.json"
-# The scalers Deckhand's triggers use (KEDA 2.15), with every parameter each one takes, those it requires, and the
-# values a parameter may have when it is one of a few. A trigger of another type is a finding: add it here first.
+# The scalers Deckhand's triggers use (KEDA 2.15), with every parameter each one takes, those it requires, the
+# values a parameter may have when it is one of a few, and the fields it needs on the trigger itself with their
+# values. A trigger of another type is a finding: add it here first.
 SCALERS = {
     # The host comes from a TriggerAuthentication (the Secret's amqp-url).
     "rabbitmq": {
@@ -33,12 +34,14 @@ SCALERS = {
         },
         "required": {"queueName", "value"},
         "choices": {"mode": {"QueueLength", "MessageRate"}, "protocol": {"amqp", "http", "auto"}},
+        "trigger": {},
     },
-    # Its metricType (Utilization or AverageValue) sits on the trigger itself since KEDA 2.10, not in its metadata.
+    # Its metricType sits on the trigger itself since KEDA 2.10, not in its metadata.
     "cpu": {
         "parameters": {"value", "containerName"},
         "required": {"value"},
         "choices": {},
+        "trigger": {"metricType": {"Utilization", "AverageValue"}},
     },
 }
 
@@ -80,9 +83,9 @@ def trigger_problems(name, trigger):
                 found.append(f"{name}: {kind} trigger: value {metadata['value']!r} must be above 0")
         except (TypeError, ValueError):
             found.append(f"{name}: {kind} trigger: value {metadata['value']!r} is not a number")
-    if kind == "cpu":
-        if trigger.get("metricType") not in ("Utilization", "AverageValue"):
-            found.append(f"{name}: cpu trigger: metricType {trigger.get('metricType')!r} is not Utilization or AverageValue")
+    for field, allowed in scaler["trigger"].items():
+        if trigger.get(field) not in allowed:
+            found.append(f"{name}: {kind} trigger: {field} {trigger.get(field)!r} is not one of {sorted(allowed)}")
     return found
 
 
